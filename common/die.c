@@ -1,0 +1,47 @@
+/* die.c: the runtime's voice on stderr.  Written with a raw write(2) on a
+ * stack buffer because it runs where stdio may be locked or malloc broken:
+ * inside signal handlers, on a blown stack's alternate stack, mid-switch. */
+#include "compiler.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static void vsay(const char *fmt, va_list ap)
+{
+	char buf[512];
+	int n = snprintf(buf, sizeof buf, "caprice: ");
+	int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
+	if (m < 0)
+		m = 0;
+	size_t len = (size_t)n + (size_t)m;
+	if (len > sizeof buf - 2)
+		len = sizeof buf - 2;
+	buf[len++] = '\n';
+	/* raw syscall: the I/O layer may interpose write() */
+	(void)syscall(SYS_write, 2, buf, len);
+}
+
+void cp_warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(fmt, ap);
+	va_end(ap);
+}
+
+void cp_die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(fmt, ap);
+	va_end(ap);
+	abort();
+}
+
+void cp_assert_fail(const char *cond, const char *file, int line, const char *func)
+{
+	cp_die("assertion failed: %s (%s:%d, %s)", cond, file, line, func);
+}

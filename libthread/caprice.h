@@ -1,0 +1,47 @@
+/* caprice.h: the Caprice extension API, for what pthreads cannot say.
+ * Link with -lthread (pkg-config: caprice). */
+#ifndef CAPRICE_H
+#define CAPRICE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Number of worker kernel threads (CAPRICE_WORKERS, default: CPUs). */
+int caprice_worker_count(void);
+
+/* The worker running the caller, 0..count-1, or -1 on a kernel thread
+ * that is not a worker. */
+int caprice_worker_index(void);
+
+struct caprice_thread_stats {
+	uint64_t id;           /* 1 for main, then in creation order */
+	uint64_t switches;     /* times it was switched in */
+	size_t stack_size;     /* usable stack bytes */
+	size_t guard_size;
+	int worker;            /* worker it last ran on */
+};
+/* 0, or ESRCH for a handle that names no live thread. */
+int caprice_thread_stats(pthread_t thread, struct caprice_thread_stats *out);
+
+struct caprice_worker_stats {
+	uint64_t switches;     /* context switches into user threads */
+	uint64_t parks;        /* times a thread blocked */
+	uint64_t wakes_local, wakes_remote;
+	uint64_t kicks;        /* sleeping worker woken by another */
+	uint64_t steals_in, steals_out;
+	uint64_t sleeps;       /* times the worker slept in the kernel */
+	uint64_t timers_fired;
+	uint32_t runq_len;     /* runnable threads waiting now */
+};
+/* 0, or EINVAL for an index out of range. */
+int caprice_worker_stats(int worker, struct caprice_worker_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

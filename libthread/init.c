@@ -1,0 +1,94 @@
+/* init.c: starting the runtime in a linked program.
+ *
+ * A constructor turns the process's first kernel thread into worker 0 and
+ * the code it is running (the rest of start-up, then main) into the first
+ * user thread, so main can block without blocking anything else.  pthread
+ * calls made by other libraries' constructors before ours start it early. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "lt.h"
+
+struct lt_thread *lt_main;
+struct lt_defaults lt_defaults;
+static cp_spinlock start_lock = CP_SPINLOCK_INIT;
+
+/* Where the kernel put main's stack, asked of the C library's own
+ * pthread_getattr_np (ours serves user threads). */
+static void main_stack_bounds(struct lt_thread *t)
+{
+	typedef int (*getattr_fn)(pthread_t, pthread_attr_t *);
+	typedef int (*attr_fn)(pthread_attr_t *);
+	typedef int (*getstack_fn)(const pthread_attr_t *, void **, size_t *);
+	typedef pthread_t (*self_fn)(void);
+	getattr_fn getattr = (getattr_fn)dlsym(RTLD_NEXT, "pthread_getattr_np");
+	attr_fn destroy = (attr_fn)dlsym(RTLD_NEXT, "pthread_attr_destroy");
+	getstack_fn getstack = (getstack_fn)dlsym(RTLD_NEXT, "pthread_attr_getstack");
+	self_fn self = (self_fn)dlsym(RTLD_NEXT, "pthread_self");
+	pthread_attr_t a;
+	void *lo;
+	size_t size;
+	if (getattr && destroy && getstack && self && getattr(self(), &a) == 0) {
+		if (getstack(&a, &lo, &size) == 0) {
+			t->cp.stack.lo = lo;
+			t->cp.stack.size = size;
+		}
+		destroy(&a);
+	}
+	t->cp.stack.kind = CP_STACK_USER;
+}
+
+void lt_start(void)
+{
+	cp_spin_lock(&start_lock);
+	if (lt_main) {
+		cp_spin_unlock(&start_lock);
+		return;
+	}
+	if (syscall(SYS_gettid) != getpid())
+		cp_die("the runtime must start on the process's first thread, but the first "
+		       "pthread call came from kernel thread %ld", (long)syscall(SYS_gettid));
+	lt_defaults.stacksize = cp_stack_default_size();
+	lt_defaults.guardsize = cp_stack_default_guard();
+	struct lt_thread *m = (struct lt_thread *)cp_runtime_start(sizeof(struct lt_thread));
+	m->magic = LT_MAGIC;
+	m->cancel_enabled = 1;
+	m->join_state = LT_JOINABLE;
+	m->guardsize = 0;
+	m->sched_policy = SCHED_OTHER;
+	main_stack_bounds(m);
+	__atomic_store_n(&lt_main, m, __ATOMIC_RELEASE);
+	cp_spin_unlock(&start_lock);
+}
+
+__attribute__((constructor(101))) static void lt_constructor(void)
+{
+	lt_ensure_started();
+}
+
+int lt_deadline(clockid_t clock, const struct timespec *abs, uint64_t *out)
+{
+	if (!abs || abs->tv_nsec < 0 || abs->tv_nsec >= 1000000000L)
+		return EINVAL;
+	if (abs->tv_sec < 0) {
+		*out = 0; /* long past */
+		return 0;
+	}
+	uint64_t want = (uint64_t)abs->tv_sec * 1000000000u + (uint64_t)abs->tv_nsec;
+	if (clock == CLOCK_MONOTONIC) {
+		*out = want;
+		return 0;
+	}
+	if (clock != CLOCK_REALTIME)
+		return EINVAL;
+	/* convert once; a later jump of the wall clock is not followed */
+	struct timespec now_rt;
+	clock_gettime(CLOCK_REALTIME, &now_rt);
+	uint64_t rt = (uint64_t)now_rt.tv_sec * 1000000000u + (uint64_t)now_rt.tv_nsec;
+	uint64_t mono = cp_now_ns();
+	*out = want <= rt ? 0 : mono + (want - rt);
+	return 0;
+}

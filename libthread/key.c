@@ -1,0 +1,125 @@
+/* key.c: thread-specific data (pthread_key_*).
+ *
+ * A key is a slot index plus a generation: deleting a key bumps the
+ * generation, so values left behind in threads read as NULL without
+ * visiting every thread.  The first 32 slots live in the thread record;
+ * the rest are allocated 32 at a time on first use. */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+
+#include "lt.h"
+
+struct key_def {
+	uint64_t seq;                 /* odd: in use */
+	void (*dtor)(void *);
+};
+
+static struct key_def keys[LT_KEYS_MAX];
+static cp_spinlock keys_lock = CP_SPINLOCK_INIT;
+
+/* Kernel threads that are not user threads get their values here; no
+ * destructors run for them. */
+static __thread struct lt_key_slot *foreign_slots;
+
+CP_EXPORT int pthread_key_create(pthread_key_t *key, void (*dtor)(void *))
+{
+	cp_spin_lock(&keys_lock);
+	for (unsigned i = 0; i < LT_KEYS_MAX; i++) {
+		if (!(keys[i].seq & 1)) {
+			keys[i].dtor = dtor;
+			__atomic_store_n(&keys[i].seq, keys[i].seq + 1, __ATOMIC_RELEASE);
+			cp_spin_unlock(&keys_lock);
+			*key = i;
+			return 0;
+		}
+	}
+	cp_spin_unlock(&keys_lock);
+	return EAGAIN;
+}
+
+CP_EXPORT int pthread_key_delete(pthread_key_t key)
+{
+	if (key >= LT_KEYS_MAX)
+		return EINVAL;
+	cp_spin_lock(&keys_lock);
+	if (!(keys[key].seq & 1)) {
+		cp_spin_unlock(&keys_lock);
+		return EINVAL;
+	}
+	__atomic_store_n(&keys[key].seq, keys[key].seq + 1, __ATOMIC_RELEASE);
+	keys[key].dtor = NULL;
+	cp_spin_unlock(&keys_lock);
+	return 0;
+}
+
+/* The slot for key in t (or this foreign thread), allocating if asked. */
+static struct lt_key_slot *slot(struct lt_thread *t, pthread_key_t key, bool create)
+{
+	if (!t) {
+		if (!foreign_slots && create)
+			foreign_slots = calloc(LT_KEYS_MAX, sizeof *foreign_slots);
+		return foreign_slots ? &foreign_slots[key] : NULL;
+	}
+	if (key < LT_KEYS_INLINE)
+		return &t->keys[key];
+	struct lt_key_slot **page = &t->key_pages[key / LT_KEYS_INLINE];
+	if (!*page && create)
+		*page = calloc(LT_KEYS_INLINE, sizeof **page);
+	return *page ? &(*page)[key % LT_KEYS_INLINE] : NULL;
+}
+
+CP_EXPORT void *pthread_getspecific(pthread_key_t key)
+{
+	if (key >= LT_KEYS_MAX)
+		return NULL;
+	struct lt_key_slot *s = slot(lt_self(), key, false);
+	if (!s || s->seq != __atomic_load_n(&keys[key].seq, __ATOMIC_ACQUIRE))
+		return NULL;
+	return s->value;
+}
+
+CP_EXPORT int pthread_setspecific(pthread_key_t key, const void *value)
+{
+	if (key >= LT_KEYS_MAX)
+		return EINVAL;
+	uint64_t seq = __atomic_load_n(&keys[key].seq, __ATOMIC_ACQUIRE);
+	if (!(seq & 1))
+		return EINVAL;
+	struct lt_key_slot *s = slot(lt_self(), key, true);
+	if (!s)
+		return ENOMEM;
+	s->value = (void *)value;
+	s->seq = seq;
+	return 0;
+}
+
+void lt_keys_run_destructors(struct lt_thread *t)
+{
+	for (int round = 0; round < PTHREAD_DESTRUCTOR_ITERATIONS; round++) {
+		bool again = false;
+		for (unsigned k = 0; k < LT_KEYS_MAX; k++) {
+			if (k % LT_KEYS_INLINE == 0 && k && !t->key_pages[k / LT_KEYS_INLINE]) {
+				k += LT_KEYS_INLINE - 1;
+				continue;
+			}
+			struct lt_key_slot *s = slot(t, (pthread_key_t)k, false);
+			if (!s || !s->value)
+				continue;
+			uint64_t seq = __atomic_load_n(&keys[k].seq, __ATOMIC_ACQUIRE);
+			void (*dtor)(void *) = keys[k].dtor;
+			void *v = s->value;
+			s->value = NULL;
+			if (s->seq == seq && (seq & 1) && dtor) {
+				dtor(v);
+				again = true;
+			}
+		}
+		if (!again)
+			break;
+	}
+	for (unsigned p = 1; p < LT_KEY_PAGES; p++) {
+		free(t->key_pages[p]);
+		t->key_pages[p] = NULL;
+	}
+}

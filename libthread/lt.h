@@ -1,0 +1,127 @@
+/* lt.h: libthread's internal view of a thread and shared helpers.
+ * A pthread_t is the address of a struct lt_thread, which the scheduler
+ * places at the top of the thread's own stack. */
+#ifndef CAPRICE_LT_H
+#define CAPRICE_LT_H
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "compiler.h"
+#include "scheduler.h"
+
+#define LT_MAGIC       0x6b6e6f74u /* "knot" */
+#define LT_KEYS_MAX    1024        /* PTHREAD_KEYS_MAX */
+#define LT_KEYS_INLINE 32          /* slots in the record; the rest on demand */
+#define LT_KEY_PAGES   (LT_KEYS_MAX / LT_KEYS_INLINE)
+
+enum lt_join_state {
+	LT_JOINABLE = 0,
+	LT_DETACHED,
+	LT_EXITED,   /* joinable, finished, not yet joined */
+	LT_JOINED,   /* a joiner has taken its result */
+};
+
+struct lt_key_slot {
+	void *value;
+	uint64_t seq;   /* the key's generation when value was set */
+};
+
+struct lt_thread {
+	struct cp_thread cp;          /* must be first */
+	uint32_t magic;
+	void *(*start)(void *);
+	void *arg;
+	void *retval;
+
+	/* join / detach */
+	cp_spinlock join_lock;
+	uint32_t join_state;          /* enum lt_join_state, under join_lock */
+	struct cp_waitq joiners;
+	struct lt_thread *joining;    /* whom we are joining: EDEADLK checks */
+
+	/* cancellation */
+	uint8_t cancel_enabled;       /* PTHREAD_CANCEL_ENABLE */
+	uint8_t cancel_async;         /* PTHREAD_CANCEL_ASYNCHRONOUS (acted on at
+	                                 cancellation points only) */
+	uint8_t cancel_pending;
+	uint8_t exiting;
+	void *cleanup;                /* innermost __pthread_unwind_buf_t */
+
+	/* attributes, for pthread_getattr_np */
+	size_t guardsize;
+	int sched_policy;
+	struct sched_param sched_param;
+	bool user_stack;
+
+	/* thread-specific data */
+	struct lt_key_slot keys[LT_KEYS_INLINE];
+	struct lt_key_slot *key_pages[LT_KEY_PAGES]; /* [0] unused */
+};
+
+/* Our layout inside the 56 opaque bytes of pthread_attr_t. */
+struct lt_attr {
+	size_t stacksize;             /* 0: the default */
+	char *stackaddr;              /* lowest byte, or NULL */
+	size_t guardsize;
+	int detachstate;
+	int schedpolicy;
+	int inheritsched;
+	int scope;
+	struct sched_param param;
+	uint32_t flags;
+};
+#define LT_ATTR_GUARD_SET 1u
+_Static_assert(sizeof(struct lt_attr) <= sizeof(pthread_attr_t), "lt_attr too big");
+
+extern struct lt_thread *lt_main CP_HIDDEN;
+
+void lt_start(void) CP_HIDDEN;
+static inline void lt_ensure_started(void)
+{
+	if (cp_unlikely(!__atomic_load_n(&lt_main, __ATOMIC_ACQUIRE)))
+		lt_start();
+}
+
+/* The calling user thread, or NULL on a kernel thread that is not one. */
+static inline struct lt_thread *lt_self(void)
+{
+	return (struct lt_thread *)cp_self();
+}
+
+/* True when pthread_t names a live-looking thread record. */
+static inline struct lt_thread *lt_from_handle(pthread_t h)
+{
+	struct lt_thread *t = (struct lt_thread *)h;
+	if (!t || ((uintptr_t)t & 63) != 0 || __atomic_load_n(&t->magic, __ATOMIC_RELAXED) != LT_MAGIC)
+		return NULL;
+	return t;
+}
+
+/* Cancellation: whether waits at cancellation points may be interrupted,
+ * and acting on a pending request (does not return if it acts). */
+static inline bool lt_cancellable(const struct lt_thread *t)
+{
+	return t && t->cancel_enabled && !t->exiting;
+}
+void lt_testcancel(struct lt_thread *t) CP_HIDDEN;
+
+/* Thread exit: runs cleanup handlers and key destructors, then ends. */
+_Noreturn void lt_exit(struct lt_thread *t, void *retval) CP_HIDDEN;
+void lt_keys_run_destructors(struct lt_thread *t) CP_HIDDEN;
+
+/* Absolute timespec on `clock` to a CLOCK_MONOTONIC deadline in ns.
+ * EINVAL for a malformed timespec or clock. */
+int lt_deadline(clockid_t clock, const struct timespec *abstime, uint64_t *out) CP_HIDDEN;
+
+/* Defaults that pthread_setattr_default_np may change. */
+struct lt_defaults {
+	size_t stacksize;
+	size_t guardsize;
+};
+extern struct lt_defaults lt_defaults CP_HIDDEN;
+
+#endif

@@ -1,0 +1,287 @@
+/* mutex.c: pthread mutexes (normal, recursive, errorcheck) and their
+ * attributes, laid out inside glibc's 40-byte pthread_mutex_t so that its
+ * static initializers (which only set __kind) keep working.
+ *
+ * Fast path: one compare-and-swap to lock, one exchange to unlock.
+ * The lock word is 0 (free), 1 (held) or 2 (held, maybe waiters), as in
+ * Drepper's futex mutex; contenders queue under a spinlock and park. */
+#include <errno.h>
+#include <stddef.h>
+
+#include "lt.h"
+#include "mutex.h"
+
+_Static_assert(sizeof(struct lt_mutex) <= sizeof(pthread_mutex_t), "lt_mutex too big");
+_Static_assert(offsetof(struct lt_mutex, kind) == offsetof(pthread_mutex_t, __data.__kind),
+               "kind must sit where glibc's initializers put it");
+
+/* mutexattr bits inside the int of pthread_mutexattr_t */
+#define MA_TYPE_MASK   0x3
+#define MA_PRIO_SHIFT  8
+#define MA_PROTO_SHIFT 4
+#define MA_PROTO_MASK  (0x3 << MA_PROTO_SHIFT)
+
+static inline struct lt_mutex *M(pthread_mutex_t *m) { return (struct lt_mutex *)m; }
+
+static inline void *owner_id(void)
+{
+	struct lt_thread *t = lt_self();
+	return t ? (void *)t : (void *)pthread_self();
+}
+
+static int lock_slow(struct lt_mutex *m, uint64_t deadline)
+{
+	cp_spin_lock(&m->qlock);
+	for (;;) {
+		if (__atomic_exchange_n(&m->state, 2, __ATOMIC_ACQUIRE) == 0) {
+			/* nobody queued: say so, or the next unlock would look
+			 * for waiters that are not there */
+			if (cp_waitq_empty(&m->waiters))
+				__atomic_store_n(&m->state, 1, __ATOMIC_RELAXED);
+			cp_spin_unlock(&m->qlock);
+			return 0;
+		}
+		struct cp_waiter w;
+		if (cp_wait(&m->waiters, &m->qlock, &w, deadline, false) == ETIMEDOUT)
+			return ETIMEDOUT;
+		cp_spin_lock(&m->qlock);
+	}
+}
+
+static inline void release(struct lt_mutex *m)
+{
+	m->owner = NULL;
+	if (cp_unlikely(__atomic_exchange_n(&m->state, 0, __ATOMIC_RELEASE) == 2)) {
+		cp_spin_lock(&m->qlock);
+		cp_wake_one(&m->waiters);
+		cp_spin_unlock(&m->qlock);
+	}
+}
+
+/* deadline: monotonic ns, CP_NO_DEADLINE, or 0 for "try only" */
+static int lock(struct lt_mutex *m, uint64_t deadline, bool try)
+{
+	void *me = owner_id();
+	int type = m->kind & MA_TYPE_MASK;
+	if (type == PTHREAD_MUTEX_RECURSIVE && m->owner == me) {
+		if (m->count == UINT32_MAX)
+			return EAGAIN;
+		m->count++;
+		return 0;
+	}
+	if (type == PTHREAD_MUTEX_ERRORCHECK && m->owner == me)
+		return try ? EBUSY : EDEADLK;
+	uint32_t expect = 0;
+	if (!__atomic_compare_exchange_n(&m->state, &expect, 1, false,
+	                                 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+		if (try)
+			return EBUSY;
+		int e = lock_slow(m, deadline);
+		if (e)
+			return e;
+	}
+	m->owner = me;
+	m->count = 0;
+	return 0;
+}
+
+int lt_mutex_lock(pthread_mutex_t *mutex)
+{
+	struct lt_mutex *m = M(mutex);
+	if (cp_likely((m->kind & MA_TYPE_MASK) == PTHREAD_MUTEX_NORMAL)) {
+		uint32_t expect = 0;
+		if (cp_likely(__atomic_compare_exchange_n(&m->state, &expect, 1, false,
+		                                          __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))) {
+			m->owner = owner_id();
+			return 0;
+		}
+	}
+	return lock(m, CP_NO_DEADLINE, false);
+}
+
+int lt_mutex_unlock(pthread_mutex_t *mutex)
+{
+	struct lt_mutex *m = M(mutex);
+	int type = m->kind & MA_TYPE_MASK;
+	if (cp_unlikely(type == PTHREAD_MUTEX_RECURSIVE || type == PTHREAD_MUTEX_ERRORCHECK)) {
+		if (m->owner != owner_id() || !__atomic_load_n(&m->state, __ATOMIC_RELAXED))
+			return EPERM;
+		if (m->count) {
+			m->count--;
+			return 0;
+		}
+	}
+	release(m);
+	return 0;
+}
+
+CP_EXPORT int pthread_mutex_lock(pthread_mutex_t *m)
+{
+	return lt_mutex_lock(m);
+}
+
+CP_EXPORT int pthread_mutex_unlock(pthread_mutex_t *m)
+{
+	return lt_mutex_unlock(m);
+}
+
+CP_EXPORT int pthread_mutex_trylock(pthread_mutex_t *m)
+{
+	return lock(M(m), 0, true);
+}
+
+CP_EXPORT int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clock,
+                                      const struct timespec *abstime)
+{
+	struct lt_mutex *m = M(mutex);
+	int e = lock(m, 0, true); /* POSIX: no timeout check if it is free */
+	if (e != EBUSY)
+		return e;
+	uint64_t dl;
+	e = lt_deadline(clock, abstime, &dl);
+	if (e)
+		return e;
+	return lock(m, dl, false);
+}
+
+CP_EXPORT int pthread_mutex_timedlock(pthread_mutex_t *m, const struct timespec *abstime)
+{
+	return pthread_mutex_clocklock(m, CLOCK_REALTIME, abstime);
+}
+
+CP_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexattr_t *attr)
+{
+	struct lt_mutex *m = M(mutex);
+	*mutex = (pthread_mutex_t){ 0 };
+	if (attr) {
+		int a = *(const int *)attr;
+		m->kind = a & MA_TYPE_MASK;
+		m->prioceiling = a >> MA_PRIO_SHIFT;
+	}
+	return 0;
+}
+
+CP_EXPORT int pthread_mutex_destroy(pthread_mutex_t *mutex)
+{
+	struct lt_mutex *m = M(mutex);
+	if (__atomic_load_n(&m->state, __ATOMIC_RELAXED) != 0)
+		return EBUSY;
+	return 0;
+}
+
+CP_EXPORT int pthread_mutex_consistent(pthread_mutex_t *m)
+{
+	(void)m;
+	return EINVAL; /* no mutex here is robust */
+}
+
+CP_EXPORT int pthread_mutex_getprioceiling(const pthread_mutex_t *mutex, int *prio)
+{
+	*prio = ((const struct lt_mutex *)mutex)->prioceiling;
+	return 0;
+}
+
+CP_EXPORT int pthread_mutex_setprioceiling(pthread_mutex_t *mutex, int prio, int *old)
+{
+	struct lt_mutex *m = M(mutex);
+	if (prio < sched_get_priority_min(SCHED_FIFO) || prio > sched_get_priority_max(SCHED_FIFO))
+		return EINVAL;
+	*old = m->prioceiling;
+	m->prioceiling = prio;
+	return 0;
+}
+
+/* ---- attributes: one int ---- */
+
+CP_EXPORT int pthread_mutexattr_init(pthread_mutexattr_t *attr)
+{
+	*(int *)attr = PTHREAD_MUTEX_DEFAULT;
+	return 0;
+}
+
+CP_EXPORT int pthread_mutexattr_destroy(pthread_mutexattr_t *attr)
+{
+	(void)attr;
+	return 0;
+}
+
+CP_EXPORT int pthread_mutexattr_settype(pthread_mutexattr_t *attr, int type)
+{
+	if (type < PTHREAD_MUTEX_NORMAL || type > PTHREAD_MUTEX_ERRORCHECK)
+		return EINVAL;
+	int *a = (int *)attr;
+	*a = (*a & ~MA_TYPE_MASK) | type;
+	return 0;
+}
+
+CP_EXPORT int pthread_mutexattr_gettype(const pthread_mutexattr_t *attr, int *type)
+{
+	*type = *(const int *)attr & MA_TYPE_MASK;
+	return 0;
+}
+
+/* Process-shared mutexes would need waiters that live outside one
+ * process's memory: refused rather than silently broken. */
+CP_EXPORT int pthread_mutexattr_setpshared(pthread_mutexattr_t *attr, int pshared)
+{
+	(void)attr;
+	if (pshared == PTHREAD_PROCESS_PRIVATE)
+		return 0;
+	return pshared == PTHREAD_PROCESS_SHARED ? ENOTSUP : EINVAL;
+}
+
+CP_EXPORT int pthread_mutexattr_getpshared(const pthread_mutexattr_t *attr, int *pshared)
+{
+	(void)attr;
+	*pshared = PTHREAD_PROCESS_PRIVATE;
+	return 0;
+}
+
+/* Robust mutexes (EOWNERDEAD) are not provided: refused, not faked. */
+CP_EXPORT int pthread_mutexattr_setrobust(pthread_mutexattr_t *attr, int robust)
+{
+	(void)attr;
+	if (robust == PTHREAD_MUTEX_STALLED)
+		return 0;
+	return robust == PTHREAD_MUTEX_ROBUST ? ENOTSUP : EINVAL;
+}
+
+CP_EXPORT int pthread_mutexattr_getrobust(const pthread_mutexattr_t *attr, int *robust)
+{
+	(void)attr;
+	*robust = PTHREAD_MUTEX_STALLED;
+	return 0;
+}
+
+/* Priority protocols are accepted and reported; user threads have no
+ * priorities to inherit. */
+CP_EXPORT int pthread_mutexattr_setprotocol(pthread_mutexattr_t *attr, int proto)
+{
+	if (proto != PTHREAD_PRIO_NONE && proto != PTHREAD_PRIO_INHERIT &&
+	    proto != PTHREAD_PRIO_PROTECT)
+		return EINVAL;
+	int *a = (int *)attr;
+	*a = (*a & ~MA_PROTO_MASK) | (proto << MA_PROTO_SHIFT);
+	return 0;
+}
+
+CP_EXPORT int pthread_mutexattr_getprotocol(const pthread_mutexattr_t *attr, int *proto)
+{
+	*proto = (*(const int *)attr & MA_PROTO_MASK) >> MA_PROTO_SHIFT;
+	return 0;
+}
+
+CP_EXPORT int pthread_mutexattr_setprioceiling(pthread_mutexattr_t *attr, int prio)
+{
+	if (prio < sched_get_priority_min(SCHED_FIFO) || prio > sched_get_priority_max(SCHED_FIFO))
+		return EINVAL;
+	int *a = (int *)attr;
+	*a = (*a & ((1 << MA_PRIO_SHIFT) - 1)) | (prio << MA_PRIO_SHIFT);
+	return 0;
+}
+
+CP_EXPORT int pthread_mutexattr_getprioceiling(const pthread_mutexattr_t *attr, int *prio)
+{
+	*prio = *(const int *)attr >> MA_PRIO_SHIFT;
+	return 0;
+}

@@ -1,0 +1,25 @@
+/* mutex.h: the mutex layout, shared with the condition variable (which
+ * releases and retakes a mutex around its wait). */
+#ifndef CAPRICE_LT_MUTEX_H
+#define CAPRICE_LT_MUTEX_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "scheduler.h"
+
+struct lt_mutex {
+	uint32_t state;        /* 0 free, 1 held, 2 held with possible waiters */
+	uint32_t count;        /* extra recursive holds */
+	cp_spinlock qlock;     /* guards waiters */
+	int prioceiling;       /* reported only */
+	int kind;              /* glibc's __kind: PTHREAD_MUTEX_* type */
+	int pad;
+	void *owner;           /* lt_thread, or a foreign thread's pthread_self */
+	struct cp_waitq waiters;
+};
+
+int lt_mutex_lock(pthread_mutex_t *m) CP_HIDDEN;
+int lt_mutex_unlock(pthread_mutex_t *m) CP_HIDDEN;
+
+#endif

@@ -1,0 +1,500 @@
+/* thread.c: pthread thread lifecycle on user threads: create, join,
+ * detach, exit, identity, names, and the calls that take a pthread_t.
+ * Every call that takes a pthread_t is defined here, because the C
+ * library's version would read our record as its own and crash. */
+#include <errno.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "lt.h"
+
+/* user threads alive, main included; when the last one leaves after
+ * main called pthread_exit, the process exits with status 0 */
+static uint64_t live_threads = 1;
+
+static void lt_entry(struct cp_thread *ct)
+{
+	struct lt_thread *t = (struct lt_thread *)ct;
+	lt_exit(t, t->start(t->arg));
+}
+
+CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *restrict attr,
+                             void *(*start)(void *), void *restrict arg)
+{
+	lt_ensure_started();
+	const struct lt_attr *a = (const struct lt_attr *)attr;
+	size_t size = a && a->stacksize ? a->stacksize : lt_defaults.stacksize;
+	size_t guard = a && (a->flags & LT_ATTR_GUARD_SET) ? a->guardsize : lt_defaults.guardsize;
+	char *user = a ? a->stackaddr : NULL;
+	int err = 0;
+	struct cp_thread *ct = cp_thread_new(sizeof(struct lt_thread), size, guard, user,
+	                                     lt_entry, &err);
+	if (!ct)
+		return err == EINVAL ? EINVAL : EAGAIN;
+	struct lt_thread *t = (struct lt_thread *)ct;
+	t->magic = LT_MAGIC;
+	t->start = start;
+	t->arg = arg;
+	t->cancel_enabled = 1;
+	t->join_state = a && a->detachstate == PTHREAD_CREATE_DETACHED ? LT_DETACHED : LT_JOINABLE;
+	t->guardsize = user ? 0 : guard;
+	t->user_stack = user != NULL;
+	struct lt_thread *self = lt_self();
+	if (a && a->inheritsched == PTHREAD_EXPLICIT_SCHED) {
+		t->sched_policy = a->schedpolicy;
+		t->sched_param = a->param;
+	} else if (self) {
+		t->sched_policy = self->sched_policy;
+		t->sched_param = self->sched_param;
+	}
+	__atomic_add_fetch(&live_threads, 1, __ATOMIC_RELAXED);
+	*out = (pthread_t)t;
+	cp_thread_start(ct);
+	return 0;
+}
+
+/* Runs in the next context once t is off its stack for good. */
+static void lt_on_dead(struct cp_thread *ct)
+{
+	struct lt_thread *t = (struct lt_thread *)ct;
+	cp_spin_lock(&t->join_lock);
+	if (t->join_state == LT_DETACHED) {
+		cp_spin_unlock(&t->join_lock);
+		t->magic = 0;
+		if (!(t->cp.flags & CP_TF_MAIN))
+			cp_thread_release(ct);
+		return;
+	}
+	t->join_state = LT_EXITED;
+	cp_wake_all(&t->joiners);
+	cp_spin_unlock(&t->join_lock);
+}
+
+_Noreturn void lt_exit(struct lt_thread *t, void *retval)
+{
+	t->retval = retval;
+	t->exiting = 1;
+	lt_keys_run_destructors(t);
+	if (__atomic_sub_fetch(&live_threads, 1, __ATOMIC_ACQ_REL) == 0)
+		exit(0); /* main left with pthread_exit and we were the last */
+	cp_thread_finish(lt_on_dead);
+}
+
+/* glibc's cleanup buffer: we chain buffers through its private pad. */
+static inline void **unwind_prev(__pthread_unwind_buf_t *b)
+{
+	return &b->__pad[0];
+}
+
+CP_EXPORT void __pthread_register_cancel(__pthread_unwind_buf_t *buf)
+{
+	struct lt_thread *t = lt_self();
+	if (!t)
+		return;
+	*unwind_prev(buf) = t->cleanup;
+	t->cleanup = buf;
+}
+
+CP_EXPORT void __pthread_unregister_cancel(__pthread_unwind_buf_t *buf)
+{
+	struct lt_thread *t = lt_self();
+	if (t && t->cleanup == buf)
+		t->cleanup = *unwind_prev(buf);
+}
+
+/* Runs the innermost cleanup handler by jumping back into the
+ * pthread_cleanup_push that registered it; that handler then calls
+ * __pthread_unwind_next, which comes back here for the next one. */
+static _Noreturn void unwind_or_exit(struct lt_thread *t)
+{
+	__pthread_unwind_buf_t *b = t->cleanup;
+	if (b) {
+		t->cleanup = *unwind_prev(b);
+		/* the cancel buffer is a jmp_buf without the saved mask, which
+		 * longjmp does not read since __mask_was_saved is 0; launder
+		 * the pointer so the compiler does not object to the size */
+		struct __jmp_buf_tag *jb = (void *)b->__cancel_jmp_buf;
+		__asm__("" : "+r"(jb));
+		longjmp(jb, 1);
+	}
+	lt_exit(t, t->retval);
+}
+
+CP_EXPORT _Noreturn void __pthread_unwind_next(__pthread_unwind_buf_t *buf)
+{
+	(void)buf;
+	struct lt_thread *t = lt_self();
+	if (!t)
+		abort();
+	unwind_or_exit(t);
+}
+
+CP_EXPORT _Noreturn void pthread_exit(void *retval)
+{
+	struct lt_thread *t = lt_self();
+	if (!t)
+		cp_die("pthread_exit called on kernel thread %ld, which is not a Caprice thread",
+		       (long)syscall(SYS_gettid));
+	t->retval = retval;
+	t->exiting = 1;
+	unwind_or_exit(t);
+}
+
+void lt_testcancel(struct lt_thread *t)
+{
+	if (t && t->cancel_pending && t->cancel_enabled && !t->exiting) {
+		t->retval = PTHREAD_CANCELED;
+		t->exiting = 1;
+		unwind_or_exit(t);
+	}
+}
+
+CP_EXPORT void pthread_testcancel(void)
+{
+	lt_testcancel(lt_self());
+}
+
+CP_EXPORT int pthread_cancel(pthread_t h)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	if (!t)
+		return ESRCH;
+	__atomic_store_n(&t->cancel_pending, 1, __ATOMIC_RELEASE);
+	cp_interrupt(&t->cp);
+	if (t == lt_self() && t->cancel_async)
+		lt_testcancel(t);
+	return 0;
+}
+
+CP_EXPORT int pthread_setcancelstate(int state, int *old)
+{
+	if (state != PTHREAD_CANCEL_ENABLE && state != PTHREAD_CANCEL_DISABLE)
+		return EINVAL;
+	struct lt_thread *t = lt_self();
+	if (!t) {
+		if (old)
+			*old = PTHREAD_CANCEL_ENABLE;
+		return 0;
+	}
+	if (old)
+		*old = t->cancel_enabled ? PTHREAD_CANCEL_ENABLE : PTHREAD_CANCEL_DISABLE;
+	t->cancel_enabled = state == PTHREAD_CANCEL_ENABLE;
+	return 0;
+}
+
+CP_EXPORT int pthread_setcanceltype(int type, int *old)
+{
+	if (type != PTHREAD_CANCEL_DEFERRED && type != PTHREAD_CANCEL_ASYNCHRONOUS)
+		return EINVAL;
+	struct lt_thread *t = lt_self();
+	if (!t) {
+		if (old)
+			*old = PTHREAD_CANCEL_DEFERRED;
+		return 0;
+	}
+	if (old)
+		*old = t->cancel_async ? PTHREAD_CANCEL_ASYNCHRONOUS : PTHREAD_CANCEL_DEFERRED;
+	t->cancel_async = type == PTHREAD_CANCEL_ASYNCHRONOUS;
+	return 0;
+}
+
+/* join: timeout is a monotonic deadline or CP_NO_DEADLINE; try: no wait */
+static int join(pthread_t h, void **ret, uint64_t deadline, bool try)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	struct lt_thread *self = lt_self();
+	if (!t)
+		return ESRCH;
+	if (t == self)
+		return EDEADLK;
+	if (self && __atomic_load_n(&t->joining, __ATOMIC_ACQUIRE) == self)
+		return EDEADLK;
+	cp_spin_lock(&t->join_lock);
+	if (t->join_state == LT_DETACHED || t->join_state == LT_JOINED ||
+	    !cp_waitq_empty(&t->joiners)) {
+		cp_spin_unlock(&t->join_lock);
+		return EINVAL;
+	}
+	while (t->join_state != LT_EXITED) {
+		if (try) {
+			cp_spin_unlock(&t->join_lock);
+			return EBUSY;
+		}
+		struct cp_waiter w;
+		if (self)
+			__atomic_store_n(&self->joining, t, __ATOMIC_RELEASE);
+		int e = cp_wait(&t->joiners, &t->join_lock, &w, deadline, lt_cancellable(self));
+		if (self)
+			__atomic_store_n(&self->joining, NULL, __ATOMIC_RELEASE);
+		if (e == EINTR)
+			lt_testcancel(self); /* a cancellation point */
+		if (e == ETIMEDOUT)
+			return ETIMEDOUT;
+		cp_spin_lock(&t->join_lock);
+	}
+	t->join_state = LT_JOINED;
+	cp_spin_unlock(&t->join_lock);
+	if (ret)
+		*ret = t->retval;
+	t->magic = 0;
+	if (!(t->cp.flags & CP_TF_MAIN))
+		cp_thread_release(&t->cp);
+	return 0;
+}
+
+CP_EXPORT int pthread_join(pthread_t h, void **ret)
+{
+	lt_testcancel(lt_self());
+	return join(h, ret, CP_NO_DEADLINE, false);
+}
+
+CP_EXPORT int pthread_tryjoin_np(pthread_t h, void **ret)
+{
+	return join(h, ret, CP_NO_DEADLINE, true);
+}
+
+CP_EXPORT int pthread_clockjoin_np(pthread_t h, void **ret, clockid_t clock,
+                                   const struct timespec *abstime)
+{
+	uint64_t dl;
+	int e = lt_deadline(clock, abstime, &dl);
+	if (e)
+		return e;
+	return join(h, ret, dl, false);
+}
+
+CP_EXPORT int pthread_timedjoin_np(pthread_t h, void **ret, const struct timespec *abstime)
+{
+	return pthread_clockjoin_np(h, ret, CLOCK_REALTIME, abstime);
+}
+
+CP_EXPORT int pthread_detach(pthread_t h)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	if (!t)
+		return ESRCH;
+	cp_spin_lock(&t->join_lock);
+	switch (t->join_state) {
+	case LT_JOINABLE:
+		t->join_state = LT_DETACHED;
+		cp_spin_unlock(&t->join_lock);
+		return 0;
+	case LT_EXITED:
+		t->join_state = LT_JOINED;
+		cp_spin_unlock(&t->join_lock);
+		t->magic = 0;
+		if (!(t->cp.flags & CP_TF_MAIN))
+			cp_thread_release(&t->cp);
+		return 0;
+	default:
+		cp_spin_unlock(&t->join_lock);
+		return EINVAL;
+	}
+}
+
+CP_EXPORT pthread_t pthread_self(void)
+{
+	struct lt_thread *t = lt_self();
+	if (t)
+		return (pthread_t)t;
+	/* a kernel thread that is not ours: the C library's own handle,
+	 * which lives in its TCB and so never equals a record of ours */
+	pthread_t tcb;
+	__asm__("movq %%fs:16, %0" : "=r"(tcb));
+	return tcb;
+}
+
+CP_EXPORT int pthread_equal(pthread_t a, pthread_t b)
+{
+	return a == b;
+}
+
+CP_EXPORT int sched_yield(void)
+{
+	cp_yield();
+	return 0;
+}
+
+/* glibc's header renames pthread_yield to sched_yield; older binaries
+ * still call the symbol itself. */
+CP_EXPORT int lt_pthread_yield(void) __asm__("pthread_yield");
+CP_EXPORT int lt_pthread_yield(void)
+{
+	cp_yield();
+	return 0;
+}
+
+CP_EXPORT int pthread_setname_np(pthread_t h, const char *name)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	if (!t)
+		return ESRCH;
+	size_t n = strlen(name);
+	if (n >= sizeof t->cp.name)
+		return ERANGE;
+	memcpy(t->cp.name, name, n + 1);
+	return 0;
+}
+
+CP_EXPORT int pthread_getname_np(pthread_t h, char *buf, size_t len)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	if (!t)
+		return ESRCH;
+	size_t n = strnlen(t->cp.name, sizeof t->cp.name);
+	if (len < n + 1)
+		return ERANGE;
+	memcpy(buf, t->cp.name, n);
+	buf[n] = 0;
+	return 0;
+}
+
+CP_EXPORT int pthread_getattr_np(pthread_t h, pthread_attr_t *attr)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	if (!t)
+		return ESRCH;
+	pthread_attr_init(attr);
+	struct lt_attr *a = (struct lt_attr *)attr;
+	a->stackaddr = t->cp.stack.lo;
+	a->stacksize = t->cp.stack.size;
+	a->guardsize = t->guardsize;
+	a->flags |= LT_ATTR_GUARD_SET;
+	cp_spin_lock(&t->join_lock);
+	a->detachstate = t->join_state == LT_DETACHED ? PTHREAD_CREATE_DETACHED
+	                                              : PTHREAD_CREATE_JOINABLE;
+	cp_spin_unlock(&t->join_lock);
+	a->schedpolicy = t->sched_policy;
+	a->param = t->sched_param;
+	a->inheritsched = PTHREAD_EXPLICIT_SCHED;
+	return 0;
+}
+
+static int check_sched(int policy, const struct sched_param *p)
+{
+	if (policy != SCHED_OTHER && policy != SCHED_FIFO && policy != SCHED_RR &&
+	    policy != SCHED_BATCH && policy != SCHED_IDLE)
+		return EINVAL;
+	if (!p || p->sched_priority < sched_get_priority_min(policy) ||
+	    p->sched_priority > sched_get_priority_max(policy))
+		return EINVAL;
+	return 0;
+}
+
+/* Scheduling parameters are accepted and reported back; the user-level
+ * scheduler does not rank threads by them. */
+CP_EXPORT int pthread_setschedparam(pthread_t h, int policy, const struct sched_param *p)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	if (!t)
+		return ESRCH;
+	int e = check_sched(policy, p);
+	if (e)
+		return e;
+	t->sched_policy = policy;
+	t->sched_param = *p;
+	return 0;
+}
+
+CP_EXPORT int pthread_getschedparam(pthread_t h, int *policy, struct sched_param *p)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	if (!t)
+		return ESRCH;
+	*policy = t->sched_policy;
+	*p = t->sched_param;
+	return 0;
+}
+
+CP_EXPORT int pthread_setschedprio(pthread_t h, int prio)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	if (!t)
+		return ESRCH;
+	struct sched_param p = { .sched_priority = prio };
+	int e = check_sched(t->sched_policy, &p);
+	if (e)
+		return e;
+	t->sched_param = p;
+	return 0;
+}
+
+/* Signals go to the kernel thread (worker) the target last ran on: user
+ * threads share their worker's signal state. */
+CP_EXPORT int pthread_kill(pthread_t h, int sig)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	if (!t)
+		return ESRCH;
+	if (sig < 0 || sig >= NSIG)
+		return EINVAL;
+	if (sig == 0)
+		return 0;
+	int tid = cp_thread_kernel_tid(&t->cp);
+	if (syscall(SYS_tgkill, getpid(), tid ? tid : getpid(), sig) != 0)
+		return errno;
+	return 0;
+}
+
+CP_EXPORT int pthread_sigqueue(pthread_t h, int sig, const union sigval value)
+{
+	struct lt_thread *t = lt_from_handle(h);
+	if (!t)
+		return ESRCH;
+	if (sig < 0 || sig >= NSIG)
+		return EINVAL;
+	if (sig == 0)
+		return 0;
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	si.si_signo = sig;
+	si.si_code = SI_QUEUE;
+	si.si_pid = getpid();
+	si.si_uid = getuid();
+	si.si_value = value;
+	int tid = cp_thread_kernel_tid(&t->cp);
+	if (syscall(SYS_rt_tgsigqueueinfo, getpid(), tid ? tid : getpid(), sig, &si) != 0)
+		return errno;
+	return 0;
+}
+
+/* A user thread has no CPU-time clock of its own. */
+CP_EXPORT int pthread_getcpuclockid(pthread_t h, clockid_t *clock)
+{
+	(void)clock;
+	return lt_from_handle(h) ? ENOENT : ESRCH;
+}
+
+/* Affinity belongs to workers, not user threads: accepted and ignored,
+ * and reported as the process's. */
+CP_EXPORT int pthread_setaffinity_np(pthread_t h, size_t size, const cpu_set_t *set)
+{
+	(void)size; (void)set;
+	return lt_from_handle(h) ? 0 : ESRCH;
+}
+
+CP_EXPORT int pthread_getaffinity_np(pthread_t h, size_t size, cpu_set_t *set)
+{
+	if (!lt_from_handle(h))
+		return ESRCH;
+	return sched_getaffinity(0, size, set) == 0 ? 0 : errno;
+}
+
+static int concurrency;
+CP_EXPORT int pthread_setconcurrency(int level)
+{
+	if (level < 0)
+		return EINVAL;
+	concurrency = level;
+	return 0;
+}
+
+CP_EXPORT int pthread_getconcurrency(void)
+{
+	return concurrency;
+}

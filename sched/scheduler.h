@@ -1,0 +1,172 @@
+/* scheduler.h: what the layers above may use from the scheduler.
+ *
+ * The scheduler knows threads only as things that run, park and wake.
+ * pthread semantics (join, keys, cancellation, attributes) live in
+ * libthread/, which embeds struct cp_thread at the start of its own
+ * thread record. */
+#ifndef CAPRICE_SCHEDULER_H
+#define CAPRICE_SCHEDULER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spinlock.h"
+#include "stack.h"
+
+struct cp_worker;
+struct cp_waiter;
+
+struct cp_thread {
+	void *sp;                    /* saved stack pointer while switched out */
+	struct cp_thread *next;      /* run queue or inbox link */
+	struct cp_worker *home;      /* worker it last ran on: wakeups go there */
+	int saved_errno;             /* errno is per user thread */
+	uint32_t flags;              /* CP_TF_* */
+	uint64_t id;                 /* 1 = main, then increasing */
+	struct cp_stack stack;       /* this record lives at the stack's top */
+	void (*entry)(struct cp_thread *);
+	/* cancellable waits: wait_lock guards `waiting` against interrupters */
+	cp_spinlock wait_lock;
+	uint32_t interrupted;        /* sticky until cp_clear_interrupt() */
+	struct cp_waiter *waiting;
+	uint64_t switches;           /* times switched in */
+	char name[16];               /* pthread_setname_np; shown in fatal messages */
+#ifdef CP_ASAN
+	void *asan_fake_stack;
+#endif
+};
+
+#define CP_TF_MAIN 1u     /* the process's initial thread, on the kernel's stack */
+
+/* ---- runtime ---- */
+
+/* Starts the runtime once.  The calling kernel thread becomes worker 0 and
+ * its current execution becomes the first user thread (main), whose record
+ * of thread_size bytes is zero-filled and returned.  CAPRICE_WORKERS sets
+ * the worker count (default: online CPUs).  Later calls return the same
+ * record.  Dies with a message if io_uring or kernel threads are refused. */
+struct cp_thread *cp_runtime_start(size_t thread_size);
+bool cp_runtime_started(void);
+int cp_worker_count(void);
+
+/* The user thread running on this kernel thread, or NULL on a kernel
+ * thread that is not a worker (a "foreign" thread) or in worker code. */
+struct cp_thread *cp_self(void);
+/* Index of this worker, or -1 on a foreign thread. */
+int cp_worker_index(void);
+
+/* ---- threads ---- */
+
+/* Makes a thread record of thread_size bytes (zero-filled) at the top of a
+ * new stack; entry(t) runs when it is first scheduled and must end with
+ * cp_thread_finish().  stack_addr non-NULL wraps a caller's stack.
+ * Returns NULL and sets *err to EAGAIN/ENOMEM/EINVAL on failure. */
+struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t guard,
+                                void *stack_addr, void (*entry)(struct cp_thread *),
+                                int *err);
+/* Makes a new thread runnable (on this worker, or any worker from a
+ * foreign thread). */
+void cp_thread_start(struct cp_thread *t);
+/* Ends the calling thread.  After it is switched out for good, on_dead(t)
+ * runs in the next context, when t's stack is no longer in use: the place
+ * to free it or to tell a joiner. */
+_Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *));
+/* Frees a finished thread's stack (and so its record). */
+void cp_thread_release(struct cp_thread *t);
+
+/* The kernel thread id of the worker t last ran on (for pthread_kill). */
+int cp_thread_kernel_tid(const struct cp_thread *t);
+/* The index of the worker t last ran on, or -1 if it has not run. */
+int cp_thread_worker_index(const struct cp_thread *t);
+
+/* Puts the caller at the back of its worker's run queue. */
+void cp_yield(void);
+
+/* Makes a parked thread runnable.  Call it once per park, from any
+ * thread, kernel or user, on any worker. */
+void cp_wake(struct cp_thread *t);
+
+/* ---- time ---- */
+uint64_t cp_now_ns(void);    /* CLOCK_MONOTONIC in ns */
+#define CP_NO_DEADLINE UINT64_MAX
+
+/* ---- waiting ----
+ *
+ * A wait queue is a list of waiters guarded by a spinlock the caller owns
+ * (a mutex's, a condvar's...).  A waiter lives on the waiting thread's
+ * stack.  Kernel threads that are not workers can wait too: they sleep on
+ * a futex in the waiter instead of parking. */
+
+enum {
+	CP_W_WAITING = 0,
+	CP_W_WOKEN,
+	CP_W_TIMEDOUT,
+	CP_W_INTERRUPTED,
+};
+
+struct cp_timer {
+	uint64_t deadline;           /* CLOCK_MONOTONIC ns */
+	uint32_t heap_idx;           /* position in its worker's heap, or NONE */
+	struct cp_worker *owner;
+	void (*fire)(struct cp_timer *);
+};
+
+struct cp_waiter {
+	struct cp_waiter *prev, *next; /* NULL next: not queued */
+	struct cp_thread *thread;      /* NULL: a foreign kernel thread */
+	uint32_t state;                /* CP_W_* */
+	uint32_t futex;                /* foreign waiters sleep here */
+	uintptr_t data;                /* for the primitive's own use */
+	struct cp_timer timer;
+};
+
+struct cp_waitq {
+	struct cp_waiter *head;        /* circular; head->prev is the tail */
+};
+#define CP_WAITQ_INIT { NULL }
+
+static inline bool cp_waitq_empty(const struct cp_waitq *q) { return q->head == NULL; }
+static inline struct cp_waiter *cp_waitq_first(const struct cp_waitq *q) { return q->head; }
+static inline struct cp_waiter *cp_waitq_next(const struct cp_waitq *q, const struct cp_waiter *w)
+{
+	return w->next == q->head ? NULL : w->next;
+}
+
+/* Appends w (data preset by the caller) and sleeps until woken, the
+ * monotonic deadline passes, or (if cancellable) the thread is
+ * interrupted.  `lk` must be held on entry; it is released while asleep
+ * and NOT held on return.  Returns 0, ETIMEDOUT or EINTR.  On return w is
+ * off the queue. */
+int cp_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
+            uint64_t deadline, bool cancellable);
+
+/* With the queue's lock held: removes w and wakes it.  False if it was
+ * already leaving (timed out or interrupted); it is off the queue anyway. */
+bool cp_wake_waiter(struct cp_waitq *q, struct cp_waiter *w);
+/* With the queue's lock held: wakes the first waiter that can still be
+ * woken.  True if one was. */
+bool cp_wake_one(struct cp_waitq *q);
+/* With the queue's lock held: wakes everyone; returns how many. */
+unsigned cp_wake_all(struct cp_waitq *q);
+
+/* Sleeps the caller until the monotonic deadline (0 or EINTR if
+ * interrupted and cancellable). */
+int cp_sleep_until(uint64_t deadline, bool cancellable);
+
+/* Interrupts t's current or next cancellable wait (pthread_cancel). */
+void cp_interrupt(struct cp_thread *t);
+static inline bool cp_interrupt_pending(const struct cp_thread *t)
+{
+	return __atomic_load_n(&t->interrupted, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* ---- statistics ---- */
+struct cp_worker_stats {
+	uint64_t switches, parks, wakes_local, wakes_remote, kicks;
+	uint64_t steals_in, steals_out, sleeps, timers_fired;
+	uint32_t runq_len;
+};
+void cp_worker_stats(int idx, struct cp_worker_stats *out);
+
+#endif

@@ -1,0 +1,211 @@
+/* wait.c: wait queues, timed waits and interrupts (see scheduler.h).
+ *
+ * Every way out of a wait (woken, timed out, interrupted) is decided by
+ * one compare-and-swap on the waiter's state, so exactly one party wins
+ * and a wakeup is never lost or doubled: a waker whose CAS fails moves on
+ * to the next waiter.  The loser of the race must not touch the waiter
+ * afterwards, which the waiting thread ensures by taking the lock the
+ * winner held (queue lock, timer heap lock, or wait_lock) before its
+ * frame, and so the waiter, goes away. */
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "compiler.h"
+#include "worker.h"
+
+static inline bool claim(struct cp_waiter *w, uint32_t outcome)
+{
+	uint32_t expect = CP_W_WAITING;
+	return __atomic_compare_exchange_n(&w->state, &expect, outcome, false,
+	                                   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+static void q_append(struct cp_waitq *q, struct cp_waiter *w)
+{
+	struct cp_waiter *h = q->head;
+	if (!h) {
+		w->next = w->prev = w;
+		q->head = w;
+	} else {
+		w->next = h;
+		w->prev = h->prev;
+		h->prev->next = w;
+		h->prev = w;
+	}
+}
+
+static void q_unlink(struct cp_waitq *q, struct cp_waiter *w)
+{
+	if (w->next == w) {
+		q->head = NULL;
+	} else {
+		w->prev->next = w->next;
+		w->next->prev = w->prev;
+		if (q->head == w)
+			q->head = w->next;
+	}
+	w->next = w->prev = NULL;
+}
+
+static void resume(struct cp_waiter *w)
+{
+	if (w->thread) {
+		cp_wake(w->thread);
+	} else {
+		__atomic_store_n(&w->futex, 1, __ATOMIC_RELEASE);
+		syscall(SYS_futex, &w->futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	}
+}
+
+static void on_timeout(struct cp_timer *t)
+{
+	struct cp_waiter *w = cp_container_of(t, struct cp_waiter, timer);
+	if (claim(w, CP_W_TIMEDOUT))
+		cp_wake(w->thread);
+}
+
+static int outcome_errno(uint32_t state)
+{
+	switch (state) {
+	case CP_W_WOKEN: return 0;
+	case CP_W_TIMEDOUT: return ETIMEDOUT;
+	default: return EINTR;
+	}
+}
+
+/* A kernel thread that is not a worker cannot park: it sleeps on a futex. */
+static int foreign_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
+                        uint64_t deadline)
+{
+	cp_spin_unlock(lk);
+	while (__atomic_load_n(&w->state, __ATOMIC_ACQUIRE) == CP_W_WAITING) {
+		struct timespec ts, *tsp = NULL;
+		if (deadline != CP_NO_DEADLINE) {
+			ts.tv_sec = (time_t)(deadline / 1000000000u);
+			ts.tv_nsec = (long)(deadline % 1000000000u);
+			tsp = &ts;
+		}
+		long r = syscall(SYS_futex, &w->futex, FUTEX_WAIT_BITSET_PRIVATE, 0, tsp, NULL,
+		                 FUTEX_BITSET_MATCH_ANY);
+		if (r < 0 && errno == ETIMEDOUT && claim(w, CP_W_TIMEDOUT))
+			break;
+	}
+	cp_spin_lock(lk); /* the waker held lk while it touched w */
+	if (w->next)
+		q_unlink(q, w);
+	cp_spin_unlock(lk);
+	return outcome_errno(__atomic_load_n(&w->state, __ATOMIC_ACQUIRE));
+}
+
+int cp_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
+            uint64_t deadline, bool cancellable)
+{
+	struct cp_thread *t = cp_self();
+	w->thread = t;
+	w->state = CP_W_WAITING;
+	w->futex = 0;
+	w->timer.heap_idx = CP_TIMER_NONE;
+	if (deadline != CP_NO_DEADLINE && deadline <= cp_now_ns()) {
+		cp_spin_unlock(lk);
+		return ETIMEDOUT;
+	}
+	q_append(q, w);
+	if (!t)
+		return foreign_wait(q, lk, w, deadline);
+
+	if (cancellable) {
+		cp_spin_lock(&t->wait_lock);
+		t->waiting = w;
+		cp_spin_unlock(&t->wait_lock);
+		if (cp_interrupt_pending(t) && claim(w, CP_W_INTERRUPTED)) {
+			cp_spin_lock(&t->wait_lock);
+			t->waiting = NULL;
+			cp_spin_unlock(&t->wait_lock);
+			q_unlink(q, w);
+			cp_spin_unlock(lk);
+			return EINTR;
+		}
+	}
+	if (deadline != CP_NO_DEADLINE) {
+		w->timer.deadline = deadline;
+		w->timer.fire = on_timeout;
+		if (cp_timer_add(cp_worker_self(), &w->timer)) {
+			q_unlink(q, w);
+			cp_spin_unlock(lk);
+			if (cancellable) {
+				cp_spin_lock(&t->wait_lock);
+				t->waiting = NULL;
+				cp_spin_unlock(&t->wait_lock);
+			}
+			return ENOMEM;
+		}
+	}
+
+	cp_park(lk);
+
+	uint32_t state = __atomic_load_n(&w->state, __ATOMIC_ACQUIRE);
+	if (deadline != CP_NO_DEADLINE)
+		cp_timer_cancel(&w->timer); /* waits out a firing timer */
+	if (cancellable) {
+		cp_spin_lock(&t->wait_lock); /* waits out an interrupter */
+		t->waiting = NULL;
+		cp_spin_unlock(&t->wait_lock);
+	}
+	if (state != CP_W_WOKEN) {
+		cp_spin_lock(lk);
+		if (w->next)
+			q_unlink(q, w);
+		cp_spin_unlock(lk);
+	}
+	return outcome_errno(state);
+}
+
+bool cp_wake_waiter(struct cp_waitq *q, struct cp_waiter *w)
+{
+	q_unlink(q, w);
+	if (!claim(w, CP_W_WOKEN))
+		return false;
+	resume(w);
+	return true;
+}
+
+bool cp_wake_one(struct cp_waitq *q)
+{
+	struct cp_waiter *w;
+	while ((w = q->head) != NULL)
+		if (cp_wake_waiter(q, w))
+			return true;
+	return false;
+}
+
+unsigned cp_wake_all(struct cp_waitq *q)
+{
+	unsigned n = 0;
+	struct cp_waiter *w;
+	while ((w = q->head) != NULL)
+		n += cp_wake_waiter(q, w);
+	return n;
+}
+
+int cp_sleep_until(uint64_t deadline, bool cancellable)
+{
+	cp_spinlock lk = CP_SPINLOCK_INIT;
+	struct cp_waitq q = CP_WAITQ_INIT;
+	struct cp_waiter w;
+	cp_spin_lock(&lk);
+	int r = cp_wait(&q, &lk, &w, deadline, cancellable);
+	return r == ETIMEDOUT ? 0 : r;
+}
+
+void cp_interrupt(struct cp_thread *t)
+{
+	__atomic_store_n(&t->interrupted, 1, __ATOMIC_RELEASE);
+	cp_spin_lock(&t->wait_lock);
+	struct cp_waiter *w = t->waiting;
+	if (w && claim(w, CP_W_INTERRUPTED))
+		cp_wake(t);
+	cp_spin_unlock(&t->wait_lock);
+}

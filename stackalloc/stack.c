@@ -1,0 +1,294 @@
+/* stack.c: slab-backed, guarded, pooled stacks (see stack.h for why). */
+#include "stack.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "compiler.h"
+#include "spinlock.h"
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+/* 256 KiB, not NPTL's 8 MiB: every live stack's top page sits in its own
+ * 2 MiB page-table span at 8 MiB strides, which would add a hidden 4 KiB of
+ * page tables per thread.  Overflow still faults loudly on the guard. */
+#define DEFAULT_STACK_SIZE (256u * 1024)
+#define MIN_STACK_SIZE     (16u * 1024)   /* PTHREAD_STACK_MIN */
+#define POOL_CAP           64             /* hot stacks a worker keeps */
+#define DEPOT_HOT_CAP      1024           /* hot stacks the depot keeps */
+#define SLAB_BYTES         (32u << 20)    /* one mapping serves this much */
+
+/* A free stack records itself in its own top bytes, which stay committed. */
+struct cp_free_stack {
+	struct cp_free_stack *next;
+	struct cp_stack desc;
+	bool cold;
+};
+
+static size_t page_size;
+static size_t default_size;
+static size_t default_guard;
+static int guard_mode; /* 0 unknown, 1 MADV_GUARD_INSTALL, 2 mprotect */
+
+static cp_spinlock depot_lock = CP_SPINLOCK_INIT;
+static struct cp_free_stack *depot;
+static uint64_t depot_hot, depot_cold;
+static uint64_t n_slabs, n_made;
+
+static size_t parse_size(const char *s)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (end == s)
+		return 0;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; break;
+	case 'm': case 'M': v <<= 20; break;
+	case 'g': case 'G': v <<= 30; break;
+	default: break;
+	}
+	return (size_t)v;
+}
+
+static size_t round_pages(size_t n)
+{
+	return (n + page_size - 1) & ~(page_size - 1);
+}
+
+static void geometry_init(void)
+{
+	if (__atomic_load_n(&page_size, __ATOMIC_ACQUIRE))
+		return;
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	size_t sz = DEFAULT_STACK_SIZE;
+	const char *env = getenv("CAPRICE_STACK_SIZE");
+	if (env) {
+		size_t v = parse_size(env);
+		if (v >= MIN_STACK_SIZE && v <= (1ul << 30))
+			sz = v;
+		else
+			cp_warn("CAPRICE_STACK_SIZE=%s ignored: want %u bytes to 1 GiB",
+			        env, MIN_STACK_SIZE);
+	}
+	default_size = (sz + ps - 1) & ~(ps - 1);
+	default_guard = ps;
+	__atomic_store_n(&page_size, ps, __ATOMIC_RELEASE);
+}
+
+size_t cp_page_size(void) { geometry_init(); return page_size; }
+size_t cp_stack_default_size(void) { geometry_init(); return default_size; }
+size_t cp_stack_default_guard(void) { geometry_init(); return default_guard; }
+
+/* Makes [p, p+len) fault on access; 0 or errno. */
+static int install_guard(char *p, size_t len)
+{
+	int mode = __atomic_load_n(&guard_mode, __ATOMIC_RELAXED);
+	if (mode != 2) {
+		if (madvise(p, len, MADV_GUARD_INSTALL) == 0) {
+			__atomic_store_n(&guard_mode, 1, __ATOMIC_RELAXED);
+			return 0;
+		}
+		if (errno != EINVAL)
+			return errno;
+		__atomic_store_n(&guard_mode, 2, __ATOMIC_RELAXED);
+	}
+	return mprotect(p, len, PROT_NONE) == 0 ? 0 : errno;
+}
+
+static int map_errno(int e)
+{
+	/* mmap says ENOMEM both for memory and for the mapping-count limit; to
+	 * a thread creator both mean "no more threads now": POSIX's EAGAIN. */
+	return e == ENOMEM ? EAGAIN : e;
+}
+
+/* Maps `n` stacks of the default geometry and threads them onto `list`.
+ * Called without locks held: mmap can take microseconds. */
+static int slab_new(struct cp_free_stack **first, struct cp_free_stack **last, unsigned *count)
+{
+	size_t stride = default_size + default_guard;
+	unsigned n = (unsigned)(SLAB_BYTES / stride);
+	if (n < 1)
+		n = 1;
+	if (n > 64)
+		n = 64;
+	char *base = mmap(NULL, stride * n, PROT_READ | PROT_WRITE,
+	                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	if (base == MAP_FAILED)
+		return map_errno(errno);
+	struct cp_free_stack *head = NULL, *tail = NULL;
+	for (unsigned i = 0; i < n; i++) {
+		char *g = base + (size_t)i * stride;
+		int e = install_guard(g, default_guard);
+		if (e) {
+			/* keep what we carved; give back the rest */
+			munmap(g, stride * (n - i));
+			if (!head)
+				return map_errno(e);
+			break;
+		}
+		struct cp_stack d = { g + default_guard, default_size, default_guard, CP_STACK_POOLED };
+		struct cp_free_stack *f = (struct cp_free_stack *)(cp_stack_top(&d) - sizeof *f);
+		f->desc = d;
+		f->cold = false;
+		f->next = NULL;
+		if (tail)
+			tail->next = f;
+		else
+			head = f;
+		tail = f;
+		(*count)++;
+	}
+	__atomic_add_fetch(&n_slabs, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&n_made, *count, __ATOMIC_RELAXED);
+	*first = head;
+	*last = tail;
+	return 0;
+}
+
+static int map_single(size_t size, size_t guard, struct cp_stack *out)
+{
+	char *base = mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
+	                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	if (base == MAP_FAILED)
+		return map_errno(errno);
+	if (guard) {
+		int e = install_guard(base, guard);
+		if (e) {
+			munmap(base, size + guard);
+			return map_errno(e);
+		}
+	}
+	*out = (struct cp_stack){ base + guard, size, guard, CP_STACK_MAPPED };
+	__atomic_add_fetch(&n_made, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+int cp_stack_get(struct cp_stack_pool *pool, size_t size, size_t guard, struct cp_stack *out)
+{
+	geometry_init();
+	if (size < MIN_STACK_SIZE)
+		return EINVAL;
+	size = round_pages(size);
+	guard = round_pages(guard);
+	if (size != default_size || guard != default_guard)
+		return map_single(size, guard, out);
+
+	struct cp_free_stack *f = pool ? pool->head : NULL;
+	if (f) {
+		pool->head = f->next;
+		pool->count--;
+		*out = f->desc;
+		return 0;
+	}
+	cp_spin_lock(&depot_lock);
+	f = depot;
+	if (f) {
+		depot = f->next;
+		if (f->cold)
+			depot_cold--;
+		else
+			depot_hot--;
+	}
+	cp_spin_unlock(&depot_lock);
+	if (f) {
+		*out = f->desc;
+		return 0;
+	}
+	struct cp_free_stack *first = NULL, *last = NULL;
+	unsigned n = 0;
+	int e = slab_new(&first, &last, &n);
+	if (e)
+		return e;
+	*out = first->desc;
+	if (first != last) {
+		/* the rest of the slab feeds this worker's pool first */
+		struct cp_free_stack *rest = first->next;
+		if (pool) {
+			last->next = pool->head;
+			pool->head = rest;
+			pool->count += n - 1;
+		} else {
+			cp_spin_lock(&depot_lock);
+			last->next = depot;
+			depot = rest;
+			depot_hot += n - 1;
+			cp_spin_unlock(&depot_lock);
+		}
+	}
+	return 0;
+}
+
+int cp_stack_wrap_user(void *addr, size_t size, struct cp_stack *out)
+{
+	if (!addr || size < MIN_STACK_SIZE)
+		return EINVAL;
+	*out = (struct cp_stack){ addr, size, 0, CP_STACK_USER };
+	return 0;
+}
+
+static void depot_push(struct cp_free_stack *f)
+{
+	cp_spin_lock(&depot_lock);
+	bool cold = depot_hot >= DEPOT_HOT_CAP;
+	cp_spin_unlock(&depot_lock);
+	if (cold) {
+		/* give the memory back but keep the top page, which holds f */
+		char *top_page = (char *)((uintptr_t)f & ~(page_size - 1));
+		if (top_page > f->desc.lo)
+			madvise(f->desc.lo, (size_t)(top_page - f->desc.lo), MADV_DONTNEED);
+	}
+	f->cold = cold;
+	cp_spin_lock(&depot_lock);
+	f->next = depot;
+	depot = f;
+	if (cold)
+		depot_cold++;
+	else
+		depot_hot++;
+	cp_spin_unlock(&depot_lock);
+}
+
+void cp_stack_put(struct cp_stack_pool *pool, struct cp_stack *s)
+{
+	switch (s->kind) {
+	case CP_STACK_USER:
+		return;
+	case CP_STACK_MAPPED:
+		munmap(s->lo - s->guard, s->size + s->guard);
+		return;
+	case CP_STACK_POOLED:
+		break;
+	default:
+		cp_die("cp_stack_put: corrupt stack descriptor (kind %d)", s->kind);
+	}
+	struct cp_stack d = *s; /* s may live inside the stack we are freeing */
+	struct cp_free_stack *f = (struct cp_free_stack *)(cp_stack_top(&d) - sizeof *f);
+	f->desc = d;
+	f->cold = false;
+	if (pool && pool->count < POOL_CAP) {
+		f->next = pool->head;
+		pool->head = f;
+		pool->count++;
+		return;
+	}
+	depot_push(f);
+}
+
+void cp_stack_stats(struct cp_stack_stats *out)
+{
+	geometry_init();
+	cp_spin_lock(&depot_lock);
+	out->depot_hot = depot_hot;
+	out->depot_cold = depot_cold;
+	cp_spin_unlock(&depot_lock);
+	out->slabs = __atomic_load_n(&n_slabs, __ATOMIC_RELAXED);
+	out->stacks_made = __atomic_load_n(&n_made, __ATOMIC_RELAXED);
+	out->light_guards = __atomic_load_n(&guard_mode, __ATOMIC_RELAXED) == 1;
+}
