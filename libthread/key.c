@@ -53,6 +53,17 @@ CP_EXPORT int pthread_key_delete(pthread_key_t key)
 	return 0;
 }
 
+/* Makes slots and page pointers [t->keys_hwm, key] valid (empty). */
+static void raise_hwm(struct lt_thread *t, pthread_key_t key)
+{
+	for (unsigned k = t->keys_hwm; k <= key && k < LT_KEYS_INLINE; k++)
+		t->keys[k] = (struct lt_key_slot){ NULL, 0 };
+	unsigned first_page = t->keys_hwm ? (t->keys_hwm - 1) / LT_KEYS_INLINE + 1 : 1;
+	for (unsigned p = first_page; p <= key / LT_KEYS_INLINE; p++)
+		t->key_pages[p] = NULL;
+	t->keys_hwm = key + 1;
+}
+
 /* The slot for key in t (or this foreign thread), allocating if asked. */
 static struct lt_key_slot *slot(struct lt_thread *t, pthread_key_t key, bool create)
 {
@@ -60,6 +71,11 @@ static struct lt_key_slot *slot(struct lt_thread *t, pthread_key_t key, bool cre
 		if (!foreign_slots && create)
 			foreign_slots = calloc(LT_KEYS_MAX, sizeof *foreign_slots);
 		return foreign_slots ? &foreign_slots[key] : NULL;
+	}
+	if (key >= t->keys_hwm) {
+		if (!create)
+			return NULL;
+		raise_hwm(t, key);
 	}
 	if (key < LT_KEYS_INLINE)
 		return &t->keys[key];
@@ -86,7 +102,8 @@ CP_EXPORT int pthread_setspecific(pthread_key_t key, const void *value)
 	uint64_t seq = __atomic_load_n(&keys[key].seq, __ATOMIC_ACQUIRE);
 	if (!(seq & 1))
 		return EINVAL;
-	struct lt_key_slot *s = slot(lt_self(), key, true);
+	struct lt_thread *t = lt_self();
+	struct lt_key_slot *s = slot(t, key, true);
 	if (!s)
 		return ENOMEM;
 	s->value = (void *)value;
@@ -96,15 +113,18 @@ CP_EXPORT int pthread_setspecific(pthread_key_t key, const void *value)
 
 void lt_keys_run_destructors(struct lt_thread *t)
 {
+	if (!t->keys_hwm)
+		return; /* the common case: this thread never set a key */
 	for (int round = 0; round < PTHREAD_DESTRUCTOR_ITERATIONS; round++) {
 		bool again = false;
-		for (unsigned k = 0; k < LT_KEYS_MAX; k++) {
-			if (k % LT_KEYS_INLINE == 0 && k && !t->key_pages[k / LT_KEYS_INLINE]) {
-				k += LT_KEYS_INLINE - 1;
+		/* a destructor may set keys: re-read the bound each round */
+		for (unsigned k = 0; k < t->keys_hwm; k++) {
+			struct lt_key_slot *s = slot(t, (pthread_key_t)k, false);
+			if (!s) {
+				k |= LT_KEYS_INLINE - 1; /* skip the missing page */
 				continue;
 			}
-			struct lt_key_slot *s = slot(t, (pthread_key_t)k, false);
-			if (!s || !s->value)
+			if (!s->value)
 				continue;
 			uint64_t seq = __atomic_load_n(&keys[k].seq, __ATOMIC_ACQUIRE);
 			void (*dtor)(void *) = keys[k].dtor;
@@ -118,7 +138,7 @@ void lt_keys_run_destructors(struct lt_thread *t)
 		if (!again)
 			break;
 	}
-	for (unsigned p = 1; p < LT_KEY_PAGES; p++) {
+	for (unsigned p = 1; p <= (t->keys_hwm - 1) / LT_KEYS_INLINE; p++) {
 		free(t->key_pages[p]);
 		t->key_pages[p] = NULL;
 	}

@@ -57,7 +57,10 @@ struct lt_thread {
 	struct sched_param sched_param;
 	bool user_stack;
 
-	/* thread-specific data */
+	/* thread-specific data: slots and page pointers at or above
+	 * keys_hwm are uninitialized memory, so creating a thread does not
+	 * clear a kilobyte it will likely never use */
+	uint32_t keys_hwm;            /* 1 + highest key ever set here */
 	struct lt_key_slot keys[LT_KEYS_INLINE];
 	struct lt_key_slot *key_pages[LT_KEY_PAGES]; /* [0] unused */
 };

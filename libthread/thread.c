@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -37,6 +38,8 @@ CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *rest
 	if (!ct)
 		return err == EINVAL ? EINVAL : EAGAIN;
 	struct lt_thread *t = (struct lt_thread *)ct;
+	/* key slots are cleared lazily, up to keys_hwm (key.c) */
+	memset((char *)t + sizeof t->cp, 0, offsetof(struct lt_thread, keys) - sizeof t->cp);
 	t->magic = LT_MAGIC;
 	t->start = start;
 	t->arg = arg;

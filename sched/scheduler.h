@@ -51,16 +51,28 @@ bool cp_runtime_started(void);
 int cp_worker_count(void);
 
 /* The user thread running on this kernel thread, or NULL on a kernel
- * thread that is not a worker (a "foreign" thread) or in worker code. */
-struct cp_thread *cp_self(void);
+ * thread that is not a worker (a "foreign" thread) or in worker code.
+ * Read through asm so the compiler never reuses a value from before a
+ * context switch: a user thread may resume on another worker. */
+extern __thread struct cp_thread *cp_tls_thread
+	__attribute__((tls_model("initial-exec"))) __attribute__((visibility("hidden")));
+
+static inline struct cp_thread *cp_self(void)
+{
+	struct cp_thread *t;
+	__asm__ volatile("movq cp_tls_thread@gottpoff(%%rip), %0\n\t"
+	                 "movq %%fs:(%0), %0"
+	                 : "=r"(t));
+	return t;
+}
 /* Index of this worker, or -1 on a foreign thread. */
 int cp_worker_index(void);
 
 /* ---- threads ---- */
 
-/* Makes a thread record of thread_size bytes (zero-filled) at the top of a
- * new stack; entry(t) runs when it is first scheduled and must end with
- * cp_thread_finish().  stack_addr non-NULL wraps a caller's stack.
+/* Makes a thread record of thread_size bytes at the top of a
+ * new stack (only its struct cp_thread part is zeroed); entry(t) runs when
+ * it is first scheduled and must end with cp_thread_finish().  stack_addr non-NULL wraps a caller's stack.
  * Returns NULL and sets *err to EAGAIN/ENOMEM/EINVAL on failure. */
 struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t guard,
                                 void *stack_addr, void (*entry)(struct cp_thread *),

@@ -39,6 +39,7 @@
 #define MAX_WORKERS       256
 
 __thread struct cp_worker *cp_tls_worker __attribute__((tls_model("initial-exec")));
+__thread struct cp_thread *cp_tls_thread __attribute__((tls_model("initial-exec")));
 
 static struct cp_worker **workers;
 static int nworkers;
@@ -97,6 +98,7 @@ static inline void finish_switch(struct cp_worker *w)
 {
 	struct cp_thread *cur = w->current;
 	cur->home = w;
+	cp_tls_thread = cur == &w->idle ? NULL : cur;
 	*w->errno_loc = cur->saved_errno;
 	cur->switches++;
 	w->st.switches++;
@@ -381,7 +383,9 @@ struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t gu
 	}
 	char *top = cp_stack_top(&st);
 	struct cp_thread *t = (struct cp_thread *)(((uintptr_t)top - rec) & ~(uintptr_t)63);
-	memset(t, 0, thread_size);
+	/* only the scheduler's part is cleared here: the layer above clears
+	 * what it needs, and a thread record can be large (key slots) */
+	memset(t, 0, sizeof *t);
 	t->stack = st;
 	t->entry = entry;
 	t->id = __atomic_fetch_add(&next_thread_id, 1, __ATOMIC_RELAXED);
@@ -459,42 +463,51 @@ static void look_for_work(struct cp_worker *w, uint64_t now)
 	}
 }
 
+/* Nothing to run: ask for work, then sleep in the ring until a kick, a
+ * completion, the next timer, or the next look around. */
+static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
+{
+	look_for_work(w, now);
+	uint64_t timeout = w->victim ? POKE_AFTER_NS : *idle_period;
+	uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
+	if (nd != CP_NO_DEADLINE && nd - now < timeout)
+		timeout = nd > now ? nd - now : 0;
+	__atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
+	if (!__atomic_load_n(&w->inbox, __ATOMIC_SEQ_CST) &&
+	    !__atomic_load_n(&w->steal_req, __ATOMIC_SEQ_CST)) {
+		w->st.sleeps++;
+		cp_ring_wait(&w->ring, timeout);
+		if (*idle_period < IDLE_MAX_NS)
+			*idle_period *= 2;
+	}
+	__atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
+}
+
 static void idle_loop(struct cp_worker *w)
 {
 	uint64_t idle_period = IDLE_MIN_NS;
 	w->in_sched = 1;
 	for (;;) {
-		if (__atomic_load_n(&w->inbox, __ATOMIC_RELAXED))
-			drain_inbox(w);
-		if (__atomic_load_n(&w->steal_req, __ATOMIC_RELAXED))
-			serve_steal(w, false);
-		uint64_t now = cp_now_ns();
-		if (now >= __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED))
-			run_timers(w, now);
-		cp_ring_poll(&w->ring);
+		/* work at hand (a finished thread's joiner, a wakeup): run it
+		 * with no more than a busy switch's look around */
+		look_around(w);
 		struct cp_thread *next = cp_runq_pop(&w->rq);
-		if (next) {
-			idle_period = IDLE_MIN_NS;
-			w->poll_countdown = POLL_EVERY;
-			switch_to(w, &w->idle, next, false);
-			cp_assert(cp_worker_self() == w);
-			w->in_sched = 1;
-			continue;
+		if (!next) {
+			/* nothing queued: look at the clock and the ring */
+			uint64_t now = cp_now_ns();
+			if (now >= __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED))
+				run_timers(w, now);
+			cp_ring_poll(&w->ring);
+			next = cp_runq_pop(&w->rq);
+			if (!next) {
+				idle_sleep(w, now, &idle_period);
+				continue;
+			}
 		}
-		look_for_work(w, now);
-		uint64_t timeout = w->victim ? POKE_AFTER_NS : idle_period;
-		uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
-		if (nd != CP_NO_DEADLINE && nd - now < timeout)
-			timeout = nd > now ? nd - now : 0;
-		__atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
-		if (!__atomic_load_n(&w->inbox, __ATOMIC_SEQ_CST) &&
-		    !__atomic_load_n(&w->steal_req, __ATOMIC_SEQ_CST)) {
-			w->st.sleeps++;
-			cp_ring_wait(&w->ring, timeout);
-			if (idle_period < IDLE_MAX_NS)
-				idle_period *= 2;
-		}
-		__atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
+		idle_period = IDLE_MIN_NS;
+		switch_to(w, &w->idle, next, false);
+		cp_assert(cp_worker_self() == w);
+		w->in_sched = 1;
 	}
 }
 
@@ -672,6 +685,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size)
 	main_thread->home = w0;
 	memcpy(main_thread->name, "main", 5);
 	w0->current = main_thread;
+	cp_tls_thread = main_thread;
 	int e = cp_stack_get(NULL, IDLE_STACK_SIZE, cp_page_size(), &w0->idle.stack);
 	if (e)
 		cp_die("cannot map worker 0's scheduler stack: %s", strerror(e));
@@ -699,14 +713,6 @@ int cp_worker_count(void) { return nworkers; }
 struct cp_worker *cp_worker_get(int idx)
 {
 	return idx >= 0 && idx < nworkers ? workers[idx] : NULL;
-}
-
-struct cp_thread *cp_self(void)
-{
-	struct cp_worker *w = cp_worker_self();
-	if (!w || w->current == &w->idle)
-		return NULL;
-	return w->current;
 }
 
 int cp_thread_kernel_tid(const struct cp_thread *t)

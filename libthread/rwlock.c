@@ -1,0 +1,1 @@
+/* rwlock.c: (being written) */

@@ -1,0 +1,1 @@
+/* sem.c: (being written) */

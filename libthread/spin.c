@@ -1,0 +1,1 @@
+/* spin.c: (being written) */

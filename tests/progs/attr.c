@@ -1,0 +1,2 @@
+/* attr.c: (being written) */
+#include "tcase.h"

@@ -1,0 +1,2 @@
+/* cancel.c: (being written) */
+#include "tcase.h"

@@ -1,0 +1,2 @@
+/* cond.c: (being written) */
+#include "tcase.h"

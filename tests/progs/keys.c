@@ -1,0 +1,2 @@
+/* keys.c: (being written) */
+#include "tcase.h"

@@ -1,0 +1,2 @@
+/* sem.c: (being written) */
+#include "tcase.h"

@@ -1,0 +1,2 @@
+/* sleep.c: (being written) */
+#include "tcase.h"

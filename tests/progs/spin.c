@@ -1,0 +1,2 @@
+/* spin.c: (being written) */
+#include "tcase.h"

@@ -1,0 +1,2 @@
+/* stress.c: (being written) */
+#include "tcase.h"

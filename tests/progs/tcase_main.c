@@ -1,0 +1,43 @@
+/* tcase_main.c: main() for test programs (see tcase.h). */
+#include "tcase.h"
+
+#define MAX_CASES 256
+
+static struct {
+	const char *name;
+	tcase_fn fn;
+} cases[MAX_CASES];
+static int ncases;
+
+void tcase_register(const char *name, tcase_fn fn)
+{
+	if (ncases == MAX_CASES) {
+		fprintf(stderr, "tcase: more than %d cases in one program\n", MAX_CASES);
+		exit(2);
+	}
+	cases[ncases].name = name;
+	cases[ncases].fn = fn;
+	ncases++;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && strcmp(argv[1], "--list") == 0) {
+		for (int i = 0; i < ncases; i++)
+			printf("%s\n", cases[i].name);
+		return 0;
+	}
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s --list | CASE\n", argv[0]);
+		return 2;
+	}
+	for (int i = 0; i < ncases; i++) {
+		if (strcmp(cases[i].name, argv[1]) == 0) {
+			cases[i].fn();
+			fflush(NULL);
+			return 0;
+		}
+	}
+	fprintf(stderr, "%s: no case named %s\n", argv[0], argv[1]);
+	return 2;
+}

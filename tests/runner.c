@@ -1,0 +1,133 @@
+/* runner.c: runs every case of every test program as its own process,
+ * under Criterion, so the suite ends in one Synthesis line.  The runner
+ * itself runs on the C library's threads; only the programs it starts
+ * link libthread.  Each case gets a time limit and its output is shown
+ * when it fails. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef PROGS_DIR
+#error "PROGS_DIR must name the directory holding the test programs"
+#endif
+
+#define CASE_TIMEOUT_S 120
+
+struct tcase_param {
+	char *prog;
+	char *name;
+};
+
+static void free_params(struct criterion_test_params *crp)
+{
+	struct tcase_param *p = crp->params;
+	for (size_t i = 0; i < crp->length; i++) {
+		cr_free(p[i].prog);
+		cr_free(p[i].name);
+	}
+	cr_free(crp->params);
+}
+
+static char *cr_strdup(const char *s)
+{
+	char *d = cr_malloc(strlen(s) + 1);
+	strcpy(d, s);
+	return d;
+}
+
+/* Asks `prog --list` for its cases. */
+static struct criterion_test_params list_cases(const char *prog)
+{
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd, "'%s/%s' --list", PROGS_DIR, prog);
+	FILE *f = popen(cmd, "r");
+	size_t cap = 16, n = 0;
+	struct tcase_param *p = cr_malloc(cap * sizeof *p);
+	char line[256];
+	while (f && fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\n")] = 0;
+		if (!*line)
+			continue;
+		if (n == cap) {
+			cap *= 2;
+			p = cr_realloc(p, cap * sizeof *p);
+		}
+		p[n].prog = cr_strdup(prog);
+		p[n].name = cr_strdup(line);
+		n++;
+	}
+	if (f)
+		pclose(f);
+	if (n == 0) { /* make the suite fail loudly rather than vanish */
+		p[0].prog = cr_strdup(prog);
+		p[0].name = cr_strdup("--list-failed");
+		n = 1;
+	}
+	return cr_make_param_array(struct tcase_param, p, n, free_params);
+}
+
+static void run_case(const struct tcase_param *tc)
+{
+	char path[1024], out[] = "/tmp/caprice-case-XXXXXX";
+	snprintf(path, sizeof path, "%s/%s", PROGS_DIR, tc->prog);
+	int fd = mkstemp(out);
+	cr_assert(fd >= 0, "mkstemp: %s", strerror(errno));
+	unlink(out);
+	pid_t pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		dup2(fd, 1);
+		dup2(fd, 2);
+		setpgid(0, 0);
+		execl(path, path, tc->name, (char *)NULL);
+		fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
+		_exit(127);
+	}
+	int status = 0;
+	time_t start = time(NULL);
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid)
+			break;
+		if (time(NULL) - start > CASE_TIMEOUT_S) {
+			kill(-pid, SIGKILL);
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			status = -1;
+			break;
+		}
+		usleep(2000);
+	}
+	char buf[8192];
+	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+	buf[n > 0 ? n : 0] = 0;
+	close(fd);
+	if (status == -1)
+		cr_assert_fail("%s %s: timed out after %d s\n%s", tc->prog, tc->name, CASE_TIMEOUT_S, buf);
+	else if (WIFSIGNALED(status))
+		cr_assert_fail("%s %s: killed by signal %d (%s)\n%s", tc->prog, tc->name, WTERMSIG(status),
+		        strsignal(WTERMSIG(status)), buf);
+	else if (WEXITSTATUS(status) != 0)
+		cr_assert_fail("%s %s: exit status %d\n%s", tc->prog, tc->name, WEXITSTATUS(status), buf);
+}
+
+/* One parameterized test per program; the cases come from --list. */
+#define PROGRAM_SUITE(prog)                                                   \
+	ParameterizedTestParameters(prog, cases)                             \
+	{                                                                    \
+		return list_cases(#prog);                                     \
+	}                                                                    \
+	ParameterizedTest(struct tcase_param *p, prog, cases, .timeout = CASE_TIMEOUT_S + 30) \
+	{                                                                    \
+		run_case(p);                                                  \
+	}
+
+#include "programs.h"
