@@ -4,7 +4,6 @@
  * the code it is running (the rest of start-up, then main) into the first
  * user thread, so main can block without blocking anything else.  pthread
  * calls made by other libraries' constructors before ours start it early. */
-#include <dlfcn.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -15,31 +14,6 @@
 struct lt_thread *lt_main;
 struct lt_defaults lt_defaults;
 static cp_spinlock start_lock = CP_SPINLOCK_INIT;
-
-/* Where the kernel put main's stack, asked of the C library's own
- * pthread_getattr_np (ours serves user threads). */
-static void main_stack_bounds(struct lt_thread *t)
-{
-	typedef int (*getattr_fn)(pthread_t, pthread_attr_t *);
-	typedef int (*attr_fn)(pthread_attr_t *);
-	typedef int (*getstack_fn)(const pthread_attr_t *, void **, size_t *);
-	typedef pthread_t (*self_fn)(void);
-	getattr_fn getattr = (getattr_fn)dlsym(RTLD_NEXT, "pthread_getattr_np");
-	attr_fn destroy = (attr_fn)dlsym(RTLD_NEXT, "pthread_attr_destroy");
-	getstack_fn getstack = (getstack_fn)dlsym(RTLD_NEXT, "pthread_attr_getstack");
-	self_fn self = (self_fn)dlsym(RTLD_NEXT, "pthread_self");
-	pthread_attr_t a;
-	void *lo;
-	size_t size;
-	if (getattr && destroy && getstack && self && getattr(self(), &a) == 0) {
-		if (getstack(&a, &lo, &size) == 0) {
-			t->cp.stack.lo = lo;
-			t->cp.stack.size = size;
-		}
-		destroy(&a);
-	}
-	t->cp.stack.kind = CP_STACK_USER;
-}
 
 void lt_start(void)
 {
@@ -59,7 +33,7 @@ void lt_start(void)
 	m->join_state = LT_JOINABLE;
 	m->guardsize = 0;
 	m->sched_policy = SCHED_OTHER;
-	main_stack_bounds(m);
+	lt_keys_adopt_foreign(m);
 	__atomic_store_n(&lt_main, m, __ATOMIC_RELEASE);
 	cp_spin_unlock(&start_lock);
 }

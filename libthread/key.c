@@ -4,7 +4,9 @@
  * generation, so values left behind in threads read as NULL without
  * visiting every thread.  The first 32 slots live in the thread record;
  * the rest are allocated 32 at a time on first use. */
+#include <dlfcn.h>
 #include <errno.h>
+#include <string.h>
 #include <limits.h>
 #include <stdlib.h>
 
@@ -13,21 +15,47 @@
 struct key_def {
 	uint64_t seq;                 /* odd: in use */
 	void (*dtor)(void *);
+	bool sanitizer;               /* a sanitizer runtime's key */
 };
+
+static bool have_sanitizer_keys;
 
 static struct key_def keys[LT_KEYS_MAX];
 static cp_spinlock keys_lock = CP_SPINLOCK_INIT;
 
-/* Kernel threads that are not user threads get their values here; no
- * destructors run for them. */
+/* Kernel threads that are not user threads, and sanitizer keys, get
+ * their values here; no destructors run for them. */
 static __thread struct lt_key_slot *foreign_slots;
+
+/* Sanitizer runtimes (ASan, LSan, UBSan, TSan) keep their per-thread
+ * state under pthread keys and are written for one thread per kernel
+ * thread.  So is the way sched/ tells ASan about switches: the switcher
+ * announces the next stack and the next context confirms it, both on the
+ * same kernel thread.  Their keys therefore hold one value per kernel
+ * thread (a worker is one sanitizer thread whose stack changes), cleared
+ * when a user thread starts (ASan checks a new thread has no state yet),
+ * and their destructors, which tear down kernel-thread state, never run. */
+static bool created_by_sanitizer(const void *caller)
+{
+	Dl_info info;
+	if (!dladdr(caller, &info) || !info.dli_fname)
+		return false;
+	const char *base = strrchr(info.dli_fname, '/');
+	base = base ? base + 1 : info.dli_fname;
+	return strstr(base, "asan") || strstr(base, "lsan") || strstr(base, "tsan") ||
+	       strstr(base, "ubsan") || strstr(base, "clang_rt");
+}
 
 CP_EXPORT int pthread_key_create(pthread_key_t *key, void (*dtor)(void *))
 {
+	bool sanitizer = created_by_sanitizer(__builtin_return_address(0));
 	cp_spin_lock(&keys_lock);
 	for (unsigned i = 0; i < LT_KEYS_MAX; i++) {
 		if (!(keys[i].seq & 1)) {
-			keys[i].dtor = dtor;
+			keys[i].sanitizer = sanitizer;
+			keys[i].dtor = sanitizer ? NULL : dtor;
+			if (sanitizer)
+				have_sanitizer_keys = true;
 			__atomic_store_n(&keys[i].seq, keys[i].seq + 1, __ATOMIC_RELEASE);
 			cp_spin_unlock(&keys_lock);
 			*key = i;
@@ -89,7 +117,8 @@ CP_EXPORT void *pthread_getspecific(pthread_key_t key)
 {
 	if (key >= LT_KEYS_MAX)
 		return NULL;
-	struct lt_key_slot *s = slot(lt_self(), key, false);
+	struct lt_thread *t = keys[key].sanitizer ? NULL : lt_self();
+	struct lt_key_slot *s = slot(t, key, false);
 	if (!s || s->seq != __atomic_load_n(&keys[key].seq, __ATOMIC_ACQUIRE))
 		return NULL;
 	return s->value;
@@ -102,13 +131,36 @@ CP_EXPORT int pthread_setspecific(pthread_key_t key, const void *value)
 	uint64_t seq = __atomic_load_n(&keys[key].seq, __ATOMIC_ACQUIRE);
 	if (!(seq & 1))
 		return EINVAL;
-	struct lt_thread *t = lt_self();
+	struct lt_thread *t = keys[key].sanitizer ? NULL : lt_self();
 	struct lt_key_slot *s = slot(t, key, true);
 	if (!s)
 		return ENOMEM;
 	s->value = (void *)value;
 	s->seq = seq;
 	return 0;
+}
+
+void lt_keys_adopt_foreign(struct lt_thread *t)
+{
+	if (!foreign_slots)
+		return;
+	for (unsigned k = 0; k < LT_KEYS_MAX; k++) {
+		if (!foreign_slots[k].value || keys[k].sanitizer)
+			continue;
+		struct lt_key_slot *s = slot(t, (pthread_key_t)k, true);
+		if (s)
+			*s = foreign_slots[k];
+		foreign_slots[k].value = NULL;
+	}
+}
+
+void lt_keys_thread_start(void)
+{
+	if (cp_likely(!have_sanitizer_keys) || !foreign_slots)
+		return;
+	for (unsigned k = 0; k < LT_KEYS_MAX; k++)
+		if (keys[k].sanitizer)
+			foreign_slots[k].value = NULL;
 }
 
 void lt_keys_run_destructors(struct lt_thread *t)

@@ -115,6 +115,12 @@ void lt_testcancel(struct lt_thread *t) CP_HIDDEN;
 /* Thread exit: runs cleanup handlers and key destructors, then ends. */
 _Noreturn void lt_exit(struct lt_thread *t, void *retval) CP_HIDDEN;
 void lt_keys_run_destructors(struct lt_thread *t) CP_HIDDEN;
+/* Moves values this kernel thread set before it became a user thread
+ * (main, before the runtime started) into t. */
+void lt_keys_adopt_foreign(struct lt_thread *t) CP_HIDDEN;
+/* Called as each user thread starts: forgets sanitizer thread state left
+ * on this kernel thread by the previous one (see key.c). */
+void lt_keys_thread_start(void) CP_HIDDEN;
 
 /* Absolute timespec on `clock` to a CLOCK_MONOTONIC deadline in ns.
  * EINVAL for a malformed timespec or clock. */

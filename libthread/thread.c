@@ -21,6 +21,7 @@ static uint64_t live_threads = 1;
 static void lt_entry(struct cp_thread *ct)
 {
 	struct lt_thread *t = (struct lt_thread *)ct;
+	lt_keys_thread_start();
 	lt_exit(t, t->start(t->arg));
 }
 

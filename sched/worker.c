@@ -582,6 +582,32 @@ static void install_handlers(void)
 /* ------------------------------------------------------------------ */
 /* start-up                                                           */
 
+/* Where the C library put this kernel thread's stack, asked of its own
+ * pthread_getattr_np (libthread's serves user threads).  Fatal messages
+ * and ASan need the bounds of every stack a context runs on. */
+static void native_stack_bounds(struct cp_stack *st)
+{
+	typedef int (*getattr_fn)(pthread_t, pthread_attr_t *);
+	typedef int (*attr_fn)(pthread_attr_t *);
+	typedef int (*getstack_fn)(const pthread_attr_t *, void **, size_t *);
+	typedef pthread_t (*self_fn)(void);
+	getattr_fn getattr = (getattr_fn)dlsym(RTLD_NEXT, "pthread_getattr_np");
+	attr_fn destroy = (attr_fn)dlsym(RTLD_NEXT, "pthread_attr_destroy");
+	getstack_fn getstack = (getstack_fn)dlsym(RTLD_NEXT, "pthread_attr_getstack");
+	self_fn self = (self_fn)dlsym(RTLD_NEXT, "pthread_self");
+	pthread_attr_t a;
+	void *lo;
+	size_t size;
+	st->kind = CP_STACK_USER;
+	if (getattr && destroy && getstack && self && getattr(self(), &a) == 0) {
+		if (getstack(&a, &lo, &size) == 0) {
+			st->lo = lo;
+			st->size = size;
+		}
+		destroy(&a);
+	}
+}
+
 static void worker_bind(struct cp_worker *w)
 {
 	cp_tls_worker = w;
@@ -601,6 +627,7 @@ static void *worker_main(void *arg)
 	worker_bind(w);
 	w->current = &w->idle;
 	w->idle.home = w;
+	native_stack_bounds(&w->idle.stack);
 	idle_loop(w); /* on the kernel thread's own stack */
 	return NULL;
 }
@@ -683,6 +710,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size)
 	main_thread->id = 1;
 	main_thread->flags = CP_TF_MAIN;
 	main_thread->home = w0;
+	native_stack_bounds(&main_thread->stack);
 	memcpy(main_thread->name, "main", 5);
 	w0->current = main_thread;
 	cp_tls_thread = main_thread;
