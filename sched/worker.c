@@ -24,6 +24,7 @@
 
 #include "compiler.h"
 #include "context.h"
+#include "io.h"
 
 #ifdef CP_ASAN
 #include <sanitizer/common_interface_defs.h>
@@ -165,6 +166,11 @@ static void kick(struct cp_worker *w)
 	}
 }
 
+void cp_worker_kick(struct cp_worker *w)
+{
+	kick(w);
+}
+
 static void inbox_push(struct cp_worker *w, struct cp_thread *first, struct cp_thread *last)
 {
 	struct cp_thread *old = __atomic_load_n(&w->inbox, __ATOMIC_RELAXED);
@@ -275,6 +281,8 @@ static inline void look_around(struct cp_worker *w)
 {
 	if (__atomic_load_n(&w->inbox, __ATOMIC_RELAXED))
 		drain_inbox(w);
+	if (cp_unlikely(__atomic_load_n(&w->cancels, __ATOMIC_RELAXED) != NULL))
+		cp_io_run_cancels(w);
 	if (cp_unlikely(__atomic_load_n(&w->steal_req, __ATOMIC_RELAXED) != NULL))
 		serve_steal(w, false);
 	if (cp_unlikely(--w->poll_countdown == 0))
@@ -474,7 +482,8 @@ static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
 		timeout = nd > now ? nd - now : 0;
 	__atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
 	if (!__atomic_load_n(&w->inbox, __ATOMIC_SEQ_CST) &&
-	    !__atomic_load_n(&w->steal_req, __ATOMIC_SEQ_CST)) {
+	    !__atomic_load_n(&w->steal_req, __ATOMIC_SEQ_CST) &&
+	    !__atomic_load_n(&w->cancels, __ATOMIC_SEQ_CST)) {
 		w->st.sleeps++;
 		cp_ring_wait(&w->ring, timeout);
 		if (*idle_period < IDLE_MAX_NS)

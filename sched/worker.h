@@ -41,6 +41,7 @@ struct cp_worker {
 	uint32_t sleeping;              /* 1 while asleep in the ring */
 	struct cp_worker *steal_req;    /* an idle worker asking for threads */
 	uint64_t heartbeat;             /* switches, published for thieves */
+	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
 	pid_t tid;
 
 	_Alignas(CP_CACHELINE) struct cp_ring ring;
@@ -66,6 +67,12 @@ struct cp_worker *cp_worker_get(int idx);
 /* Parks the current thread; `lk` (may be NULL) is released after the
  * switch, when the thread can safely be woken elsewhere. */
 void cp_park(cp_spinlock *lk);
+
+/* Wakes w if it sleeps in its ring (after new work was handed to it). */
+void cp_worker_kick(struct cp_worker *w);
+/* Submits the cancellations other threads queued on w (io.c). */
+struct cp_io_op;
+void cp_io_run_cancels(struct cp_worker *w);
 
 /* Timers, on the calling worker's heap (cp_timer_add) or on whichever
  * heap holds t (cp_timer_cancel; a no-op if it already fired). */

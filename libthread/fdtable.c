@@ -1,0 +1,104 @@
+/* fdtable.c: per-fd state, so close() can cancel the operations other
+ * user threads are blocked in (they get EBADF, never a hang or a
+ * use-after-free) and socket timeouts can become linked timeouts.
+ *
+ * The table is two-level and grows by chunks on first use, so a process
+ * with few fds pays for few entries and a lookup never takes a lock. */
+#include "fdtable.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define CHUNK_SHIFT 10
+#define CHUNK_SIZE  (1u << CHUNK_SHIFT)
+#define MAX_CHUNKS  1024 /* fds up to 2^20 */
+
+static struct lt_fd *chunks[MAX_CHUNKS];
+
+struct lt_fd *lt_fd_get(int fd)
+{
+	if (fd < 0 || (unsigned)fd >= CHUNK_SIZE * MAX_CHUNKS)
+		return NULL;
+	unsigned c = (unsigned)fd >> CHUNK_SHIFT;
+	struct lt_fd *chunk = __atomic_load_n(&chunks[c], __ATOMIC_ACQUIRE);
+	if (cp_unlikely(!chunk)) {
+		struct lt_fd *fresh = calloc(CHUNK_SIZE, sizeof *fresh);
+		if (!fresh)
+			return NULL;
+		struct lt_fd *none = NULL;
+		if (__atomic_compare_exchange_n(&chunks[c], &none, fresh, false,
+		                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+			chunk = fresh;
+		} else {
+			free(fresh);
+			chunk = none;
+		}
+	}
+	return &chunk[(unsigned)fd & (CHUNK_SIZE - 1)];
+}
+
+void lt_fd_begin(struct lt_fd *f, struct cp_io_op *op)
+{
+	cp_spin_lock(&f->lock);
+	while (f->closing) {
+		/* a close is draining this number: once it is done the number
+		 * is closed (EBADF from the kernel) or already reused */
+		struct cp_waiter w;
+		cp_wait(&f->waiters, &f->lock, &w, CP_NO_DEADLINE, false);
+		cp_spin_lock(&f->lock);
+	}
+	op->fd_prev = NULL;
+	op->fd_next = f->ops;
+	if (f->ops)
+		f->ops->fd_prev = op;
+	f->ops = op;
+	cp_spin_unlock(&f->lock);
+}
+
+void lt_fd_end(struct lt_fd *f, struct cp_io_op *op)
+{
+	cp_spin_lock(&f->lock);
+	if (op->fd_prev)
+		op->fd_prev->fd_next = op->fd_next;
+	else
+		f->ops = op->fd_next;
+	if (op->fd_next)
+		op->fd_next->fd_prev = op->fd_prev;
+	if (f->closing && !f->ops)
+		cp_wake_all(&f->waiters);
+	cp_spin_unlock(&f->lock);
+	/* a closer may have queued a cancel for op on its worker: op lives
+	 * on our stack, so wait until that worker has let go of it */
+	while (__atomic_load_n(&op->cancel_queued, __ATOMIC_ACQUIRE) == 1)
+		cp_yield();
+}
+
+int lt_fd_close(int fd)
+{
+	struct lt_fd *f = lt_fd_get(fd);
+	if (f) {
+		cp_spin_lock(&f->lock);
+		f->closing = 1;
+		for (struct cp_io_op *op = f->ops; op; op = op->fd_next)
+			cp_io_cancel(op);
+		while (f->ops) {
+			struct cp_waiter w;
+			cp_wait(&f->waiters, &f->lock, &w, CP_NO_DEADLINE, false);
+			cp_spin_lock(&f->lock);
+		}
+		f->rcvtimeo_ns = f->sndtimeo_ns = 0;
+		cp_spin_unlock(&f->lock);
+	}
+	int r = (int)syscall(SYS_close, fd);
+	int e = errno;
+	if (f) {
+		cp_spin_lock(&f->lock);
+		f->closing = 0;
+		cp_wake_all(&f->waiters);
+		cp_spin_unlock(&f->lock);
+	}
+	errno = e;
+	return r;
+}

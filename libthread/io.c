@@ -1,0 +1,397 @@
+/* io.c: the blocking calls on descriptors — read, write and their vector
+ * and positional forms, the socket calls, open, fsync, statx — each as an
+ * io_uring operation that parks only the calling user thread.
+ *
+ * On a kernel thread that is not a user thread (or before the runtime
+ * runs) each call is the plain system call.  O_NONBLOCK descriptors keep
+ * their meaning: io_uring answers -EAGAIN for them instead of waiting.
+ * The calls are cancellation points. */
+/* Both names of each large-file pair are defined here (off_t is 64 bits
+ * on x86-64 either way), so the headers must not rename one into the
+ * other. */
+#undef _FILE_OFFSET_BITS
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "fdtable.h"
+#include "lt_io.h"
+
+/* timeout: UINT64_MAX to take the socket's own for dir */
+static struct io_uring_sqe *begin(struct lt_io *io, int fd, enum lt_io_dir dir, uint64_t timeout)
+{
+	struct lt_thread *t = lt_self();
+	if (!t)
+		return NULL;
+	lt_testcancel(t);
+	io->f = lt_fd_get(fd);
+	if (io->f) {
+		lt_fd_begin(io->f, &io->op);
+		if (timeout == UINT64_MAX)
+			timeout = dir == LT_IO_RCV ? io->f->rcvtimeo_ns
+			        : dir == LT_IO_SND ? io->f->sndtimeo_ns : 0;
+	}
+	if (timeout == UINT64_MAX)
+		timeout = 0;
+	return cp_io_prep(&io->op, timeout);
+}
+
+struct io_uring_sqe *lt_io_begin(struct lt_io *io, int fd, enum lt_io_dir dir)
+{
+	return begin(io, fd, dir, UINT64_MAX);
+}
+
+struct io_uring_sqe *lt_io_begin_timeout(struct lt_io *io, int fd, uint64_t timeout_ns)
+{
+	return begin(io, fd, LT_IO_NONE, timeout_ns);
+}
+
+long lt_io_finish(struct lt_io *io)
+{
+	int res = cp_io_wait(&io->op);
+	if (io->f)
+		lt_fd_end(io->f, &io->op);
+	if (res == -ECANCELED)
+		res = io->op.timed_out ? -EAGAIN : -EBADF; /* timed out, or closed under us */
+	return res;
+}
+
+long lt_io_ret(long res)
+{
+	if (res < 0) {
+		errno = (int)-res;
+		return -1;
+	}
+	return res;
+}
+
+/* send/sendmsg without MSG_NOSIGNAL on a broken socket: the operation
+ * ran with the signal suppressed, so raise it here, in the caller's
+ * context, exactly as the plain call would have.  write() and writev()
+ * need no help: io_uring runs them inline, or retries them from poll in
+ * the submitting worker, and the kernel raises SIGPIPE there itself. */
+static long with_sigpipe(long res, int flags)
+{
+	if (res == -EPIPE && !(flags & MSG_NOSIGNAL))
+		raise(SIGPIPE);
+	return res;
+}
+
+#define RAW(...) syscall(__VA_ARGS__)
+
+CP_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_RCV);
+	if (!sqe)
+		return RAW(SYS_read, fd, buf, n);
+	io_uring_prep_read(sqe, fd, buf, (unsigned)(n > UINT32_MAX ? UINT32_MAX : n), -1);
+	return lt_io_ret(lt_io_finish(&io));
+}
+
+static long write_op(int fd, const void *buf, size_t n, int64_t off)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_SND);
+	if (!sqe)
+		return off < 0 ? RAW(SYS_write, fd, buf, n) : RAW(SYS_pwrite64, fd, buf, n, off);
+	unsigned len = (unsigned)(n > UINT32_MAX ? UINT32_MAX : n);
+	io_uring_prep_write(sqe, fd, buf, len, (uint64_t)off);
+	return lt_io_ret(lt_io_finish(&io));
+}
+
+CP_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+	return write_op(fd, buf, n, -1);
+}
+
+CP_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
+{
+	if (off < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_NONE);
+	if (!sqe)
+		return RAW(SYS_pread64, fd, buf, n, off);
+	io_uring_prep_read(sqe, fd, buf, (unsigned)(n > UINT32_MAX ? UINT32_MAX : n), (uint64_t)off);
+	return lt_io_ret(lt_io_finish(&io));
+}
+CP_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off) __attribute__((alias("pread")));
+
+CP_EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	if (off < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	return write_op(fd, buf, n, off);
+}
+CP_EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) __attribute__((alias("pwrite")));
+
+static long vec_op(int fd, const struct iovec *iov, int cnt, int64_t off, bool out)
+{
+	if (cnt < 0 || cnt > IOV_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, out ? LT_IO_SND : LT_IO_RCV);
+	if (!sqe) {
+		if (off < 0)
+			return RAW(out ? SYS_writev : SYS_readv, fd, iov, cnt);
+		return RAW(out ? SYS_pwritev : SYS_preadv, fd, iov, cnt, (long)off, 0L);
+	}
+	if (out)
+		io_uring_prep_writev(sqe, fd, iov, (unsigned)cnt, (uint64_t)off);
+	else
+		io_uring_prep_readv(sqe, fd, iov, (unsigned)cnt, (uint64_t)off);
+	return lt_io_ret(lt_io_finish(&io));
+}
+
+CP_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+	return vec_op(fd, iov, cnt, -1, false);
+}
+
+CP_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+	return vec_op(fd, iov, cnt, -1, true);
+}
+
+CP_EXPORT ssize_t preadv(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	if (off < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	return vec_op(fd, iov, cnt, off, false);
+}
+CP_EXPORT ssize_t preadv64(int fd, const struct iovec *iov, int cnt, off_t off)
+	__attribute__((alias("preadv")));
+
+CP_EXPORT ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	if (off < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	return vec_op(fd, iov, cnt, off, true);
+}
+CP_EXPORT ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
+	__attribute__((alias("pwritev")));
+
+CP_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_RCV);
+	if (!sqe)
+		return RAW(SYS_recvfrom, fd, buf, n, flags, NULL, NULL);
+	io_uring_prep_recv(sqe, fd, buf, n, flags);
+	return lt_io_ret(lt_io_finish(&io));
+}
+
+CP_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_RCV);
+	if (!sqe)
+		return RAW(SYS_recvmsg, fd, msg, flags);
+	io_uring_prep_recvmsg(sqe, fd, msg, (unsigned)flags);
+	return lt_io_ret(lt_io_finish(&io));
+}
+
+CP_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
+                           socklen_t *addrlen)
+{
+	if (!addr)
+		return recv(fd, buf, n, flags);
+	if (!lt_self())
+		return RAW(SYS_recvfrom, fd, buf, n, flags, addr, addrlen);
+	struct iovec iov = { buf, n };
+	struct msghdr msg = {
+		.msg_name = addr,
+		.msg_namelen = addrlen ? *addrlen : 0,
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+	};
+	ssize_t r = recvmsg(fd, &msg, flags);
+	if (r >= 0 && addrlen)
+		*addrlen = msg.msg_namelen;
+	return r;
+}
+
+CP_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_SND);
+	if (!sqe)
+		return RAW(SYS_sendto, fd, buf, n, flags, NULL, 0);
+	io_uring_prep_send(sqe, fd, buf, n, flags | MSG_NOSIGNAL);
+	return lt_io_ret(with_sigpipe(lt_io_finish(&io), flags));
+}
+
+CP_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_SND);
+	if (!sqe)
+		return RAW(SYS_sendmsg, fd, msg, flags);
+	io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)(flags | MSG_NOSIGNAL));
+	return lt_io_ret(with_sigpipe(lt_io_finish(&io), flags));
+}
+
+CP_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
+                         const struct sockaddr *addr, socklen_t addrlen)
+{
+	if (!addr)
+		return send(fd, buf, n, flags);
+	if (!lt_self())
+		return RAW(SYS_sendto, fd, buf, n, flags, addr, addrlen);
+	struct iovec iov = { (void *)buf, n };
+	struct msghdr msg = {
+		.msg_name = (void *)addr,
+		.msg_namelen = addrlen,
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+	};
+	return sendmsg(fd, &msg, flags);
+}
+
+CP_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_RCV);
+	if (!sqe)
+		return (int)RAW(SYS_accept4, fd, addr, addrlen, flags);
+	io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
+	return (int)lt_io_ret(lt_io_finish(&io));
+}
+
+CP_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+	return accept4(fd, addr, addrlen, 0);
+}
+
+CP_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_SND);
+	if (!sqe)
+		return (int)RAW(SYS_connect, fd, addr, len);
+	io_uring_prep_connect(sqe, fd, addr, len);
+	long r = lt_io_finish(&io);
+	if (r == -EAGAIN && io.op.timed_out)
+		r = -EINPROGRESS; /* what connect says when SO_SNDTIMEO expires */
+	return (int)lt_io_ret(r);
+}
+
+/* Socket timeouts become linked timeouts; the kernel keeps its copy too,
+ * for the plain calls of kernel threads that are not user threads. */
+CP_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	int r = (int)RAW(SYS_setsockopt, fd, level, name, val, len);
+	if (r == 0 && level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO) &&
+	    len >= sizeof(struct timeval)) {
+		const struct timeval *tv = val;
+		uint64_t ns = (uint64_t)tv->tv_sec * 1000000000u + (uint64_t)tv->tv_usec * 1000u;
+		struct lt_fd *f = lt_fd_get(fd);
+		if (f) {
+			cp_spin_lock(&f->lock);
+			if (name == SO_RCVTIMEO)
+				f->rcvtimeo_ns = ns;
+			else
+				f->sndtimeo_ns = ns;
+			cp_spin_unlock(&f->lock);
+		}
+	}
+	return r;
+}
+
+CP_EXPORT int close(int fd)
+{
+	if (!lt_main)
+		return (int)RAW(SYS_close, fd);
+	return lt_fd_close(fd);
+}
+
+static int open_op(int dfd, const char *path, int flags, mode_t mode)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, -1, LT_IO_NONE);
+	if (!sqe)
+		return (int)RAW(SYS_openat, dfd, path, flags, mode);
+	io_uring_prep_openat(sqe, dfd, path, flags, mode);
+	return (int)lt_io_ret(lt_io_finish(&io));
+}
+
+static mode_t open_mode(int flags, va_list ap)
+{
+	return (flags & O_CREAT) || (flags & __O_TMPFILE) == __O_TMPFILE ? va_arg(ap, mode_t) : 0;
+}
+
+CP_EXPORT int open(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	return open_op(AT_FDCWD, path, flags, mode);
+}
+CP_EXPORT int open64(const char *path, int flags, ...) __attribute__((alias("open")));
+
+CP_EXPORT int openat(int dfd, const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	return open_op(dfd, path, flags, mode);
+}
+CP_EXPORT int openat64(int dfd, const char *path, int flags, ...) __attribute__((alias("openat")));
+
+CP_EXPORT int creat(const char *path, mode_t mode)
+{
+	return open_op(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+}
+CP_EXPORT int creat64(const char *path, mode_t mode) __attribute__((alias("creat")));
+
+static int sync_op(int fd, unsigned flags)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_NONE);
+	if (!sqe)
+		return (int)RAW(flags ? SYS_fdatasync : SYS_fsync, fd);
+	io_uring_prep_fsync(sqe, fd, flags);
+	return (int)lt_io_ret(lt_io_finish(&io));
+}
+
+CP_EXPORT int fsync(int fd)
+{
+	return sync_op(fd, 0);
+}
+
+CP_EXPORT int fdatasync(int fd)
+{
+	return sync_op(fd, IORING_FSYNC_DATASYNC);
+}
+
+/* Path lookups can wait on the disk; fstat on an open fd does not, so it
+ * stays a plain call. */
+CP_EXPORT int statx(int dfd, const char *path, int flags, unsigned mask, struct statx *buf)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, -1, LT_IO_NONE);
+	if (!sqe)
+		return (int)RAW(SYS_statx, dfd, path, flags, mask, buf);
+	io_uring_prep_statx(sqe, dfd, path, flags, mask, buf);
+	return (int)lt_io_ret(lt_io_finish(&io));
+}

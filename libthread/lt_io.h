@@ -1,0 +1,31 @@
+/* lt_io.h: the shape every parking I/O call takes (see io.c):
+ *     sqe = lt_io_begin(&io, fd, dir);  if (!sqe) return plain syscall;
+ *     io_uring_prep_xxx(sqe, ...);      return lt_io_ret(lt_io_finish(&io)); */
+#ifndef CAPRICE_LT_IO_H
+#define CAPRICE_LT_IO_H
+
+#include "fdtable.h"
+
+enum lt_io_dir {
+	LT_IO_NONE, /* no socket timeout applies */
+	LT_IO_RCV,  /* SO_RCVTIMEO applies */
+	LT_IO_SND,  /* SO_SNDTIMEO applies */
+};
+
+struct lt_io {
+	struct cp_io_op op;
+	struct lt_fd *f;
+};
+
+/* A cancellation point; registers the op on fd (fd < 0: none) and returns
+ * its SQE, or NULL when the caller is not a user thread. */
+struct io_uring_sqe *lt_io_begin(struct lt_io *io, int fd, enum lt_io_dir dir) CP_HIDDEN;
+/* The same with an explicit timeout (0: none) instead of a socket's. */
+struct io_uring_sqe *lt_io_begin_timeout(struct lt_io *io, int fd, uint64_t timeout_ns) CP_HIDDEN;
+/* Parks until done; returns the result or -errno (a timed-out op gives
+ * -EAGAIN, one cancelled by close() -EBADF). */
+long lt_io_finish(struct lt_io *io) CP_HIDDEN;
+/* -errno to -1 with errno set, as the C library returns. */
+long lt_io_ret(long res) CP_HIDDEN;
+
+#endif

@@ -1,0 +1,289 @@
+/* poll.c: poll, ppoll, select, pselect, epoll_wait and epoll_pwait that
+ * park only the calling user thread.
+ *
+ * Each first asks the kernel without waiting (a busy loop's common case
+ * costs one syscall).  If nothing is ready, poll arms one IORING_OP_POLL_ADD
+ * per descriptor and sleeps on a wait queue until the first fires or the
+ * deadline passes (the timer heap keeps it to the millisecond); the rest
+ * are then cancelled and drained, and a last non-blocking poll reports
+ * exact revents.  epoll_wait arms one POLL_ADD on the epoll descriptor.
+ * Signal masks given to ppoll/pselect/epoll_pwait apply to the
+ * non-blocking checks only: signals belong to workers (README). */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "fdtable.h"
+#include "lt_io.h"
+
+#define STACK_ITEMS 16
+
+struct poll_wait;
+
+struct poll_item {
+	struct cp_io_op op;
+	struct poll_wait *pw;
+	struct lt_fd *f;
+};
+
+struct poll_wait {
+	cp_spinlock lock;
+	struct cp_waitq q;
+	unsigned outstanding;      /* CQEs still to come */
+	bool fired;
+};
+
+static void item_done(struct cp_io_op *op)
+{
+	struct poll_item *it = cp_container_of(op, struct poll_item, op);
+	struct poll_wait *pw = it->pw;
+	cp_spin_lock(&pw->lock);
+	pw->outstanding--;
+	pw->fired = true;
+	cp_wake_all(&pw->q);
+	cp_spin_unlock(&pw->lock);
+}
+
+static uint64_t deadline_after_ns(int64_t ns)
+{
+	return ns < 0 ? CP_NO_DEADLINE : cp_now_ns() + (uint64_t)ns;
+}
+
+static int raw_poll(struct pollfd *fds, nfds_t n, const sigset_t *mask)
+{
+	struct timespec zero = { 0, 0 };
+	return (int)syscall(SYS_ppoll, fds, n, &zero, mask, mask ? (long)(_NSIG / 8) : 0L);
+}
+
+/* The heart of poll/ppoll/select: timeout_ns < 0 waits forever. */
+static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask)
+{
+	struct lt_thread *self = lt_self();
+	if (!self) {
+		struct timespec ts = { timeout_ns / 1000000000, timeout_ns % 1000000000 };
+		return (int)syscall(SYS_ppoll, fds, n, timeout_ns < 0 ? NULL : &ts, mask,
+		                    mask ? (long)(_NSIG / 8) : 0L);
+	}
+	lt_testcancel(self);
+	int r = raw_poll(fds, n, mask);
+	if (r != 0 || timeout_ns == 0)
+		return r;
+	uint64_t deadline = deadline_after_ns(timeout_ns);
+
+	struct poll_item stack_items[STACK_ITEMS];
+	struct poll_item *items = n <= STACK_ITEMS ? stack_items : calloc(n, sizeof *items);
+	if (!items) {
+		errno = ENOMEM;
+		return -1;
+	}
+	struct poll_wait pw = { CP_SPINLOCK_INIT, CP_WAITQ_INIT, 0, false };
+	nfds_t armed = 0;
+	for (nfds_t i = 0; i < n; i++) {
+		if (fds[i].fd < 0)
+			continue;
+		struct poll_item *it = &items[armed];
+		it->pw = &pw;
+		it->f = lt_fd_get(fds[i].fd);
+		if (it->f)
+			lt_fd_begin(it->f, &it->op);
+		struct io_uring_sqe *sqe = cp_io_prep_cb(&it->op, item_done);
+		io_uring_prep_poll_add(sqe, fds[i].fd, (unsigned)(fds[i].events | POLLERR | POLLHUP));
+		pw.outstanding++;
+		armed++;
+	}
+
+	int e = 0;
+	cp_spin_lock(&pw.lock);
+	while (!pw.fired && e == 0) {
+		struct cp_waiter w;
+		e = cp_wait(&pw.q, &pw.lock, &w, deadline, lt_cancellable(self));
+		cp_spin_lock(&pw.lock);
+	}
+	/* cancel whatever has not fired and wait until every CQE is in:
+	 * each item lives in this frame */
+	cp_spin_unlock(&pw.lock);
+	for (nfds_t i = 0; i < armed; i++)
+		cp_io_cancel(&items[i].op);
+	cp_spin_lock(&pw.lock);
+	while (pw.outstanding) {
+		struct cp_waiter w;
+		cp_wait(&pw.q, &pw.lock, &w, CP_NO_DEADLINE, false);
+		cp_spin_lock(&pw.lock);
+	}
+	cp_spin_unlock(&pw.lock);
+	for (nfds_t i = 0; i < armed; i++) {
+		if (items[i].f)
+			lt_fd_end(items[i].f, &items[i].op);
+		else
+			while (__atomic_load_n(&items[i].op.cancel_queued, __ATOMIC_ACQUIRE) == 1)
+				cp_yield();
+	}
+	if (items != stack_items)
+		free(items);
+	if (e == EINTR)
+		lt_testcancel(self);
+	return raw_poll(fds, n, mask);
+}
+
+CP_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout_ms)
+{
+	return poll_ns(fds, n, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000, NULL);
+}
+
+static int64_t ts_to_ns(const struct timespec *ts)
+{
+	if (!ts)
+		return -1;
+	if (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)
+		return -2;
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+CP_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask)
+{
+	int64_t ns = ts_to_ns(ts);
+	if (ns == -2) {
+		errno = EINVAL;
+		return -1;
+	}
+	return poll_ns(fds, n, ns, mask);
+}
+
+/* select and pselect by way of poll: an fd_set becomes pollfds and back */
+static int select_ns(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int64_t ns,
+                     const sigset_t *mask)
+{
+	if (nfds < 0 || nfds > FD_SETSIZE) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct pollfd stack_pfd[64];
+	struct pollfd *pfd = nfds <= 64 ? stack_pfd : calloc((size_t)nfds, sizeof *pfd);
+	if (!pfd) {
+		errno = ENOMEM;
+		return -1;
+	}
+	nfds_t n = 0;
+	for (int fd = 0; fd < nfds; fd++) {
+		short ev = 0;
+		if (rd && FD_ISSET(fd, rd))
+			ev |= POLLIN;
+		if (wr && FD_ISSET(fd, wr))
+			ev |= POLLOUT;
+		if (ex && FD_ISSET(fd, ex))
+			ev |= POLLPRI;
+		if (ev)
+			pfd[n++] = (struct pollfd){ fd, ev, 0 };
+	}
+	int r = poll_ns(pfd, n, ns, mask);
+	if (r >= 0) {
+		int bad = 0;
+		if (rd)
+			FD_ZERO(rd);
+		if (wr)
+			FD_ZERO(wr);
+		if (ex)
+			FD_ZERO(ex);
+		r = 0;
+		for (nfds_t i = 0; i < n; i++) {
+			short re = pfd[i].revents;
+			if (re & POLLNVAL)
+				bad = 1;
+			if (rd && (re & (POLLIN | POLLHUP | POLLERR)) && (pfd[i].events & POLLIN)) {
+				FD_SET(pfd[i].fd, rd);
+				r++;
+			}
+			if (wr && (re & (POLLOUT | POLLERR)) && (pfd[i].events & POLLOUT)) {
+				FD_SET(pfd[i].fd, wr);
+				r++;
+			}
+			if (ex && (re & POLLPRI)) {
+				FD_SET(pfd[i].fd, ex);
+				r++;
+			}
+		}
+		if (bad) {
+			errno = EBADF;
+			r = -1;
+		}
+	}
+	if (pfd != stack_pfd)
+		free(pfd);
+	return r;
+}
+
+CP_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *tv)
+{
+	int64_t ns = -1;
+	if (tv) {
+		if (tv->tv_sec < 0 || tv->tv_usec < 0 || tv->tv_usec >= 1000000) {
+			errno = EINVAL;
+			return -1;
+		}
+		ns = (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000;
+	}
+	uint64_t start = cp_now_ns();
+	int r = select_ns(nfds, rd, wr, ex, ns, NULL);
+	if (tv) { /* Linux reports the time left */
+		int64_t left = ns - (int64_t)(cp_now_ns() - start);
+		if (left < 0)
+			left = 0;
+		tv->tv_sec = left / 1000000000;
+		tv->tv_usec = (left % 1000000000) / 1000;
+	}
+	return r;
+}
+
+CP_EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *ts,
+                      const sigset_t *mask)
+{
+	int64_t ns = ts_to_ns(ts);
+	if (ns == -2) {
+		errno = EINVAL;
+		return -1;
+	}
+	return select_ns(nfds, rd, wr, ex, ns, mask);
+}
+
+static int epoll_ns(int epfd, struct epoll_event *ev, int max, int64_t ns, const sigset_t *mask)
+{
+	struct lt_thread *self = lt_self();
+	if (!self || max <= 0) {
+		int ms = ns < 0 ? -1 : (int)((ns + 999999) / 1000000);
+		return (int)syscall(SYS_epoll_pwait, epfd, ev, max, ms, mask, (long)(_NSIG / 8));
+	}
+	lt_testcancel(self);
+	uint64_t deadline = deadline_after_ns(ns);
+	for (;;) {
+		int r = (int)syscall(SYS_epoll_pwait, epfd, ev, max, 0, mask, (long)(_NSIG / 8));
+		if (r != 0 || ns == 0)
+			return r;
+		uint64_t now = cp_now_ns();
+		if (deadline != CP_NO_DEADLINE && now >= deadline)
+			return 0;
+		struct lt_io io;
+		struct io_uring_sqe *sqe = lt_io_begin_timeout(
+			&io, epfd, deadline == CP_NO_DEADLINE ? 0 : deadline - now);
+		io_uring_prep_poll_add(sqe, epfd, POLLIN);
+		long res = lt_io_finish(&io);
+		if (res < 0 && res != -EAGAIN)
+			return (int)lt_io_ret(res);
+	}
+}
+
+CP_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout_ms)
+{
+	return epoll_ns(epfd, ev, max, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000, NULL);
+}
+
+CP_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout_ms,
+                          const sigset_t *mask)
+{
+	return epoll_ns(epfd, ev, max, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000, mask);
+}

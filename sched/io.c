@@ -1,0 +1,126 @@
+/* io.c: parking a user thread on an io_uring operation (see io.h). */
+#include "io.h"
+
+#include <errno.h>
+
+#include "compiler.h"
+#include "worker.h"
+
+static void op_settle(struct cp_io_op *op)
+{
+	if (--op->pending == 0)
+		cp_wake(op->thread);
+}
+
+static void op_done(struct cp_io_req *req, int res, uint32_t flags)
+{
+	struct cp_io_op *op = cp_container_of(req, struct cp_io_op, req);
+	op->res = res;
+	op->cqe_flags = flags;
+	if (op->done)
+		op->done(op);
+	else
+		op_settle(op);
+}
+
+static void timeout_done(struct cp_io_req *req, int res, uint32_t flags)
+{
+	(void)flags;
+	struct cp_io_op *op = cp_container_of(req, struct cp_io_op, timeout_req);
+	op->timed_out = res == -ETIME;
+	op_settle(op);
+}
+
+struct io_uring_sqe *cp_io_prep(struct cp_io_op *op, uint64_t timeout_ns)
+{
+	struct cp_thread *t = cp_self();
+	if (!t)
+		return NULL;
+	struct cp_worker *w = cp_worker_self();
+	struct cp_ring *r = &w->ring;
+	op->req.done = op_done;
+	op->done = NULL;
+	op->thread = t;
+	op->worker = w;
+	op->pending = 1;
+	op->timed_out = 0;
+	op->cancel_queued = 0;
+	op->res = 0;
+	/* the op and its timeout must be adjacent and go out together */
+	if (timeout_ns && io_uring_sq_space_left(&r->uring) < 2)
+		cp_ring_poll(r);
+	op->sqe = cp_ring_sqe(r);
+	r->inflight++;
+	w->st.io_ops++;
+	if (timeout_ns) {
+		op->ts.tv_sec = (long long)(timeout_ns / 1000000000u);
+		op->ts.tv_nsec = (long long)(timeout_ns % 1000000000u);
+		op->timeout_req.done = timeout_done;
+		op->pending = 2;
+		struct io_uring_sqe *tsqe = cp_ring_sqe(r);
+		io_uring_prep_link_timeout(tsqe, &op->ts, 0);
+		io_uring_sqe_set_data(tsqe, &op->timeout_req);
+		r->inflight++;
+	}
+	return op->sqe;
+}
+
+struct io_uring_sqe *cp_io_prep_cb(struct cp_io_op *op, void (*done)(struct cp_io_op *op))
+{
+	struct io_uring_sqe *sqe = cp_io_prep(op, 0);
+	if (sqe) {
+		op->done = done;
+		io_uring_sqe_set_data(sqe, &op->req);
+	}
+	return sqe;
+}
+
+int cp_io_wait(struct cp_io_op *op)
+{
+	cp_assert(op->worker == cp_worker_self());
+	/* io_uring_prep_* cleared the flags and left user_data alone */
+	io_uring_sqe_set_data(op->sqe, &op->req);
+	if (op->pending == 2)
+		op->sqe->flags |= IOSQE_IO_LINK;
+	op->sqe = NULL;
+	cp_park(NULL);
+	return op->res;
+}
+
+/* Runs on the op's worker: turns queued cancel requests into SQEs. */
+void cp_io_run_cancels(struct cp_worker *w)
+{
+	struct cp_io_op *list = __atomic_exchange_n(&w->cancels, NULL, __ATOMIC_ACQUIRE);
+	while (list) {
+		struct cp_io_op *next = list->cancel_next;
+		struct io_uring_sqe *sqe = cp_ring_sqe(&w->ring);
+		io_uring_prep_cancel(sqe, &list->req, 0);
+		io_uring_sqe_set_data(sqe, NULL);
+		/* the cancel names the op by address only: its owner may go */
+		__atomic_store_n(&list->cancel_queued, 2, __ATOMIC_RELEASE);
+		list = next;
+	}
+}
+
+void cp_io_cancel(struct cp_io_op *op)
+{
+	if (__atomic_exchange_n(&op->cancel_queued, 1, __ATOMIC_ACQ_REL))
+		return;
+	struct cp_worker *w = op->worker;
+	struct cp_io_op *old = __atomic_load_n(&w->cancels, __ATOMIC_RELAXED);
+	do
+		op->cancel_next = old;
+	while (!__atomic_compare_exchange_n(&w->cancels, &old, op, true,
+	                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+	cp_worker_kick(w);
+}
+
+void cp_io_stats(struct cp_io_stats *out)
+{
+	out->ops = out->enters = 0;
+	for (int i = 0; i < cp_worker_count(); i++) {
+		struct cp_worker *w = cp_worker_get(i);
+		out->ops += __atomic_load_n(&w->st.io_ops, __ATOMIC_RELAXED);
+		out->enters += __atomic_load_n(&w->ring.enters, __ATOMIC_RELAXED);
+	}
+}
