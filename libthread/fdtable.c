@@ -69,10 +69,6 @@ void lt_fd_end(struct lt_fd *f, struct cp_io_op *op)
 	if (f->closing && !f->ops)
 		cp_wake_all(&f->waiters);
 	cp_spin_unlock(&f->lock);
-	/* a closer may have queued a cancel for op on its worker: op lives
-	 * on our stack, so wait until that worker has let go of it */
-	while (__atomic_load_n(&op->cancel_queued, __ATOMIC_ACQUIRE) == 1)
-		cp_yield();
 }
 
 int lt_fd_close(int fd)

@@ -22,7 +22,8 @@ struct lt_fd *lt_fd_get(int fd) CP_HIDDEN;
 
 /* Registers op as in flight on f (waiting out a close in progress). */
 void lt_fd_begin(struct lt_fd *f, struct cp_io_op *op) CP_HIDDEN;
-/* Unregisters op once it completed. */
+/* Unregisters op once it completed; a close() can no longer cancel it,
+ * but one may already have: call cp_io_release(op) before op goes. */
 void lt_fd_end(struct lt_fd *f, struct cp_io_op *op) CP_HIDDEN;
 /* Cancels every operation in flight on fd, waits for them to end, closes
  * it, and forgets its per-fd settings.  Returns close(2)'s result. */

@@ -55,11 +55,19 @@ struct io_uring_sqe *lt_io_begin_timeout(struct lt_io *io, int fd, uint64_t time
 
 long lt_io_finish(struct lt_io *io)
 {
-	int res = cp_io_wait(&io->op);
+	struct lt_thread *self = (struct lt_thread *)io->op.thread;
+	int res = cp_io_wait(&io->op, lt_cancellable(self));
 	if (io->f)
 		lt_fd_end(io->f, &io->op);
-	if (res == -ECANCELED)
-		res = io->op.timed_out ? -EAGAIN : -EBADF; /* timed out, or closed under us */
+	cp_io_release(&io->op);
+	if (res == -ECANCELED) {
+		if (io->op.timed_out)
+			res = -EAGAIN;       /* a socket timeout expired */
+		else if (self->cancel_pending && lt_cancellable(self))
+			lt_testcancel(self); /* pthread_cancel: acts, never returns */
+		else
+			res = -EBADF;        /* closed under us */
+	}
 	return res;
 }
 

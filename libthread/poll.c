@@ -120,9 +120,7 @@ static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigse
 	for (nfds_t i = 0; i < armed; i++) {
 		if (items[i].f)
 			lt_fd_end(items[i].f, &items[i].op);
-		else
-			while (__atomic_load_n(&items[i].op.cancel_queued, __ATOMIC_ACQUIRE) == 1)
-				cp_yield();
+		cp_io_release(&items[i].op);
 	}
 	if (items != stack_items)
 		free(items);

@@ -75,7 +75,7 @@ struct io_uring_sqe *cp_io_prep_cb(struct cp_io_op *op, void (*done)(struct cp_i
 	return sqe;
 }
 
-int cp_io_wait(struct cp_io_op *op)
+int cp_io_wait(struct cp_io_op *op, bool cancellable)
 {
 	cp_assert(op->worker == cp_worker_self());
 	/* io_uring_prep_* cleared the flags and left user_data alone */
@@ -83,8 +83,27 @@ int cp_io_wait(struct cp_io_op *op)
 	if (op->pending == 2)
 		op->sqe->flags |= IOSQE_IO_LINK;
 	op->sqe = NULL;
+	struct cp_thread *t = op->thread;
+	if (cancellable) {
+		cp_spin_lock(&t->wait_lock);
+		t->io_waiting = op;
+		cp_spin_unlock(&t->wait_lock);
+		if (cp_interrupt_pending(t))
+			cp_io_cancel(op); /* interrupted before we got here */
+	}
 	cp_park(NULL);
+	if (cancellable) {
+		cp_spin_lock(&t->wait_lock); /* waits out an interrupter */
+		t->io_waiting = NULL;
+		cp_spin_unlock(&t->wait_lock);
+	}
 	return op->res;
+}
+
+void cp_io_release(struct cp_io_op *op)
+{
+	while (__atomic_load_n(&op->cancel_queued, __ATOMIC_ACQUIRE) == 1)
+		cp_yield();
 }
 
 /* Runs on the op's worker: turns queued cancel requests into SQEs. */

@@ -51,8 +51,13 @@ struct io_uring_sqe *cp_io_prep(struct cp_io_op *op, uint64_t timeout_ns);
 struct io_uring_sqe *cp_io_prep_cb(struct cp_io_op *op, void (*done)(struct cp_io_op *op));
 
 /* Parks until op (and its timeout) completed.  Returns op->res: a count,
- * or -errno. */
-int cp_io_wait(struct cp_io_op *op);
+ * or -errno.  If cancellable, cp_interrupt() of the thread cancels the op
+ * (it then usually completes with -ECANCELED). */
+int cp_io_wait(struct cp_io_op *op, bool cancellable);
+
+/* Before op's memory goes: waits until no worker holds a cancel request
+ * for it.  Needed once anyone may have called cp_io_cancel on op. */
+void cp_io_release(struct cp_io_op *op);
 
 /* From any thread: asks op's worker to cancel it.  It then completes
  * with -ECANCELED unless it completed first.  op must still be pending

@@ -28,8 +28,9 @@ struct cp_thread {
 	void (*entry)(struct cp_thread *);
 	/* cancellable waits: wait_lock guards `waiting` against interrupters */
 	cp_spinlock wait_lock;
-	uint32_t interrupted;        /* sticky until cp_clear_interrupt() */
+	uint32_t interrupted;        /* sticky */
 	struct cp_waiter *waiting;
+	struct cp_io_op *io_waiting; /* a cancellable I/O wait in progress */
 	uint64_t switches;           /* times switched in */
 	char name[16];               /* pthread_setname_np; shown in fatal messages */
 #ifdef CP_ASAN

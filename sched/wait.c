@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "io.h"
 #include "worker.h"
 
 static inline bool claim(struct cp_waiter *w, uint32_t outcome)
@@ -207,5 +208,7 @@ void cp_interrupt(struct cp_thread *t)
 	struct cp_waiter *w = t->waiting;
 	if (w && claim(w, CP_W_INTERRUPTED))
 		cp_wake(t);
+	if (t->io_waiting)
+		cp_io_cancel(t->io_waiting);
 	cp_spin_unlock(&t->wait_lock);
 }

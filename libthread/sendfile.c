@@ -1,0 +1,119 @@
+/* sendfile.c: sendfile as two io_uring splices through a pipe (file →
+ * pipe → destination), so the data stays zero-copy and both halves park
+ * only the caller.  io_uring has no sendfile of its own.  Pipes are
+ * pooled: a pipe costs two fds and a syscall to make, and a sendfile
+ * needs one only while it runs. */
+#undef _FILE_OFFSET_BITS /* defines sendfile and sendfile64 both */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/sendfile.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "lt_io.h"
+
+#define CHUNK     (64 * 1024)  /* a default pipe holds 64 KiB */
+#define POOL_MAX  64
+
+static cp_spinlock pool_lock = CP_SPINLOCK_INIT;
+static int pool[POOL_MAX][2];
+static int pool_len;
+
+static int pipe_get(int p[2])
+{
+	cp_spin_lock(&pool_lock);
+	if (pool_len) {
+		pool_len--;
+		p[0] = pool[pool_len][0];
+		p[1] = pool[pool_len][1];
+		cp_spin_unlock(&pool_lock);
+		return 0;
+	}
+	cp_spin_unlock(&pool_lock);
+	return (int)syscall(SYS_pipe2, p, O_CLOEXEC);
+}
+
+/* An empty pipe goes back to the pool; one with data left is closed. */
+static void pipe_put(int p[2], bool empty)
+{
+	if (empty) {
+		cp_spin_lock(&pool_lock);
+		if (pool_len < POOL_MAX) {
+			pool[pool_len][0] = p[0];
+			pool[pool_len][1] = p[1];
+			pool_len++;
+			cp_spin_unlock(&pool_lock);
+			return;
+		}
+		cp_spin_unlock(&pool_lock);
+	}
+	syscall(SYS_close, p[0]);
+	syscall(SYS_close, p[1]);
+}
+
+static long splice_op(int fd_in, int64_t off_in, int fd_out, unsigned n, int reg_fd,
+                      enum lt_io_dir dir)
+{
+	struct lt_io io;
+	struct io_uring_sqe *sqe = lt_io_begin(&io, reg_fd, dir);
+	io_uring_prep_splice(sqe, fd_in, off_in, fd_out, -1, n, 0);
+	return lt_io_finish(&io);
+}
+
+CP_EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count)
+{
+	if (!lt_self())
+		return syscall(SYS_sendfile, out, in, offset, count);
+	int p[2];
+	if (pipe_get(p) < 0)
+		return -1; /* EMFILE/ENFILE from pipe2 */
+	int64_t off = offset ? *offset : -1;
+	if (offset && off < 0) {
+		pipe_put(p, true);
+		errno = EINVAL;
+		return -1;
+	}
+	size_t total = 0;
+	long err = 0;
+	bool empty = true;
+	while (total < count) {
+		unsigned want = count - total > CHUNK ? CHUNK : (unsigned)(count - total);
+		long n = splice_op(in, off, p[1], want, in, LT_IO_NONE);
+		if (n <= 0) {
+			err = n; /* 0: end of file */
+			break;
+		}
+		if (offset)
+			off += n;
+		empty = false;
+		long left = n;
+		while (left > 0) {
+			long m = splice_op(p[0], -1, out, (unsigned)left, out, LT_IO_SND);
+			if (m <= 0) {
+				err = m ? m : -EIO;
+				break;
+			}
+			left -= m;
+			total += (size_t)m;
+		}
+		if (left > 0) {
+			/* bytes read from the file but not sent: the file offset
+			 * must not count them */
+			if (offset)
+				off -= left;
+			else
+				lseek(in, -left, SEEK_CUR);
+			break;
+		}
+		empty = true;
+	}
+	pipe_put(p, empty);
+	if (offset)
+		*offset = off;
+	if (total == 0 && err < 0)
+		return lt_io_ret(err);
+	return (ssize_t)total;
+}
+CP_EXPORT ssize_t sendfile64(int out, int in, off_t *offset, size_t count)
+	__attribute__((alias("sendfile")));
