@@ -2,6 +2,7 @@
 #include "caprice.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lt.h"
@@ -48,5 +49,38 @@ CP_EXPORT int caprice_worker_stats(int idx, struct caprice_worker_stats *out)
 	out->sleeps = s.sleeps;
 	out->timers_fired = s.timers_fired;
 	out->runq_len = s.runq_len;
+	out->io_ops = s.io_ops;
+	out->enters = s.enters;
 	return 0;
+}
+
+/* CAPRICE_STATS=1: the counters, on stderr, when the process exits. */
+static void print_stats(void)
+{
+	uint64_t ops = 0, enters = 0;
+	for (int i = 0; i < cp_worker_count(); i++) {
+		struct caprice_worker_stats s;
+		caprice_worker_stats(i, &s);
+		cp_warn("stats: worker %d: switches %llu parks %llu wakes %llu local %llu remote "
+		        "kicks %llu steals %llu in %llu out sleeps %llu timers %llu io-ops %llu "
+		        "enters %llu",
+		        i, (unsigned long long)s.switches, (unsigned long long)s.parks,
+		        (unsigned long long)s.wakes_local, (unsigned long long)s.wakes_remote,
+		        (unsigned long long)s.kicks, (unsigned long long)s.steals_in,
+		        (unsigned long long)s.steals_out, (unsigned long long)s.sleeps,
+		        (unsigned long long)s.timers_fired, (unsigned long long)s.io_ops,
+		        (unsigned long long)s.enters);
+		ops += s.io_ops;
+		enters += s.enters;
+	}
+	cp_warn("stats: total: %llu io operations in %llu io_uring_enter calls (%.2f per call)",
+	        (unsigned long long)ops, (unsigned long long)enters,
+	        enters ? (double)ops / (double)enters : 0.0);
+}
+
+void lt_stats_init(void)
+{
+	const char *env = getenv("CAPRICE_STATS");
+	if (env && *env && strcmp(env, "0") != 0)
+		atexit(print_stats);
 }

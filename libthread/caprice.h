@@ -37,6 +37,8 @@ struct caprice_worker_stats {
 	uint64_t sleeps;       /* times the worker slept in the kernel */
 	uint64_t timers_fired;
 	uint32_t runq_len;     /* runnable threads waiting now */
+	uint64_t io_ops;       /* I/O operations submitted to its ring */
+	uint64_t enters;       /* io_uring_enter system calls it made */
 };
 /* 0, or EINVAL for an index out of range. */
 int caprice_worker_stats(int worker, struct caprice_worker_stats *out);

@@ -35,6 +35,7 @@ void lt_start(void)
 	m->sched_policy = SCHED_OTHER;
 	lt_keys_adopt_foreign(m);
 	__atomic_store_n(&lt_main, m, __ATOMIC_RELEASE);
+	lt_stats_init();
 	cp_spin_unlock(&start_lock);
 }
 

@@ -83,6 +83,7 @@ _Static_assert(sizeof(struct lt_attr) <= sizeof(pthread_attr_t), "lt_attr too bi
 extern struct lt_thread *lt_main CP_HIDDEN;
 
 void lt_start(void) CP_HIDDEN;
+void lt_stats_init(void) CP_HIDDEN;
 static inline void lt_ensure_started(void)
 {
 	if (cp_unlikely(!__atomic_load_n(&lt_main, __ATOMIC_ACQUIRE)))

@@ -178,6 +178,7 @@ static inline bool cp_interrupt_pending(const struct cp_thread *t)
 struct cp_worker_stats {
 	uint64_t switches, parks, wakes_local, wakes_remote, kicks;
 	uint64_t steals_in, steals_out, sleeps, timers_fired, io_ops;
+	uint64_t enters;             /* io_uring_enter system calls */
 	uint32_t runq_len;
 };
 void cp_worker_stats(int idx, struct cp_worker_stats *out);

@@ -778,4 +778,5 @@ void cp_worker_stats(int idx, struct cp_worker_stats *out)
 	}
 	*out = w->st; /* racy snapshot; good enough for counters */
 	out->runq_len = cp_runq_len(&w->rq);
+	out->enters = __atomic_load_n(&w->ring.enters, __ATOMIC_RELAXED);
 }
