@@ -471,10 +471,47 @@ static void look_for_work(struct cp_worker *w, uint64_t now)
 	}
 }
 
+/* The idle policy.  Before sleeping in the kernel a worker may keep
+ * polling its ring: under load the next completion is microseconds away
+ * and a sleep plus wake-up costs more than that; at low load the polling
+ * is wasted CPU.  So the window adapts: a sleep that ends early (work came
+ * soon) doubles it, up to SPIN_MAX_NS; a window that found nothing halves
+ * it.  CAPRICE_IDLE_SPIN_US fixes it instead (0: never poll). */
+#define SPIN_MAX_NS    100000ull
+#define SPIN_START_NS  2000ull
+#define SHORT_SLEEP_NS 200000ull
+static int64_t fixed_spin_ns = -1;
+
+static bool has_news(struct cp_worker *w)
+{
+	return cp_runq_len(&w->rq) || __atomic_load_n(&w->inbox, __ATOMIC_RELAXED) ||
+	       __atomic_load_n(&w->steal_req, __ATOMIC_RELAXED) ||
+	       __atomic_load_n(&w->cancels, __ATOMIC_RELAXED);
+}
+
+/* Polls the ring for up to the spin window; true if work turned up. */
+static bool idle_spin(struct cp_worker *w, uint64_t now)
+{
+	uint64_t window = fixed_spin_ns >= 0 ? (uint64_t)fixed_spin_ns : w->spin_ns;
+	if (!window || !w->ring.inflight)
+		return false;
+	uint64_t until = now + window;
+	do {
+		if (cp_ring_poll(&w->ring) || has_news(w))
+			return true;
+		cp_cpu_relax();
+	} while (cp_now_ns() < until);
+	if (fixed_spin_ns < 0)
+		w->spin_ns /= 2;
+	return false;
+}
+
 /* Nothing to run: ask for work, then sleep in the ring until a kick, a
  * completion, the next timer, or the next look around. */
 static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
 {
+	if (idle_spin(w, now))
+		return;
 	look_for_work(w, now);
 	uint64_t timeout = w->victim ? POKE_AFTER_NS : *idle_period;
 	uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
@@ -485,7 +522,14 @@ static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
 	    !__atomic_load_n(&w->steal_req, __ATOMIC_SEQ_CST) &&
 	    !__atomic_load_n(&w->cancels, __ATOMIC_SEQ_CST)) {
 		w->st.sleeps++;
+		uint64_t before = cp_now_ns();
 		cp_ring_wait(&w->ring, timeout);
+		if (cp_now_ns() - before < SHORT_SLEEP_NS && w->ring.inflight) {
+			/* work came back soon: poll longer next time */
+			w->spin_ns = w->spin_ns ? w->spin_ns * 2 : SPIN_START_NS;
+			if (w->spin_ns > SPIN_MAX_NS)
+				w->spin_ns = SPIN_MAX_NS;
+		}
 		if (*idle_period < IDLE_MAX_NS)
 			*idle_period *= 2;
 	}
@@ -695,6 +739,19 @@ static int parse_workers(void)
 	return (int)n;
 }
 
+static void parse_spin(void)
+{
+	const char *env = getenv("CAPRICE_IDLE_SPIN_US");
+	if (!env || !*env)
+		return;
+	char *end;
+	long v = strtol(env, &end, 10);
+	if (*end || v < 0 || v > 1000000)
+		cp_warn("CAPRICE_IDLE_SPIN_US=%s ignored: want microseconds, 0 to 1000000", env);
+	else
+		fixed_spin_ns = v * 1000;
+}
+
 struct cp_thread *cp_runtime_start(size_t thread_size)
 {
 	int expect = 0;
@@ -705,6 +762,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size)
 		return main_thread;
 	}
 	nworkers = parse_workers();
+	parse_spin();
 	workers = calloc((size_t)nworkers, sizeof *workers);
 	main_thread = calloc(1, thread_size);
 	if (!workers || !main_thread)

@@ -30,6 +30,7 @@ struct cp_worker {
 	uint64_t victim_beat;           /* its heartbeat when we asked */
 	uint64_t asked_at;
 	struct cp_worker_stats st;
+	uint64_t spin_ns;               /* idle polling window, adaptive */
 
 	/* ---- timers: the owner fires them, anyone may cancel ---- */
 	cp_spinlock timer_lock;
