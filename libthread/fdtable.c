@@ -39,6 +39,28 @@ struct lt_fd *lt_fd_get(int fd)
 	return &chunk[(unsigned)fd & (CHUNK_SIZE - 1)];
 }
 
+/* In the child of fork(): the operations in flight belonged to threads
+ * that do not exist there; a close() must not wait for them. */
+static void after_fork_child(void)
+{
+	for (unsigned c = 0; c < MAX_CHUNKS; c++) {
+		struct lt_fd *chunk = chunks[c];
+		if (!chunk)
+			continue;
+		for (unsigned i = 0; i < CHUNK_SIZE; i++) {
+			chunk[i].lock = (cp_spinlock)CP_SPINLOCK_INIT;
+			chunk[i].closing = 0;
+			chunk[i].ops = NULL;
+			chunk[i].waiters = (struct cp_waitq)CP_WAITQ_INIT;
+		}
+	}
+}
+
+void lt_fd_init(void)
+{
+	pthread_atfork(NULL, NULL, after_fork_child);
+}
+
 void lt_fd_begin(struct lt_fd *f, struct cp_io_op *op)
 {
 	cp_spin_lock(&f->lock);

@@ -17,6 +17,9 @@ struct lt_fd {
 	uint64_t sndtimeo_ns;       /* SO_SNDTIMEO */
 };
 
+/* Called once at start-up (fork handling). */
+void lt_fd_init(void) CP_HIDDEN;
+
 /* The entry for fd, made on first use; NULL for a negative or huge fd. */
 struct lt_fd *lt_fd_get(int fd) CP_HIDDEN;
 

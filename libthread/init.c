@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fdtable.h"
 #include "lt.h"
 
 struct lt_thread *lt_main;
@@ -36,6 +37,8 @@ void lt_start(void)
 	lt_keys_adopt_foreign(m);
 	__atomic_store_n(&lt_main, m, __ATOMIC_RELEASE);
 	lt_stats_init();
+	lt_fd_init();
+	pthread_atfork(NULL, NULL, lt_threads_after_fork);
 	cp_spin_unlock(&start_lock);
 }
 

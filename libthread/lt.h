@@ -84,6 +84,7 @@ extern struct lt_thread *lt_main CP_HIDDEN;
 
 void lt_start(void) CP_HIDDEN;
 void lt_stats_init(void) CP_HIDDEN;
+void lt_threads_after_fork(void) CP_HIDDEN;
 static inline void lt_ensure_started(void)
 {
 	if (cp_unlikely(!__atomic_load_n(&lt_main, __ATOMIC_ACQUIRE)))

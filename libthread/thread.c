@@ -18,6 +18,15 @@
  * main called pthread_exit, the process exits with status 0 */
 static uint64_t live_threads = 1;
 
+/* In the child of fork() only the forking thread lives. */
+void lt_threads_after_fork(void)
+{
+	__atomic_store_n(&live_threads, 1, __ATOMIC_RELAXED);
+	struct lt_thread *t = lt_self();
+	if (t)
+		__atomic_store_n(&lt_main, t, __ATOMIC_RELEASE);
+}
+
 static void lt_entry(struct cp_thread *ct)
 {
 	struct lt_thread *t = (struct lt_thread *)ct;

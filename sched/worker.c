@@ -46,6 +46,7 @@ static struct cp_worker **workers;
 static int nworkers;
 static struct cp_thread *main_thread;
 static int runtime_state;             /* 0 none, 1 starting, 2 running */
+static size_t thread_size_in_use;     /* the layer above's thread record */
 static uint64_t next_thread_id = 2;   /* 1 is main */
 static unsigned foreign_rr;
 static struct sigaction prev_segv, prev_poke;
@@ -752,35 +753,20 @@ static void parse_spin(void)
 		fixed_spin_ns = v * 1000;
 }
 
-struct cp_thread *cp_runtime_start(size_t thread_size)
+/* Makes the workers; this kernel thread becomes worker 0, and `current`
+ * (the code running now) its first user thread. */
+static void build_workers(struct cp_thread *current)
 {
-	int expect = 0;
-	if (!__atomic_compare_exchange_n(&runtime_state, &expect, 1, false,
-	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		while (__atomic_load_n(&runtime_state, __ATOMIC_ACQUIRE) != 2)
-			cp_cpu_relax();
-		return main_thread;
-	}
-	nworkers = parse_workers();
-	parse_spin();
 	workers = calloc((size_t)nworkers, sizeof *workers);
-	main_thread = calloc(1, thread_size);
-	if (!workers || !main_thread)
-		cp_die("cannot start: out of memory");
+	if (!workers)
+		cp_die("cannot start: out of memory for %d workers", nworkers);
 	for (int i = 0; i < nworkers; i++)
 		workers[i] = worker_alloc(i);
-	install_handlers();
-
-	/* worker 0 is this kernel thread; what it runs now becomes main */
 	struct cp_worker *w0 = workers[0];
 	worker_bind(w0);
-	main_thread->id = 1;
-	main_thread->flags = CP_TF_MAIN;
-	main_thread->home = w0;
-	native_stack_bounds(&main_thread->stack);
-	memcpy(main_thread->name, "main", 5);
-	w0->current = main_thread;
-	cp_tls_thread = main_thread;
+	current->home = w0;
+	w0->current = current;
+	cp_tls_thread = current;
 	int e = cp_stack_get(NULL, IDLE_STACK_SIZE, cp_page_size(), &w0->idle.stack);
 	if (e)
 		cp_die("cannot map worker 0's scheduler stack: %s", strerror(e));
@@ -794,6 +780,60 @@ struct cp_thread *cp_runtime_start(size_t thread_size)
 		if (e)
 			cp_die("cannot start worker %d's kernel thread: %s", i, strerror(e));
 	}
+}
+
+/* In the child of fork(), only the forking kernel thread exists, running
+ * the forking user thread (POSIX: the only thread that survives).  The
+ * parent's workers, queues and rings are gone or not ours to use (a
+ * ring belongs to the task that made it), so the runtime is built again
+ * around that thread.  What the vanished threads held is leaked. */
+static void after_fork_child(void)
+{
+	struct cp_worker *old = cp_worker_self();
+	struct cp_thread *cur = old ? old->current : NULL;
+	if (!cur || (old && cur == &old->idle)) {
+		/* forked from a kernel thread that is not ours: it becomes
+		 * the child's first user thread, as main did at start-up */
+		cur = calloc(1, thread_size_in_use);
+		if (!cur)
+			cp_die("fork: out of memory rebuilding the runtime in the child");
+		cur->id = __atomic_fetch_add(&next_thread_id, 1, __ATOMIC_RELAXED);
+		native_stack_bounds(&cur->stack);
+	}
+	for (int i = 0; i < nworkers; i++) {
+		struct cp_worker *w = workers[i];
+		if (w->ring.ready)
+			io_uring_queue_exit(&w->ring.uring);
+		syscall(SYS_close, w->ring.kick_fd);
+	}
+	cp_stack_after_fork();
+	cur->flags |= CP_TF_MAIN;
+	main_thread = cur;
+	build_workers(cur);
+}
+
+struct cp_thread *cp_runtime_start(size_t thread_size)
+{
+	int expect = 0;
+	if (!__atomic_compare_exchange_n(&runtime_state, &expect, 1, false,
+	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		while (__atomic_load_n(&runtime_state, __ATOMIC_ACQUIRE) != 2)
+			cp_cpu_relax();
+		return main_thread;
+	}
+	nworkers = parse_workers();
+	parse_spin();
+	thread_size_in_use = thread_size;
+	main_thread = calloc(1, thread_size);
+	if (!main_thread)
+		cp_die("cannot start: out of memory");
+	main_thread->id = 1;
+	main_thread->flags = CP_TF_MAIN;
+	native_stack_bounds(&main_thread->stack);
+	memcpy(main_thread->name, "main", 5);
+	install_handlers();
+	build_workers(main_thread);
+	pthread_atfork(NULL, NULL, after_fork_child);
 	__atomic_store_n(&runtime_state, 2, __ATOMIC_RELEASE);
 	return main_thread;
 }

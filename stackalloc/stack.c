@@ -281,6 +281,11 @@ void cp_stack_put(struct cp_stack_pool *pool, struct cp_stack *s)
 	depot_push(f);
 }
 
+void cp_stack_after_fork(void)
+{
+	depot_lock = (cp_spinlock)CP_SPINLOCK_INIT;
+}
+
 void cp_stack_stats(struct cp_stack_stats *out)
 {
 	geometry_init();

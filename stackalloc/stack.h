@@ -67,6 +67,10 @@ static inline bool cp_stack_guard_hit(const struct cp_stack *s, const void *addr
 	return s->guard && a >= s->lo - s->guard && a < s->lo;
 }
 
+/* In the child of fork(): the depot's lock may have been held by a
+ * thread that does not exist there. */
+void cp_stack_after_fork(void);
+
 /* Statistics, for caprice_stats and the benchmarks. */
 struct cp_stack_stats {
 	uint64_t slabs;        /* slab mappings made */

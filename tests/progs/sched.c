@@ -1,0 +1,296 @@
+/* sched.c: scheduler behaviour a user can observe: queued threads are not
+ * stranded behind a worker stuck in a computation or in a call the
+ * runtime cannot see; idle workers sleep; CAPRICE_WORKERS is honoured;
+ * many sleepers wake in deadline order. */
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "caprice.h"
+#include "tcase.h"
+
+#define QUEUED 6
+
+static uint64_t created_at;
+static uint64_t ran_after_ns[QUEUED];
+
+static void *record_start(void *arg)
+{
+	long i = (long)arg;
+	ran_after_ns[i] = tc_now_ns() - created_at;
+	return NULL;
+}
+
+static void *spin_300ms(void *arg)
+{
+	(void)arg;
+	uint64_t until = tc_now_ns() + 300000000ull;
+	while (tc_now_ns() < until)
+		__asm__ volatile("" ::: "memory"); /* never yields */
+	return NULL;
+}
+
+static int pipefd[2];
+
+static void *blind_read(void *arg)
+{
+	(void)arg;
+	char c;
+	/* a raw system call: the runtime cannot park this thread */
+	long n = syscall(SYS_read, pipefd[0], &c, 1);
+	return (void *)n;
+}
+
+static void *late_writer(void *arg)
+{
+	(void)arg;
+	usleep(300000);
+	if (write(pipefd[1], "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+/* Creates the hog, then QUEUED threads behind it on the same worker,
+ * and checks they all ran long before the hog let go. */
+static void check_not_stranded(void *(*hog)(void *))
+{
+	CHECK(caprice_worker_count() >= 2);
+	pthread_t h, q[QUEUED];
+	created_at = tc_now_ns();
+	CHECK_OK(pthread_create(&h, NULL, hog, NULL));
+	for (long i = 0; i < QUEUED; i++)
+		CHECK_OK(pthread_create(&q[i], NULL, record_start, (void *)i));
+	for (int i = 0; i < QUEUED; i++)
+		CHECK_OK(pthread_join(q[i], NULL));
+	uint64_t done = tc_now_ns() - created_at;
+	for (int i = 0; i < QUEUED; i++)
+		if (ran_after_ns[i] > 150000000ull)
+			TFAIL("queued thread %d waited %.1f ms behind a stuck worker", i,
+			      ran_after_ns[i] / 1e6);
+	CHECK(done < 200000000ull);
+	CHECK_OK(pthread_join(h, NULL));
+}
+
+TCASE(queued_threads_not_stranded_by_computation)
+{
+	check_not_stranded(spin_300ms);
+}
+
+TCASE(queued_threads_not_stranded_by_unseen_blocking_call)
+{
+	CHECK_OK(pipe(pipefd) == 0 ? 0 : errno);
+	pthread_t w;
+	CHECK_OK(pthread_create(&w, NULL, late_writer, NULL));
+	check_not_stranded(blind_read);
+	CHECK_OK(pthread_join(w, NULL));
+}
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void *sleeper(void *arg)
+{
+	(void)arg;
+	usleep(500000);
+	return NULL;
+}
+
+TCASE(idle_workers_sleep)
+{
+	pthread_t t;
+	double before = cpu_seconds();
+	CHECK_OK(pthread_create(&t, NULL, sleeper, NULL));
+	usleep(500000);
+	CHECK_OK(pthread_join(t, NULL));
+	double used = cpu_seconds() - before;
+	if (used > 0.05)
+		TFAIL("an idle process burned %.3f s of CPU in 0.5 s", used);
+}
+
+/* Runs this program again with an environment change and a case name. */
+static int rerun(const char *env, const char *arg, char *out, size_t outlen)
+{
+	int p[2];
+	CHECK(pipe(p) == 0);
+	pid_t pid = fork(); /* no threads created yet in this case */
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		putenv((char *)env);
+		execl("/proc/self/exe", "sched", arg, (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	size_t got = 0;
+	ssize_t n;
+	while (got < outlen - 1 && (n = read(p[0], out + got, outlen - 1 - got)) > 0)
+		got += (size_t)n;
+	out[got] = 0;
+	close(p[0]);
+	int status;
+	CHECK(waitpid(pid, &status, 0) == pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TCASE(print_worker_count)
+{
+	printf("workers=%d\n", caprice_worker_count());
+}
+
+TCASE(workers_env_honoured)
+{
+	char out[4096];
+	CHECK_EQ(rerun("CAPRICE_WORKERS=3", "print_worker_count", out, sizeof out), 0);
+	CHECK(strstr(out, "workers=3") != NULL);
+	CHECK_EQ(rerun("CAPRICE_WORKERS=1", "print_worker_count", out, sizeof out), 0);
+	CHECK(strstr(out, "workers=1") != NULL);
+}
+
+TCASE(workers_env_refused_with_message)
+{
+	char out[4096];
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	char want[64];
+	snprintf(want, sizeof want, "workers=%ld", cpus);
+	CHECK_EQ(rerun("CAPRICE_WORKERS=banana", "print_worker_count", out, sizeof out), 0);
+	CHECK(strstr(out, "CAPRICE_WORKERS=banana ignored") != NULL);
+	CHECK(strstr(out, want) != NULL);
+	CHECK_EQ(rerun("CAPRICE_WORKERS=0", "print_worker_count", out, sizeof out), 0);
+	CHECK(strstr(out, "CAPRICE_WORKERS=0 ignored") != NULL);
+}
+
+#define SLEEPERS 1000
+static pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
+static int woke_order[SLEEPERS];
+static int woke_n;
+static uint64_t late_ns[SLEEPERS];
+
+static void *timed_sleeper(void *arg)
+{
+	long i = (long)arg;
+	/* deadlines 1 ms apart, handed out in scrambled order */
+	long slot = (i * 389) % SLEEPERS;
+	uint64_t deadline = created_at + 20000000ull + (uint64_t)slot * 1000000ull;
+	uint64_t now = tc_now_ns();
+	if (deadline > now)
+		usleep((useconds_t)((deadline - now) / 1000));
+	uint64_t woke = tc_now_ns();
+	pthread_mutex_lock(&order_lock);
+	woke_order[woke_n++] = (int)slot;
+	late_ns[slot] = woke - deadline;
+	pthread_mutex_unlock(&order_lock);
+	return NULL;
+}
+
+TCASE(sleepers_wake_in_deadline_order)
+{
+	static pthread_t t[SLEEPERS];
+	created_at = tc_now_ns();
+	for (long i = 0; i < SLEEPERS; i++)
+		CHECK_OK(pthread_create(&t[i], NULL, timed_sleeper, (void *)i));
+	for (int i = 0; i < SLEEPERS; i++)
+		CHECK_OK(pthread_join(t[i], NULL));
+	CHECK_EQ(woke_n, SLEEPERS);
+	int inversions = 0;
+	for (int i = 1; i < SLEEPERS; i++)
+		inversions += woke_order[i] < woke_order[i - 1];
+	/* 1 ms apart: a wake-up may only swap with a neighbour under noise */
+	if (inversions > SLEEPERS / 20)
+		TFAIL("%d of %d sleepers woke out of deadline order", inversions, SLEEPERS);
+	int very_late = 0;
+	for (int i = 0; i < SLEEPERS; i++)
+		very_late += late_ns[i] > 50000000ull;
+	if (very_late > 0)
+		TFAIL("%d sleepers woke more than 50 ms late", very_late);
+}
+
+/* fork() from a user thread while others exist: the child has a working
+ * runtime made around the forking thread (POSIX: it alone survives). */
+static pthread_mutex_t park_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t park_cond = PTHREAD_COND_INITIALIZER;
+static bool release_parked;
+
+static void *parked(void *arg)
+{
+	pthread_mutex_lock(&park_lock);
+	while (!release_parked)
+		pthread_cond_wait(&park_cond, &park_lock);
+	pthread_mutex_unlock(&park_lock);
+	return arg;
+}
+
+static void *child_echo(void *arg)
+{
+	int *p = arg;
+	char buf[8];
+	ssize_t n = read(p[0], buf, sizeof buf);
+	if (n > 0 && write(p[1], buf, (size_t)n) != n)
+		return (void *)1;
+	return NULL;
+}
+
+static void *forker(void *arg)
+{
+	(void)arg;
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* the child: threads, joins, parked I/O, timers all work */
+		pthread_t t[100];
+		for (long i = 0; i < 100; i++)
+			if (pthread_create(&t[i], NULL, record_start, (void *)(i % QUEUED)))
+				_exit(10);
+		for (int i = 0; i < 100; i++)
+			if (pthread_join(t[i], NULL))
+				_exit(11);
+		int to_child[2], from_child[2];
+		if (pipe(to_child) || pipe(from_child))
+			_exit(12);
+		int ends[2] = { to_child[0], from_child[1] };
+		pthread_t e;
+		if (pthread_create(&e, NULL, child_echo, ends))
+			_exit(13);
+		usleep(10000);
+		char buf[8] = { 0 };
+		if (write(to_child[1], "ping", 4) != 4 || read(from_child[0], buf, 4) != 4 ||
+		    memcmp(buf, "ping", 4) != 0)
+			_exit(14);
+		void *r;
+		if (pthread_join(e, &r) || r)
+			_exit(15);
+		_exit(0);
+	}
+	int status = -1;
+	if (pid > 0)
+		waitpid(pid, &status, 0);
+	return (void *)(long)status;
+}
+
+TCASE(fork_child_has_working_runtime)
+{
+	pthread_t p[8], f;
+	for (int i = 0; i < 8; i++)
+		CHECK_OK(pthread_create(&p[i], NULL, parked, NULL));
+	usleep(10000);
+	CHECK_OK(pthread_create(&f, NULL, forker, NULL));
+	void *status;
+	CHECK_OK(pthread_join(f, &status));
+	int st = (int)(long)status;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		TFAIL("forked child failed: status %#x (exit %d)", st,
+		      WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	pthread_mutex_lock(&park_lock);
+	release_parked = true;
+	pthread_cond_broadcast(&park_cond);
+	pthread_mutex_unlock(&park_lock);
+	for (int i = 0; i < 8; i++)
+		CHECK_OK(pthread_join(p[i], NULL));
+}
