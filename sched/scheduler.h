@@ -96,9 +96,16 @@ int cp_thread_worker_index(const struct cp_thread *t);
 /* Puts the caller at the back of its worker's run queue. */
 void cp_yield(void);
 
-/* Makes a parked thread runnable.  Call it once per park, from any
- * thread, kernel or user, on any worker. */
+/* Makes a parked thread runnable on the worker it parked on.  Call it
+ * once per park, from any thread, kernel or user, on any worker. */
 void cp_wake(struct cp_thread *t);
+
+/* Makes a parked thread runnable on the caller's worker (its home worker
+ * from a foreign thread): threads that wake each other end up together,
+ * with no kick per handoff, and stealing spreads real load.  Only for a
+ * waker that holds the lock the sleeper released after switching out
+ * (a wait queue's): t's context must already be saved. */
+void cp_wake_here(struct cp_thread *t);
 
 /* ---- time ---- */
 uint64_t cp_now_ns(void);    /* CLOCK_MONOTONIC in ns */

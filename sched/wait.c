@@ -51,10 +51,12 @@ static void q_unlink(struct cp_waitq *q, struct cp_waiter *w)
 	w->next = w->prev = NULL;
 }
 
+/* Called with the queue's lock held, which the sleeper released only
+ * after its switch: safe to run it on the waker's worker. */
 static void resume(struct cp_waiter *w)
 {
 	if (w->thread) {
-		cp_wake(w->thread);
+		cp_wake_here(w->thread);
 	} else {
 		__atomic_store_n(&w->futex, 1, __ATOMIC_RELEASE);
 		syscall(SYS_futex, &w->futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);

@@ -8,9 +8,11 @@
  *    which donates half its queue at its next switch; a worker that stops
  *    switching (stuck in a long computation or a call the runtime does not
  *    see) is poked with a signal whose handler donates for it.
- * A thread always resumes on its home worker after a park, which is also
- * the only worker that drains that inbox, so a wakeup that races with the
- * thread's own switch-out is harmless. */
+ * A thread woken through its home inbox resumes on the worker it parked
+ * on, the only one that drains that inbox, so such a wakeup may race with
+ * the thread's own switch-out.  A thread woken from a wait queue runs on
+ * the waker's worker instead (cp_wake_here), which the queue's lock makes
+ * safe. */
 #include "worker.h"
 
 #include <dlfcn.h>
@@ -158,13 +160,49 @@ static inline void local_push(struct cp_worker *w, struct cp_thread *t)
 	w->in_sched = was;
 }
 
-static void kick(struct cp_worker *w)
+__thread uint32_t cp_locks_held __attribute__((tls_model("initial-exec")));
+__thread uint32_t cp_deferred_work __attribute__((tls_model("initial-exec")));
+/* workers to kick once this kernel thread holds no runtime lock */
+#define MAX_DEFERRED 8
+static __thread struct cp_worker *deferred_kicks[MAX_DEFERRED]
+	__attribute__((tls_model("initial-exec")));
+
+static void kick_now(struct cp_worker *w)
 {
-	if (__atomic_load_n(&w->sleeping, __ATOMIC_SEQ_CST) &&
-	    __atomic_exchange_n(&w->sleeping, 0, __ATOMIC_ACQ_REL)) {
+	if (__atomic_exchange_n(&w->sleeping, 0, __ATOMIC_ACQ_REL)) {
 		__atomic_add_fetch(&w->st.kicks, 1, __ATOMIC_RELAXED);
 		cp_ring_kick(&w->ring);
 	}
+}
+
+void cp_run_deferred_work(void)
+{
+	uint32_t n = cp_deferred_work;
+	cp_deferred_work = 0;
+	for (uint32_t i = 0; i < n && i < MAX_DEFERRED; i++)
+		kick_now(deferred_kicks[i]);
+}
+
+/* Wakes w if it sleeps in its ring; under a runtime lock, only once the
+ * last one is released (see spinlock.h). */
+static void kick(struct cp_worker *w)
+{
+	if (!__atomic_load_n(&w->sleeping, __ATOMIC_SEQ_CST))
+		return;
+	if (cp_locks_held == 0) {
+		kick_now(w);
+		return;
+	}
+	uint32_t n = cp_deferred_work;
+	for (uint32_t i = 0; i < n; i++)
+		if (deferred_kicks[i] == w)
+			return;
+	if (n == MAX_DEFERRED) {
+		kick_now(w); /* rare: many targets at once */
+		return;
+	}
+	deferred_kicks[n] = w;
+	cp_deferred_work = n + 1;
 }
 
 void cp_worker_kick(struct cp_worker *w)
@@ -211,16 +249,28 @@ static void wake_a_thief(struct cp_worker *self)
 	}
 }
 
-/* Hands half our queue (and, from the poke handler, our inbox) to a
- * worker that asked for work. */
-static void serve_steal(struct cp_worker *w, bool include_inbox)
+/* How much a worker hands to a thief that asked. */
+enum donation {
+	DONATE_FLOOR_HALF, /* at a park or idle: a lone queued thread stays,
+	                      or communicating pairs would be split across
+	                      workers and pay a kick per handoff */
+	DONATE_CEIL_HALF,  /* at a yield: everything stays runnable, so a
+	                      lone queued thread is better run elsewhere */
+	DONATE_ALL,        /* stuck (poke): nothing here will run for a while */
+};
+
+/* Hands part of our queue (and, when stuck, our inbox) to a worker that
+ * asked for work. */
+static void serve_steal(struct cp_worker *w, enum donation how)
 {
 	struct cp_worker *thief = __atomic_exchange_n(&w->steal_req, NULL, __ATOMIC_ACQ_REL);
 	if (!thief)
 		return;
+	bool include_inbox = how == DONATE_ALL;
 	struct cp_thread *last = NULL, *chain = NULL;
 	uint32_t k = 0;
-	uint32_t n = (cp_runq_len(&w->rq) + 1) / 2;
+	uint32_t len = cp_runq_len(&w->rq);
+	uint32_t n = how == DONATE_ALL ? len : how == DONATE_CEIL_HALF ? (len + 1) / 2 : len / 2;
 	if (n)
 		chain = cp_runq_take(&w->rq, n, &last, &k);
 	if (include_inbox) {
@@ -278,21 +328,21 @@ static void poll_events(struct cp_worker *w)
 /* Takes in wakeups, answers a thief, and now and then looks at the clock
  * and the ring.  The caller must not be on the run queue yet: a thief
  * must never be handed the thread that is still running. */
-static inline void look_around(struct cp_worker *w)
+static inline void look_around(struct cp_worker *w, enum donation how)
 {
 	if (__atomic_load_n(&w->inbox, __ATOMIC_RELAXED))
 		drain_inbox(w);
 	if (cp_unlikely(__atomic_load_n(&w->cancels, __ATOMIC_RELAXED) != NULL))
 		cp_io_run_cancels(w);
 	if (cp_unlikely(__atomic_load_n(&w->steal_req, __ATOMIC_RELAXED) != NULL))
-		serve_steal(w, false);
+		serve_steal(w, how);
 	if (cp_unlikely(--w->poll_countdown == 0))
 		poll_events(w);
 }
 
 static inline struct cp_thread *pick_next(struct cp_worker *w)
 {
-	look_around(w);
+	look_around(w, DONATE_FLOOR_HALF);
 	return cp_runq_pop(&w->rq);
 }
 
@@ -322,7 +372,7 @@ void cp_yield(void)
 	struct cp_thread *cur = w->current;
 	w->in_sched = 1;
 	cp_barrier();
-	look_around(w);
+	look_around(w, DONATE_CEIL_HALF);
 	cp_runq_push(&w->rq, cur);
 	switch_to(w, cur, cp_runq_pop(&w->rq), false);
 }
@@ -340,6 +390,17 @@ void cp_wake(struct cp_thread *t)
 		self->st.wakes_remote++;
 	t->next = NULL;
 	inbox_push(home, t, t);
+}
+
+void cp_wake_here(struct cp_thread *t)
+{
+	struct cp_worker *self = cp_worker_self();
+	if (!self) {
+		cp_wake(t);
+		return;
+	}
+	self->st.wakes_local++;
+	local_push(self, t);
 }
 
 void cp_thread_start(struct cp_thread *t)
@@ -544,7 +605,7 @@ static void idle_loop(struct cp_worker *w)
 	for (;;) {
 		/* work at hand (a finished thread's joiner, a wakeup): run it
 		 * with no more than a busy switch's look around */
-		look_around(w);
+		look_around(w, DONATE_FLOOR_HALF);
 		struct cp_thread *next = cp_runq_pop(&w->rq);
 		if (!next) {
 			/* nothing queued: look at the clock and the ring */
@@ -603,7 +664,7 @@ static void on_poke(int sig, siginfo_t *si, void *uc)
 	struct cp_worker *w = cp_worker_self();
 	if (w && !w->in_sched) {
 		int saved = errno;
-		serve_steal(w, true);
+		serve_steal(w, DONATE_ALL);
 		errno = saved;
 		return;
 	}
