@@ -519,7 +519,10 @@ static void look_for_work(struct cp_worker *w, uint64_t now)
 	}
 	for (int i = 1; i < nworkers; i++) {
 		v = workers[(w->index + i) % nworkers];
-		if (cp_runq_len(&v->rq) == 0 && !__atomic_load_n(&v->inbox, __ATOMIC_RELAXED))
+		/* work queued there, or timers overdue there (a stuck worker
+		 * cannot fire them; the poke handler will) */
+		if (cp_runq_len(&v->rq) == 0 && !__atomic_load_n(&v->inbox, __ATOMIC_RELAXED) &&
+		    __atomic_load_n(&v->next_deadline, __ATOMIC_RELAXED) + POKE_AFTER_NS > now)
 			continue;
 		struct cp_worker *none = NULL;
 		if (__atomic_compare_exchange_n(&v->steal_req, &none, w, false,
@@ -659,11 +662,31 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 	signal(SIGSEGV, SIG_DFL); /* re-faults on return, then dumps core */
 }
 
+/* Fires overdue timers from the poke handler.  The interrupted code may
+ * hold the timer lock (cp_timer_add runs in user-thread context), so only
+ * try it; the thief pokes again if this failed. */
+static void rescue_timers(struct cp_worker *w)
+{
+	if (!cp_spin_trylock(&w->timer_lock))
+		return;
+	uint64_t now = cp_now_ns();
+	struct cp_timer *t;
+	while ((t = cp_heap_min(&w->timers)) && t->deadline <= now) {
+		cp_heap_remove(&w->timers, t);
+		t->fire(t);
+		w->st.timers_fired++;
+	}
+	t = cp_heap_min(&w->timers);
+	__atomic_store_n(&w->next_deadline, t ? t->deadline : CP_NO_DEADLINE, __ATOMIC_RELAXED);
+	cp_spin_unlock(&w->timer_lock);
+}
+
 static void on_poke(int sig, siginfo_t *si, void *uc)
 {
 	struct cp_worker *w = cp_worker_self();
 	if (w && !w->in_sched) {
 		int saved = errno;
+		rescue_timers(w);
 		serve_steal(w, DONATE_ALL);
 		errno = saved;
 		return;
