@@ -244,6 +244,13 @@ static int join(pthread_t h, void **ret, uint64_t deadline, bool try)
 		int e = cp_wait(&t->joiners, &t->join_lock, &w, deadline, lt_cancellable(self));
 		if (self)
 			__atomic_store_n(&self->joining, NULL, __ATOMIC_RELEASE);
+		if (e == 0 && self) {
+			/* woken by lt_on_dead, which set LT_EXITED: it woke us
+			 * with a local push from the dead thread's next context,
+			 * so it has finished with t before we can run */
+			t->join_state = LT_JOINED;
+			goto joined;
+		}
 		if (e == EINTR)
 			lt_testcancel(self); /* a cancellation point */
 		if (e == ETIMEDOUT)
@@ -252,6 +259,7 @@ static int join(pthread_t h, void **ret, uint64_t deadline, bool try)
 	}
 	t->join_state = LT_JOINED;
 	cp_spin_unlock(&t->join_lock);
+joined:
 	if (ret)
 		*ret = t->retval;
 	t->magic = 0;

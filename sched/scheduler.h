@@ -136,6 +136,8 @@ struct cp_waiter {
 	struct cp_waiter *prev, *next; /* NULL next: not queued */
 	struct cp_thread *thread;      /* NULL: a foreign kernel thread */
 	uint32_t state;                /* CP_W_* */
+	uint32_t contended;            /* a timer or an interrupt may race the
+	                                  waker: wake with a CAS, not a store */
 	uint32_t futex;                /* foreign waiters sleep here */
 	uintptr_t data;                /* for the primitive's own use */
 	struct cp_timer timer;

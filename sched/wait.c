@@ -109,6 +109,7 @@ int cp_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 	struct cp_thread *t = cp_self();
 	w->thread = t;
 	w->state = CP_W_WAITING;
+	w->contended = !t || deadline != CP_NO_DEADLINE || cancellable;
 	w->futex = 0;
 	w->timer.heap_idx = CP_TIMER_NONE;
 	if (deadline != CP_NO_DEADLINE && deadline <= cp_now_ns()) {
@@ -169,7 +170,10 @@ int cp_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 bool cp_wake_waiter(struct cp_waitq *q, struct cp_waiter *w)
 {
 	q_unlink(q, w);
-	if (!claim(w, CP_W_WOKEN))
+	if (!w->contended)
+		/* only wakers, who hold the queue's lock, decide this one */
+		__atomic_store_n(&w->state, CP_W_WOKEN, __ATOMIC_RELEASE);
+	else if (!claim(w, CP_W_WOKEN))
 		return false;
 	resume(w);
 	return true;

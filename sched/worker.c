@@ -433,6 +433,20 @@ _Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *))
 	cp_die("finished thread %llu was resumed", (unsigned long long)cur->id);
 }
 
+/* Unique thread ids without a shared atomic per creation: each worker
+ * takes a block of them at a time. */
+#define ID_BLOCK 1024
+static uint64_t new_thread_id(struct cp_worker *w)
+{
+	if (!w)
+		return __atomic_fetch_add(&next_thread_id, 1, __ATOMIC_RELAXED);
+	if (w->next_id == w->id_limit) {
+		w->next_id = __atomic_fetch_add(&next_thread_id, ID_BLOCK, __ATOMIC_RELAXED);
+		w->id_limit = w->next_id + ID_BLOCK;
+	}
+	return w->next_id++;
+}
+
 struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t guard,
                                 void *stack_addr, void (*entry)(struct cp_thread *),
                                 int *err)
@@ -458,7 +472,7 @@ struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t gu
 	memset(t, 0, sizeof *t);
 	t->stack = st;
 	t->entry = entry;
-	t->id = __atomic_fetch_add(&next_thread_id, 1, __ATOMIC_RELAXED);
+	t->id = new_thread_id(w);
 	t->sp = cp_ctx_make((char *)t, thread_begin, t);
 	return t;
 }

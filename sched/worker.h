@@ -31,6 +31,7 @@ struct cp_worker {
 	uint64_t asked_at;
 	struct cp_worker_stats st;
 	uint64_t spin_ns;               /* idle polling window, adaptive */
+	uint64_t next_id, id_limit;     /* thread ids handed out in blocks */
 
 	/* ---- timers: the owner fires them, anyone may cancel ---- */
 	cp_spinlock timer_lock;
