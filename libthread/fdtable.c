@@ -7,6 +7,7 @@
 #include "fdtable.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -61,6 +62,84 @@ void lt_fd_init(void)
 	pthread_atfork(NULL, NULL, after_fork_child);
 }
 
+static uint32_t flags_generation = 1;
+
+bool lt_fd_nonblocking(struct lt_fd *f, int fd)
+{
+	uint32_t gen = __atomic_load_n(&flags_generation, __ATOMIC_ACQUIRE);
+	if (cp_unlikely(__atomic_load_n(&f->flags_gen, __ATOMIC_RELAXED) != gen)) {
+		long fl = syscall(SYS_fcntl, fd, F_GETFL);
+		if (fl < 0)
+			return false; /* let the operation report EBADF */
+		f->nonblock = (fl & O_NONBLOCK) != 0;
+		__atomic_store_n(&f->flags_gen, gen, __ATOMIC_RELEASE);
+	}
+	return f->nonblock;
+}
+
+bool lt_fd_seekable(struct lt_fd *f, int fd)
+{
+	if (cp_unlikely(f->seek_state == 0)) {
+		if (syscall(SYS_lseek, fd, 0L, SEEK_CUR) >= 0)
+			f->seek_state = 1;
+		else if (errno == ESPIPE)
+			f->seek_state = 2;
+		else
+			return true; /* EBADF and the like: the operation says it */
+	}
+	return f->seek_state == 1;
+}
+
+void lt_fd_flags_changed(void)
+{
+	__atomic_add_fetch(&flags_generation, 1, __ATOMIC_ACQ_REL);
+}
+
+void lt_fd_fresh(int fd)
+{
+	struct lt_fd *f = lt_fd_get(fd);
+	if (f) {
+		__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
+		f->seek_state = 0;
+	}
+}
+
+/* Cancels what is in flight on f and waits for it to drain; f->lock held
+ * on entry and exit. */
+static void drain(struct lt_fd *f)
+{
+	f->closing = 1;
+	for (struct cp_io_op *op = f->ops; op; op = op->fd_next)
+		cp_io_cancel(op);
+	while (f->ops) {
+		struct cp_waiter w;
+		cp_wait(&f->waiters, &f->lock, &w, CP_NO_DEADLINE, false);
+		cp_spin_lock(&f->lock);
+	}
+	f->rcvtimeo_ns = f->sndtimeo_ns = 0;
+	__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
+	f->seek_state = 0;
+}
+
+static void undrain(struct lt_fd *f)
+{
+	cp_spin_lock(&f->lock);
+	f->closing = 0;
+	cp_wake_all(&f->waiters);
+	cp_spin_unlock(&f->lock);
+}
+
+void lt_fd_forget(int fd)
+{
+	struct lt_fd *f = lt_fd_get(fd);
+	if (!f)
+		return;
+	cp_spin_lock(&f->lock);
+	drain(f);
+	cp_spin_unlock(&f->lock);
+	undrain(f);
+}
+
 void lt_fd_begin(struct lt_fd *f, struct cp_io_op *op)
 {
 	cp_spin_lock(&f->lock);
@@ -93,30 +172,31 @@ void lt_fd_end(struct lt_fd *f, struct cp_io_op *op)
 	cp_spin_unlock(&f->lock);
 }
 
+void lt_fd_await_close(struct lt_fd *f)
+{
+	if (!__atomic_load_n(&f->closing, __ATOMIC_ACQUIRE))
+		return;
+	cp_spin_lock(&f->lock);
+	while (f->closing) {
+		struct cp_waiter w;
+		cp_wait(&f->waiters, &f->lock, &w, CP_NO_DEADLINE, false);
+		cp_spin_lock(&f->lock);
+	}
+	cp_spin_unlock(&f->lock);
+}
+
 int lt_fd_close(int fd)
 {
 	struct lt_fd *f = lt_fd_get(fd);
 	if (f) {
 		cp_spin_lock(&f->lock);
-		f->closing = 1;
-		for (struct cp_io_op *op = f->ops; op; op = op->fd_next)
-			cp_io_cancel(op);
-		while (f->ops) {
-			struct cp_waiter w;
-			cp_wait(&f->waiters, &f->lock, &w, CP_NO_DEADLINE, false);
-			cp_spin_lock(&f->lock);
-		}
-		f->rcvtimeo_ns = f->sndtimeo_ns = 0;
+		drain(f);
 		cp_spin_unlock(&f->lock);
 	}
 	int r = (int)syscall(SYS_close, fd);
 	int e = errno;
-	if (f) {
-		cp_spin_lock(&f->lock);
-		f->closing = 0;
-		cp_wake_all(&f->waiters);
-		cp_spin_unlock(&f->lock);
-	}
+	if (f)
+		undrain(f);
 	errno = e;
 	return r;
 }

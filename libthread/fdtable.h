@@ -2,6 +2,7 @@
 #ifndef CAPRICE_FDTABLE_H
 #define CAPRICE_FDTABLE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "io.h"
@@ -15,6 +16,12 @@ struct lt_fd {
 	                               waiting for a close to finish */
 	uint64_t rcvtimeo_ns;       /* SO_RCVTIMEO, 0: none */
 	uint64_t sndtimeo_ns;       /* SO_SNDTIMEO */
+	/* caches, each one syscall to fill: valid while flags_gen matches
+	 * the global generation (O_NONBLOCK lives in the open file
+	 * description, shared by dups, so any F_SETFL bumps it) */
+	uint32_t flags_gen;
+	uint8_t nonblock;
+	uint8_t seek_state;         /* 0 unknown, 1 seekable, 2 a stream */
 };
 
 /* Called once at start-up (fork handling). */
@@ -23,11 +30,27 @@ void lt_fd_init(void) CP_HIDDEN;
 /* The entry for fd, made on first use; NULL for a negative or huge fd. */
 struct lt_fd *lt_fd_get(int fd) CP_HIDDEN;
 
+/* Whether fd has O_NONBLOCK (then the plain syscall is the right call:
+ * io_uring would wait on it regardless). */
+bool lt_fd_nonblocking(struct lt_fd *f, int fd) CP_HIDDEN;
+/* Whether positional I/O makes sense on fd (false: pipes, sockets). */
+bool lt_fd_seekable(struct lt_fd *f, int fd) CP_HIDDEN;
+/* Some descriptor's status flags changed: every cached O_NONBLOCK is
+ * stale. */
+void lt_fd_flags_changed(void) CP_HIDDEN;
+/* fd is a new descriptor: forget what was cached for the number. */
+void lt_fd_fresh(int fd) CP_HIDDEN;
+/* dup2/dup3 onto newfd: like close(newfd) for whoever is blocked on it. */
+void lt_fd_forget(int fd) CP_HIDDEN;
+
 /* Registers op as in flight on f (waiting out a close in progress). */
 void lt_fd_begin(struct lt_fd *f, struct cp_io_op *op) CP_HIDDEN;
 /* Unregisters op once it completed; a close() can no longer cancel it,
  * but one may already have: call cp_io_release(op) before op goes. */
 void lt_fd_end(struct lt_fd *f, struct cp_io_op *op) CP_HIDDEN;
+/* If a close() of f is under way, waits until it is done (poll reports
+ * POLLNVAL for it, not a stale "nothing happened"). */
+void lt_fd_await_close(struct lt_fd *f) CP_HIDDEN;
 /* Cancels every operation in flight on fd, waits for them to end, closes
  * it, and forgets its per-fd settings.  Returns close(2)'s result. */
 int lt_fd_close(int fd) CP_HIDDEN;

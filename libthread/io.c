@@ -32,6 +32,8 @@ static struct io_uring_sqe *begin(struct lt_io *io, int fd, enum lt_io_dir dir, 
 		return NULL;
 	lt_testcancel(t);
 	io->f = lt_fd_get(fd);
+	if (io->f && lt_fd_nonblocking(io->f, fd))
+		return NULL; /* the plain call answers at once */
 	if (io->f) {
 		lt_fd_begin(io->f, &io->op);
 		if (timeout == UINT64_MAX)
@@ -94,6 +96,14 @@ static long with_sigpipe(long res, int flags)
 
 #define RAW(...) syscall(__VA_ARGS__)
 
+/* A call returned a new descriptor: its number's cached state is stale. */
+static int fresh(int fd)
+{
+	if (fd >= 0 && lt_main)
+		lt_fd_fresh(fd);
+	return fd;
+}
+
 CP_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
 	struct lt_io io;
@@ -120,12 +130,25 @@ CP_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 	return write_op(fd, buf, n, -1);
 }
 
-CP_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
+/* io_uring ignores the offset on pipes and sockets; the calls must not */
+static bool positional_ok(int fd, int64_t off)
 {
 	if (off < 0) {
 		errno = EINVAL;
-		return -1;
+		return false;
 	}
+	struct lt_fd *f = lt_fd_get(fd);
+	if (f && !lt_fd_seekable(f, fd)) {
+		errno = ESPIPE;
+		return false;
+	}
+	return true;
+}
+
+CP_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
+{
+	if (!positional_ok(fd, off))
+		return -1;
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_NONE);
 	if (!sqe)
@@ -137,10 +160,8 @@ CP_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off) __attribute__(
 
 CP_EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
-	if (off < 0) {
-		errno = EINVAL;
+	if (!positional_ok(fd, off))
 		return -1;
-	}
 	return write_op(fd, buf, n, off);
 }
 CP_EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) __attribute__((alias("pwrite")));
@@ -177,10 +198,8 @@ CP_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 
 CP_EXPORT ssize_t preadv(int fd, const struct iovec *iov, int cnt, off_t off)
 {
-	if (off < 0) {
-		errno = EINVAL;
+	if (!positional_ok(fd, off))
 		return -1;
-	}
 	return vec_op(fd, iov, cnt, off, false);
 }
 CP_EXPORT ssize_t preadv64(int fd, const struct iovec *iov, int cnt, off_t off)
@@ -188,10 +207,8 @@ CP_EXPORT ssize_t preadv64(int fd, const struct iovec *iov, int cnt, off_t off)
 
 CP_EXPORT ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 {
-	if (off < 0) {
-		errno = EINVAL;
+	if (!positional_ok(fd, off))
 		return -1;
-	}
 	return vec_op(fd, iov, cnt, off, true);
 }
 CP_EXPORT ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
@@ -279,9 +296,9 @@ CP_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_RCV);
 	if (!sqe)
-		return (int)RAW(SYS_accept4, fd, addr, addrlen, flags);
+		return fresh((int)RAW(SYS_accept4, fd, addr, addrlen, flags));
 	io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
-	return (int)lt_io_ret(lt_io_finish(&io));
+	return fresh((int)lt_io_ret(lt_io_finish(&io)));
 }
 
 CP_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
@@ -336,9 +353,9 @@ static int open_op(int dfd, const char *path, int flags, mode_t mode)
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin(&io, -1, LT_IO_NONE);
 	if (!sqe)
-		return (int)RAW(SYS_openat, dfd, path, flags, mode);
+		return fresh((int)RAW(SYS_openat, dfd, path, flags, mode));
 	io_uring_prep_openat(sqe, dfd, path, flags, mode);
-	return (int)lt_io_ret(lt_io_finish(&io));
+	return fresh((int)lt_io_ret(lt_io_finish(&io)));
 }
 
 static mode_t open_mode(int flags, va_list ap)

@@ -118,8 +118,10 @@ static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigse
 	}
 	cp_spin_unlock(&pw.lock);
 	for (nfds_t i = 0; i < armed; i++) {
-		if (items[i].f)
+		if (items[i].f) {
 			lt_fd_end(items[i].f, &items[i].op);
+			lt_fd_await_close(items[i].f);
+		}
 		cp_io_release(&items[i].op);
 	}
 	if (items != stack_items)

@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fdtable.h"
 #include "lt_io.h"
 
 #define CHUNK     (64 * 1024)  /* a default pipe holds 64 KiB */
@@ -63,7 +64,8 @@ static long splice_op(int fd_in, int64_t off_in, int fd_out, unsigned n, int reg
 
 CP_EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count)
 {
-	if (!lt_self())
+	struct lt_fd *fo = lt_fd_get(out);
+	if (!lt_self() || (fo && lt_fd_nonblocking(fo, out)))
 		return syscall(SYS_sendfile, out, in, offset, count);
 	int p[2];
 	if (pipe_get(p) < 0)

@@ -123,7 +123,12 @@ void cp_io_run_cancels(struct cp_worker *w)
 
 void cp_io_cancel(struct cp_io_op *op)
 {
-	if (__atomic_exchange_n(&op->cancel_queued, 1, __ATOMIC_ACQ_REL))
+	/* once only: a second canceller (close() and pthread_cancel, or
+	 * poll's own clean-up after a close) must not re-arm the flag the
+	 * worker already cleared */
+	uint8_t none = 0;
+	if (!__atomic_compare_exchange_n(&op->cancel_queued, &none, 1, false,
+	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 		return;
 	struct cp_worker *w = op->worker;
 	struct cp_io_op *old = __atomic_load_n(&w->cancels, __ATOMIC_RELAXED);

@@ -43,35 +43,41 @@ static char *cr_strdup(const char *s)
 	return d;
 }
 
-/* Asks `prog --list` for its cases. */
+/* Asks `prog --list` for its cases.  The names are gathered first and
+ * copied into Criterion's shared arena in one allocation: cr_realloc
+ * returns unusable memory for arrays past a few entries. */
 static struct criterion_test_params list_cases(const char *prog)
 {
 	char cmd[1024];
 	snprintf(cmd, sizeof cmd, "'%s/%s' --list", PROGS_DIR, prog);
 	FILE *f = popen(cmd, "r");
-	size_t cap = 16, n = 0;
-	struct tcase_param *p = cr_malloc(cap * sizeof *p);
+	size_t cap = 64, n = 0;
+	char **names = malloc(cap * sizeof *names);
 	char line[256];
-	while (f && fgets(line, sizeof line, f)) {
+	while (f && names && fgets(line, sizeof line, f)) {
 		line[strcspn(line, "\n")] = 0;
 		if (!*line)
 			continue;
 		if (n == cap) {
 			cap *= 2;
-			p = cr_realloc(p, cap * sizeof *p);
+			names = realloc(names, cap * sizeof *names);
+			if (!names)
+				break;
 		}
-		p[n].prog = cr_strdup(prog);
-		p[n].name = cr_strdup(line);
-		n++;
+		names[n++] = strdup(line);
 	}
 	if (f)
 		pclose(f);
-	if (n == 0) { /* make the suite fail loudly rather than vanish */
-		p[0].prog = cr_strdup(prog);
-		p[0].name = cr_strdup("--list-failed");
-		n = 1;
+	size_t count = n ? n : 1; /* none: one case that fails loudly */
+	struct tcase_param *p = cr_malloc(count * sizeof *p);
+	for (size_t i = 0; i < count; i++) {
+		p[i].prog = cr_strdup(prog);
+		p[i].name = cr_strdup(n ? names[i] : "--list-failed");
 	}
-	return cr_make_param_array(struct tcase_param, p, n, free_params);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return cr_make_param_array(struct tcase_param, p, count, free_params);
 }
 
 static void run_case(const struct tcase_param *tc)

@@ -206,11 +206,12 @@ TCASE(sleepers_wake_in_deadline_order)
 	/* 1 ms apart: a wake-up may only swap with a neighbour under noise */
 	if (inversions > SLEEPERS / 20)
 		TFAIL("%d of %d sleepers woke out of deadline order", inversions, SLEEPERS);
+	/* generous: the suite runs two cases at once on two CPUs */
 	int very_late = 0;
 	for (int i = 0; i < SLEEPERS; i++)
-		very_late += late_ns[i] > 50000000ull;
+		very_late += late_ns[i] > 250000000ull;
 	if (very_late > 0)
-		TFAIL("%d sleepers woke more than 50 ms late", very_late);
+		TFAIL("%d sleepers woke more than 250 ms late", very_late);
 }
 
 /* fork() from a user thread while others exist: the child has a working

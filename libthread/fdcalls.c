@@ -1,0 +1,119 @@
+/* fdcalls.c: the calls that create descriptors or change their status
+ * flags, seen here only to keep the per-fd caches in fdtable.c true.
+ * Each is the plain system call; none blocks (F_SETLKW excepted, which
+ * stays a plain blocking call). */
+#undef _FILE_OFFSET_BITS /* defines fcntl and fcntl64 both */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "fdtable.h"
+
+static int fresh(long fd)
+{
+	if (fd >= 0 && lt_main)
+		lt_fd_fresh((int)fd);
+	return (int)fd;
+}
+
+static int fresh_pair(int r, const int fds[2])
+{
+	if (r == 0 && lt_main) {
+		lt_fd_fresh(fds[0]);
+		lt_fd_fresh(fds[1]);
+	}
+	return r;
+}
+
+CP_EXPORT int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *); /* every argument fits a word */
+	va_end(ap);
+	long r = syscall(SYS_fcntl, fd, cmd, arg);
+	if (r >= 0 && lt_main) {
+		if (cmd == F_SETFL)
+			lt_fd_flags_changed();
+		else if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+			lt_fd_fresh((int)r);
+	}
+	return (int)r;
+}
+CP_EXPORT int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
+
+CP_EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	va_start(ap, req);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	long r = syscall(SYS_ioctl, fd, req, arg);
+	if (r >= 0 && req == FIONBIO && lt_main)
+		lt_fd_flags_changed();
+	return (int)r;
+}
+
+CP_EXPORT int dup(int fd)
+{
+	return fresh(syscall(SYS_dup, fd));
+}
+
+CP_EXPORT int dup3(int old, int new, int flags)
+{
+	if (lt_main && old != new)
+		lt_fd_forget(new); /* it is about to be closed */
+	return fresh(syscall(SYS_dup3, old, new, flags));
+}
+
+CP_EXPORT int dup2(int old, int new)
+{
+	if (old == new) /* dup3 refuses this; dup2 checks old is open */
+		return syscall(SYS_fcntl, old, F_GETFD) < 0 ? -1 : new;
+	return dup3(old, new, 0);
+}
+
+CP_EXPORT int socket(int domain, int type, int proto)
+{
+	return fresh(syscall(SYS_socket, domain, type, proto));
+}
+
+CP_EXPORT int socketpair(int domain, int type, int proto, int sv[2])
+{
+	return fresh_pair((int)syscall(SYS_socketpair, domain, type, proto, sv), sv);
+}
+
+CP_EXPORT int pipe2(int fds[2], int flags)
+{
+	return fresh_pair((int)syscall(SYS_pipe2, fds, flags), fds);
+}
+
+CP_EXPORT int pipe(int fds[2])
+{
+	return pipe2(fds, 0);
+}
+
+CP_EXPORT int epoll_create1(int flags)
+{
+	return fresh(syscall(SYS_epoll_create1, flags));
+}
+
+CP_EXPORT int epoll_create(int size)
+{
+	if (size <= 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	return epoll_create1(0);
+}
+
+CP_EXPORT int eventfd(unsigned int initval, int flags)
+{
+	return fresh(syscall(SYS_eventfd2, initval, flags));
+}
