@@ -295,3 +295,53 @@ TCASE(fork_child_has_working_runtime)
 	for (int i = 0; i < 8; i++)
 		CHECK_OK(pthread_join(p[i], NULL));
 }
+
+/* io_uring refused (as with kernel.io_uring_disabled or a container's
+ * seccomp policy): the program stops at start-up with a message saying
+ * so, instead of hanging or running without its I/O layer.  A seccomp
+ * filter makes io_uring_setup fail with EPERM for the child only. */
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+
+static void refuse_io_uring(void)
+{
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof code / sizeof code[0], code };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+		_exit(120);
+}
+
+TCASE(io_uring_refused_is_reported_at_startup)
+{
+	int p[2];
+	CHECK(pipe(p) == 0);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		dup2(p[1], 2);
+		refuse_io_uring();
+		execl("/proc/self/exe", "sched", "print_worker_count", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	char out[4096];
+	size_t got = 0;
+	ssize_t n;
+	while (got < sizeof out - 1 && (n = read(p[0], out + got, sizeof out - 1 - got)) > 0)
+		got += (size_t)n;
+	out[got] = 0;
+	close(p[0]);
+	int status;
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 0)); /* it must not run on */
+	CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 120)); /* seccomp worked */
+	if (!strstr(out, "io_uring_setup refused") || !strstr(out, "Operation not permitted"))
+		TFAIL("no clear message; stderr was: %s", out);
+}
