@@ -174,12 +174,22 @@ static int woke_order[SLEEPERS];
 static int woke_n;
 static uint64_t late_ns[SLEEPERS];
 
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+
 static void *timed_sleeper(void *arg)
 {
 	long i = (long)arg;
+	/* every thread exists before the clock starts (creation is slow
+	 * under sanitizers) */
+	pthread_mutex_lock(&gate_lock);
+	while (!gate_open)
+		pthread_cond_wait(&gate_cond, &gate_lock);
+	pthread_mutex_unlock(&gate_lock);
 	/* deadlines 1 ms apart, handed out in scrambled order */
 	long slot = (i * 389) % SLEEPERS;
-	uint64_t deadline = created_at + 20000000ull + (uint64_t)slot * 1000000ull;
+	uint64_t deadline = created_at + 200000000ull + (uint64_t)slot * 1000000ull;
 	uint64_t now = tc_now_ns();
 	if (deadline > now)
 		usleep((useconds_t)((deadline - now) / 1000));
@@ -194,9 +204,13 @@ static void *timed_sleeper(void *arg)
 TCASE(sleepers_wake_in_deadline_order)
 {
 	static pthread_t t[SLEEPERS];
-	created_at = tc_now_ns();
 	for (long i = 0; i < SLEEPERS; i++)
 		CHECK_OK(pthread_create(&t[i], NULL, timed_sleeper, (void *)i));
+	pthread_mutex_lock(&gate_lock);
+	created_at = tc_now_ns();
+	gate_open = true;
+	pthread_cond_broadcast(&gate_cond);
+	pthread_mutex_unlock(&gate_lock);
 	for (int i = 0; i < SLEEPERS; i++)
 		CHECK_OK(pthread_join(t[i], NULL));
 	CHECK_EQ(woke_n, SLEEPERS);
