@@ -217,8 +217,10 @@ TCASE(sleepers_wake_in_deadline_order)
 	int inversions = 0;
 	for (int i = 1; i < SLEEPERS; i++)
 		inversions += woke_order[i] < woke_order[i - 1];
-	/* 1 ms apart: a wake-up may only swap with a neighbour under noise */
-	if (inversions > SLEEPERS / 20)
+	/* 1 ms apart: a worker preempted for a few ms (two test processes
+	 * share two CPUs) swaps a few neighbours; a heap out of order would
+	 * give about half */
+	if (inversions > SLEEPERS * 15 / 100)
 		TFAIL("%d of %d sleepers woke out of deadline order", inversions, SLEEPERS);
 	/* generous: the suite runs two cases at once on two CPUs */
 	int very_late = 0;
