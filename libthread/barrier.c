@@ -1,1 +1,115 @@
-/* barrier.c: (being written) */
+/* barrier.c: pthread barriers and their attributes.
+ *
+ * Arrivals count up under a spinlock; the thread that completes a cycle
+ * becomes the serial thread, starts the next cycle and wakes the others.
+ * A waiter remembers the cycle number it arrived in and leaves only once
+ * that number has moved on, so a fast thread that already re-entered the
+ * barrier for the next cycle cannot be mistaken for an arrival of the
+ * previous one.  Released waiters still touch the barrier on their way
+ * out (a foreign kernel thread retakes the spinlock), so they are counted
+ * until they are gone, and destroy waits for them: the serial thread may
+ * destroy the barrier the moment its own wait returns. */
+#include <errno.h>
+
+#include "lt.h"
+
+struct lt_barrier {
+	cp_spinlock lock;
+	uint32_t count;        /* threads per cycle */
+	uint32_t arrived;      /* in the current cycle */
+	uint32_t cycle;
+	uint32_t leaving;      /* released but not yet out of the call */
+	uint32_t pad;
+	struct cp_waitq waiters;
+};
+_Static_assert(sizeof(pthread_barrier_t) == 32, "glibc's pthread_barrier_t changed");
+_Static_assert(sizeof(struct lt_barrier) <= sizeof(pthread_barrier_t), "lt_barrier too big");
+_Static_assert(sizeof(int) <= sizeof(pthread_barrierattr_t), "barrierattr holds an int");
+
+static inline struct lt_barrier *B(pthread_barrier_t *b) { return (struct lt_barrier *)b; }
+
+CP_EXPORT int pthread_barrier_init(pthread_barrier_t *barrier, const pthread_barrierattr_t *attr,
+                                   unsigned count)
+{
+	if (count == 0)
+		return EINVAL;
+	if (attr && *(const int *)attr != PTHREAD_PROCESS_PRIVATE)
+		return ENOTSUP;
+	*barrier = (pthread_barrier_t){ 0 };
+	B(barrier)->count = count;
+	return 0;
+}
+
+CP_EXPORT int pthread_barrier_destroy(pthread_barrier_t *barrier)
+{
+	struct lt_barrier *b = B(barrier);
+	cp_spin_lock(&b->lock);
+	bool busy = b->arrived != 0;
+	cp_spin_unlock(&b->lock);
+	if (busy)
+		return EBUSY;
+	/* the last cycle's waiters are running already; they leave soon */
+	while (__atomic_load_n(&b->leaving, __ATOMIC_ACQUIRE))
+		cp_yield();
+	return 0;
+}
+
+CP_EXPORT int pthread_barrier_wait(pthread_barrier_t *barrier)
+{
+	struct lt_barrier *b = B(barrier);
+	cp_spin_lock(&b->lock);
+	if (++b->arrived == b->count) {
+		b->arrived = 0;
+		b->leaving += b->count - 1;
+		__atomic_store_n(&b->cycle, b->cycle + 1, __ATOMIC_RELEASE);
+		cp_wake_all(&b->waiters);
+		cp_spin_unlock(&b->lock);
+		return PTHREAD_BARRIER_SERIAL_THREAD;
+	}
+	uint32_t mine = b->cycle;
+	for (;;) {
+		struct cp_waiter w;
+		cp_wait(&b->waiters, &b->lock, &w, CP_NO_DEADLINE, false);
+		if (__atomic_load_n(&b->cycle, __ATOMIC_ACQUIRE) != mine)
+			break;
+		/* woken without the cycle moving on: wait again, which needs
+		 * the lock and a second look */
+		cp_spin_lock(&b->lock);
+		if (b->cycle != mine) {
+			cp_spin_unlock(&b->lock);
+			break;
+		}
+	}
+	__atomic_sub_fetch(&b->leaving, 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* ---- attributes: one int, the pshared value ---- */
+
+CP_EXPORT int pthread_barrierattr_init(pthread_barrierattr_t *attr)
+{
+	*(int *)attr = PTHREAD_PROCESS_PRIVATE;
+	return 0;
+}
+
+CP_EXPORT int pthread_barrierattr_destroy(pthread_barrierattr_t *attr)
+{
+	(void)attr;
+	return 0;
+}
+
+/* Process-shared barriers would need waiters that live outside one
+ * process's memory: refused rather than silently broken. */
+CP_EXPORT int pthread_barrierattr_setpshared(pthread_barrierattr_t *attr, int pshared)
+{
+	(void)attr;
+	if (pshared == PTHREAD_PROCESS_PRIVATE)
+		return 0;
+	return pshared == PTHREAD_PROCESS_SHARED ? ENOTSUP : EINVAL;
+}
+
+CP_EXPORT int pthread_barrierattr_getpshared(const pthread_barrierattr_t *attr, int *pshared)
+{
+	*pshared = *(const int *)attr;
+	return 0;
+}

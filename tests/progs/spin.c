@@ -1,2 +1,217 @@
-/* spin.c: (being written) */
+/* spin.c: spinlocks — every call and error, mutual exclusion under
+ * contention, and the case a pure spinlock cannot survive on user
+ * threads: the holder switched out on the spinner's own worker. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "caprice.h"
 #include "tcase.h"
+
+static uint64_t workers_seen;
+
+static void note_worker(void)
+{
+	int w = caprice_worker_index();
+	if (w >= 0 && w < 64)
+		__atomic_fetch_or(&workers_seen, 1ull << w, __ATOMIC_RELAXED);
+}
+
+static int spread_seen(void)
+{
+	return __builtin_popcountll(__atomic_load_n(&workers_seen, __ATOMIC_RELAXED));
+}
+
+/* Stress threads all start on their creator's worker; idle workers steal
+ * only now and then.  Each one yields here until a second worker has
+ * taken some of them, so the stress really runs in parallel. */
+static void spread(void)
+{
+	uint64_t t0 = tc_now_ns();
+	note_worker();
+	while (caprice_worker_count() >= 2 && spread_seen() < 2 &&
+	       tc_now_ns() - t0 < 2000000000ull) {
+		sched_yield();
+		note_worker();
+	}
+}
+
+/* ...and checks afterwards that work was done on more than one. */
+static void check_spread(void)
+{
+	if (caprice_worker_count() >= 2)
+		CHECK(spread_seen() >= 2);
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	static const char msg[] = "watchdog: the case hung (a lost wakeup?)\n";
+	if (write(2, msg, sizeof msg - 1) < 0)
+		_exit(4);
+	_exit(3);
+}
+
+/* A lost wakeup shows as a hang: fail after `s` seconds instead. */
+static void watchdog(unsigned s)
+{
+	signal(SIGALRM, on_alarm);
+	alarm(s);
+}
+
+TCASE(init_destroy)
+{
+	pthread_spinlock_t l;
+	CHECK_OK(pthread_spin_init(&l, PTHREAD_PROCESS_PRIVATE));
+	CHECK_OK(pthread_spin_lock(&l));
+	CHECK_OK(pthread_spin_unlock(&l));
+	CHECK_OK(pthread_spin_destroy(&l));
+	/* nothing but the int: a shared one works as it is */
+	CHECK_OK(pthread_spin_init(&l, PTHREAD_PROCESS_SHARED));
+	CHECK_OK(pthread_spin_trylock(&l));
+	CHECK_OK(pthread_spin_unlock(&l));
+	CHECK_OK(pthread_spin_destroy(&l));
+	CHECK_EQ(pthread_spin_init(&l, 42), EINVAL);
+	/* init leaves it free even over a held one */
+	CHECK_OK(pthread_spin_init(&l, PTHREAD_PROCESS_PRIVATE));
+	CHECK_OK(pthread_spin_lock(&l));
+	CHECK_OK(pthread_spin_init(&l, PTHREAD_PROCESS_PRIVATE));
+	CHECK_OK(pthread_spin_trylock(&l));
+	CHECK_OK(pthread_spin_unlock(&l));
+}
+
+static pthread_spinlock_t L;
+
+static void *try_from_thread(void *p)
+{
+	(void)p;
+	return (void *)(long)pthread_spin_trylock(&L);
+}
+
+TCASE(trylock_busy)
+{
+	CHECK_OK(pthread_spin_init(&L, PTHREAD_PROCESS_PRIVATE));
+	CHECK_OK(pthread_spin_trylock(&L));
+	CHECK_EQ(pthread_spin_trylock(&L), EBUSY);
+	pthread_t t;
+	void *r;
+	CHECK_OK(pthread_create(&t, NULL, try_from_thread, NULL));
+	CHECK_OK(pthread_join(t, &r));
+	CHECK_EQ((long)r, EBUSY);
+	CHECK_OK(pthread_spin_unlock(&L));
+	CHECK_OK(pthread_create(&t, NULL, try_from_thread, NULL));
+	CHECK_OK(pthread_join(t, &r));
+	CHECK_EQ((long)r, 0); /* it took it and left it held */
+	CHECK_EQ(pthread_spin_trylock(&L), EBUSY);
+	CHECK_OK(pthread_spin_unlock(&L));
+	CHECK_OK(pthread_spin_lock(&L));
+	CHECK_OK(pthread_spin_unlock(&L));
+	CHECK_OK(pthread_spin_destroy(&L));
+}
+
+/* More threads than workers; holders yield inside the critical section,
+ * so spinners regularly find the holder switched out on their own
+ * worker: without yielding after a while they would spin forever. */
+enum { THREADS = 12, ITERS = 20000 };
+
+static long counter;
+static int inside;
+
+static void *hammer(void *p)
+{
+	long id = (long)p;
+	spread();
+	for (int i = 0; i < ITERS; i++) {
+		if ((i + id) % 5 == 0) {
+			while (pthread_spin_trylock(&L) == EBUSY)
+				sched_yield(); /* a bare retry loop has the same hazard */
+		} else {
+			CHECK_OK(pthread_spin_lock(&L));
+		}
+		if (__atomic_add_fetch(&inside, 1, __ATOMIC_RELAXED) != 1)
+			TFAIL("two threads hold the spinlock");
+		long c = counter;
+		if (i % 64 == 0)
+			sched_yield();
+		counter = c + 1;
+		note_worker();
+		__atomic_sub_fetch(&inside, 1, __ATOMIC_RELAXED);
+		CHECK_OK(pthread_spin_unlock(&L));
+	}
+	return NULL;
+}
+
+TCASE(contended_counter)
+{
+	watchdog(20);
+	CHECK_OK(pthread_spin_init(&L, PTHREAD_PROCESS_PRIVATE));
+	pthread_t t[THREADS];
+	for (long i = 0; i < THREADS; i++)
+		CHECK_OK(pthread_create(&t[i], NULL, hammer, (void *)i));
+	for (int i = 0; i < THREADS; i++)
+		CHECK_OK(pthread_join(t[i], NULL));
+	CHECK_EQ(counter, (long)THREADS * ITERS);
+	CHECK_OK(pthread_spin_destroy(&L));
+	check_spread();
+}
+
+/* Runs the rest of this case again with one worker, so that every thread
+ * shares it: the deterministic form of the hazard. */
+static void on_one_worker(const char *name)
+{
+	const char *w = getenv("CAPRICE_WORKERS");
+	if (w && strcmp(w, "1") == 0) {
+		CHECK_EQ(caprice_worker_count(), 1);
+		return;
+	}
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	CHECK(n > 0);
+	exe[n] = 0;
+	setenv("CAPRICE_WORKERS", "1", 1);
+	fflush(NULL);
+	execl(exe, exe, name, (char *)NULL);
+	TFAIL("exec %s: %s", exe, strerror(errno));
+}
+
+static int spinner_done;
+
+static void *spinner(void *p)
+{
+	(void)p;
+	CHECK_OK(pthread_spin_lock(&L)); /* held by main, which is asleep */
+	__atomic_store_n(&spinner_done, 1, __ATOMIC_RELEASE);
+	CHECK_OK(pthread_spin_unlock(&L));
+	return NULL;
+}
+
+TCASE(holder_asleep_on_same_worker)
+{
+	on_one_worker("holder_asleep_on_same_worker");
+	watchdog(10);
+	CHECK_OK(pthread_spin_init(&L, PTHREAD_PROCESS_PRIVATE));
+	CHECK_OK(pthread_spin_lock(&L));
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, spinner, NULL));
+	/* the spinner runs now and spins; our timer can only bring us back
+	 * if it yields the one worker */
+	usleep(30000);
+	CHECK_EQ(__atomic_load_n(&spinner_done, __ATOMIC_ACQUIRE), 0);
+	CHECK_OK(pthread_spin_unlock(&L));
+	CHECK_OK(pthread_join(t, NULL));
+	CHECK_EQ(spinner_done, 1);
+}
+
+TCASE(contended_counter_one_worker)
+{
+	on_one_worker("contended_counter_one_worker");
+	watchdog(20);
+	CHECK_OK(pthread_spin_init(&L, PTHREAD_PROCESS_PRIVATE));
+	pthread_t t[THREADS];
+	for (long i = 0; i < THREADS; i++)
+		CHECK_OK(pthread_create(&t[i], NULL, hammer, (void *)i));
+	for (int i = 0; i < THREADS; i++)
+		CHECK_OK(pthread_join(t[i], NULL));
+	CHECK_EQ(counter, (long)THREADS * ITERS);
+}
