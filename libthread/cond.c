@@ -38,8 +38,8 @@ CP_EXPORT int pthread_cond_destroy(pthread_cond_t *cond)
 CP_EXPORT int pthread_cond_signal(pthread_cond_t *cond)
 {
 	struct lt_cond *c = C(cond);
-	/* nobody queued: anyone who could be was holding the mutex, so the
-	 * signaller's own earlier mutex acquire orders this read after it */
+	/* nobody queued: a waiter queues before it lets go of the mutex, so
+	 * a signaller that changed the predicate under the mutex sees it */
 	if (!__atomic_load_n(&c->waiters.head, __ATOMIC_ACQUIRE))
 		return 0;
 	cp_spin_lock(&c->lock);
@@ -59,18 +59,23 @@ CP_EXPORT int pthread_cond_broadcast(pthread_cond_t *cond)
 	return 0;
 }
 
+static void release_mutex(void *mutex)
+{
+	lt_mutex_unlock(mutex);
+}
+
 static int wait(struct lt_cond *c, pthread_mutex_t *mutex, uint64_t deadline)
 {
 	struct lt_thread *self = lt_self();
 	lt_testcancel(self);
+	if (!lt_mutex_held_by_caller(mutex))
+		return EPERM;
 	struct cp_waiter w;
 	cp_spin_lock(&c->lock);
-	int e = lt_mutex_unlock(mutex);
-	if (e) {
-		cp_spin_unlock(&c->lock);
-		return e; /* EPERM: the caller does not own it */
-	}
-	int r = cp_wait(&c->waiters, &c->lock, &w, deadline, lt_cancellable(self));
+	/* queued first, then the mutex goes: the lockless "nobody waits"
+	 * check in signal/broadcast relies on that order */
+	int r = cp_wait_then(&c->waiters, &c->lock, &w, deadline, lt_cancellable(self),
+	                     release_mutex, mutex);
 	lt_mutex_lock(mutex);
 	if (r == EINTR) {
 		lt_testcancel(self); /* unwinds with the mutex held, as POSIX says */

@@ -4,7 +4,6 @@
  * generation, so values left behind in threads read as NULL without
  * visiting every thread.  The first 32 slots live in the thread record;
  * the rest are allocated 32 at a time on first use. */
-#include <dlfcn.h>
 #include <errno.h>
 #include <string.h>
 #include <limits.h>
@@ -35,20 +34,9 @@ static __thread struct lt_key_slot *foreign_slots;
  * thread (a worker is one sanitizer thread whose stack changes), cleared
  * when a user thread starts (ASan checks a new thread has no state yet),
  * and their destructors, which tear down kernel-thread state, never run. */
-static bool created_by_sanitizer(const void *caller)
-{
-	Dl_info info;
-	if (!dladdr(caller, &info) || !info.dli_fname)
-		return false;
-	const char *base = strrchr(info.dli_fname, '/');
-	base = base ? base + 1 : info.dli_fname;
-	return strstr(base, "asan") || strstr(base, "lsan") || strstr(base, "tsan") ||
-	       strstr(base, "ubsan") || strstr(base, "clang_rt");
-}
-
 CP_EXPORT int pthread_key_create(pthread_key_t *key, void (*dtor)(void *))
 {
-	bool sanitizer = created_by_sanitizer(__builtin_return_address(0));
+	bool sanitizer = lt_is_sanitizer_code(__builtin_return_address(0));
 	cp_spin_lock(&keys_lock);
 	for (unsigned i = 0; i < LT_KEYS_MAX; i++) {
 		if (!(keys[i].seq & 1)) {

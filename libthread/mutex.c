@@ -99,6 +99,15 @@ int lt_mutex_lock(pthread_mutex_t *mutex)
 	return lock(m, CP_NO_DEADLINE, false);
 }
 
+bool lt_mutex_held_by_caller(pthread_mutex_t *mutex)
+{
+	struct lt_mutex *m = M(mutex);
+	int type = m->kind & MA_TYPE_MASK;
+	if (type != PTHREAD_MUTEX_RECURSIVE && type != PTHREAD_MUTEX_ERRORCHECK)
+		return true;
+	return m->owner == owner_id() && __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+}
+
 int lt_mutex_unlock(pthread_mutex_t *mutex)
 {
 	struct lt_mutex *m = M(mutex);

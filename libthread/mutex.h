@@ -4,6 +4,7 @@
 #define CAPRICE_LT_MUTEX_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "scheduler.h"
@@ -21,5 +22,8 @@ struct lt_mutex {
 
 int lt_mutex_lock(pthread_mutex_t *m) CP_HIDDEN;
 int lt_mutex_unlock(pthread_mutex_t *m) CP_HIDDEN;
+/* False when unlocking would be EPERM (recursive and errorcheck kinds
+ * track their owner; a normal mutex is taken on trust, as in glibc). */
+bool lt_mutex_held_by_caller(pthread_mutex_t *m) CP_HIDDEN;
 
 #endif

@@ -225,7 +225,10 @@ static int join(pthread_t h, void **ret, uint64_t deadline, bool try)
 		return ESRCH;
 	if (t == self)
 		return EDEADLK;
-	if (self && __atomic_load_n(&t->joining, __ATOMIC_ACQUIRE) == self)
+	/* joining each other deadlocks, unless the other one is on its way
+	 * out (cancelled or exiting), as glibc reasons too */
+	if (self && __atomic_load_n(&t->joining, __ATOMIC_ACQUIRE) == self &&
+	    !__atomic_load_n(&t->cancel_pending, __ATOMIC_ACQUIRE) && !t->exiting)
 		return EDEADLK;
 	cp_spin_lock(&t->join_lock);
 	if (t->join_state == LT_DETACHED || t->join_state == LT_JOINED ||

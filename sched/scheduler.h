@@ -163,6 +163,13 @@ static inline struct cp_waiter *cp_waitq_next(const struct cp_waitq *q, const st
 int cp_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
             uint64_t deadline, bool cancellable);
 
+/* cp_wait, running enqueued(arg) once w is on the queue and before the
+ * thread sleeps, still under lk: a condition variable releases its mutex
+ * there, so a signaller that takes the mutex afterwards always finds the
+ * waiter queued. */
+int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
+                 uint64_t deadline, bool cancellable, void (*enqueued)(void *), void *arg);
+
 /* With the queue's lock held: removes w and wakes it.  False if it was
  * already leaving (timed out or interrupted); it is off the queue anyway. */
 bool cp_wake_waiter(struct cp_waitq *q, struct cp_waiter *w);

@@ -106,6 +106,12 @@ static int foreign_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w
 int cp_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
             uint64_t deadline, bool cancellable)
 {
+	return cp_wait_then(q, lk, w, deadline, cancellable, NULL, NULL);
+}
+
+int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
+                 uint64_t deadline, bool cancellable, void (*enqueued)(void *), void *arg)
+{
 	struct cp_thread *t = cp_self();
 	w->thread = t;
 	w->state = CP_W_WAITING;
@@ -113,10 +119,14 @@ int cp_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 	w->futex = 0;
 	w->timer.heap_idx = CP_TIMER_NONE;
 	if (deadline != CP_NO_DEADLINE && deadline <= cp_now_ns()) {
+		if (enqueued)
+			enqueued(arg);
 		cp_spin_unlock(lk);
 		return ETIMEDOUT;
 	}
 	q_append(q, w);
+	if (enqueued)
+		enqueued(arg);
 	if (!t)
 		return foreign_wait(q, lk, w, deadline);
 

@@ -851,6 +851,17 @@ static void parse_spin(void)
 		fixed_spin_ns = v * 1000;
 }
 
+/* A thread record that does not live on its own stack (main's): aligned
+ * like the ones that do, since the layer above checks handles by it. */
+static struct cp_thread *zalloc_record(size_t size)
+{
+	size = (size + 63) & ~(size_t)63;
+	struct cp_thread *t = aligned_alloc(64, size);
+	if (t)
+		memset(t, 0, size);
+	return t;
+}
+
 /* Makes the workers; this kernel thread becomes worker 0, and `current`
  * (the code running now) its first user thread. */
 static void build_workers(struct cp_thread *current)
@@ -892,7 +903,7 @@ static void after_fork_child(void)
 	if (!cur || (old && cur == &old->idle)) {
 		/* forked from a kernel thread that is not ours: it becomes
 		 * the child's first user thread, as main did at start-up */
-		cur = calloc(1, thread_size_in_use);
+		cur = zalloc_record(thread_size_in_use);
 		if (!cur)
 			cp_die("fork: out of memory rebuilding the runtime in the child");
 		cur->id = __atomic_fetch_add(&next_thread_id, 1, __ATOMIC_RELAXED);
@@ -922,7 +933,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size)
 	nworkers = parse_workers();
 	parse_spin();
 	thread_size_in_use = thread_size;
-	main_thread = calloc(1, thread_size);
+	main_thread = zalloc_record(thread_size);
 	if (!main_thread)
 		cp_die("cannot start: out of memory");
 	main_thread->id = 1;
