@@ -18,6 +18,14 @@
 #define cp_barrier()   __asm__ __volatile__("" ::: "memory")
 #define cp_cpu_relax() __builtin_ia32_pause()
 
+/* Loads an initial-exec __thread pointer variable through asm, so the
+ * compiler cannot reuse a value (or a TLS address) computed before a
+ * context switch: a user thread may resume on another kernel thread. */
+#define CP_TLS_LOAD_PTR(var, out)                                        \
+	__asm__ volatile("movq " #var "@gottpoff(%%rip), %0\n\t"           \
+	                 "movq %%fs:(%0), %0"                              \
+	                 : "=r"(out))
+
 #if defined(__SANITIZE_ADDRESS__)
 #define CP_ASAN 1
 #elif defined(__has_feature)

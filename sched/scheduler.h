@@ -61,9 +61,7 @@ extern __thread struct cp_thread *cp_tls_thread
 static inline struct cp_thread *cp_self(void)
 {
 	struct cp_thread *t;
-	__asm__ volatile("movq cp_tls_thread@gottpoff(%%rip), %0\n\t"
-	                 "movq %%fs:(%0), %0"
-	                 : "=r"(t));
+	CP_TLS_LOAD_PTR(cp_tls_thread, t);
 	return t;
 }
 /* Index of this worker, or -1 on a foreign thread. */

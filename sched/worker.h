@@ -59,9 +59,7 @@ extern __thread struct cp_worker *cp_tls_worker
 static inline struct cp_worker *cp_worker_self(void)
 {
 	struct cp_worker *w;
-	__asm__ volatile("movq cp_tls_worker@gottpoff(%%rip), %0\n\t"
-	                 "movq %%fs:(%0), %0"
-	                 : "=r"(w));
+	CP_TLS_LOAD_PTR(cp_tls_worker, w);
 	return w;
 }
 
