@@ -83,8 +83,9 @@ static void lt_on_dead(struct cp_thread *ct)
 			cp_thread_release(ct);
 		return;
 	}
-	t->join_state = LT_EXITED;
-	cp_wake_all(&t->joiners);
+	/* a joiner woken here owns the result: no later join, tryjoin or
+	 * detach may take (and free) it while that joiner is on its way */
+	t->join_state = cp_wake_all(&t->joiners) ? LT_JOINED : LT_EXITED;
 	cp_spin_unlock(&t->join_lock);
 }
 
@@ -248,10 +249,9 @@ static int join(pthread_t h, void **ret, uint64_t deadline, bool try)
 		if (self)
 			__atomic_store_n(&self->joining, NULL, __ATOMIC_RELEASE);
 		if (e == 0 && self) {
-			/* woken by lt_on_dead, which set LT_EXITED: it woke us
-			 * with a local push from the dead thread's next context,
-			 * so it has finished with t before we can run */
-			t->join_state = LT_JOINED;
+			/* woken by lt_on_dead, which gave us the result (state
+			 * LT_JOINED) with a local push from the dead thread's
+			 * next context, so it was done with t before we ran */
 			goto joined;
 		}
 		if (e == EINTR)

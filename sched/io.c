@@ -9,7 +9,7 @@
 static void op_settle(struct cp_io_op *op)
 {
 	if (--op->pending == 0)
-		cp_wake(op->thread);
+		cp_wake_pinned(op->thread); /* the call returns with errno set */
 }
 
 static void op_done(struct cp_io_req *req, int res, uint32_t flags)

@@ -7,6 +7,7 @@
 #ifndef CAPRICE_RUNQ_H
 #define CAPRICE_RUNQ_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,22 +51,36 @@ static inline struct cp_thread *cp_runq_pop(struct cp_runq *q)
 	return t;
 }
 
-/* Detaches up to n threads from the front as a NULL-terminated chain. */
-static inline struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n,
+/* Detaches up to n threads, oldest first, as a NULL-terminated chain;
+ * pinned threads stay unless take_pinned. */
+static inline struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
                                              struct cp_thread **last, uint32_t *taken)
 {
-	struct cp_thread *first = q->head, *t = NULL;
+	struct cp_thread *first = NULL, *end = NULL, *prev = NULL;
 	uint32_t k = 0;
-	for (struct cp_thread *c = first; c && k < n; c = c->next, k++)
-		t = c;
-	if (!k)
-		return NULL;
-	q->head = t->next;
-	if (!q->head)
-		q->tail = NULL;
-	t->next = NULL;
+	for (struct cp_thread *c = q->head, *next; c && k < n; c = next) {
+		next = c->next;
+		if (c->pinned && !take_pinned) {
+			prev = c;
+			continue;
+		}
+		/* unlink c */
+		if (prev)
+			prev->next = next;
+		else
+			q->head = next;
+		if (q->tail == c)
+			q->tail = prev;
+		c->next = NULL;
+		if (end)
+			end->next = c;
+		else
+			first = c;
+		end = c;
+		k++;
+	}
 	cp_runq_set_len(q, q->len - k);
-	*last = t;
+	*last = end;
 	*taken = k;
 	return first;
 }

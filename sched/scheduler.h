@@ -23,6 +23,8 @@ struct cp_thread {
 	struct cp_worker *home;      /* worker it last ran on: wakeups go there */
 	int saved_errno;             /* errno is per user thread */
 	uint32_t flags;              /* CP_TF_* */
+	uint32_t pinned;             /* woken from I/O: stays on this worker
+	                                until it has run (see cp_wake_pinned) */
 	uint64_t id;                 /* 1 = main, then increasing */
 	struct cp_stack stack;       /* this record lives at the stack's top */
 	void (*entry)(struct cp_thread *);
@@ -97,6 +99,12 @@ void cp_yield(void);
 /* Makes a parked thread runnable on the worker it parked on.  Call it
  * once per park, from any thread, kernel or user, on any worker. */
 void cp_wake(struct cp_thread *t);
+
+/* Like cp_wake, and the thread may not be handed to a thief before it
+ * has run: it is returning from a call that set errno, and the caller
+ * may hold errno's address from before the call (glibc declares
+ * __errno_location const), which is this worker's. */
+void cp_wake_pinned(struct cp_thread *t);
 
 /* Makes a parked thread runnable on the caller's worker (its home worker
  * from a foreign thread): threads that wake each other end up together,

@@ -54,6 +54,7 @@ static unsigned foreign_rr;
 static struct sigaction prev_segv, prev_poke;
 
 static void idle_loop(struct cp_worker *w);
+static void poll_events(struct cp_worker *w);
 
 /* ------------------------------------------------------------------ */
 /* time                                                               */
@@ -102,6 +103,7 @@ static inline void finish_switch(struct cp_worker *w)
 {
 	struct cp_thread *cur = w->current;
 	cur->home = w;
+	cur->pinned = 0;
 	cp_tls_thread = cur == &w->idle ? NULL : cur;
 	*w->errno_loc = cur->saved_errno;
 	cur->switches++;
@@ -110,6 +112,10 @@ static inline void finish_switch(struct cp_worker *w)
 	if (w->unlock_after) {
 		cp_spin_unlock(w->unlock_after);
 		w->unlock_after = NULL;
+	}
+	if (cp_unlikely(w->poll_deferred)) {
+		w->poll_deferred = 0;
+		poll_events(w);
 	}
 	if (cp_unlikely(w->dead != NULL)) {
 		struct cp_thread *d = w->dead;
@@ -272,7 +278,7 @@ static void serve_steal(struct cp_worker *w, enum donation how)
 	uint32_t len = cp_runq_len(&w->rq);
 	uint32_t n = how == DONATE_ALL ? len : how == DONATE_CEIL_HALF ? (len + 1) / 2 : len / 2;
 	if (n)
-		chain = cp_runq_take(&w->rq, n, &last, &k);
+		chain = cp_runq_take(&w->rq, n, how == DONATE_ALL, &last, &k);
 	if (include_inbox) {
 		struct cp_thread *in = __atomic_exchange_n(&w->inbox, NULL, __ATOMIC_ACQUIRE);
 		if (in) {
@@ -336,8 +342,14 @@ static inline void look_around(struct cp_worker *w, enum donation how)
 		cp_io_run_cancels(w);
 	if (cp_unlikely(__atomic_load_n(&w->steal_req, __ATOMIC_RELAXED) != NULL))
 		serve_steal(w, how);
-	if (cp_unlikely(--w->poll_countdown == 0))
-		poll_events(w);
+	if (cp_unlikely(--w->poll_countdown == 0)) {
+		/* a parking thread still holds its wait lock, and what the
+		 * ring completes may need that lock: look after the switch */
+		if (w->unlock_after)
+			w->poll_deferred = 1;
+		else
+			poll_events(w);
+	}
 }
 
 static inline struct cp_thread *pick_next(struct cp_worker *w)
@@ -390,6 +402,12 @@ void cp_wake(struct cp_thread *t)
 		self->st.wakes_remote++;
 	t->next = NULL;
 	inbox_push(home, t, t);
+}
+
+void cp_wake_pinned(struct cp_thread *t)
+{
+	t->pinned = 1;
+	cp_wake(t);
 }
 
 void cp_wake_here(struct cp_thread *t)

@@ -1,8 +1,209 @@
-/* threads.c: thread lifecycle — create, join, detach, exit, identity. */
+/* threads.c: thread lifecycle — create, join, detach, exit, identity,
+ * names, attributes read back, placement on workers, and what happens to
+ * the whole process when a thread exits it or overflows its stack.
+ *
+ * Cases that must watch a whole process end (pthread_exit from main, exit
+ * from a thread, a stack overflow) run themselves again as a child with
+ * TC_CHILD=1 in the environment: the child plays the part, the parent
+ * checks its exit status and output. */
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "caprice.h"
 #include "tcase.h"
+
+extern char **environ;
+
+/* ------------------------------------------------------------------ */
+/* helpers                                                            */
+
+static bool in_child(void)
+{
+	const char *c = getenv("TC_CHILD");
+	return c && strcmp(c, "1") == 0;
+}
+
+struct child {
+	int status;
+	char out[16384];
+	size_t len;
+};
+
+/* Runs this program again as `prog case_name` with TC_CHILD=1 and the
+ * given extra NAME=VALUE settings (which replace inherited ones),
+ * collecting its stdout+stderr; fails the case if it runs over 30 s. */
+static void run_child(const char *case_name, const char *const *extra, struct child *c)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	CHECK(n > 0);
+	exe[n] = 0;
+
+	size_t nenv = 0;
+	while (environ[nenv])
+		nenv++;
+	size_t nextra = 0;
+	while (extra && extra[nextra])
+		nextra++;
+	char **env = calloc(nenv + nextra + 2, sizeof *env);
+	CHECK(env != NULL);
+	size_t k = 0;
+	for (size_t i = 0; i < nenv; i++) {
+		bool replaced = strncmp(environ[i], "TC_CHILD=", 9) == 0;
+		for (size_t j = 0; j < nextra && !replaced; j++) {
+			size_t len = strcspn(extra[j], "=") + 1;
+			replaced = strncmp(environ[i], extra[j], len) == 0;
+		}
+		if (!replaced)
+			env[k++] = environ[i];
+	}
+	for (size_t j = 0; j < nextra; j++)
+		env[k++] = (char *)extra[j];
+	env[k++] = "TC_CHILD=1";
+	env[k] = NULL;
+
+	/* the output goes to a memory file, read once the child is gone: no
+	 * pipe or poll() here, so these cases do not depend on the I/O layer */
+	int ofd = memfd_create("tc-child-output", MFD_CLOEXEC);
+	CHECK(ofd >= 0);
+	posix_spawn_file_actions_t fa;
+	CHECK_OK(posix_spawn_file_actions_init(&fa));
+	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, ofd, 1));
+	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, ofd, 2));
+	char *argv[] = { exe, (char *)case_name, NULL };
+	pid_t pid;
+	CHECK_OK(posix_spawn(&pid, exe, &fa, NULL, argv, env));
+	posix_spawn_file_actions_destroy(&fa);
+	free(env);
+	int status = 0;
+	pid_t w;
+	uint64_t give_up = tc_now_ns() + 30000000000ull;
+	while ((w = waitpid(pid, &status, WNOHANG)) == 0) {
+		if (tc_now_ns() > give_up) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			ssize_t got = syscall(SYS_pread64, ofd, c->out, sizeof c->out - 1, 0L);
+			c->out[got > 0 ? got : 0] = 0;
+			TFAIL("child %s ran over 30 s; its output:\n%s", case_name, c->out);
+		}
+		usleep(5000);
+	}
+	CHECK(w == pid);
+	ssize_t got = syscall(SYS_pread64, ofd, c->out, sizeof c->out - 1, 0L);
+	c->out[got > 0 ? got : 0] = 0;
+	close(ofd);
+	c->len = got > 0 ? (size_t)got : 0;
+	c->status = status;
+}
+
+static size_t count_substr(const char *hay, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+/* Writes a line with one write(2), unbuffered, so it survives however
+ * the process ends. */
+static void say(const char *s)
+{
+	(void)syscall(SYS_write, 1, s, strlen(s));
+}
+
+/* An absolute time `ms` milliseconds ago on `clock` (tc_abs_ms wants
+ * ms >= 0). */
+static struct timespec abs_ms_ago(clockid_t clock, long ms)
+{
+	struct timespec ts;
+	clock_gettime(clock, &ts);
+	ts.tv_sec -= ms / 1000;
+	ts.tv_nsec -= (ms % 1000) * 1000000L;
+	if (ts.tv_nsec < 0) {
+		ts.tv_sec--;
+		ts.tv_nsec += 1000000000L;
+	}
+	return ts;
+}
+
+static long rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	CHECK(f != NULL);
+	long size = 0, resident = 0;
+	CHECK_EQ(fscanf(f, "%ld %ld", &size, &resident), 2);
+	fclose(f);
+	return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void msleep(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* A gate: threads block in gate_wait until gate_open. */
+struct gate {
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	int open;
+	int waiting;
+};
+#define GATE_INIT { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 }
+
+static void gate_wait(struct gate *g)
+{
+	pthread_mutex_lock(&g->m);
+	g->waiting++;
+	pthread_cond_broadcast(&g->c);
+	while (!g->open)
+		pthread_cond_wait(&g->c, &g->m);
+	pthread_mutex_unlock(&g->m);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->m);
+	g->open = 1;
+	pthread_cond_broadcast(&g->c);
+	pthread_mutex_unlock(&g->m);
+}
+
+/* Waits until n threads are blocked in gate_wait. */
+static void gate_await_waiters(struct gate *g, int n)
+{
+	pthread_mutex_lock(&g->m);
+	while (g->waiting < n)
+		pthread_cond_wait(&g->c, &g->m);
+	pthread_mutex_unlock(&g->m);
+}
+
+static void *gate_open_thread(void *arg)
+{
+	gate_open(arg);
+	return NULL;
+}
+
+static void *gate_then_return(void *arg)
+{
+	struct gate *g = arg;
+	gate_wait(g);
+	return (void *)0x5eed;
+}
+
+/* ------------------------------------------------------------------ */
+/* create and join                                                    */
 
 static void *plus_one(void *a)
 {
@@ -20,6 +221,27 @@ TCASE(create_join_returns_value)
 	}
 }
 
+TCASE(many_joinable_at_once)
+{
+	enum { N = 500 };
+	static pthread_t t[N];
+	for (long i = 0; i < N; i++)
+		CHECK_OK(pthread_create(&t[i], NULL, plus_one, (void *)(i * 3)));
+	/* join in reverse: results must not be mixed up */
+	for (long i = N - 1; i >= 0; i--) {
+		void *r;
+		CHECK_OK(pthread_join(t[i], &r));
+		CHECK_EQ((long)r, i * 3 + 1);
+	}
+}
+
+TCASE(join_null_result_pointer)
+{
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, plus_one, (void *)1));
+	CHECK_OK(pthread_join(t, NULL));
+}
+
 static void *self_id(void *out)
 {
 	*(pthread_t *)out = pthread_self();
@@ -33,4 +255,1096 @@ TCASE(self_matches_handle)
 	CHECK_OK(pthread_join(t, NULL));
 	CHECK(pthread_equal(t, seen));
 	CHECK(!pthread_equal(t, pthread_self()));
+	CHECK(pthread_equal(pthread_self(), pthread_self()));
+}
+
+static void *create_grandchild(void *arg)
+{
+	(void)arg;
+	pthread_t t;
+	void *r;
+	if (pthread_create(&t, NULL, plus_one, (void *)41) != 0)
+		return (void *)-1;
+	if (pthread_join(t, &r) != 0)
+		return (void *)-2;
+	return r;
+}
+
+TCASE(thread_creates_thread)
+{
+	pthread_t t;
+	void *r;
+	CHECK_OK(pthread_create(&t, NULL, create_grandchild, NULL));
+	CHECK_OK(pthread_join(t, &r));
+	CHECK_EQ((long)r, 42);
+}
+
+static void *set_flag_and_return(void *arg)
+{
+	__atomic_store_n((int *)arg, 1, __ATOMIC_RELEASE);
+	return (void *)77;
+}
+
+TCASE(join_already_finished)
+{
+	int done = 0;
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, set_flag_and_return, &done));
+	uint64_t give_up = tc_now_ns() + 5000000000ull;
+	while (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
+		CHECK(tc_now_ns() < give_up);
+		sched_yield();
+	}
+	msleep(20); /* let it get off its stack and finish for good */
+	void *r;
+	CHECK_OK(pthread_join(t, &r));
+	CHECK_EQ((long)r, 77);
+}
+
+TCASE(join_self_edeadlk)
+{
+	CHECK_EQ(pthread_join(pthread_self(), NULL), EDEADLK);
+}
+
+static void *join_self_in_thread(void *arg)
+{
+	(void)arg;
+	return (void *)(long)pthread_join(pthread_self(), NULL);
+}
+
+TCASE(join_self_edeadlk_in_thread)
+{
+	pthread_t t;
+	void *r;
+	CHECK_OK(pthread_create(&t, NULL, join_self_in_thread, NULL));
+	CHECK_OK(pthread_join(t, &r));
+	CHECK_EQ((long)r, EDEADLK);
+}
+
+/* Two threads joining each other: one of them must be told EDEADLK, and
+ * the other then gets the first one's result. */
+struct pair_join {
+	pthread_t other;
+	int ready;
+	int done;
+	int result;
+	void *got;
+};
+
+static struct pair_join pj[2];
+static pthread_mutex_t pj_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pj_c = PTHREAD_COND_INITIALIZER;
+static int pj_created;
+
+static void *join_partner(void *arg)
+{
+	long me = (long)arg;
+	pthread_mutex_lock(&pj_m); /* until both handles are known */
+	while (!pj_created)
+		pthread_cond_wait(&pj_c, &pj_m);
+	pthread_mutex_unlock(&pj_m);
+	if (me == 1) {
+		/* let 0 block in its join first */
+		while (!__atomic_load_n(&pj[0].ready, __ATOMIC_ACQUIRE))
+			sched_yield();
+		msleep(50);
+	}
+	__atomic_store_n(&pj[me].ready, 1, __ATOMIC_RELEASE);
+	void *r = NULL;
+	int e = pthread_join(pj[me].other, &r);
+	pj[me].got = r;
+	pj[me].result = e;
+	__atomic_store_n(&pj[me].done, 1, __ATOMIC_RELEASE);
+	return (void *)(100 + me);
+}
+
+TCASE(mutual_join_edeadlk)
+{
+	pthread_t t[2];
+	for (long i = 0; i < 2; i++)
+		CHECK_OK(pthread_create(&t[i], NULL, join_partner, (void *)i));
+	pthread_mutex_lock(&pj_m);
+	pj[0].other = t[1];
+	pj[1].other = t[0];
+	pj_created = 1;
+	pthread_cond_broadcast(&pj_c);
+	pthread_mutex_unlock(&pj_m);
+	/* both joins return: one refused, the other once its partner ended */
+	uint64_t give_up = tc_now_ns() + 10000000000ull;
+	while (!__atomic_load_n(&pj[0].done, __ATOMIC_ACQUIRE) ||
+	       !__atomic_load_n(&pj[1].done, __ATOMIC_ACQUIRE)) {
+		if (tc_now_ns() > give_up)
+			TFAIL("mutual join: done %d/%d, results %d/%d", pj[0].done, pj[1].done,
+			      pj[0].result, pj[1].result);
+		msleep(1);
+	}
+	int d = pj[0].result == EDEADLK ? 0 : 1; /* the refused one */
+	int p = !d;
+	CHECK_EQ(pj[d].result, EDEADLK);
+	CHECK_EQ(pj[p].result, 0);
+	CHECK_EQ((long)pj[p].got, 100 + d);
+	/* p joined d; p itself is ours to join */
+	void *r;
+	CHECK_OK(pthread_join(t[p], &r));
+	CHECK_EQ((long)r, 100 + p);
+}
+
+static pthread_t main_handle;
+static int main_join_ready, main_join_result = -1;
+
+static void *join_main(void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&main_join_ready, 1, __ATOMIC_RELEASE);
+	main_join_result = pthread_join(main_handle, NULL); /* main never ends here */
+	return (void *)1;
+}
+
+/* The same with main as one of the two.  If main is refused, the thread
+ * is left joining main, and cancelling it ends that join. */
+TCASE(mutual_join_with_main_edeadlk)
+{
+	main_handle = pthread_self();
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, join_main, NULL));
+	while (!__atomic_load_n(&main_join_ready, __ATOMIC_ACQUIRE))
+		sched_yield();
+	msleep(50); /* t is now blocked joining main */
+	void *r = NULL;
+	int e = pthread_join(t, &r);
+	if (e == EDEADLK) {
+		CHECK_OK(pthread_cancel(t)); /* join is a cancellation point */
+		/* t no longer waits for us once it acts on that: no deadlock */
+		CHECK_OK(pthread_join(t, &r));
+		CHECK(r == PTHREAD_CANCELED);
+		CHECK_EQ(main_join_result, -1);
+	} else {
+		/* t was not blocked yet after all, and it got the EDEADLK */
+		CHECK_OK(e);
+		CHECK_EQ(main_join_result, EDEADLK);
+		CHECK_EQ((long)r, 1);
+	}
+}
+
+/* A thread that a cancelled thread was joining can join it: once the
+ * joiner is cancelled there is no deadlock to report. */
+static pthread_t cj_joiner;
+static int cj_ready;
+static long cj_result = -1;
+
+static long cj_target_body(void)
+{
+	while (!__atomic_load_n(&cj_ready, __ATOMIC_ACQUIRE))
+		sched_yield();
+	msleep(20); /* the joiner is blocked joining us */
+	int e = pthread_cancel(cj_joiner);
+	if (e)
+		return 1000 + e;
+	void *r = NULL;
+	e = pthread_join(cj_joiner, &r);
+	if (e)
+		return 2000 + e;
+	return r == PTHREAD_CANCELED ? 0 : 3000 + (long)r;
+}
+
+static void *cj_target(void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&cj_result, cj_target_body(), __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void *cj_join(void *arg)
+{
+	__atomic_store_n(&cj_ready, 1, __ATOMIC_RELEASE);
+	int e = pthread_join(*(pthread_t *)arg, NULL);
+	return (void *)(long)(10 + e); /* not reached: cancelled in the join */
+}
+
+TCASE(join_cancelled_joiner)
+{
+	/* a few rounds: whether the joiner gets to run between the cancel and
+	 * the join varies */
+	for (int round = 0; round < 10; round++) {
+		static pthread_t target;
+		cj_ready = 0;
+		__atomic_store_n(&cj_result, -1, __ATOMIC_RELEASE);
+		CHECK_OK(pthread_create(&target, NULL, cj_target, NULL));
+		CHECK_OK(pthread_create(&cj_joiner, NULL, cj_join, &target));
+		/* not joining target ourselves yet: the joiner must be its
+		 * only one */
+		uint64_t give_up = tc_now_ns() + 10000000000ull;
+		while (__atomic_load_n(&cj_result, __ATOMIC_ACQUIRE) == -1) {
+			CHECK(tc_now_ns() < give_up);
+			msleep(1);
+		}
+		CHECK_OK(pthread_join(target, NULL));
+		if (cj_result == 2000 + EDEADLK)
+			TFAIL("round %d: joining a cancelled thread that was joining us: EDEADLK",
+			      round);
+		CHECK_EQ(cj_result, 0);
+	}
+}
+
+TCASE(join_detached_einval)
+{
+	struct gate g = GATE_INIT;
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, gate_then_return, &g));
+	CHECK_OK(pthread_detach(t));
+	CHECK_EQ(pthread_join(t, NULL), EINVAL);
+	CHECK_EQ(pthread_tryjoin_np(t, NULL), EINVAL);
+	CHECK_EQ(pthread_detach(t), EINVAL); /* twice */
+	gate_await_waiters(&g, 1);
+	gate_open(&g);
+	msleep(20); /* g must outlive t */
+}
+
+struct joiner_arg {
+	pthread_t target;
+	int started;
+	void *result;
+};
+
+static void *join_target(void *arg)
+{
+	struct joiner_arg *j = arg;
+	__atomic_store_n(&j->started, 1, __ATOMIC_RELEASE);
+	return (void *)(long)pthread_join(j->target, &j->result);
+}
+
+/* A second joiner of the same thread is refused with EINVAL. */
+TCASE(second_joiner_einval)
+{
+	struct gate g = GATE_INIT;
+	struct joiner_arg j = { 0 };
+	pthread_t a;
+	CHECK_OK(pthread_create(&j.target, NULL, gate_then_return, &g));
+	CHECK_OK(pthread_create(&a, NULL, join_target, &j));
+	while (!__atomic_load_n(&j.started, __ATOMIC_ACQUIRE))
+		sched_yield();
+	uint64_t give_up = tc_now_ns() + 5000000000ull;
+	int e;
+	while ((e = pthread_tryjoin_np(j.target, NULL)) == EBUSY) {
+		CHECK(tc_now_ns() < give_up);
+		msleep(1);
+	}
+	CHECK_EQ(e, EINVAL);
+	gate_open(&g);
+	void *r;
+	CHECK_OK(pthread_join(a, &r));
+	CHECK_EQ((long)r, 0);
+	CHECK_EQ((long)j.result, 0x5eed);
+}
+
+TCASE(bad_handle_esrch)
+{
+	/* a zeroed, aligned record that was never a thread */
+	static _Alignas(64) char fake[4096];
+	pthread_t f = (pthread_t)fake;
+	CHECK_EQ(pthread_join(f, NULL), ESRCH);
+	CHECK_EQ(pthread_tryjoin_np(f, NULL), ESRCH);
+	CHECK_EQ(pthread_detach(f), ESRCH);
+	CHECK_EQ(pthread_kill(f, 0), ESRCH);
+	CHECK_EQ(pthread_cancel(f), ESRCH);
+	CHECK_EQ(pthread_setname_np(f, "x"), ESRCH);
+	char buf[16];
+	CHECK_EQ(pthread_getname_np(f, buf, sizeof buf), ESRCH);
+	pthread_attr_t a;
+	CHECK_EQ(pthread_getattr_np(f, &a), ESRCH);
+	struct sched_param sp;
+	int pol;
+	CHECK_EQ(pthread_getschedparam(f, &pol, &sp), ESRCH);
+	sp.sched_priority = 0;
+	CHECK_EQ(pthread_setschedparam(f, SCHED_OTHER, &sp), ESRCH);
+	CHECK_EQ(pthread_setschedprio(f, 0), ESRCH);
+	struct caprice_thread_stats st;
+	CHECK_EQ(caprice_thread_stats(f, &st), ESRCH);
+}
+
+/* A joined thread's handle no longer names a thread (its default-sized
+ * stack stays mapped in the pool, so asking is safe here). */
+TCASE(joined_handle_esrch)
+{
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, plus_one, NULL));
+	CHECK_OK(pthread_join(t, NULL));
+	CHECK_EQ(pthread_kill(t, 0), ESRCH);
+	CHECK_EQ(pthread_join(t, NULL), ESRCH);
+}
+
+/* ------------------------------------------------------------------ */
+/* tryjoin, timedjoin, clockjoin                                      */
+
+TCASE(tryjoin_busy_then_ok)
+{
+	struct gate g = GATE_INIT;
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, gate_then_return, &g));
+	gate_await_waiters(&g, 1);
+	void *r = NULL;
+	CHECK_EQ(pthread_tryjoin_np(t, &r), EBUSY);
+	CHECK_EQ(pthread_tryjoin_np(t, &r), EBUSY);
+	CHECK(r == NULL);
+	gate_open(&g);
+	uint64_t give_up = tc_now_ns() + 5000000000ull;
+	int e;
+	while ((e = pthread_tryjoin_np(t, &r)) == EBUSY) {
+		CHECK(tc_now_ns() < give_up);
+		msleep(1);
+	}
+	CHECK_OK(e);
+	CHECK_EQ((long)r, 0x5eed);
+}
+
+static void check_timed_join(bool realtime)
+{
+	struct gate g = GATE_INIT;
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, gate_then_return, &g));
+	gate_await_waiters(&g, 1);
+	clockid_t clk = realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC;
+	uint64_t t0 = tc_now_ns();
+	struct timespec dl = tc_abs_ms(clk, 100);
+	void *r = NULL;
+	int e = realtime ? pthread_timedjoin_np(t, &r, &dl)
+	                 : pthread_clockjoin_np(t, &r, CLOCK_MONOTONIC, &dl);
+	uint64_t el = tc_now_ns() - t0;
+	CHECK_EQ(e, ETIMEDOUT);
+	CHECK(r == NULL);
+	CHECK(el >= 99000000ull);
+	CHECK(el < 600000000ull); /* 500 ms late at most */
+	/* a deadline already past: no wait at all */
+	dl = abs_ms_ago(clk, 10);
+	t0 = tc_now_ns();
+	e = realtime ? pthread_timedjoin_np(t, &r, &dl)
+	             : pthread_clockjoin_np(t, &r, CLOCK_MONOTONIC, &dl);
+	CHECK_EQ(e, ETIMEDOUT);
+	CHECK(tc_now_ns() - t0 < 250000000ull);
+	/* malformed */
+	struct timespec bad = { .tv_sec = dl.tv_sec, .tv_nsec = 1000000000L };
+	CHECK_EQ(realtime ? pthread_timedjoin_np(t, &r, &bad)
+	                  : pthread_clockjoin_np(t, &r, CLOCK_MONOTONIC, &bad), EINVAL);
+	bad.tv_nsec = -1;
+	CHECK_EQ(realtime ? pthread_timedjoin_np(t, &r, &bad)
+	                  : pthread_clockjoin_np(t, &r, CLOCK_MONOTONIC, &bad), EINVAL);
+	/* released while we wait: returns well before the deadline */
+	pthread_t opener;
+	CHECK_OK(pthread_create(&opener, NULL, gate_open_thread, &g));
+	dl = tc_abs_ms(clk, 5000);
+	t0 = tc_now_ns();
+	e = realtime ? pthread_timedjoin_np(t, &r, &dl)
+	             : pthread_clockjoin_np(t, &r, CLOCK_MONOTONIC, &dl);
+	CHECK_OK(e);
+	CHECK(tc_now_ns() - t0 < 2000000000ull);
+	CHECK_EQ((long)r, 0x5eed);
+	CHECK_OK(pthread_join(opener, NULL));
+}
+
+TCASE(timedjoin_realtime)
+{
+	check_timed_join(true);
+}
+
+TCASE(clockjoin_monotonic)
+{
+	check_timed_join(false);
+}
+
+TCASE(clockjoin_bad_clock_einval)
+{
+	struct gate g = GATE_INIT;
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, gate_then_return, &g));
+	struct timespec dl = tc_abs_ms(CLOCK_MONOTONIC, 100);
+	CHECK_EQ(pthread_clockjoin_np(t, NULL, CLOCK_PROCESS_CPUTIME_ID, &dl), EINVAL);
+	gate_open(&g);
+	CHECK_OK(pthread_join(t, NULL));
+}
+
+/* ------------------------------------------------------------------ */
+/* detach                                                             */
+
+TCASE(detach_running_thread)
+{
+	struct gate g = GATE_INIT;
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, gate_then_return, &g));
+	CHECK_OK(pthread_detach(t));
+	pthread_attr_t a;
+	CHECK_OK(pthread_getattr_np(t, &a));
+	int ds;
+	CHECK_OK(pthread_attr_getdetachstate(&a, &ds));
+	CHECK_EQ(ds, PTHREAD_CREATE_DETACHED);
+	pthread_attr_destroy(&a);
+	gate_await_waiters(&g, 1);
+	gate_open(&g);
+	msleep(20);
+}
+
+TCASE(detach_finished_thread)
+{
+	int done = 0;
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, set_flag_and_return, &done));
+	while (!__atomic_load_n(&done, __ATOMIC_ACQUIRE))
+		sched_yield();
+	msleep(20);
+	CHECK_OK(pthread_detach(t)); /* frees it now */
+}
+
+static int detached_done;
+static pthread_mutex_t detached_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t detached_c = PTHREAD_COND_INITIALIZER;
+
+static void *detached_work(void *arg)
+{
+	volatile char scratch[2048]; /* touch some stack, as real code does */
+	for (size_t i = 0; i < sizeof scratch; i += 512)
+		scratch[i] = (char)(long)arg;
+	pthread_mutex_lock(&detached_m);
+	if (++detached_done % 1000 == 0)
+		pthread_cond_signal(&detached_c);
+	pthread_mutex_unlock(&detached_m);
+	return NULL;
+}
+
+/* 200,000 detached threads in waves: what they used must come back, so
+ * resident memory stops growing after the first waves. */
+TCASE(detached_resources_come_back)
+{
+	enum { WAVE = 10000, WAVES = 20 };
+	pthread_attr_t a;
+	CHECK_OK(pthread_attr_init(&a));
+	CHECK_OK(pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED));
+	long base = 0, peak = 0;
+	for (int w = 0; w < WAVES; w++) {
+		for (int i = 0; i < WAVE; i++) {
+			pthread_t t;
+			CHECK_OK(pthread_create(&t, &a, detached_work, (void *)(long)i));
+		}
+		pthread_mutex_lock(&detached_m);
+		struct timespec dl = tc_abs_ms(CLOCK_REALTIME, 20000);
+		while (detached_done < (w + 1) * WAVE)
+			CHECK(pthread_cond_timedwait(&detached_c, &detached_m, &dl) != ETIMEDOUT);
+		pthread_mutex_unlock(&detached_m);
+		msleep(5);
+		long rss = rss_kib();
+		if (w == 2)
+			base = rss;
+		if (rss > peak)
+			peak = rss;
+	}
+	CHECK_EQ(detached_done, WAVE * WAVES);
+	long end = rss_kib();
+	fprintf(stderr, "RSS: %ld KiB after wave 3, %ld KiB peak, %ld KiB at the end\n", base, peak,
+	        end);
+	/* The pools and the depot fill up over the first few dozen waves
+	 * (about 25 MiB here); leaked stacks would add at least 40 MiB per
+	 * wave, 700 MiB over the waves after the third. */
+	if (end > base + 96 * 1024 || peak > base + 96 * 1024)
+		TFAIL("RSS grew: %ld KiB after wave 3, %ld KiB peak, %ld KiB at the end",
+		      base, peak, end);
+	pthread_attr_destroy(&a);
+}
+
+/* ------------------------------------------------------------------ */
+/* exit                                                               */
+
+static void cleanup_note(void *arg)
+{
+	*(int *)arg = 1;
+}
+
+static void *exit_from_deep(void *arg)
+{
+	pthread_cleanup_push(cleanup_note, arg);
+	if (arg)
+		pthread_exit((void *)123);
+	pthread_cleanup_pop(0);
+	return (void *)0;
+}
+
+TCASE(pthread_exit_value)
+{
+	int noted = 0;
+	pthread_t t;
+	void *r;
+	CHECK_OK(pthread_create(&t, NULL, exit_from_deep, &noted));
+	CHECK_OK(pthread_join(t, &r));
+	CHECK_EQ((long)r, 123);
+	CHECK_EQ(noted, 1);
+}
+
+static void *slow_worker(void *arg)
+{
+	msleep(100 + 20 * (long)arg);
+	char line[32];
+	snprintf(line, sizeof line, "worker %ld done\n", (long)arg);
+	say(line);
+	return NULL;
+}
+
+static void at_exit_note(void)
+{
+	say("atexit ran\n");
+}
+
+/* main calls pthread_exit while four threads still work: they finish, and
+ * the process then exits 0 the ordinary way (atexit handlers run). */
+TCASE(main_pthread_exit_waits_for_threads)
+{
+	if (in_child()) {
+		atexit(at_exit_note);
+		for (long i = 0; i < 4; i++) {
+			pthread_t t;
+			CHECK_OK(pthread_create(&t, NULL, slow_worker, (void *)i));
+		}
+		pthread_exit(NULL);
+	}
+	struct child c;
+	run_child("main_pthread_exit_waits_for_threads", NULL, &c);
+	if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 0)
+		TFAIL("child status %#x, output:\n%s", c.status, c.out);
+	for (int i = 0; i < 4; i++) {
+		char line[32];
+		snprintf(line, sizeof line, "worker %d done\n", i);
+		if (!strstr(c.out, line))
+			TFAIL("missing \"%s\" in child output:\n%s", line, c.out);
+	}
+	const char *ae = strstr(c.out, "atexit ran");
+	CHECK(ae != NULL);
+	CHECK(ae > strstr(c.out, "worker 3 done"));
+	CHECK_EQ(count_substr(c.out, "atexit ran"), 1);
+}
+
+static void *exit_seven(void *arg)
+{
+	(void)arg;
+	msleep(50);
+	exit(7);
+}
+
+/* exit() from a thread ends the whole process with that status. */
+TCASE(exit_from_thread_ends_process)
+{
+	if (in_child()) {
+		atexit(at_exit_note);
+		pthread_t t, busy;
+		struct gate g = GATE_INIT;
+		CHECK_OK(pthread_create(&busy, NULL, gate_then_return, &g));
+		CHECK_OK(pthread_create(&t, NULL, exit_seven, NULL));
+		pthread_join(t, NULL);
+		say("main continued\n");
+		return;
+	}
+	struct child c;
+	run_child("exit_from_thread_ends_process", NULL, &c);
+	if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 7)
+		TFAIL("child status %#x, want exit 7; output:\n%s", c.status, c.out);
+	CHECK(strstr(c.out, "main continued") == NULL);
+	CHECK(strstr(c.out, "atexit ran") != NULL);
+}
+
+static volatile unsigned never_stop = UINT_MAX;
+
+static unsigned recurse(unsigned depth)
+{
+	volatile char pad[256];
+	if (depth == never_stop)
+		return 0;
+	pad[0] = (char)depth;
+	pad[255] = (char)depth;
+	return recurse(depth + 1) + pad[0] + pad[255];
+}
+
+static void *overflow(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "deep-diver");
+	return (void *)(long)recurse(0);
+}
+
+/* Overflowing a user thread's stack kills the process with SIGABRT and a
+ * message naming the thread. */
+TCASE(stack_overflow_reported)
+{
+	if (in_child()) {
+		pthread_attr_t a;
+		CHECK_OK(pthread_attr_init(&a));
+		CHECK_OK(pthread_attr_setstacksize(&a, 128 * 1024));
+		pthread_t t;
+		CHECK_OK(pthread_create(&t, &a, overflow, NULL));
+		pthread_join(t, NULL);
+		say("survived the overflow\n");
+		return;
+	}
+	struct child c;
+	run_child("stack_overflow_reported", NULL, &c);
+	if (!WIFSIGNALED(c.status) || WTERMSIG(c.status) != SIGABRT)
+		TFAIL("child status %#x, want SIGABRT; output:\n%s", c.status, c.out);
+	if (!strstr(c.out, "stack overflow") || !strstr(c.out, "deep-diver"))
+		TFAIL("no stack overflow message naming deep-diver:\n%s", c.out);
+	CHECK(strstr(c.out, "survived") == NULL);
+}
+
+/* The same with a default-sized stack, from the pools. */
+TCASE(stack_overflow_reported_default_stack)
+{
+	if (in_child()) {
+		pthread_t t;
+		CHECK_OK(pthread_create(&t, NULL, overflow, NULL));
+		pthread_join(t, NULL);
+		say("survived the overflow\n");
+		return;
+	}
+	struct child c;
+	run_child("stack_overflow_reported_default_stack", NULL, &c);
+	if (!WIFSIGNALED(c.status) || WTERMSIG(c.status) != SIGABRT)
+		TFAIL("child status %#x, want SIGABRT; output:\n%s", c.status, c.out);
+	if (!strstr(c.out, "stack overflow") || !strstr(c.out, "deep-diver"))
+		TFAIL("no stack overflow message naming deep-diver:\n%s", c.out);
+}
+
+/* ------------------------------------------------------------------ */
+/* attributes read back, names, identity extras                       */
+
+static void *report_attr(void *arg)
+{
+	pthread_attr_t *out = arg;
+	if (pthread_getattr_np(pthread_self(), out) != 0)
+		return (void *)1;
+	void *lo;
+	size_t size;
+	pthread_attr_getstack(out, &lo, &size);
+	char here;
+	/* our own frame must lie inside the reported stack */
+	if ((char *)&here < (char *)lo || (char *)&here >= (char *)lo + size)
+		return (void *)2;
+	return NULL;
+}
+
+TCASE(getattr_reports_stack_size)
+{
+	size_t sizes[] = { 64 * 1024, 1024 * 1024, 3 * 1024 * 1024 };
+	for (unsigned i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+		pthread_attr_t a, got;
+		CHECK_OK(pthread_attr_init(&a));
+		CHECK_OK(pthread_attr_setstacksize(&a, sizes[i]));
+		pthread_t t;
+		void *r;
+		CHECK_OK(pthread_create(&t, &a, report_attr, &got));
+		CHECK_OK(pthread_join(t, &r));
+		CHECK_EQ((long)r, 0);
+		size_t s;
+		CHECK_OK(pthread_attr_getstacksize(&got, &s));
+		CHECK_EQ(s, sizes[i]);
+		int ds;
+		CHECK_OK(pthread_attr_getdetachstate(&got, &ds));
+		CHECK_EQ(ds, PTHREAD_CREATE_JOINABLE);
+		pthread_attr_destroy(&a);
+		pthread_attr_destroy(&got);
+	}
+}
+
+TCASE(getattr_default_stack)
+{
+	pthread_attr_t got, def;
+	pthread_t t;
+	void *r;
+	CHECK_OK(pthread_create(&t, NULL, report_attr, &got));
+	CHECK_OK(pthread_join(t, &r));
+	CHECK_EQ((long)r, 0);
+	CHECK_OK(pthread_attr_init(&def));
+	size_t s, ds;
+	CHECK_OK(pthread_attr_getstacksize(&got, &s));
+	CHECK_OK(pthread_attr_getstacksize(&def, &ds));
+	CHECK_EQ(s, ds);
+	CHECK(s >= (size_t)PTHREAD_STACK_MIN);
+	size_t guard;
+	CHECK_OK(pthread_attr_getguardsize(&got, &guard));
+	CHECK(guard > 0);
+}
+
+TCASE(getattr_main)
+{
+	pthread_attr_t a;
+	CHECK_OK(pthread_getattr_np(pthread_self(), &a));
+	void *lo;
+	size_t size;
+	CHECK_OK(pthread_attr_getstack(&a, &lo, &size));
+	char here;
+	CHECK(size > 0);
+	CHECK((char *)&here >= (char *)lo && (char *)&here < (char *)lo + size);
+}
+
+static void *name_self(void *arg)
+{
+	(void)arg;
+	if (pthread_setname_np(pthread_self(), "selfnamed") != 0)
+		return (void *)1;
+	char buf[16];
+	if (pthread_getname_np(pthread_self(), buf, sizeof buf) != 0)
+		return (void *)2;
+	return (void *)(long)(strcmp(buf, "selfnamed") == 0 ? 0 : 3);
+}
+
+/* Runs fn in a new thread (its CHECKs end the process on failure). */
+static void *call_fn(void *fn)
+{
+	((void (*)(void))fn)();
+	return NULL;
+}
+
+static void run_in_thread(void (*fn)(void))
+{
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, call_fn, (void *)fn));
+	CHECK_OK(pthread_join(t, NULL));
+}
+
+static void own_name(void)
+{
+	char buf[16];
+	CHECK_OK(pthread_getname_np(pthread_self(), buf, sizeof buf));
+	CHECK_OK(pthread_setname_np(pthread_self(), "fifteen-chars-x")); /* 15: fits */
+	CHECK_OK(pthread_getname_np(pthread_self(), buf, sizeof buf));
+	CHECK(strcmp(buf, "fifteen-chars-x") == 0);
+	CHECK_EQ(pthread_setname_np(pthread_self(), "sixteen-chars-xy"), ERANGE);
+	CHECK_OK(pthread_getname_np(pthread_self(), buf, sizeof buf));
+	CHECK(strcmp(buf, "fifteen-chars-x") == 0); /* unchanged */
+	char small[4];
+	CHECK_EQ(pthread_getname_np(pthread_self(), small, sizeof small), ERANGE);
+}
+
+TCASE(setname_getname)
+{
+	run_in_thread(own_name);
+
+	char buf[16];
+	struct gate g = GATE_INIT;
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, gate_then_return, &g));
+	CHECK_OK(pthread_setname_np(t, "other"));
+	CHECK_OK(pthread_getname_np(t, buf, sizeof buf));
+	CHECK(strcmp(buf, "other") == 0);
+	CHECK_OK(pthread_setname_np(t, ""));
+	CHECK_OK(pthread_getname_np(t, buf, sizeof buf));
+	CHECK(strcmp(buf, "") == 0);
+	gate_open(&g);
+	CHECK_OK(pthread_join(t, NULL));
+
+	void *r;
+	CHECK_OK(pthread_create(&t, NULL, name_self, NULL));
+	CHECK_OK(pthread_join(t, &r));
+	CHECK_EQ((long)r, 0);
+}
+
+static void *kill_self_0(void *arg)
+{
+	(void)arg;
+	return (void *)(long)pthread_kill(pthread_self(), 0);
+}
+
+TCASE(kill_sig0_and_bad_signal)
+{
+	struct gate g = GATE_INIT;
+	pthread_t t, t2;
+	CHECK_OK(pthread_create(&t, NULL, gate_then_return, &g));
+	CHECK_OK(pthread_kill(t, 0));
+	void *r;
+	CHECK_OK(pthread_create(&t2, NULL, kill_self_0, NULL));
+	CHECK_OK(pthread_join(t2, &r));
+	CHECK_EQ((long)r, 0);
+	CHECK_EQ(pthread_kill(t, -1), EINVAL);
+	CHECK_EQ(pthread_kill(t, 100000), EINVAL);
+	gate_open(&g);
+	CHECK_OK(pthread_join(t, NULL));
+}
+
+static void *report_sched(void *arg)
+{
+	int *out = arg;
+	struct sched_param p;
+	if (pthread_getschedparam(pthread_self(), &out[0], &p) != 0)
+		return (void *)1;
+	out[1] = p.sched_priority;
+	return NULL;
+}
+
+static void sched_params_of_self(void)
+{
+	struct sched_param p = { .sched_priority = 0 };
+	int pol;
+	CHECK_OK(pthread_getschedparam(pthread_self(), &pol, &p));
+	CHECK_EQ(pol, SCHED_OTHER);
+	CHECK_EQ(p.sched_priority, 0);
+
+	p.sched_priority = 10;
+	CHECK_OK(pthread_setschedparam(pthread_self(), SCHED_FIFO, &p));
+	p.sched_priority = -5;
+	CHECK_OK(pthread_getschedparam(pthread_self(), &pol, &p));
+	CHECK_EQ(pol, SCHED_FIFO);
+	CHECK_EQ(p.sched_priority, 10);
+	CHECK_OK(pthread_setschedprio(pthread_self(), 20));
+	CHECK_OK(pthread_getschedparam(pthread_self(), &pol, &p));
+	CHECK_EQ(p.sched_priority, 20);
+
+	/* errors leave things as they were */
+	p.sched_priority = 0;
+	CHECK_EQ(pthread_setschedparam(pthread_self(), SCHED_FIFO, &p), EINVAL);
+	p.sched_priority = 1000;
+	CHECK_EQ(pthread_setschedparam(pthread_self(), SCHED_RR, &p), EINVAL);
+	p.sched_priority = 1;
+	CHECK_EQ(pthread_setschedparam(pthread_self(), 12345, &p), EINVAL);
+	CHECK_EQ(pthread_setschedprio(pthread_self(), 1000), EINVAL);
+	CHECK_OK(pthread_getschedparam(pthread_self(), &pol, &p));
+	CHECK_EQ(pol, SCHED_FIFO);
+	CHECK_EQ(p.sched_priority, 20);
+
+	/* a new thread inherits them by default */
+	int seen[2] = { -1, -1 };
+	pthread_t t;
+	void *r;
+	CHECK_OK(pthread_create(&t, NULL, report_sched, seen));
+	CHECK_OK(pthread_join(t, &r));
+	CHECK_EQ((long)r, 0);
+	CHECK_EQ(seen[0], SCHED_FIFO);
+	CHECK_EQ(seen[1], 20);
+
+	p.sched_priority = 0;
+	CHECK_OK(pthread_setschedparam(pthread_self(), SCHED_OTHER, &p));
+}
+
+TCASE(sched_params_accepted_and_reported)
+{
+	run_in_thread(sched_params_of_self);
+}
+
+/* Every call that takes a pthread_t works on main's own handle. */
+TCASE(main_handle_is_usable)
+{
+	pthread_t me = pthread_self();
+	CHECK_OK(pthread_kill(me, 0));
+	struct caprice_thread_stats ts;
+	CHECK_OK(caprice_thread_stats(me, &ts));
+	CHECK_EQ(ts.id, 1);
+	CHECK(ts.worker >= 0 && ts.worker < caprice_worker_count());
+	own_name();
+	sched_params_of_self();
+	pthread_attr_t a;
+	CHECK_OK(pthread_getattr_np(me, &a));
+	pthread_attr_destroy(&a);
+}
+
+TCASE(concurrency_hint)
+{
+	CHECK_EQ(pthread_getconcurrency(), 0);
+	CHECK_OK(pthread_setconcurrency(4));
+	CHECK_EQ(pthread_getconcurrency(), 4);
+	CHECK_EQ(pthread_setconcurrency(-1), EINVAL);
+	CHECK_EQ(pthread_getconcurrency(), 4);
+}
+
+static void *set_flag_late(void *arg)
+{
+	msleep(10);
+	__atomic_store_n((int *)arg, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* A thread spinning with sched_yield lets the others run (on one worker
+ * nothing else could). */
+TCASE(yield_lets_others_run)
+{
+	int flag = 0;
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, NULL, set_flag_late, &flag));
+	uint64_t give_up = tc_now_ns() + 5000000000ull;
+	long spins = 0;
+	while (!__atomic_load_n(&flag, __ATOMIC_ACQUIRE)) {
+		CHECK_OK(sched_yield());
+		CHECK(tc_now_ns() < give_up);
+		spins++;
+	}
+	CHECK(spins > 0);
+	CHECK_OK(pthread_join(t, NULL));
+}
+
+TCASE(yield_lets_others_run_one_worker)
+{
+	if (in_child()) {
+		CHECK_EQ(caprice_worker_count(), 1);
+		int flag = 0;
+		pthread_t t;
+		CHECK_OK(pthread_create(&t, NULL, set_flag_late, &flag));
+		uint64_t give_up = tc_now_ns() + 5000000000ull;
+		while (!__atomic_load_n(&flag, __ATOMIC_ACQUIRE)) {
+			sched_yield();
+			CHECK(tc_now_ns() < give_up);
+		}
+		CHECK_OK(pthread_join(t, NULL));
+		say("one-worker ok\n");
+		return;
+	}
+	const char *env[] = { "CAPRICE_WORKERS=1", NULL };
+	struct child c;
+	run_child("yield_lets_others_run_one_worker", env, &c);
+	if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 0 || !strstr(c.out, "one-worker ok"))
+		TFAIL("child status %#x, output:\n%s", c.status, c.out);
+}
+
+/* ------------------------------------------------------------------ */
+/* workers and caprice_* statistics                                   */
+
+static unsigned worker_mask;
+
+static void *spread_work(void *arg)
+{
+	(void)arg;
+	uint64_t end = tc_now_ns() + 200000000ull;
+	volatile uint64_t x = 0;
+	while (tc_now_ns() < end) {
+		for (int i = 0; i < 10000; i++)
+			x += (uint64_t)i;
+		int w = caprice_worker_index();
+		if (w >= 0 && w < 32)
+			__atomic_or_fetch(&worker_mask, 1u << w, __ATOMIC_RELAXED);
+		sched_yield();
+	}
+	return NULL;
+}
+
+TCASE(threads_spread_over_workers)
+{
+	int n = caprice_worker_count();
+	CHECK(n >= 1);
+	const char *env = getenv("CAPRICE_WORKERS");
+	if (env && *env)
+		CHECK_EQ(n, atoi(env));
+	else
+		CHECK_EQ(n, sysconf(_SC_NPROCESSORS_ONLN));
+	int me = caprice_worker_index();
+	CHECK(me >= 0 && me < n);
+	enum { T = 8 };
+	pthread_t t[T];
+	for (int i = 0; i < T; i++)
+		CHECK_OK(pthread_create(&t[i], NULL, spread_work, NULL));
+	for (int i = 0; i < T; i++)
+		CHECK_OK(pthread_join(t[i], NULL));
+	unsigned mask = __atomic_load_n(&worker_mask, __ATOMIC_RELAXED);
+	CHECK(mask != 0);
+	CHECK((mask >> (n < 32 ? n : 32)) == 0 || n >= 32); /* no index out of range */
+	if (n > 1 && __builtin_popcount(mask) < 2)
+		TFAIL("%d workers, but all threads ran on worker mask %#x", n, mask);
+}
+
+TCASE(caprice_stats)
+{
+	struct caprice_thread_stats ts;
+	pthread_attr_t a;
+	CHECK_OK(pthread_attr_init(&a));
+	CHECK_OK(pthread_attr_setstacksize(&a, 512 * 1024));
+	CHECK_OK(pthread_attr_setguardsize(&a, 16384));
+	struct gate g = GATE_INIT;
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, &a, gate_then_return, &g));
+	gate_await_waiters(&g, 1);
+	CHECK_OK(caprice_thread_stats(t, &ts));
+	CHECK(ts.id > 1);
+	CHECK_EQ(ts.stack_size, 512 * 1024);
+	CHECK_EQ(ts.guard_size, 16384);
+	CHECK(ts.switches >= 1);
+	CHECK(ts.worker >= 0 && ts.worker < caprice_worker_count());
+	uint64_t id1 = ts.id;
+	pthread_t t2;
+	CHECK_OK(pthread_create(&t2, NULL, plus_one, NULL));
+	CHECK_OK(caprice_thread_stats(t2, &ts));
+	CHECK(ts.id > id1); /* creation order */
+	CHECK_OK(pthread_join(t2, NULL));
+	gate_open(&g);
+	CHECK_OK(pthread_join(t, NULL));
+
+	uint64_t total = 0;
+	for (int w = 0; w < caprice_worker_count(); w++) {
+		struct caprice_worker_stats ws;
+		CHECK_OK(caprice_worker_stats(w, &ws));
+		total += ws.switches;
+	}
+	CHECK(total >= 3);
+	struct caprice_worker_stats ws;
+	CHECK_EQ(caprice_worker_stats(-1, &ws), EINVAL);
+	CHECK_EQ(caprice_worker_stats(caprice_worker_count(), &ws), EINVAL);
+}
+
+/* ------------------------------------------------------------------ */
+/* running out                                                        */
+
+static long vm_kib(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	CHECK(f != NULL);
+	long size = 0;
+	CHECK_EQ(fscanf(f, "%ld", &size), 1);
+	fclose(f);
+	return size * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* With address space capped, creating threads with big stacks ends in
+ * EAGAIN; freeing some makes room again. */
+TCASE(eagain_when_address_space_runs_out)
+{
+	enum { MAXT = 64 };
+	const size_t stack = 64u << 20;
+	struct gate g = GATE_INIT;
+	pthread_attr_t a;
+	CHECK_OK(pthread_attr_init(&a));
+	CHECK_OK(pthread_attr_setstacksize(&a, stack));
+	/* warm up whatever a first create or join allocates */
+	pthread_t w;
+	CHECK_OK(pthread_create(&w, &a, plus_one, NULL));
+	CHECK_OK(pthread_join(w, NULL));
+
+	/* workers map their malloc arenas as they start up: let them settle,
+	 * or they would take or give back room under our feet */
+	long vm = vm_kib(), prev;
+	uint64_t give_up = tc_now_ns() + 3000000000ull;
+	do {
+		prev = vm;
+		msleep(30);
+		vm = vm_kib();
+	} while (vm != prev && tc_now_ns() < give_up);
+
+	struct rlimit old, lim;
+	CHECK(getrlimit(RLIMIT_AS, &old) == 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)(vm + 512 * 1024) * 1024; /* ~8 stacks more */
+	CHECK(setrlimit(RLIMIT_AS, &lim) == 0);
+
+	pthread_t t[MAXT];
+	int n = 0, e = 0;
+	while (n < MAXT) {
+		e = pthread_create(&t[n], &a, gate_then_return, &g);
+		if (e)
+			break;
+		n++;
+	}
+	fprintf(stderr, "%d threads with %zu MiB stacks before EAGAIN\n", n, stack >> 20);
+	CHECK_EQ(e, EAGAIN);
+	CHECK(n >= 2);
+	CHECK(n < MAXT);
+	CHECK_EQ(pthread_create(&w, &a, gate_then_return, &g), EAGAIN); /* still */
+
+	/* free two and creation works again */
+	gate_await_waiters(&g, n);
+	gate_open(&g);
+	CHECK_OK(pthread_join(t[n - 1], NULL));
+	CHECK_OK(pthread_join(t[n - 2], NULL));
+	n -= 2;
+	CHECK_OK(pthread_create(&w, &a, plus_one, NULL));
+	CHECK_OK(pthread_join(w, NULL));
+	for (int i = 0; i < n; i++)
+		CHECK_OK(pthread_join(t[i], NULL));
+	CHECK(setrlimit(RLIMIT_AS, &old) == 0);
+	pthread_attr_destroy(&a);
 }
