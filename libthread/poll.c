@@ -55,10 +55,26 @@ static uint64_t deadline_after_ns(int64_t ns)
 	return ns < 0 ? CP_NO_DEADLINE : cp_now_ns() + (uint64_t)ns;
 }
 
+/* The non-blocking checks retry EINTR: they never wait, and a worker
+ * looping over them without switching can be poked by a thief (SIGURG),
+ * which would otherwise surface as a spurious EINTR. */
 static int raw_poll(struct pollfd *fds, nfds_t n, const sigset_t *mask)
 {
 	struct timespec zero = { 0, 0 };
-	return (int)syscall(SYS_ppoll, fds, n, &zero, mask, mask ? (long)(_NSIG / 8) : 0L);
+	int r;
+	do
+		r = (int)syscall(SYS_ppoll, fds, n, &zero, mask, mask ? (long)(_NSIG / 8) : 0L);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+static int raw_epoll_check(int epfd, struct epoll_event *ev, int max, const sigset_t *mask)
+{
+	int r;
+	do
+		r = (int)syscall(SYS_epoll_pwait, epfd, ev, max, 0, mask, (long)(_NSIG / 8));
+	while (r < 0 && errno == EINTR);
+	return r;
 }
 
 /* The heart of poll/ppoll/select: timeout_ns < 0 waits forever. */
@@ -261,7 +277,7 @@ static int epoll_ns(int epfd, struct epoll_event *ev, int max, int64_t ns, const
 	lt_testcancel(self);
 	uint64_t deadline = deadline_after_ns(ns);
 	for (;;) {
-		int r = (int)syscall(SYS_epoll_pwait, epfd, ev, max, 0, mask, (long)(_NSIG / 8));
+		int r = raw_epoll_check(epfd, ev, max, mask);
 		if (r != 0 || ns == 0)
 			return r;
 		uint64_t now = cp_now_ns();
