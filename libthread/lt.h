@@ -128,10 +128,8 @@ void lt_keys_thread_start(void) CP_HIDDEN;
  * EINVAL for a malformed timespec or clock. */
 int lt_deadline(clockid_t clock, const struct timespec *abstime, uint64_t *out) CP_HIDDEN;
 
-/* Whether addr is a sanitizer runtime's code, and whether the interposed
- * call in progress came from one (see sanitizer.c). */
+/* Whether addr is a sanitizer runtime's code (see sanitizer.c). */
 bool lt_is_sanitizer_code(const void *addr) CP_HIDDEN;
-bool lt_called_from_sanitizer(void) CP_HIDDEN;
 
 /* Defaults that pthread_setattr_default_np may change. */
 struct lt_defaults {

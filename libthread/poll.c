@@ -81,7 +81,7 @@ static int raw_epoll_check(int epfd, struct epoll_event *ev, int max, const sigs
 static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask)
 {
 	struct lt_thread *self = lt_self();
-	if (!self || lt_called_from_sanitizer()) {
+	if (!self) {
 		struct timespec ts = { timeout_ns / 1000000000, timeout_ns % 1000000000 };
 		return (int)syscall(SYS_ppoll, fds, n, timeout_ns < 0 ? NULL : &ts, mask,
 		                    mask ? (long)(_NSIG / 8) : 0L);
@@ -270,7 +270,7 @@ CP_EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct
 static int epoll_ns(int epfd, struct epoll_event *ev, int max, int64_t ns, const sigset_t *mask)
 {
 	struct lt_thread *self = lt_self();
-	if (!self || max <= 0 || lt_called_from_sanitizer()) {
+	if (!self || max <= 0) {
 		int ms = ns < 0 ? -1 : (int)((ns + 999999) / 1000000);
 		return (int)syscall(SYS_epoll_pwait, epfd, ev, max, ms, mask, (long)(_NSIG / 8));
 	}

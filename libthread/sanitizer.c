@@ -1,14 +1,12 @@
-/* sanitizer.c: recognising calls made from inside a sanitizer runtime
- * (ASan, UBSan, LSan, TSan).  They are written for one thread per kernel
- * thread: ASan's error report, for one, reads the binary through open()
- * and read() while holding its thread-registry lock, and parking there
- * would deadlock every worker on that lock.  Such calls get the plain
- * system call, and the runtimes' pthread keys special treatment (key.c).
+/* sanitizer.c: recognising a sanitizer runtime's code (ASan, UBSan, LSan,
+ * TSan), whose pthread keys get special treatment (key.c).  The code
+ * ranges are found once, from the loaded objects' names.
  *
- * The runtimes' code ranges are found once.  A call's origin is the first
- * return address outside libthread.so on the frame-pointer chain (all of
- * libthread is built with frame pointers), so no interposed function has
- * to pass its caller down. */
+ * Interposed calls cannot be told apart the same way: ASan intercepts
+ * read(), recv() and the like and forwards the program's calls here, so
+ * "called from the sanitizer" would catch every call.  ASan's in-process
+ * symbolizer, which reads the binary while holding its registry lock,
+ * must therefore be off (ASAN_OPTIONS=symbolize=0, see scripts/test). */
 #include <dlfcn.h>
 #include <link.h>
 #include <string.h>
@@ -70,22 +68,5 @@ bool lt_is_sanitizer_code(const void *addr)
 	for (int i = 0; i < nsanitizer; i++)
 		if (a >= sanitizer[i].lo && a < sanitizer[i].hi)
 			return true;
-	return false;
-}
-
-CP_NOINLINE bool lt_called_from_sanitizer(void)
-{
-	if (cp_likely(__atomic_load_n(&scanned, __ATOMIC_ACQUIRE) == 2 && nsanitizer == 0))
-		return false;
-	scan();
-	if (nsanitizer == 0)
-		return false;
-	uintptr_t *fp = __builtin_frame_address(0);
-	for (int depth = 0; depth < 32 && fp; depth++) {
-		uintptr_t ret = fp[1];
-		if (ret < self.lo || ret >= self.hi)
-			return lt_is_sanitizer_code((const void *)ret);
-		fp = (uintptr_t *)fp[0];
-	}
 	return false;
 }

@@ -33,7 +33,10 @@
 #endif
 
 #define POLL_EVERY        64          /* switches between clock/ring looks */
-#define POKE_AFTER_NS     2000000ull  /* a victim silent this long is stuck */
+#define POKE_AFTER_NS     20000000ull /* a victim silent this long is stuck: long
+                                         enough that a slow stretch (sanitizers) is
+                                         not mistaken for it, since the poke can cut
+                                         a plain syscall short (EINTR) */
 #define IDLE_MIN_NS       1000000ull  /* idle look-around period, doubling */
 #define IDLE_MAX_NS       64000000ull
 #define IDLE_STACK_SIZE   (64u * 1024)
