@@ -52,11 +52,16 @@ static void q_unlink(struct cp_waitq *q, struct cp_waiter *w)
 }
 
 /* Called with the queue's lock held, which the sleeper released only
- * after its switch: safe to run it on the waker's worker. */
-static void resume(struct cp_waiter *w)
+ * after its switch: safe to run it on the waker's worker, which keeps a
+ * 1:1 handoff on one worker.  A broadcast sends each home instead, or
+ * every barrier or broadcast would gather all its threads on one. */
+static void resume(struct cp_waiter *w, bool here)
 {
 	if (w->thread) {
-		cp_wake_here(w->thread);
+		if (here)
+			cp_wake_here(w->thread);
+		else
+			cp_wake(w->thread);
 	} else {
 		__atomic_store_n(&w->futex, 1, __ATOMIC_RELEASE);
 		syscall(SYS_futex, &w->futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
@@ -177,7 +182,7 @@ int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 	return outcome_errno(state);
 }
 
-bool cp_wake_waiter(struct cp_waitq *q, struct cp_waiter *w)
+static bool wake_waiter(struct cp_waitq *q, struct cp_waiter *w, bool here)
 {
 	q_unlink(q, w);
 	if (!w->contended)
@@ -185,8 +190,13 @@ bool cp_wake_waiter(struct cp_waitq *q, struct cp_waiter *w)
 		__atomic_store_n(&w->state, CP_W_WOKEN, __ATOMIC_RELEASE);
 	else if (!claim(w, CP_W_WOKEN))
 		return false;
-	resume(w);
+	resume(w, here);
 	return true;
+}
+
+bool cp_wake_waiter(struct cp_waitq *q, struct cp_waiter *w)
+{
+	return wake_waiter(q, w, true);
 }
 
 bool cp_wake_one(struct cp_waitq *q)
@@ -203,7 +213,7 @@ unsigned cp_wake_all(struct cp_waitq *q)
 	unsigned n = 0;
 	struct cp_waiter *w;
 	while ((w = q->head) != NULL)
-		n += cp_wake_waiter(q, w);
+		n += wake_waiter(q, w, false);
 	return n;
 }
 

@@ -347,8 +347,12 @@ TCASE(keys_up_to_max)
 			break;
 		nmany++;
 	}
+	/* a sanitizer runtime holds a key of its own */
+	int reserved = getenv("CAPRICE_TEST_SANITIZED") ? 1 : 0;
+	if (reserved && e == EAGAIN && nmany == PTHREAD_KEYS_MAX - reserved)
+		e = 0;
 	CHECK_OK(e);
-	CHECK_EQ(nmany, PTHREAD_KEYS_MAX);
+	CHECK_EQ(nmany, PTHREAD_KEYS_MAX - (nmany < PTHREAD_KEYS_MAX ? reserved : 0));
 	pthread_key_t extra;
 	CHECK_EQ(pthread_key_create(&extra, NULL), EAGAIN);
 
