@@ -17,14 +17,12 @@
 
 static int fresh(long fd)
 {
-	if (fd >= 0 && lt_main)
-		lt_fd_fresh((int)fd);
-	return (int)fd;
+	return lt_fd_fresh((int)fd);
 }
 
 static int fresh_pair(int r, const int fds[2])
 {
-	if (r == 0 && lt_main) {
+	if (r == 0) {
 		lt_fd_fresh(fds[0]);
 		lt_fd_fresh(fds[1]);
 	}
@@ -38,7 +36,7 @@ CP_EXPORT int fcntl(int fd, int cmd, ...)
 	void *arg = va_arg(ap, void *); /* every argument fits a word */
 	va_end(ap);
 	long r = syscall(SYS_fcntl, fd, cmd, arg);
-	if (r >= 0 && lt_main) {
+	if (r >= 0) {
 		if (cmd == F_SETFL)
 			lt_fd_flags_changed();
 		else if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)

@@ -95,13 +95,14 @@ void lt_fd_flags_changed(void)
 	__atomic_add_fetch(&flags_generation, 1, __ATOMIC_ACQ_REL);
 }
 
-void lt_fd_fresh(int fd)
+int lt_fd_fresh(int fd)
 {
-	struct lt_fd *f = lt_fd_get(fd);
+	struct lt_fd *f = lt_main ? lt_fd_get(fd) : NULL; /* NULL for fd < 0 */
 	if (f) {
 		__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
 		f->seek_state = 0;
 	}
+	return fd;
 }
 
 /* Cancels what is in flight on f and waits for it to drain; f->lock held

@@ -38,8 +38,9 @@ bool lt_fd_seekable(struct lt_fd *f, int fd) CP_HIDDEN;
 /* Some descriptor's status flags changed: every cached O_NONBLOCK is
  * stale. */
 void lt_fd_flags_changed(void) CP_HIDDEN;
-/* fd is a new descriptor: forget what was cached for the number. */
-void lt_fd_fresh(int fd) CP_HIDDEN;
+/* fd is a new descriptor (or an error, < 0, ignored): forget what was
+ * cached for the number.  Returns fd, to wrap a call's result. */
+int lt_fd_fresh(int fd) CP_HIDDEN;
 /* dup2/dup3 onto newfd: like close(newfd) for whoever is blocked on it. */
 void lt_fd_forget(int fd) CP_HIDDEN;
 

@@ -96,13 +96,6 @@ static long with_sigpipe(long res, int flags)
 
 #define RAW(...) syscall(__VA_ARGS__)
 
-/* A call returned a new descriptor: its number's cached state is stale. */
-static int fresh(int fd)
-{
-	if (fd >= 0 && lt_main)
-		lt_fd_fresh(fd);
-	return fd;
-}
 
 CP_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
@@ -296,9 +289,9 @@ CP_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_RCV);
 	if (!sqe)
-		return fresh((int)RAW(SYS_accept4, fd, addr, addrlen, flags));
+		return lt_fd_fresh((int)RAW(SYS_accept4, fd, addr, addrlen, flags));
 	io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
-	return fresh((int)lt_io_ret(lt_io_finish(&io)));
+	return lt_fd_fresh((int)lt_io_ret(lt_io_finish(&io)));
 }
 
 CP_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
@@ -353,9 +346,9 @@ static int open_op(int dfd, const char *path, int flags, mode_t mode)
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin(&io, -1, LT_IO_NONE);
 	if (!sqe)
-		return fresh((int)RAW(SYS_openat, dfd, path, flags, mode));
+		return lt_fd_fresh((int)RAW(SYS_openat, dfd, path, flags, mode));
 	io_uring_prep_openat(sqe, dfd, path, flags, mode);
-	return fresh((int)lt_io_ret(lt_io_finish(&io)));
+	return lt_fd_fresh((int)lt_io_ret(lt_io_finish(&io)));
 }
 
 static mode_t open_mode(int flags, va_list ap)

@@ -7,7 +7,6 @@
  * "called from the sanitizer" would catch every call.  ASan's in-process
  * symbolizer, which reads the binary while holding its registry lock,
  * must therefore be off (ASAN_OPTIONS=symbolize=0, see scripts/test). */
-#include <dlfcn.h>
 #include <link.h>
 #include <string.h>
 
@@ -17,7 +16,7 @@
 
 static struct range {
 	uintptr_t lo, hi;
-} sanitizer[MAX_RANGES], self;
+} sanitizer[MAX_RANGES];
 static int nsanitizer;
 static int scanned; /* 0 no, 1 in progress, 2 done */
 
@@ -33,17 +32,15 @@ static int scan_object(struct dl_phdr_info *info, size_t size, void *arg)
 {
 	(void)size;
 	(void)arg;
-	uintptr_t me = (uintptr_t)&scan_object;
+	if (!info->dlpi_name || !is_sanitizer_name(info->dlpi_name))
+		return 0;
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
 		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
 			continue;
 		struct range r = { info->dlpi_addr + ph->p_vaddr,
 		                   info->dlpi_addr + ph->p_vaddr + ph->p_memsz };
-		if (me >= r.lo && me < r.hi)
-			self = r;
-		else if (info->dlpi_name && is_sanitizer_name(info->dlpi_name) &&
-		         nsanitizer < MAX_RANGES)
+		if (nsanitizer < MAX_RANGES)
 			sanitizer[nsanitizer++] = r;
 	}
 	return 0;
