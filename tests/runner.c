@@ -125,13 +125,14 @@ static void run_case(const struct tcase_param *tc)
 		cr_assert_fail("%s %s: exit status %d\n%s", tc->prog, tc->name, WEXITSTATUS(status), buf);
 }
 
-/* One parameterized test per program; the cases come from --list. */
-#define PROGRAM_SUITE(prog)                                                   \
-	ParameterizedTestParameters(prog, cases)                             \
+/* One parameterized test per program; the cases come from --list.
+ * `path` is the program's place under PROGS_DIR (tests/ in the build). */
+#define PROGRAM_SUITE(suite, path)                                            \
+	ParameterizedTestParameters(suite, cases)                            \
 	{                                                                    \
-		return list_cases(#prog);                                     \
+		return list_cases(path);                                      \
 	}                                                                    \
-	ParameterizedTest(struct tcase_param *p, prog, cases, .timeout = CASE_TIMEOUT_S + 30) \
+	ParameterizedTest(struct tcase_param *p, suite, cases, .timeout = CASE_TIMEOUT_S + 30) \
 	{                                                                    \
 		run_case(p);                                                  \
 	}

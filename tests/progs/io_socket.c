@@ -30,21 +30,6 @@ extern char **environ;
 
 #define MS 1000000ull
 
-/* elapsed (ns) must lie in [lo_ms, hi_ms] */
-#define CHECK_MS_RANGE(elapsed, lo_ms, hi_ms)                                   \
-	check_ms_range(__FILE__, __LINE__, #elapsed, (elapsed), (lo_ms), (hi_ms))
-
-static void check_ms_range(const char *file, int line, const char *what, uint64_t el, long lo,
-                           long hi)
-{
-	if (el < (uint64_t)lo * MS || el > (uint64_t)hi * MS) {
-		fprintf(stderr, "%s:%d: %s took %.3f ms, wanted %ld..%ld ms\n", file, line, what,
-		        el / 1e6, lo, hi);
-		fflush(NULL);
-		_exit(1);
-	}
-}
-
 /* ------------------------------------------------------------------ */
 /* helpers                                                            */
 

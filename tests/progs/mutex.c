@@ -390,7 +390,7 @@ static void check_timed(clockid_t clock, bool clocklock, int type)
 	struct timespec now;
 	clock_gettime(clock, &now);
 	CHECK(now.tv_sec > dl.tv_sec || (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec));
-	if (el > 600000000ull) /* 500 ms late at most */
+	if (el > tc_late_ns(600))
 		TFAIL("timed out after %llu ms for a 100 ms deadline", (unsigned long long)(el / 1000000));
 
 	/* already past */
@@ -398,7 +398,7 @@ static void check_timed(clockid_t clock, bool clocklock, int type)
 	t0 = tc_now_ns();
 	e = clocklock ? pthread_mutex_clocklock(&m, clock, &dl) : pthread_mutex_timedlock(&m, &dl);
 	CHECK_EQ(e, ETIMEDOUT);
-	CHECK(tc_now_ns() - t0 < 250000000ull);
+	CHECK(tc_now_ns() - t0 < tc_late_ns(250));
 
 	/* malformed deadlines, when the lock is not free at once */
 	struct timespec bad = { dl.tv_sec + 10, 1000000000L };
@@ -517,7 +517,7 @@ TCASE(timedlock_mixed_contention)
 		CHECK_EQ((long)r, 0);
 		gets += a[i].gets;
 		CHECK_EQ(a[i].gets + a[i].timeouts, 20);
-		if (a[i].worst_late_ns > 500000000ull)
+		if (a[i].worst_late_ns > tc_late_ns(500))
 			TFAIL("a timed lock returned %llu ms late",
 			      (unsigned long long)(a[i].worst_late_ns / 1000000));
 	}

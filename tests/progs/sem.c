@@ -13,7 +13,7 @@
 #include "caprice.h"
 #include "tcase.h"
 
-#define TOLERANCE_MS 200
+#define TOLERANCE_MS (200 + (uint64_t)tc_slack_ms())
 
 /* A call that must fail with -1 and this errno. */
 #define CHECK_ERRNO(call, err)                                              \

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef void (*tcase_fn)(void);
 void tcase_register(const char *name, tcase_fn fn);
@@ -62,6 +63,41 @@ static inline uint64_t tc_now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* How late a timed event may be before a case calls it a failure.
+ * Deadlines are checked strictly on the early side (firing early is a bug),
+ * but a 2-core CI machine running many sanitized cases at once can delay
+ * any wakeup by hundreds of ms, so the late side gets this much slack:
+ * enough to tell "late" from "never" or "waited for the wrong thing".
+ * CAPRICE_TEST_SLACK_MS overrides it. */
+static inline long tc_slack_ms(void)
+{
+	const char *env = getenv("CAPRICE_TEST_SLACK_MS");
+	if (env && *env)
+		return atol(env);
+	return getenv("CAPRICE_TEST_SANITIZED") ? 2500 : 1000;
+}
+
+/* An upper bound of `ms` as the cases write it, plus the slack. */
+static inline uint64_t tc_late_ns(long ms)
+{
+	return (uint64_t)(ms + tc_slack_ms()) * 1000000u;
+}
+
+/* elapsed (ns) must lie in [lo_ms, hi_ms + slack] */
+#define CHECK_MS_RANGE(elapsed, lo_ms, hi_ms)                                   \
+	tc_check_ms_range(__FILE__, __LINE__, #elapsed, (elapsed), (lo_ms), (hi_ms))
+
+static inline void tc_check_ms_range(const char *file, int line, const char *what, uint64_t el,
+                                     long lo, long hi)
+{
+	if (el < (uint64_t)lo * 1000000u || el > tc_late_ns(hi)) {
+		fprintf(stderr, "%s:%d: %s took %.3f ms, wanted %ld..%ld ms (+%ld ms slack)\n", file,
+		        line, what, el / 1e6, lo, hi, tc_slack_ms());
+		fflush(NULL);
+		_exit(1);
+	}
 }
 
 /* An absolute time `ms` from now on `clock`, for timed calls. */
