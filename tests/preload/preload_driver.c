@@ -1,0 +1,1309 @@
+/* preload_driver.c: integration tests for the LD_PRELOAD shim.
+ *
+ * The programs under test (progs/, and a few Debian programs) are ordinary
+ * binaries built with plain -pthread; they know nothing of Caprice.  This
+ * driver, itself plain NPTL, runs each one under the shim (`caprice PROG`
+ * or LD_PRELOAD=libthread-preload.so PROG) and sometimes without it, and
+ * judges what they print and how they end.  Each case is one process
+ * (tcase_main.c); tests/runner.c gives it 120 s. */
+#include "tcase.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#ifndef CAPRICE_BIN
+#error "CAPRICE_BIN must name the caprice launcher"
+#endif
+#ifndef PRELOAD_LIB
+#error "PRELOAD_LIB must name libthread-preload.so"
+#endif
+#ifndef PROG_DIR
+#error "PROG_DIR must name the directory holding the test programs"
+#endif
+#ifndef LIBASAN_PATH
+#define LIBASAN_PATH ""
+#endif
+
+extern char **environ;
+
+/* how many workers every shimmed run gets, and how many more kernel
+ * threads (helpers, the runtime's own) a process may have on top */
+#define WORKERS 2
+#define EXTRA_KTHREADS 16
+
+/* ---- running a program ------------------------------------------------ */
+
+enum mode { PLAIN, LAUNCHER, PRELOAD };
+
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+struct spawn {
+	enum mode mode;
+	const char *prog;    /* a name under PROG_DIR, or an absolute path */
+	const char *args[24];
+	const char *env[8];  /* "K=V" added to (or replacing in) the environment */
+	bool stdin_pipe;     /* else /dev/null */
+	bool refuse_uring;   /* seccomp: io_uring_setup fails with EPERM */
+	const char *stdout_path; /* stdout to this file instead of a pipe */
+};
+
+struct child {
+	pid_t pid;
+	int in, out, err;
+	struct buf o, e;
+	int status;
+	bool reaped;
+	char what[1024]; /* the command line, for messages */
+};
+
+static bool sanitized(void)
+{
+	const char *s = getenv("CAPRICE_TEST_SANITIZED");
+	return s && *s && strcmp(s, "0") != 0;
+}
+
+static void buf_add(struct buf *b, const char *p, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (b->len + n + 1 > cap)
+			cap *= 2;
+		b->p = realloc(b->p, cap);
+		if (!b->p)
+			TFAIL("out of memory");
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	b->p[b->len] = 0;
+}
+
+static const char *bstr(const struct buf *b)
+{
+	return b->p ? b->p : "";
+}
+
+/* The last `max` bytes of a buffer, for failure messages. */
+static const char *tail(const struct buf *b, size_t max)
+{
+	const char *s = bstr(b);
+	size_t n = strlen(s);
+	return n > max ? s + n - max : s;
+}
+
+static void prog_path(const char *prog, char *out, size_t n)
+{
+	if (prog[0] == '/')
+		snprintf(out, n, "%s", prog);
+	else
+		snprintf(out, n, "%s/%s", PROG_DIR, prog);
+}
+
+static void install_uring_filter(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+	    syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+		fprintf(stderr, "driver: seccomp: %s\n", strerror(errno));
+		_exit(126);
+	}
+	/* the filter really refuses */
+	char params[120] = {0};
+	long r = syscall(__NR_io_uring_setup, 4, params);
+	if (r != -1 || errno != EPERM) {
+		fprintf(stderr, "driver: io_uring_setup under the filter gave %ld errno %d\n", r,
+		        errno);
+		_exit(126);
+	}
+}
+
+static void set_env(char ***envp, size_t *n, const char *kv)
+{
+	size_t klen = strcspn(kv, "=");
+	for (size_t i = 0; i < *n; i++)
+		if (strncmp((*envp)[i], kv, klen) == 0 && (*envp)[i][klen] == '=') {
+			(*envp)[i] = (char *)kv;
+			return;
+		}
+	(*envp)[(*n)++] = (char *)kv;
+	(*envp)[*n] = NULL;
+}
+
+static void spawn(const struct spawn *s, struct child *c)
+{
+	char path[1024];
+	prog_path(s->prog, path, sizeof path);
+
+	const char *argv[32];
+	int ac = 0;
+	if (s->mode == LAUNCHER)
+		argv[ac++] = CAPRICE_BIN;
+	argv[ac++] = path;
+	for (int i = 0; s->args[i]; i++)
+		argv[ac++] = s->args[i];
+	argv[ac] = NULL;
+
+	size_t nenv = 0;
+	while (environ[nenv])
+		nenv++;
+	char **envp = calloc(nenv + 16, sizeof *envp);
+	size_t ne = 0;
+	for (size_t i = 0; i < nenv; i++)
+		if (strncmp(environ[i], "LD_PRELOAD=", 11) != 0 &&
+		    strncmp(environ[i], "CAPRICE_", 8) != 0)
+			envp[ne++] = environ[i];
+	/* keep the test harness's own knobs */
+	for (size_t i = 0; i < nenv; i++)
+		if (strncmp(environ[i], "CAPRICE_TEST_", 13) == 0)
+			envp[ne++] = environ[i];
+	envp[ne] = NULL;
+	static char preload[2048];
+	if (s->mode == PRELOAD) {
+		if (sanitized() && *LIBASAN_PATH)
+			snprintf(preload, sizeof preload, "LD_PRELOAD=%s %s", LIBASAN_PATH, PRELOAD_LIB);
+		else
+			snprintf(preload, sizeof preload, "LD_PRELOAD=%s", PRELOAD_LIB);
+		set_env(&envp, &ne, preload);
+	}
+	for (int i = 0; s->env[i]; i++)
+		set_env(&envp, &ne, s->env[i]);
+
+	memset(c, 0, sizeof *c);
+	size_t w = 0;
+	for (int i = 0; s->env[i] && w < sizeof c->what - 1; i++)
+		w += (size_t)snprintf(c->what + w, sizeof c->what - w, "%s ", s->env[i]);
+	if (s->mode == PRELOAD && w < sizeof c->what - 1)
+		w += (size_t)snprintf(c->what + w, sizeof c->what - w, "%s ", preload);
+	if (s->refuse_uring && w < sizeof c->what - 1)
+		w += (size_t)snprintf(c->what + w, sizeof c->what - w, "[seccomp: io_uring_setup=EPERM] ");
+	for (int i = 0; argv[i] && w < sizeof c->what - 1; i++)
+		w += (size_t)snprintf(c->what + w, sizeof c->what - w, "%s%s", i ? " " : "", argv[i]);
+
+	int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2];
+	if ((s->stdin_pipe && pipe2(pin, O_CLOEXEC)) ||
+	    (!s->stdout_path && pipe2(pout, O_CLOEXEC)) || pipe2(perr, O_CLOEXEC))
+		TFAIL("pipe: %s", strerror(errno));
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		TFAIL("fork: %s", strerror(errno));
+	if (pid == 0) {
+		setpgid(0, 0);
+		int in = s->stdin_pipe ? pin[0] : open("/dev/null", O_RDONLY);
+		int out = s->stdout_path ? open(s->stdout_path, O_WRONLY | O_CREAT | O_TRUNC, 0644)
+		                         : pout[1];
+		if (in < 0 || out < 0)
+			_exit(125);
+		dup2(in, 0);
+		dup2(out, 1);
+		dup2(perr[1], 2);
+		signal(SIGPIPE, SIG_DFL);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (s->refuse_uring)
+			install_uring_filter();
+		execve(argv[0], (char **)argv, envp);
+		fprintf(stderr, "driver: exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	free(envp);
+	c->pid = pid;
+	c->in = s->stdin_pipe ? pin[1] : -1;
+	c->out = s->stdout_path ? -1 : pout[0];
+	c->err = perr[0];
+	if (s->stdin_pipe)
+		close(pin[0]);
+	if (!s->stdout_path)
+		close(pout[1]);
+	close(perr[1]);
+	if (c->out >= 0)
+		fcntl(c->out, F_SETFL, O_NONBLOCK);
+	fcntl(c->err, F_SETFL, O_NONBLOCK);
+}
+
+/* Reads what the child printed for up to `ms`; returns early once stdout
+ * holds `until` at or after offset `from` (when until is not NULL), or
+ * both streams are at EOF.  Returns true when `until` was found. */
+static bool pump(struct child *c, long ms, const char *until, size_t from)
+{
+	uint64_t end = tc_now_ns() + (uint64_t)ms * 1000000u;
+	for (;;) {
+		if (until && c->o.len >= from && strstr(bstr(&c->o) + from, until))
+			return true;
+		struct pollfd p[2];
+		int np = 0;
+		if (c->out >= 0)
+			p[np++] = (struct pollfd){.fd = c->out, .events = POLLIN};
+		if (c->err >= 0)
+			p[np++] = (struct pollfd){.fd = c->err, .events = POLLIN};
+		if (np == 0)
+			return false;
+		uint64_t now = tc_now_ns();
+		if (now >= end)
+			return false;
+		int left = (int)((end - now) / 1000000u) + 1;
+		int r = poll(p, (nfds_t)np, left > 100 ? 100 : left);
+		if (r < 0 && errno != EINTR)
+			TFAIL("poll: %s", strerror(errno));
+		for (int i = 0; i < np; i++) {
+			if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			bool is_out = p[i].fd == c->out;
+			char tmp[65536];
+			ssize_t n = read(p[i].fd, tmp, sizeof tmp);
+			if (n > 0) {
+				buf_add(is_out ? &c->o : &c->e, tmp, (size_t)n);
+			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+				close(p[i].fd);
+				if (is_out)
+					c->out = -1;
+				else
+					c->err = -1;
+			}
+		}
+	}
+}
+
+static void read_file_str(const char *path, char *out, size_t n)
+{
+	out[0] = 0;
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return;
+	ssize_t r = read(fd, out, n - 1);
+	close(fd);
+	out[r > 0 ? r : 0] = 0;
+	out[strcspn(out, "\n")] = 0;
+}
+
+/* Where each kernel thread of `pid` is: for failure reports on hangs. */
+static void dump_tasks(pid_t pid)
+{
+	char dir[64];
+	snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+	DIR *d = opendir(dir);
+	if (!d) {
+		fprintf(stderr, "  (no %s)\n", dir);
+		return;
+	}
+	int shown = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) && shown < 40) {
+		if (de->d_name[0] == '.')
+			continue;
+		char p[400], comm[64], wchan[64], sys[128], stat[512];
+		snprintf(p, sizeof p, "%s/%s/comm", dir, de->d_name);
+		read_file_str(p, comm, sizeof comm);
+		snprintf(p, sizeof p, "%s/%s/wchan", dir, de->d_name);
+		read_file_str(p, wchan, sizeof wchan);
+		snprintf(p, sizeof p, "%s/%s/syscall", dir, de->d_name);
+		read_file_str(p, sys, sizeof sys);
+		snprintf(p, sizeof p, "%s/%s/stat", dir, de->d_name);
+		read_file_str(p, stat, sizeof stat);
+		char *st = strrchr(stat, ')');
+		fprintf(stderr, "  task %s (%s) state %.1s wchan %s syscall %.60s\n", de->d_name, comm,
+		        st && st[1] ? st + 2 : "?", wchan, sys);
+		shown++;
+	}
+	closedir(d);
+}
+
+/* Waits up to `ms` for the child to end, reading its output.  On timeout
+ * it reports where the child's threads are, kills its process group and
+ * fails the case. */
+static void finish(struct child *c, long ms)
+{
+	uint64_t end = tc_now_ns() + (uint64_t)ms * 1000000u;
+	if (c->in >= 0) {
+		close(c->in);
+		c->in = -1;
+	}
+	for (;;) {
+		pump(c, 50, NULL, 0);
+		int st;
+		pid_t r = waitpid(c->pid, &st, WNOHANG);
+		if (r == c->pid) {
+			c->status = st;
+			c->reaped = true;
+			break;
+		}
+		if (tc_now_ns() > end) {
+			fprintf(stderr, "TIMEOUT after %ld ms: %s\n", ms, c->what);
+			dump_tasks(c->pid);
+			kill(-c->pid, SIGKILL);
+			kill(c->pid, SIGKILL);
+			waitpid(c->pid, &st, 0);
+			pump(c, 200, NULL, 0);
+			TFAIL("timed out: %s\nstdout tail:\n%s\nstderr tail:\n%s", c->what,
+			      tail(&c->o, 1500), tail(&c->e, 1500));
+		}
+	}
+	pump(c, 2000, NULL, 0); /* grandchildren may still hold the pipes */
+	if (c->out >= 0)
+		close(c->out);
+	if (c->err >= 0)
+		close(c->err);
+	c->out = c->err = -1;
+}
+
+static const char *status_str(int st)
+{
+	static char s[64];
+	if (WIFEXITED(st))
+		snprintf(s, sizeof s, "exit %d", WEXITSTATUS(st));
+	else if (WIFSIGNALED(st))
+		snprintf(s, sizeof s, "killed by signal %d (%s)", WTERMSIG(st),
+		         strsignal(WTERMSIG(st)));
+	else
+		snprintf(s, sizeof s, "status %#x", st);
+	return s;
+}
+
+#define EXPECT_MSG(c, cond, ...)                                              \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+			fprintf(stderr, __VA_ARGS__);                         \
+			fprintf(stderr, "\ncommand: %s\nended: %s\nstdout tail:\n%s\nstderr tail:\n%s\n", \
+			        (c)->what, (c)->reaped ? status_str((c)->status) : "running", \
+			        tail(&(c)->o, 1500), tail(&(c)->e, 1500));    \
+			fflush(NULL);                                         \
+			_exit(1);                                             \
+		}                                                             \
+	} while (0)
+
+#define EXPECT_EXIT(c, code)                                                  \
+	EXPECT_MSG(c, (c)->reaped && WIFEXITED((c)->status) && WEXITSTATUS((c)->status) == (code), \
+	           "wanted exit %d", (code))
+
+#define EXPECT_OUT(c, needle)                                                 \
+	EXPECT_MSG(c, strstr(bstr(&(c)->o), needle) != NULL, "stdout lacks \"%s\"", needle)
+
+static void run(const struct spawn *s, struct child *c, long ms)
+{
+	spawn(s, c);
+	finish(c, ms);
+}
+
+/* Lines of `b` containing `needle` (case-insensitive). */
+static int count_lines(const struct buf *b, const char *needle)
+{
+	int n = 0;
+	const char *s = bstr(b);
+	while (*s) {
+		const char *eol = strchr(s, '\n');
+		size_t len = eol ? (size_t)(eol - s) : strlen(s);
+		char line[4096];
+		size_t l = len < sizeof line - 1 ? len : sizeof line - 1;
+		memcpy(line, s, l);
+		line[l] = 0;
+		if (strcasestr(line, needle))
+			n++;
+		s += len + (eol ? 1 : 0);
+	}
+	return n;
+}
+
+/* Sum of the numbers following `key ` on the "caprice:" lines of stderr,
+ * -1 when there are no such lines. */
+static long stat_sum(const struct buf *b, const char *key)
+{
+	long sum = -1;
+	const char *s = bstr(b);
+	char pat[64];
+	snprintf(pat, sizeof pat, " %s ", key);
+	while (*s) {
+		const char *eol = strchr(s, '\n');
+		size_t len = eol ? (size_t)(eol - s) : strlen(s);
+		if (strncmp(s, "caprice:", 8) == 0) {
+			char line[4096];
+			size_t l = len < sizeof line - 1 ? len : sizeof line - 1;
+			memcpy(line, s, l);
+			line[l] = 0;
+			const char *k = strstr(line, pat);
+			if (k && strstr(line, "worker")) {
+				sum = (sum < 0 ? 0 : sum) + atol(k + strlen(pat));
+			}
+		}
+		s += len + (eol ? 1 : 0);
+	}
+	return sum;
+}
+
+static long kthreads_of(pid_t pid)
+{
+	char p[64], line[256];
+	snprintf(p, sizeof p, "/proc/%d/status", (int)pid);
+	FILE *f = fopen(p, "r");
+	long n = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (strncmp(line, "Threads:", 8) == 0)
+			n = atol(line + 8);
+	if (f)
+		fclose(f);
+	return n;
+}
+
+static void raise_nofile(rlim_t want)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		TFAIL("getrlimit: %s", strerror(errno));
+	if (rl.rlim_max < want)
+		TFAIL("open-files hard limit %lu is below the %lu this case needs",
+		      (unsigned long)rl.rlim_max, (unsigned long)want);
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		TFAIL("setrlimit: %s", strerror(errno));
+}
+
+#define SPAWN(...) ((struct spawn){__VA_ARGS__})
+#define ARGS(...) .args = {__VA_ARGS__, NULL}
+#define ENV(...) .env = {__VA_ARGS__, NULL}
+#define W2 "CAPRICE_WORKERS=2"
+#define W1 "CAPRICE_WORKERS=1"
+
+/* ---- 1. thread-per-connection echo server ------------------------------ */
+
+struct conn {
+	int fd, len, sent, got;
+};
+
+static unsigned char pat_byte(int i, int j)
+{
+	return (unsigned char)(i * 131 + j * 7 + (j >> 8));
+}
+
+static int conn_len(int i)
+{
+	return 1 + (int)((i * 7919L) % 3000);
+}
+
+/* Runs the echo server under `mode` with `n` clients, all kept open until
+ * every echo is back; returns the server's kernel-thread count taken then
+ * (and the largest seen on the way in *peak). */
+static long echo_case(enum mode mode, int n, long *peak)
+{
+	raise_nofile((rlim_t)n + 200);
+	char nstr[16];
+	snprintf(nstr, sizeof nstr, "%d", n);
+	struct child srv;
+	spawn(&SPAWN(.mode = mode, .prog = "pl_echo_server", ARGS(nstr), ENV(W2)), &srv);
+	if (!pump(&srv, 20000, "\n", 0))
+		EXPECT_MSG(&srv, 0, "the server printed no port within 20 s");
+	int port = 0, spid = 0;
+	EXPECT_MSG(&srv, sscanf(bstr(&srv.o), "port %d pid %d", &port, &spid) == 2,
+	           "no \"port P pid N\" line");
+
+	struct conn *cs = calloc((size_t)n, sizeof *cs);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int opened = 0, done = 0, inflight = 0;
+	*peak = 0;
+	uint64_t deadline = tc_now_ns() + 80ull * 1000000000u;
+	unsigned char *out = malloc(4096), in[8192];
+	while (done < n) {
+		while (opened < n && inflight < 200) {
+			struct conn *c = &cs[opened];
+			c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			if (c->fd < 0)
+				TFAIL("client socket #%d: %s", opened, strerror(errno));
+			c->len = conn_len(opened);
+			if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0 &&
+			    errno != EINPROGRESS)
+				TFAIL("client connect #%d: %s", opened, strerror(errno));
+			struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)opened};
+			epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+			opened++;
+			inflight++;
+		}
+		struct epoll_event evs[256];
+		int ne = epoll_wait(ep, evs, 256, 100);
+		if (ne < 0 && errno != EINTR)
+			TFAIL("epoll_wait: %s", strerror(errno));
+		for (int k = 0; k < ne; k++) {
+			int i = (int)evs[k].data.u32;
+			struct conn *c = &cs[i];
+			if ((evs[k].events & EPOLLOUT) && c->sent < c->len) {
+				int m = c->len - c->sent;
+				for (int j = 0; j < m; j++)
+					out[j] = pat_byte(i, c->sent + j);
+				ssize_t w = send(c->fd, out, (size_t)m, MSG_NOSIGNAL);
+				if (w > 0)
+					c->sent += (int)w;
+				else if (errno != EAGAIN && errno != EINPROGRESS) {
+					int soe = 0;
+					socklen_t sl = sizeof soe;
+					getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soe, &sl);
+					EXPECT_MSG(&srv, 0, "client %d: send: %s (SO_ERROR %s), %d open, %d echoed",
+					           i, strerror(errno), strerror(soe), opened, done);
+				}
+				if (c->sent == c->len) {
+					struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+					epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+				}
+			}
+			if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+				ssize_t r = recv(c->fd, in, sizeof in, 0);
+				if (r < 0 && (errno == EAGAIN || errno == EINPROGRESS))
+					continue;
+				EXPECT_MSG(&srv, r > 0, "client %d: recv returned %zd (%s) after %d of %d bytes; %d open, %d echoed",
+				           i, r, r < 0 ? strerror(errno) : "EOF", c->got, c->len, opened, done);
+				EXPECT_MSG(&srv, c->got + r <= c->sent, "client %d: %zd bytes back, more than the %d sent", i,
+				           c->got + r, c->sent);
+				for (int j = 0; j < r; j++)
+					if (in[j] != pat_byte(i, c->got + j))
+						EXPECT_MSG(&srv, 0, "client %d: byte %d echoed as %#x, sent %#x", i,
+						           c->got + j, in[j], pat_byte(i, c->got + j));
+				c->got += (int)r;
+				if (c->got == c->len) {
+					epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+					done++;
+					inflight--;
+					if (done % 250 == 0) {
+						long t = kthreads_of(spid);
+						if (t > *peak)
+							*peak = t;
+					}
+				}
+			}
+		}
+		pump(&srv, 0, NULL, 0);
+		if (tc_now_ns() > deadline) {
+			fprintf(stderr, "echo: %d of %d connections opened, %d echoed after 80 s\n", opened,
+			        n, done);
+			dump_tasks(spid);
+			EXPECT_MSG(&srv, 0, "echo clients did not finish");
+		}
+	}
+	/* every connection is open and its handler is blocked in read */
+	usleep(100000);
+	long now = kthreads_of(spid);
+	if (now > *peak)
+		*peak = now;
+	for (int i = 0; i < n; i++)
+		close(cs[i].fd);
+	close(ep);
+	finish(&srv, 60000);
+	EXPECT_EXIT(&srv, 0);
+	long total = 0;
+	for (int i = 0; i < n; i++)
+		total += cs[i].len;
+	char want[96];
+	snprintf(want, sizeof want, "served %d bytes %ld\n", n, total);
+	EXPECT_OUT(&srv, want);
+	free(cs);
+	free(out);
+	return now;
+}
+
+TCASE(echo_5000_user_threads)
+{
+	long peak, open = echo_case(LAUNCHER, 5000, &peak);
+	printf("kernel threads with 5000 connections open: %ld (peak %ld)\n", open, peak);
+	if (peak > WORKERS + EXTRA_KTHREADS)
+		TFAIL("the server had %ld kernel threads with 5000 connections (%ld at the end), "
+		      "wanted <= %d: not user threads",
+		      peak, open, WORKERS + EXTRA_KTHREADS);
+}
+
+TCASE(echo_500_preload_env)
+{
+	long peak, open = echo_case(PRELOAD, 500, &peak);
+	if (peak > WORKERS + EXTRA_KTHREADS)
+		TFAIL("the server had %ld kernel threads with 500 connections (%ld at the end), "
+		      "wanted <= %d",
+		      peak, open, WORKERS + EXTRA_KTHREADS);
+}
+
+/* The thread-count check tells the two apart: the same server on NPTL
+ * holds one kernel thread per connection. */
+TCASE(echo_500_nptl_reference)
+{
+	long peak, open = echo_case(PLAIN, 500, &peak);
+	if (open < 500)
+		TFAIL("without the shim the server had only %ld kernel threads for 500 connections", open);
+}
+
+/* ---- 2. producer/consumer ----------------------------------------------- */
+
+static void prodcons_check(struct child *c)
+{
+	/* 4 producers x 50,000 items: id*1000003 + k*k */
+	unsigned long long sum = 0;
+	for (unsigned long long id = 1; id <= 4; id++)
+		for (unsigned long long k = 0; k < 50000; k++)
+			sum += id * 1000003ull + k * k;
+	char want[128];
+	snprintf(want, sizeof want, "produced 200000 %llu consumed 200000 %llu\n", sum, sum);
+	EXPECT_EXIT(c, 0);
+	EXPECT_OUT(c, want);
+}
+
+TCASE(prodcons_launcher)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_prodcons", ENV(W2)), &c, 90000);
+	prodcons_check(&c);
+}
+
+TCASE(prodcons_preload_env)
+{
+	struct child c;
+	run(&SPAWN(.mode = PRELOAD, .prog = "pl_prodcons", ENV(W2)), &c, 90000);
+	prodcons_check(&c);
+}
+
+TCASE(prodcons_one_worker)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_prodcons", ENV(W1)), &c, 90000);
+	prodcons_check(&c);
+}
+
+/* ---- 3. getaddrinfo ------------------------------------------------------ */
+
+TCASE(getaddrinfo_100_threads)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_gai", ENV(W1)), &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	int ok = -1, fail = -1;
+	long ticks = -1, gap = -1, phase = -1;
+	const char *l = strstr(bstr(&c.o), "gai ok");
+	EXPECT_MSG(&c, l && sscanf(l, "gai ok %d fail %d ticks %ld maxgap_ms %ld phase_ms %ld", &ok,
+	                           &fail, &ticks, &gap, &phase) == 5,
+	           "no result line");
+	EXPECT_MSG(&c, ok == 1000 && fail == 0, "lookups: %d ok, %d failed", ok, fail);
+	/* the ticker sleeps 1 ms at a time; it must have kept going */
+	EXPECT_MSG(&c, ticks >= phase / 20, "the ticker ticked %ld times in %ld ms", ticks, phase);
+	EXPECT_MSG(&c, gap <= 500 + tc_slack_ms(), "the ticker stalled for %ld ms", gap);
+}
+
+/* ---- 4. printf from 1,000 threads ---------------------------------------- */
+
+TCASE(printf_1000_threads)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_printf", ENV(W2)), &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	static unsigned char seen[1000][20];
+	const char *s = bstr(&c.o);
+	int lines = 0, end = 0;
+	while (*s) {
+		const char *eol = strchr(s, '\n');
+		EXPECT_MSG(&c, eol, "last line unterminated: \"%.200s\"", s);
+		size_t len = (size_t)(eol - s);
+		int id, l, off = 0;
+		if (len == 3 && strncmp(s, "END", 3) == 0) {
+			end++;
+		} else {
+			if (sscanf(s, "T %d L %d %n", &id, &l, &off) != 2 || id < 0 || id >= 1000 ||
+			    l < 0 || l >= 20)
+				EXPECT_MSG(&c, 0, "malformed line %d: \"%.*s\"", lines, (int)(len > 300 ? 300 : len), s);
+			int plen = 20 + (id * 7 + l * 13) % 140;
+			bool good = (size_t)off + (size_t)plen == len;
+			for (int i = 0; good && i < plen; i++)
+				good = s[off + i] == (char)('a' + (id + l + i) % 26);
+			if (!good)
+				EXPECT_MSG(&c, 0, "line %d broken or interleaved: \"%.*s\"", lines,
+				           (int)(len > 300 ? 300 : len), s);
+			EXPECT_MSG(&c, !seen[id][l], "line T %d L %d printed twice", id, l);
+			seen[id][l] = 1;
+		}
+		lines++;
+		s = eol + 1;
+	}
+	for (int i = 0; i < 1000; i++)
+		for (int l = 0; l < 20; l++)
+			EXPECT_MSG(&c, seen[i][l], "line T %d L %d missing (%d lines)", i, l, lines);
+	EXPECT_MSG(&c, end == 1 && lines == 20001, "%d lines, %d END", lines, end);
+}
+
+/* ---- 5. main blocked reading a pipe -------------------------------------- */
+
+/* One worker: if main's read held the kernel thread, nothing else could
+ * run, and the ticks would stop. */
+static void pipe_block_case(const char *how, enum mode mode)
+{
+	struct child c;
+	spawn(&SPAWN(.mode = mode, .prog = "pl_pipe_block", ARGS(how), ENV(W1), .stdin_pipe = true),
+	      &c);
+	long wait_ms = 10000 + tc_slack_ms();
+	if (!pump(&c, wait_ms, "blocking\n", 0))
+		EXPECT_MSG(&c, 0, "no \"blocking\" line within %ld ms", wait_ms);
+	size_t from = (size_t)(strstr(bstr(&c.o), "blocking\n") - bstr(&c.o)) + 9;
+	/* five tick reports after main blocked, the count moving */
+	long first = -1, last = -1;
+	int reports = 0;
+	uint64_t end = tc_now_ns() + (uint64_t)wait_ms * 1000000u;
+	while (reports < 5 || last - first < 20) {
+		if (tc_now_ns() > end) {
+			fprintf(stderr, "no progress while main blocks in %s:\n", how);
+			dump_tasks(c.pid);
+			kill(-c.pid, SIGKILL);
+			finish(&c, 5000);
+			EXPECT_MSG(&c, 0,
+			           "main blocked in %s(stdin) and the other threads made no progress "
+			           "for %ld ms (%d tick reports, ticks %ld..%ld)",
+			           how, wait_ms, reports, first, last);
+		}
+		if (!pump(&c, 200, "\n", from))
+			continue;
+		const char *nl = strchr(bstr(&c.o) + from, '\n');
+		long t;
+		if (sscanf(bstr(&c.o) + from, "tick %ld", &t) == 1) {
+			if (first < 0)
+				first = t;
+			last = t;
+			reports++;
+		}
+		from = (size_t)(nl - bstr(&c.o)) + 1;
+	}
+	if (write(c.in, "hello\n", 6) != 6)
+		TFAIL("write to the child's stdin: %s", strerror(errno));
+	finish(&c, 30000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_OUT(&c, "got hello ticks_in_block ");
+	long during = atol(strstr(bstr(&c.o), "ticks_in_block ") + 15);
+	EXPECT_MSG(&c, during >= 20, "only %ld ticks while main was blocked", during);
+}
+
+TCASE(main_blocks_in_read)
+{
+	pipe_block_case("read", LAUNCHER);
+}
+
+TCASE(main_blocks_in_fgets)
+{
+	pipe_block_case("fgets", LAUNCHER);
+}
+
+TCASE(main_blocks_in_read_preload_env)
+{
+	pipe_block_case("read", PRELOAD);
+}
+
+/* ---- 6. fork, exec, system, popen ----------------------------------------- */
+
+static void fork_case(const char *what)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_fork", ARGS(what), ENV(W2)), &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	char want[64];
+	snprintf(want, sizeof want, "%s ok", what);
+	EXPECT_OUT(&c, want);
+}
+
+TCASE(fork_exec_waitpid)
+{
+	fork_case("exec");
+}
+
+TCASE(fork_child_uses_threads)
+{
+	fork_case("child");
+}
+
+TCASE(system_exit_3)
+{
+	fork_case("system");
+}
+
+TCASE(popen_echo_hi)
+{
+	fork_case("popen");
+}
+
+/* ---- 7. signals ------------------------------------------------------------ */
+
+/* Runs pl_signals `what` without the shim, then under it: both must end
+ * as `want_sig` (0: exit 0) says, and print `want_out` when they exit. */
+static void signal_case(const char *what, int want_sig, const char *want_out)
+{
+	struct child ref, c;
+	run(&SPAWN(.mode = PLAIN, .prog = "pl_signals", ARGS(what)), &ref, 30000);
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_signals", ARGS(what), ENV(W2)), &c, 60000);
+	if (want_sig) {
+		EXPECT_MSG(&ref, WIFSIGNALED(ref.status) && WTERMSIG(ref.status) == want_sig,
+		           "the reference run (no shim) did not die of signal %d", want_sig);
+		EXPECT_MSG(&c, WIFSIGNALED(c.status) && WTERMSIG(c.status) == want_sig,
+		           "wanted death by signal %d (%s), as without the shim", want_sig,
+		           strsignal(want_sig));
+	} else {
+		EXPECT_EXIT(&ref, 0);
+		EXPECT_OUT(&ref, want_out);
+		EXPECT_EXIT(&c, 0);
+		EXPECT_OUT(&c, want_out);
+	}
+}
+
+TCASE(signal_handler_runs)
+{
+	signal_case("handler", 0, "handler ok");
+}
+
+TCASE(sigwait_thread)
+{
+	signal_case("sigwait", 0, "sigwait ok");
+}
+
+TCASE(sigpipe_ignored_pipe_epipe)
+{
+	signal_case("pipe_ign", 0, "epipe ok");
+}
+
+TCASE(sigpipe_default_pipe_kills)
+{
+	signal_case("pipe_dfl", SIGPIPE, NULL);
+}
+
+TCASE(sigpipe_ignored_socket_epipe)
+{
+	signal_case("sock_ign", 0, "epipe ok");
+}
+
+TCASE(sigpipe_default_socket_kills)
+{
+	signal_case("sock_dfl", SIGPIPE, NULL);
+}
+
+/* ---- 8, 9. C++ threads; threads from a constructor -------------------------- */
+
+TCASE(cxx_std_thread)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_cxx", ENV(W2)), &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_OUT(&c, "cxx items 80000 sum 3199960000 want 3199960000");
+}
+
+TCASE(threads_from_constructor)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_ctor", ENV(W2)), &c, 60000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_OUT(&c, "ctor ok");
+	run(&SPAWN(.mode = PRELOAD, .prog = "pl_ctor", ENV(W2)), &c, 60000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_OUT(&c, "ctor ok");
+}
+
+/* ---- 10. the shim is in effect ------------------------------------------------ */
+
+TCASE(stats_show_user_threads)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_prodcons", ENV(W2, "CAPRICE_STATS=1")), &c, 90000);
+	prodcons_check(&c);
+	EXPECT_MSG(&c, count_lines(&c.e, "caprice: stats: worker") == WORKERS,
+	           "wanted one \"caprice: stats: worker\" line per worker (%d)", WORKERS);
+	EXPECT_MSG(&c, stat_sum(&c.e, "switches") > 0, "no switches counted");
+	run(&SPAWN(.mode = PRELOAD, .prog = "pl_prodcons", ENV(W2, "CAPRICE_STATS=1")), &c, 90000);
+	prodcons_check(&c);
+	EXPECT_MSG(&c, stat_sum(&c.e, "switches") > 0, "no switches counted");
+	/* no stats unless asked, and none without the shim */
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_prodcons", ENV(W2)), &c, 90000);
+	prodcons_check(&c);
+	EXPECT_MSG(&c, count_lines(&c.e, "caprice:") == 0, "caprice: lines without CAPRICE_STATS");
+	run(&SPAWN(.mode = PLAIN, .prog = "pl_prodcons", ENV("CAPRICE_STATS=1")), &c, 90000);
+	prodcons_check(&c);
+	EXPECT_MSG(&c, count_lines(&c.e, "caprice:") == 0, "caprice: lines without the shim");
+}
+
+TCASE(waiters_20000_on_one_condvar)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_waiters", ARGS("20000"), ENV(W2)), &c, 100000);
+	EXPECT_EXIT(&c, 0);
+	long k = -1;
+	const char *l = strstr(bstr(&c.o), "waiting 20000 kthreads ");
+	EXPECT_MSG(&c, l && sscanf(l, "waiting 20000 kthreads %ld", &k) == 1, "no waiting line");
+	EXPECT_MSG(&c, k > 0 && k <= WORKERS + EXTRA_KTHREADS,
+	           "%ld kernel threads with 20000 threads waiting, wanted <= %d", k,
+	           WORKERS + EXTRA_KTHREADS);
+	EXPECT_OUT(&c, "joined 20000 woke 20000");
+}
+
+/* ---- 11. fallbacks ---------------------------------------------------------------- */
+
+TCASE(static_binary_runs_without_shim)
+{
+#ifdef NO_STATIC_PROG
+	printf("SKIP: no static test program in this build (%s)\n", NO_STATIC_PROG);
+#else
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_static", ENV(W2)), &c, 60000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_OUT(&c, "static ok 6");
+	EXPECT_MSG(&c, count_lines(&c.e, "static") == 1,
+	           "wanted one stderr line saying the binary is static, got %d",
+	           count_lines(&c.e, "static"));
+#endif
+}
+
+static void uring_refused(enum mode mode)
+{
+	struct child c;
+	run(&SPAWN(.mode = mode, .prog = "pl_prodcons", ENV(W2), .refuse_uring = true), &c, 90000);
+	prodcons_check(&c);
+	EXPECT_MSG(&c, count_lines(&c.e, "io_uring") == 1,
+	           "wanted exactly one stderr line mentioning io_uring, got %d",
+	           count_lines(&c.e, "io_uring"));
+	/* and a program that blocks in I/O */
+	run(&SPAWN(.mode = mode, .prog = "pl_fork", ARGS("popen"), ENV(W2), .refuse_uring = true),
+	    &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_OUT(&c, "popen ok");
+	EXPECT_MSG(&c, count_lines(&c.e, "io_uring") == 1,
+	           "wanted exactly one stderr line mentioning io_uring, got %d",
+	           count_lines(&c.e, "io_uring"));
+}
+
+TCASE(uring_refused_launcher)
+{
+	uring_refused(LAUNCHER);
+}
+
+TCASE(uring_refused_preload_env)
+{
+	uring_refused(PRELOAD);
+}
+
+/* ---- 12. real programs ---------------------------------------------------------- */
+
+static char tmpdir[256];
+
+static void cleanup_tmp(void)
+{
+	if (tmpdir[0]) {
+		char cmd[300];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", tmpdir);
+	}
+}
+
+static const char *make_tmpdir(void)
+{
+	snprintf(tmpdir, sizeof tmpdir, "/tmp/caprice-preload-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		TFAIL("mkdtemp: %s", strerror(errno));
+	atexit(cleanup_tmp);
+	return tmpdir;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t next_rand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/* Text lines of pseudo-random words: compressible, sortable. */
+static void gen_text(const char *path, size_t bytes)
+{
+	static const char *words[] = {"alpha", "bravo", "charlie", "delta", "echo", "foxtrot",
+	                              "golf", "hotel", "india", "juliet", "kilo", "lima",
+	                              "mike", "november", "oscar", "papa", "quebec", "romeo"};
+	FILE *f = fopen(path, "w");
+	if (!f)
+		TFAIL("fopen %s: %s", path, strerror(errno));
+	size_t n = 0;
+	while (n < bytes) {
+		int w = 2 + (int)(next_rand() % 6);
+		for (int i = 0; i < w; i++)
+			n += (size_t)fprintf(f, "%s%s", i ? " " : "", words[next_rand() % 18]);
+		n += (size_t)fprintf(f, " %llu\n", (unsigned long long)(next_rand() % 1000000));
+	}
+	if (fclose(f) != 0)
+		TFAIL("write %s failed", path);
+}
+
+static bool same_file(const char *a, const char *b, char *why, size_t n)
+{
+	FILE *fa = fopen(a, "r"), *fb = fopen(b, "r");
+	if (!fa || !fb) {
+		snprintf(why, n, "cannot open %s or %s", a, b);
+		return false;
+	}
+	long off = 0;
+	for (;; off++) {
+		int ca = getc(fa), cb = getc(fb);
+		if (ca != cb) {
+			snprintf(why, n, "%s and %s differ at byte %ld (%d vs %d)", a, b, off, ca, cb);
+			fclose(fa);
+			fclose(fb);
+			return false;
+		}
+		if (ca == EOF)
+			break;
+	}
+	fclose(fa);
+	fclose(fb);
+	return true;
+}
+
+static long file_size(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0 ? (long)st.st_size : -1;
+}
+
+#define CHECK_SAME(c, a, b)                                                 \
+	do {                                                                \
+		char why_[600];                                             \
+		EXPECT_MSG(c, same_file(a, b, why_, sizeof why_), "%s", why_); \
+	} while (0)
+
+static void require_tool(const char *path)
+{
+	if (access(path, X_OK) != 0)
+		TFAIL("%s is not installed (scripts/setup installs it)", path);
+}
+
+TCASE(real_xz_threads)
+{
+	require_tool("/usr/bin/xz");
+	const char *d = make_tmpdir();
+	char in[300], xzf[300], back[300], back2[300];
+	snprintf(in, sizeof in, "%s/data", d);
+	snprintf(xzf, sizeof xzf, "%s/data.xz", d);
+	snprintf(back, sizeof back, "%s/data.back", d);
+	snprintf(back2, sizeof back2, "%s/data.back2", d);
+	gen_text(in, 6u << 20);
+	struct child c;
+	/* 1 MiB blocks: the 6 MiB spread over both encoder threads */
+	run(&SPAWN(.mode = LAUNCHER, .prog = "/usr/bin/xz",
+	           ARGS("-T2", "-3", "--block-size=1MiB", "-c", in), ENV(W2, "CAPRICE_STATS=1"),
+	           .stdout_path = xzf),
+	    &c, 100000);
+	EXPECT_EXIT(&c, 0);
+	long sw = stat_sum(&c.e, "switches");
+	EXPECT_MSG(&c, sw > 0, "no user-thread switches counted: the shim did not run xz's threads");
+	EXPECT_MSG(&c, file_size(xzf) > 1000 && file_size(xzf) < file_size(in), "xz output is %ld bytes",
+	           file_size(xzf));
+	/* decompress without the shim: the bytes must come back */
+	struct child u;
+	run(&SPAWN(.mode = PLAIN, .prog = "/usr/bin/xz", ARGS("-dc", xzf), .stdout_path = back), &u,
+	    60000);
+	EXPECT_EXIT(&u, 0);
+	CHECK_SAME(&c, in, back);
+	/* and with it */
+	run(&SPAWN(.mode = LAUNCHER, .prog = "/usr/bin/xz", ARGS("-T2", "-dc", xzf), ENV(W2),
+	           .stdout_path = back2),
+	    &u, 60000);
+	EXPECT_EXIT(&u, 0);
+	CHECK_SAME(&u, in, back2);
+	printf("xz: %ld -> %ld bytes, %ld switches\n", file_size(in), file_size(xzf), sw);
+}
+
+TCASE(real_sort_parallel)
+{
+	require_tool("/usr/bin/sort");
+	const char *d = make_tmpdir();
+	char in[300], ref[300], got[300], got2[300], tmpenv[320];
+	snprintf(in, sizeof in, "%s/lines", d);
+	snprintf(ref, sizeof ref, "%s/ref", d);
+	snprintf(got, sizeof got, "%s/got", d);
+	snprintf(got2, sizeof got2, "%s/got2", d);
+	snprintf(tmpenv, sizeof tmpenv, "TMPDIR=%s", d);
+	gen_text(in, 12u << 20); /* ~330,000 lines */
+	struct child c;
+	run(&SPAWN(.mode = PLAIN, .prog = "/usr/bin/sort", ARGS("-S", "100M", "-o", ref, in),
+	           ENV("LC_ALL=C", tmpenv)),
+	    &c, 60000);
+	EXPECT_EXIT(&c, 0);
+	/* in memory: sort splits the lines between two threads */
+	run(&SPAWN(.mode = LAUNCHER, .prog = "/usr/bin/sort",
+	           ARGS("--parallel=2", "-S", "100M", "-o", got, in),
+	           ENV(W2, "LC_ALL=C", tmpenv, "CAPRICE_STATS=1")),
+	    &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	CHECK_SAME(&c, ref, got);
+	long sw = stat_sum(&c.e, "switches");
+	EXPECT_MSG(&c, sw > 0, "no user-thread switches counted: the shim did not run sort's threads");
+	/* 1 MiB of buffer: temporary files and merges */
+	run(&SPAWN(.mode = LAUNCHER, .prog = "/usr/bin/sort",
+	           ARGS("--parallel=2", "-S", "1M", "-o", got2, in), ENV(W2, "LC_ALL=C", tmpenv)),
+	    &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	CHECK_SAME(&c, ref, got2);
+	printf("sort: %ld bytes sorted, %ld switches\n", file_size(in), sw);
+}
+
+/* A small HTTP/1.1 server on NPTL threads in the driver, for curl. */
+static int http_fd;
+static volatile int http_stop;
+
+static void body_for(const char *path, char *out, size_t n)
+{
+	unsigned h = 5381;
+	for (const char *p = path; *p; p++)
+		h = h * 33 + (unsigned char)*p;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)('A' + (h + i * 31 + (i >> 10)) % 57);
+}
+
+#define BODY_LEN (1u << 20)
+
+static void *http_conn(void *arg)
+{
+	int fd = (int)(long)arg;
+	char req[4096];
+	size_t got = 0;
+	while (got < sizeof req - 1) {
+		ssize_t r = read(fd, req + got, sizeof req - 1 - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+		req[got] = 0;
+		if (strstr(req, "\r\n\r\n"))
+			break;
+	}
+	req[got] = 0;
+	char path[256] = "/";
+	sscanf(req, "GET %255s", path);
+	char *body = malloc(BODY_LEN);
+	body_for(path, body, BODY_LEN);
+	char head[256];
+	int hl = snprintf(head, sizeof head,
+	                  "HTTP/1.1 200 OK\r\nContent-Length: %u\r\nConnection: close\r\n\r\n",
+	                  BODY_LEN);
+	if (write(fd, head, (size_t)hl) == hl) {
+		for (size_t off = 0; off < BODY_LEN;) {
+			ssize_t w = write(fd, body + off, BODY_LEN - off);
+			if (w <= 0)
+				break;
+			off += (size_t)w;
+		}
+	}
+	free(body);
+	close(fd);
+	return NULL;
+}
+
+static void *http_server(void *arg)
+{
+	(void)arg;
+	while (!http_stop) {
+		int fd = accept4(http_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		pthread_t t;
+		if (pthread_create(&t, NULL, http_conn, (void *)(long)fd) == 0)
+			pthread_detach(t);
+		else
+			close(fd);
+	}
+	return NULL;
+}
+
+/* A host name that resolves through /etc/hosts (so curl's resolver thread
+ * runs getaddrinfo: curl answers "localhost" itself) to an address of
+ * this machine. */
+static void pick_host(char *host, size_t n)
+{
+	char hn[256];
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+	if (gethostname(hn, sizeof hn) == 0 && getaddrinfo(hn, NULL, &hints, &res) == 0 && res) {
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in a = *(struct sockaddr_in *)res->ai_addr;
+		a.sin_port = 0;
+		bool ok = s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0;
+		if (s >= 0)
+			close(s);
+		freeaddrinfo(res);
+		if (ok) {
+			snprintf(host, n, "%s", hn);
+			return;
+		}
+	}
+	printf("note: the host name does not resolve to a local address; curl gets \"localhost\"\n");
+	snprintf(host, n, "localhost");
+}
+
+TCASE(real_curl_threaded_resolver)
+{
+	require_tool("/usr/bin/curl");
+	const char *d = make_tmpdir();
+	char host[256];
+	pick_host(host, sizeof host);
+	http_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
+	socklen_t al = sizeof a;
+	if (http_fd < 0 || bind(http_fd, (struct sockaddr *)&a, sizeof a) || listen(http_fd, 128) ||
+	    getsockname(http_fd, (struct sockaddr *)&a, &al))
+		TFAIL("http listen: %s", strerror(errno));
+	pthread_t srv;
+	CHECK_OK(pthread_create(&srv, NULL, http_server, NULL));
+	int port = ntohs(a.sin_port);
+	char urls[4][512], outs[4][300];
+	for (int i = 0; i < 4; i++) {
+		snprintf(urls[i], sizeof urls[i], "http://%s:%d/file%d", host, port, i);
+		snprintf(outs[i], sizeof outs[i], "%s/out%d", d, i);
+	}
+	struct child c;
+	/* -Z: the four transfers at once */
+	run(&SPAWN(.mode = LAUNCHER, .prog = "/usr/bin/curl",
+	           ARGS("-sS", "--fail", "-Z", "-o", outs[0], urls[0], "-o", outs[1], urls[1], "-o",
+	                outs[2], urls[2], "-o", outs[3], urls[3]),
+	           ENV(W2, "CAPRICE_STATS=1", "http_proxy=", "no_proxy=*")),
+	    &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	char *want = malloc(BODY_LEN), *got = malloc(BODY_LEN + 1);
+	for (int i = 0; i < 4; i++) {
+		char path[32];
+		snprintf(path, sizeof path, "/file%d", i);
+		body_for(path, want, BODY_LEN);
+		FILE *f = fopen(outs[i], "r");
+		size_t n = f ? fread(got, 1, BODY_LEN + 1, f) : 0;
+		if (f)
+			fclose(f);
+		EXPECT_MSG(&c, n == BODY_LEN && memcmp(want, got, BODY_LEN) == 0,
+		           "%s: %zu bytes, wanted %u matching bytes", outs[i], n, BODY_LEN);
+	}
+	long sw = stat_sum(&c.e, "switches");
+	EXPECT_MSG(&c, sw > 0, "no user-thread switches counted");
+	printf("curl: 4 x %u bytes from %s, %ld switches\n", BODY_LEN, host, sw);
+	free(want);
+	free(got);
+}
