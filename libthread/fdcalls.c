@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "fdtable.h"
+#include "offload.h"
 
 static int fresh(long fd)
 {
@@ -35,7 +36,11 @@ CP_EXPORT int fcntl(int fd, int cmd, ...)
 	va_start(ap, cmd);
 	void *arg = va_arg(ap, void *); /* every argument fits a word */
 	va_end(ap);
-	long r = syscall(SYS_fcntl, fd, cmd, arg);
+	long r;
+	if (cmd == F_SETLKW || cmd == F_OFD_SETLKW) /* waits for another process */
+		r = lt_offload_syscall("fcntl(F_SETLKW)", SYS_fcntl, fd, cmd, (long)arg, 0, 0);
+	else
+		r = syscall(SYS_fcntl, fd, cmd, arg);
 	if (r >= 0) {
 		if (cmd == F_SETFL)
 			lt_fd_flags_changed();

@@ -26,6 +26,14 @@ void lt_start(void)
 	if (syscall(SYS_gettid) != getpid())
 		cp_die("the runtime must start on the process's first thread, but the first "
 		       "pthread call came from kernel thread %ld", (long)syscall(SYS_gettid));
+	int refused = cp_runtime_probe();
+	if (refused) {
+		if (lt_runtime_refused)
+			lt_runtime_refused(-refused); /* the shim: runs the program without us */
+		cp_die("io_uring_setup refused (%s); Caprice needs io_uring (Linux 6.1+, "
+		       "kernel.io_uring_disabled=0, no seccomp filter denying it)",
+		       strerror(-refused));
+	}
 	lt_defaults.stacksize = cp_stack_default_size();
 	lt_defaults.guardsize = cp_stack_default_guard();
 	struct lt_thread *m = (struct lt_thread *)cp_runtime_start(sizeof(struct lt_thread));

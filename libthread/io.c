@@ -207,6 +207,26 @@ CP_EXPORT ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 CP_EXPORT ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
 	__attribute__((alias("pwritev")));
 
+/* With flags (RWF_NOWAIT, RWF_HIPRI...) the caller asked for the kernel's
+ * own behaviour: a plain call. */
+CP_EXPORT ssize_t preadv2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+{
+	if (flags)
+		return RAW(SYS_preadv2, fd, iov, cnt, (long)off, (long)((uint64_t)off >> 32), flags);
+	return off == -1 ? readv(fd, iov, cnt) : preadv(fd, iov, cnt, off);
+}
+CP_EXPORT ssize_t preadv64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+	__attribute__((alias("preadv2")));
+
+CP_EXPORT ssize_t pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+{
+	if (flags)
+		return RAW(SYS_pwritev2, fd, iov, cnt, (long)off, (long)((uint64_t)off >> 32), flags);
+	return off == -1 ? writev(fd, iov, cnt) : pwritev(fd, iov, cnt, off);
+}
+CP_EXPORT ssize_t pwritev64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+	__attribute__((alias("pwritev2")));
+
 CP_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
 	struct lt_io io;
@@ -245,6 +265,37 @@ CP_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockad
 	if (r >= 0 && addrlen)
 		*addrlen = msg.msg_namelen;
 	return r;
+}
+
+/* The first message parks like recvmsg; the rest are taken only if they
+ * are already there, which is what the kernel's call returns too.  A
+ * timeout (rarely used, and measured only between messages) is left to
+ * the kernel. */
+CP_EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *tmo)
+{
+	if (tmo || n == 0)
+		return (int)RAW(SYS_recvmmsg, fd, v, n, flags, tmo);
+	ssize_t r = recvmsg(fd, &v[0].msg_hdr, flags & ~MSG_WAITFORONE);
+	if (r < 0)
+		return -1;
+	v[0].msg_len = (unsigned)r;
+	if (n == 1)
+		return 1;
+	long more = syscall(SYS_recvmmsg, fd, v + 1, n - 1, (flags & ~MSG_WAITFORONE) | MSG_DONTWAIT,
+	                    NULL);
+	return 1 + (int)(more > 0 ? more : 0); /* an error there is seen next call */
+}
+
+CP_EXPORT int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+	unsigned i;
+	for (i = 0; i < n; i++) {
+		ssize_t r = sendmsg(fd, &v[i].msg_hdr, flags);
+		if (r < 0)
+			return i > 0 ? (int)i : -1;
+		v[i].msg_len = (unsigned)r;
+	}
+	return (int)i;
 }
 
 CP_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)

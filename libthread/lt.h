@@ -83,6 +83,10 @@ _Static_assert(sizeof(struct lt_attr) <= sizeof(pthread_attr_t), "lt_attr too bi
 extern struct lt_thread *lt_main CP_HIDDEN;
 
 void lt_start(void) CP_HIDDEN;
+/* Defined by the preload shim only: the runtime cannot start (err is an
+ * errno from io_uring_setup).  It runs the program without Caprice and
+ * does not return; a linked program dies with a message instead. */
+void lt_runtime_refused(int err) CP_HIDDEN __attribute__((weak));
 void lt_stats_init(void) CP_HIDDEN;
 void lt_threads_after_fork(void) CP_HIDDEN;
 static inline void lt_ensure_started(void)

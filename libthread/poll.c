@@ -303,3 +303,14 @@ CP_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout
 {
 	return epoll_ns(epfd, ev, max, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000, mask);
 }
+
+CP_EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *ts,
+                           const sigset_t *mask)
+{
+	if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
+		errno = EINVAL;
+		return -1;
+	}
+	int64_t ns = ts ? ts->tv_sec * 1000000000LL + ts->tv_nsec : -1;
+	return epoll_ns(epfd, ev, max, ns, mask);
+}

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lt.h"
+#include "offload.h"
 
 /* user threads alive, main included; when the last one leaves after
  * main called pthread_exit, the process exits with status 0 */
@@ -21,6 +22,7 @@ static uint64_t live_threads = 1;
 /* In the child of fork() only the forking thread lives. */
 void lt_threads_after_fork(void)
 {
+	lt_offload_after_fork();
 	__atomic_store_n(&live_threads, 1, __ATOMIC_RELAXED);
 	struct lt_thread *t = lt_self();
 	if (t)

@@ -43,7 +43,8 @@ int cp_ring_prepare(struct cp_ring *r)
 	return 0;
 }
 
-int cp_ring_init(struct cp_ring *r)
+/* Sets up `u` with the best flags this kernel takes; 0 or -errno. */
+static int setup_uring(struct io_uring *u, unsigned *flags_out)
 {
 	static const unsigned tries[] = {
 		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
@@ -57,16 +58,34 @@ int cp_ring_init(struct cp_ring *r)
 		memset(&p, 0, sizeof p);
 		p.flags = tries[i];
 		p.cq_entries = CQ_ENTRIES;
-		ret = io_uring_queue_init_params(SQ_ENTRIES, &r->uring, &p);
+		ret = io_uring_queue_init_params(SQ_ENTRIES, u, &p);
 		if (ret == 0) {
-			r->setup_flags = p.flags;
-			r->ready = true;
-			kick_rearm(r);
+			*flags_out = p.flags;
 			return 0;
 		}
 		if (ret != -EINVAL)
 			break; /* EPERM, ENOMEM, ENOSYS: flags will not help */
 	}
+	return ret;
+}
+
+int cp_ring_init(struct cp_ring *r)
+{
+	int ret = setup_uring(&r->uring, &r->setup_flags);
+	if (ret == 0) {
+		r->ready = true;
+		kick_rearm(r);
+	}
+	return ret;
+}
+
+int cp_ring_probe(void)
+{
+	struct io_uring u;
+	unsigned flags;
+	int ret = setup_uring(&u, &flags);
+	if (ret == 0)
+		io_uring_queue_exit(&u);
 	return ret;
 }
 

@@ -51,7 +51,17 @@ struct cp_thread {
  * record.  Dies with a message if io_uring or kernel threads are refused. */
 struct cp_thread *cp_runtime_start(size_t thread_size);
 bool cp_runtime_started(void);
+/* Whether this kernel lets the runtime start (io_uring_setup is not
+ * refused by a seccomp filter, a sysctl or a missing feature): 0 or -errno. */
+int cp_runtime_probe(void);
 int cp_worker_count(void);
+/* Signal masks are per process here: a user thread moves between
+ * workers, so a mask set on one kernel thread would follow nobody.  This
+ * sets the mask (bit n-1 for signal n) every worker applies: the caller's
+ * at once, the others at their next look around (a sleeping one is woken
+ * for it).  The steal poke's signal is never blocked. */
+void cp_set_program_sigmask(uint64_t mask);
+uint64_t cp_program_sigmask(void);
 
 /* The user thread running on this kernel thread, or NULL on a kernel
  * thread that is not a worker (a "foreign" thread) or in worker code.

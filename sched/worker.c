@@ -27,6 +27,7 @@
 #include "compiler.h"
 #include "context.h"
 #include "io.h"
+#include "kthread.h"
 
 #ifdef CP_ASAN
 #include <sanitizer/common_interface_defs.h>
@@ -318,10 +319,54 @@ static void run_timers(struct cp_worker *w, uint64_t now)
 	cp_spin_unlock(&w->timer_lock);
 }
 
+/* ------------------------------------------------------------------ */
+/* the program's signal mask (see cp_set_program_sigmask)             */
+
+static uint64_t program_sigmask;
+static uint32_t program_sigmask_gen;
+
+static void apply_program_sigmask(struct cp_worker *w)
+{
+	uint32_t gen = __atomic_load_n(&program_sigmask_gen, __ATOMIC_ACQUIRE);
+	uint64_t mask = __atomic_load_n(&program_sigmask, __ATOMIC_RELAXED);
+	mask &= ~(1ull << (POKE_SIGNAL - 1));
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &mask, NULL, sizeof mask);
+	w->sigmask_gen = gen;
+}
+
+static inline void check_program_sigmask(struct cp_worker *w)
+{
+	if (cp_unlikely(__atomic_load_n(&program_sigmask_gen, __ATOMIC_RELAXED) != w->sigmask_gen))
+		apply_program_sigmask(w);
+}
+
+uint64_t cp_program_sigmask(void)
+{
+	return __atomic_load_n(&program_sigmask, __ATOMIC_RELAXED);
+}
+
+void cp_set_program_sigmask(uint64_t mask)
+{
+	static cp_spinlock lock = CP_SPINLOCK_INIT;
+	cp_spin_lock(&lock);
+	__atomic_store_n(&program_sigmask, mask, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&program_sigmask_gen, 1, __ATOMIC_RELEASE);
+	cp_spin_unlock(&lock);
+	struct cp_worker *self = cp_worker_self();
+	if (self)
+		apply_program_sigmask(self);
+	else
+		syscall(SYS_rt_sigprocmask, SIG_SETMASK, &mask, NULL, sizeof mask);
+	for (int i = 0; i < nworkers; i++)
+		if (workers[i] != self)
+			kick(workers[i]);
+}
+
 /* The periodic look around a busy worker takes every POLL_EVERY switches. */
 static void poll_events(struct cp_worker *w)
 {
 	w->poll_countdown = POLL_EVERY;
+	check_program_sigmask(w);
 	uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
 	if (nd != CP_NO_DEADLINE) {
 		uint64_t now = cp_now_ns();
@@ -556,8 +601,10 @@ static void look_for_work(struct cp_worker *w, uint64_t now)
 		v = workers[(w->index + i) % nworkers];
 		/* work queued there, or timers overdue there (a stuck worker
 		 * cannot fire them; the poke handler will) */
+		uint64_t nd = __atomic_load_n(&v->next_deadline, __ATOMIC_RELAXED);
+		bool overdue = nd != CP_NO_DEADLINE && nd + POKE_AFTER_NS <= now;
 		if (cp_runq_len(&v->rq) == 0 && !__atomic_load_n(&v->inbox, __ATOMIC_RELAXED) &&
-		    __atomic_load_n(&v->next_deadline, __ATOMIC_RELAXED) + POKE_AFTER_NS > now)
+		    !overdue)
 			continue;
 		struct cp_worker *none = NULL;
 		if (__atomic_compare_exchange_n(&v->steal_req, &none, w, false,
@@ -647,6 +694,7 @@ static void idle_loop(struct cp_worker *w)
 		struct cp_thread *next = cp_runq_pop(&w->rq);
 		if (!next) {
 			/* nothing queued: look at the clock and the ring */
+			check_program_sigmask(w);
 			uint64_t now = cp_now_ns();
 			if (now >= __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED))
 				run_timers(w, now);
@@ -823,23 +871,6 @@ static struct cp_worker *worker_alloc(int idx)
 	return w;
 }
 
-typedef int (*real_pthread_create_fn)(pthread_t *, const pthread_attr_t *,
-                                      void *(*)(void *), void *);
-
-/* The C library's pthread_create: ours is the one the program sees. */
-static real_pthread_create_fn real_pthread_create(void)
-{
-	static real_pthread_create_fn fn;
-	if (!fn) {
-		fn = (real_pthread_create_fn)dlvsym(RTLD_NEXT, "pthread_create", "GLIBC_2.34");
-		if (!fn)
-			fn = (real_pthread_create_fn)dlvsym(RTLD_NEXT, "pthread_create", "GLIBC_2.2.5");
-		if (!fn)
-			cp_die("cannot find the C library's pthread_create: %s", dlerror());
-	}
-	return fn;
-}
-
 static int parse_workers(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -904,7 +935,7 @@ static void build_workers(struct cp_thread *current)
 	w0->idle.sp = cp_ctx_make(cp_stack_top(&w0->idle.stack), idle_entry, w0);
 
 	/* NULL attributes: pthread_attr_* are libthread's, with its own layout */
-	real_pthread_create_fn create = real_pthread_create();
+	cp_real_pthread_create_fn create = cp_real_pthread_create();
 	for (int i = 1; i < nworkers; i++) {
 		e = create(&workers[i]->kthread, NULL, worker_main, workers[i]);
 		if (e)
@@ -953,6 +984,9 @@ struct cp_thread *cp_runtime_start(size_t thread_size)
 	}
 	nworkers = parse_workers();
 	parse_spin();
+	/* the mask the process started with is the program's; workers
+	 * inherit it from this thread */
+	syscall(SYS_rt_sigprocmask, SIG_BLOCK, NULL, &program_sigmask, sizeof program_sigmask);
 	thread_size_in_use = thread_size;
 	main_thread = zalloc_record(thread_size);
 	if (!main_thread)
@@ -966,6 +1000,11 @@ struct cp_thread *cp_runtime_start(size_t thread_size)
 	pthread_atfork(NULL, NULL, after_fork_child);
 	__atomic_store_n(&runtime_state, 2, __ATOMIC_RELEASE);
 	return main_thread;
+}
+
+int cp_runtime_probe(void)
+{
+	return cp_ring_probe();
 }
 
 bool cp_runtime_started(void)

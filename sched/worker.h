@@ -21,6 +21,7 @@ struct cp_worker {
 	int *errno_loc;                 /* this kernel thread's errno */
 	uint32_t poll_countdown;        /* switches until the next clock/ring look */
 	uint32_t poll_deferred;         /* that look waits until after a switch */
+	uint32_t sigmask_gen;           /* program signal mask applied here */
 	cp_spinlock *unlock_after;      /* released once the switch is done */
 	struct cp_thread *dead;         /* finished thread awaiting on_dead */
 	void (*on_dead)(struct cp_thread *);

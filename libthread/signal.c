@@ -1,0 +1,166 @@
+/* signal.c: signal masks and synchronous signal waits for user threads.
+ *
+ * Masks: a user thread runs on whichever worker it lands on, so a
+ * per-kernel-thread mask would follow nobody.  Under Caprice a mask is
+ * the program's, applied on every worker (cp_set_program_sigmask): the
+ * classic "block in main, sigwait in one thread" then works, because no
+ * worker takes the signal for a handler.
+ *
+ * sigwait and friends park on a signalfd for the set instead of sleeping
+ * in the kernel: the signals are blocked everywhere, so they stay pending
+ * on the process until the signalfd read takes them. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lt.h"
+
+/* serializes read-modify-write of the program's mask */
+static cp_spinlock mask_lock = CP_SPINLOCK_INIT;
+
+static uint64_t to_bits(const sigset_t *set)
+{
+	uint64_t b;
+	memcpy(&b, set, sizeof b); /* the kernel's sigset: the first 8 bytes */
+	return b;
+}
+
+static void from_bits(uint64_t b, sigset_t *set)
+{
+	sigemptyset(set);
+	memcpy(set, &b, sizeof b);
+}
+
+static int set_mask(int how, const sigset_t *set, sigset_t *old)
+{
+	if (!lt_self()) /* a kernel thread of the program's own, or before start */
+		return syscall(SYS_rt_sigprocmask, how, set, old, sizeof(uint64_t)) ? errno : 0;
+	if (set && how != SIG_BLOCK && how != SIG_UNBLOCK && how != SIG_SETMASK)
+		return EINVAL;
+	cp_spin_lock(&mask_lock);
+	uint64_t before = cp_program_sigmask();
+	uint64_t now = before;
+	if (set) {
+		uint64_t b = to_bits(set);
+		uint64_t unblockable = (1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1));
+		now = how == SIG_BLOCK ? before | b : how == SIG_UNBLOCK ? before & ~b : b;
+		now &= ~unblockable;
+		if (now != before)
+			cp_set_program_sigmask(now);
+	}
+	cp_spin_unlock(&mask_lock);
+	if (old)
+		from_bits(before, old);
+	return 0;
+}
+
+CP_EXPORT int pthread_sigmask(int how, const sigset_t *set, sigset_t *old)
+{
+	return set_mask(how, set, old);
+}
+
+CP_EXPORT int sigprocmask(int how, const sigset_t *set, sigset_t *old)
+{
+	int e = set_mask(how, set, old);
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+/* Waits for one signal of `set` through a signalfd; timeout_ms < 0: none.
+ * Returns the signal number, or -1 with errno (EAGAIN on timeout, EINTR
+ * if cancelled). */
+static int wait_signal(const sigset_t *set, siginfo_t *info, int timeout_ms)
+{
+	int fd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int ret = -1;
+	for (;;) {
+		struct signalfd_siginfo si;
+		ssize_t n = syscall(SYS_read, fd, &si, sizeof si);
+		if (n == (ssize_t)sizeof si) {
+			if (info) {
+				memset(info, 0, sizeof *info);
+				info->si_signo = (int)si.ssi_signo;
+				info->si_errno = si.ssi_errno;
+				info->si_code = si.ssi_code;
+				info->si_pid = (pid_t)si.ssi_pid;
+				info->si_uid = si.ssi_uid;
+				info->si_status = si.ssi_status;
+				info->si_value.sival_ptr = (void *)(uintptr_t)si.ssi_ptr;
+			}
+			ret = (int)si.ssi_signo;
+			break;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			break;
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int r = poll(&p, 1, timeout_ms); /* parks this user thread */
+		if (r == 0) {
+			errno = EAGAIN;
+			break;
+		}
+		if (r < 0 && errno != EINTR)
+			break;
+	}
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return ret;
+}
+
+static int ms_of(const struct timespec *ts)
+{
+	if (!ts)
+		return -1;
+	long long ms = ts->tv_sec * 1000LL + (ts->tv_nsec + 999999) / 1000000;
+	return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+CP_EXPORT int sigwait(const sigset_t *set, int *sig)
+{
+	if (!lt_self()) {
+		int r;
+		do
+			r = (int)syscall(SYS_rt_sigtimedwait, set, NULL, NULL, sizeof(uint64_t));
+		while (r < 0 && errno == EINTR);
+		if (r < 0)
+			return errno;
+		*sig = r;
+		return 0;
+	}
+	int r;
+	do
+		r = wait_signal(set, NULL, -1);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return errno;
+	*sig = r;
+	return 0;
+}
+
+CP_EXPORT int sigwaitinfo(const sigset_t *set, siginfo_t *info)
+{
+	if (!lt_self())
+		return (int)syscall(SYS_rt_sigtimedwait, set, info, NULL, sizeof(uint64_t));
+	return wait_signal(set, info, -1);
+}
+
+CP_EXPORT int sigtimedwait(const sigset_t *set, siginfo_t *info, const struct timespec *ts)
+{
+	if (!lt_self())
+		return (int)syscall(SYS_rt_sigtimedwait, set, info, ts, sizeof(uint64_t));
+	if (ts && (ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return wait_signal(set, info, ms_of(ts));
+}

@@ -1,0 +1,50 @@
+/* kthread.c: making kernel threads with the C library's pthread_create,
+ * which ours hides from the program (see kthread.h). */
+#include "kthread.h"
+
+#include <dlfcn.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "compiler.h"
+
+cp_real_pthread_create_fn cp_real_pthread_create(void)
+{
+	static cp_real_pthread_create_fn fn;
+	cp_real_pthread_create_fn f = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);
+	if (!f) {
+		f = (cp_real_pthread_create_fn)dlvsym(RTLD_NEXT, "pthread_create", "GLIBC_2.34");
+		if (!f)
+			f = (cp_real_pthread_create_fn)dlvsym(RTLD_NEXT, "pthread_create",
+			                                      "GLIBC_2.2.5");
+		if (!f)
+			cp_die("cannot find the C library's pthread_create: %s", dlerror());
+		__atomic_store_n(&fn, f, __ATOMIC_RELEASE);
+	}
+	return f;
+}
+
+typedef int (*detach_fn)(pthread_t);
+
+int cp_kthread_spawn(void *(*fn)(void *), void *arg)
+{
+	static detach_fn detach;
+	if (!detach) {
+		detach = (detach_fn)dlsym(RTLD_NEXT, "pthread_detach");
+		if (!detach)
+			cp_die("cannot find the C library's pthread_detach: %s", dlerror());
+	}
+	/* the new thread inherits this mask: block everything around the
+	 * creation so no signal lands on it before it could block them
+	 * (raw calls: the program's sigprocmask may be interposed) */
+	sigset_t all, old;
+	sigfillset(&all);
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, _NSIG / 8);
+	pthread_t kt;
+	int e = cp_real_pthread_create()(&kt, NULL, fn, arg);
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, _NSIG / 8);
+	if (e == 0)
+		detach(kt);
+	return e;
+}
