@@ -58,6 +58,8 @@ int path_decode(const char *t, size_t n, char *out, size_t cap, size_t *out_len,
 	bool slash = true;
 	for (; i < n && t[i] != '?' && t[i] != '#'; i++) {
 		unsigned char c = (unsigned char)t[i];
+		if (c <= ' ' || c == 0x7f)
+			return 400; /* never in a parsed target; refused for other callers */
 		if (c == '%') {
 			int hi, lo;
 			if (i + 2 >= n || (hi = hexval((unsigned char)t[i + 1])) < 0 ||
