@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lt.h"
+#include "offload.h"
 
 CP_EXPORT int caprice_worker_count(void)
 {
@@ -76,6 +77,11 @@ static void print_stats(void)
 	cp_warn("stats: total: %llu io operations in %llu io_uring_enter calls (%.2f per call)",
 	        (unsigned long long)ops, (unsigned long long)enters,
 	        enters ? (double)ops / (double)enters : 0.0);
+	unsigned long long offloaded;
+	unsigned helpers;
+	lt_offload_stats(&offloaded, &helpers);
+	cp_warn("stats: %llu calls ran on %u helper kernel threads (resolver, wait, file locks, "
+	        "stdio reads)", offloaded, helpers);
 }
 
 void lt_stats_init(void)

@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "debug.h"
 #include "fdtable.h"
 #include "lt.h"
 
@@ -26,6 +27,7 @@ void lt_start(void)
 	if (syscall(SYS_gettid) != getpid())
 		cp_die("the runtime must start on the process's first thread, but the first "
 		       "pthread call came from kernel thread %ld", (long)syscall(SYS_gettid));
+	lt_debug_init();
 	int refused = cp_runtime_probe();
 	if (refused) {
 		if (lt_runtime_refused)

@@ -22,14 +22,20 @@
 #include <unistd.h>
 
 #include "fdtable.h"
+#include "debug.h"
 #include "lt_io.h"
 
 /* timeout: UINT64_MAX to take the socket's own for dir */
-static struct io_uring_sqe *begin(struct lt_io *io, int fd, enum lt_io_dir dir, uint64_t timeout)
+static struct io_uring_sqe *begin(const char *call, struct lt_io *io, int fd,
+                                  enum lt_io_dir dir, uint64_t timeout)
 {
 	struct lt_thread *t = lt_self();
-	if (!t)
+	if (!t) {
+		if (lt_main)
+			LT_DEBUG(call, "fd %d: called on a kernel thread that is not a user thread; "
+			         "plain system call", fd);
 		return NULL;
+	}
 	lt_testcancel(t);
 	io->f = lt_fd_get(fd);
 	if (io->f && lt_fd_nonblocking(io->f, fd))
@@ -45,14 +51,16 @@ static struct io_uring_sqe *begin(struct lt_io *io, int fd, enum lt_io_dir dir, 
 	return cp_io_prep(&io->op, timeout);
 }
 
-struct io_uring_sqe *lt_io_begin(struct lt_io *io, int fd, enum lt_io_dir dir)
+struct io_uring_sqe *lt_io_begin_at(const char *call, struct lt_io *io, int fd,
+                                    enum lt_io_dir dir)
 {
-	return begin(io, fd, dir, UINT64_MAX);
+	return begin(call, io, fd, dir, UINT64_MAX);
 }
 
-struct io_uring_sqe *lt_io_begin_timeout(struct lt_io *io, int fd, uint64_t timeout_ns)
+struct io_uring_sqe *lt_io_begin_timeout_at(const char *call, struct lt_io *io, int fd,
+                                            uint64_t timeout_ns)
 {
-	return begin(io, fd, LT_IO_NONE, timeout_ns);
+	return begin(call, io, fd, LT_IO_NONE, timeout_ns);
 }
 
 long lt_io_finish(struct lt_io *io)
@@ -212,6 +220,8 @@ CP_EXPORT ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
 CP_EXPORT ssize_t preadv2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
 {
 	if (flags)
+		LT_DEBUG("preadv2", "fd %d: flags 0x%x; plain system call", fd, flags);
+	if (flags)
 		return RAW(SYS_preadv2, fd, iov, cnt, (long)off, (long)((uint64_t)off >> 32), flags);
 	return off == -1 ? readv(fd, iov, cnt) : preadv(fd, iov, cnt, off);
 }
@@ -220,6 +230,8 @@ CP_EXPORT ssize_t preadv64v2(int fd, const struct iovec *iov, int cnt, off_t off
 
 CP_EXPORT ssize_t pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
 {
+	if (flags)
+		LT_DEBUG("pwritev2", "fd %d: flags 0x%x; plain system call", fd, flags);
 	if (flags)
 		return RAW(SYS_pwritev2, fd, iov, cnt, (long)off, (long)((uint64_t)off >> 32), flags);
 	return off == -1 ? writev(fd, iov, cnt) : pwritev(fd, iov, cnt, off);
@@ -273,6 +285,8 @@ CP_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockad
  * the kernel. */
 CP_EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *tmo)
 {
+	if (tmo)
+		LT_DEBUG("recvmmsg", "fd %d: with a timeout; plain system call", fd);
 	if (tmo || n == 0)
 		return (int)RAW(SYS_recvmmsg, fd, v, n, flags, tmo);
 	ssize_t r = recvmsg(fd, &v[0].msg_hdr, flags & ~MSG_WAITFORONE);

@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "debug.h"
 #include "kthread.h"
 #include "lt.h"
 
@@ -144,6 +145,9 @@ long lt_offload(const char *what, long (*fn)(void *), void *arg)
 	struct lt_thread *self = lt_self();
 	if (!self)
 		return fn(arg);
+	if (cp_unlikely(lt_debug_level))
+		lt_debug_say(NULL, what, "runs on a helper kernel thread (it blocks inside the C "
+		             "library or the kernel where no io_uring operation can stand in)");
 	struct job j = { .what = what, .fn = fn, .arg = arg, .lock = CP_SPINLOCK_INIT,
 	                 .waitq = CP_WAITQ_INIT };
 	struct cp_waiter w = { 0 };

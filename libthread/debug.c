@@ -1,0 +1,47 @@
+/* debug.c: CAPRICE_DEBUG (see debug.h). */
+#include "debug.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "spinlock.h"
+
+int lt_debug_level;
+
+void lt_debug_init(void)
+{
+	const char *env = getenv("CAPRICE_DEBUG");
+	lt_debug_level = env && *env ? atoi(env) : 0;
+}
+
+/* said == NULL: once per distinct `call` string (a few dozen at most) */
+static int *said_for(const char *call)
+{
+	static const char *calls[64];
+	static int flags[64];
+	static cp_spinlock lock = CP_SPINLOCK_INIT;
+	static int overflow;
+	cp_spin_lock(&lock);
+	int i = 0;
+	while (i < 64 && calls[i] && calls[i] != call)
+		i++;
+	if (i < 64)
+		calls[i] = call;
+	cp_spin_unlock(&lock);
+	return i < 64 ? &flags[i] : &overflow;
+}
+
+void lt_debug_say(int *said, const char *call, const char *fmt, ...)
+{
+	if (!said)
+		said = said_for(call);
+	if (lt_debug_level < 2 && __atomic_exchange_n(said, 1, __ATOMIC_RELAXED))
+		return;
+	char msg[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	cp_warn("debug: %s: %s%s", call, msg, lt_debug_level < 2 ? " (said once)" : "");
+}
