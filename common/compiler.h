@@ -51,6 +51,8 @@ _Noreturn void cp_assert_fail(const char *cond, const char *file, int line,
 _Noreturn void cp_die(const char *fmt, ...) CP_HIDDEN CP_COLD
 	__attribute__((format(printf, 1, 2)));
 
+/* cp_warn_to: the same on another descriptor. */
+void cp_warn_to(int fd, const char *fmt, ...) CP_HIDDEN CP_COLD __attribute__((format(printf, 2, 3)));
 /* cp_warn: one line on stderr, prefixed "caprice: ". */
 void cp_warn(const char *fmt, ...) CP_HIDDEN CP_COLD
 	__attribute__((format(printf, 1, 2)));

@@ -9,7 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static void vsay(const char *fmt, va_list ap)
+static void vsay_to(int fd, const char *fmt, va_list ap)
 {
 	char buf[512];
 	int n = snprintf(buf, sizeof buf, "caprice: ");
@@ -21,7 +21,20 @@ static void vsay(const char *fmt, va_list ap)
 		len = sizeof buf - 2;
 	buf[len++] = '\n';
 	/* raw syscall: the I/O layer may interpose write() */
-	(void)syscall(SYS_write, 2, buf, len);
+	(void)syscall(SYS_write, fd, buf, len);
+}
+
+static void vsay(const char *fmt, va_list ap)
+{
+	vsay_to(2, fmt, ap);
+}
+
+void cp_warn_to(int fd, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay_to(fd, fmt, ap);
+	va_end(ap);
 }
 
 void cp_warn(const char *fmt, ...)

@@ -4,6 +4,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "lt.h"
 #include "offload.h"
@@ -55,14 +58,19 @@ CP_EXPORT int caprice_worker_stats(int idx, struct caprice_worker_stats *out)
 	return 0;
 }
 
-/* CAPRICE_STATS=1: the counters, on stderr, when the process exits. */
+/* CAPRICE_STATS=1: the counters, on stderr, when the process exits.
+ * Written to a copy of stderr taken at start: many programs close stderr
+ * in their own exit handlers (gnulib's close_stdout does), which run
+ * before ours. */
+static int stats_fd = 2;
+
 static void print_stats(void)
 {
 	uint64_t ops = 0, enters = 0;
 	for (int i = 0; i < cp_worker_count(); i++) {
 		struct caprice_worker_stats s;
 		caprice_worker_stats(i, &s);
-		cp_warn("stats: worker %d: switches %llu parks %llu wakes %llu local %llu remote "
+		cp_warn_to(stats_fd, "stats: worker %d: switches %llu parks %llu wakes %llu local %llu remote "
 		        "kicks %llu steals %llu in %llu out sleeps %llu timers %llu io-ops %llu "
 		        "enters %llu",
 		        i, (unsigned long long)s.switches, (unsigned long long)s.parks,
@@ -74,19 +82,23 @@ static void print_stats(void)
 		ops += s.io_ops;
 		enters += s.enters;
 	}
-	cp_warn("stats: total: %llu io operations in %llu io_uring_enter calls (%.2f per call)",
+	cp_warn_to(stats_fd, "stats: total: %llu io operations in %llu io_uring_enter calls (%.2f per call)",
 	        (unsigned long long)ops, (unsigned long long)enters,
 	        enters ? (double)ops / (double)enters : 0.0);
 	unsigned long long offloaded;
 	unsigned helpers;
 	lt_offload_stats(&offloaded, &helpers);
-	cp_warn("stats: %llu calls ran on %u helper kernel threads (resolver, wait, file locks, "
+	cp_warn_to(stats_fd, "stats: %llu calls ran on %u helper kernel threads (resolver, wait, file locks, "
 	        "stdio reads)", offloaded, helpers);
 }
 
 void lt_stats_init(void)
 {
 	const char *env = getenv("CAPRICE_STATS");
-	if (env && *env && strcmp(env, "0") != 0)
+	if (env && *env && strcmp(env, "0") != 0) {
+		long fd = syscall(SYS_fcntl, 2, F_DUPFD_CLOEXEC, 100);
+		if (fd >= 0)
+			stats_fd = (int)fd;
 		atexit(print_stats);
+	}
 }
