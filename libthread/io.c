@@ -30,6 +30,11 @@ static struct io_uring_sqe *begin(const char *call, struct lt_io *io, int fd,
                                   enum lt_io_dir dir, uint64_t timeout)
 {
 	struct lt_thread *t = lt_self();
+	/* runtime locks held: a signal handler interrupted the runtime
+	 * itself (a handler's write to a self-pipe, say); parking there
+	 * would switch away in the middle of a queue update */
+	if (cp_unlikely(cp_locks_held != 0))
+		return NULL;
 	if (!t) {
 		if (lt_main)
 			LT_DEBUG(call, "fd %d: called on a kernel thread that is not a user thread; "
