@@ -232,8 +232,8 @@ static void respond(struct kconn *c, const char *head, const struct http_request
 		bytes = queue_error(c, status, keep, r->minor, head_only, loc, (size_t)(o - loc));
 	} else {
 		static const char allow[] = "Allow: GET, HEAD\r\n";
-		if (status >= 500)
-			keep = false;
+		if (status >= 500 || status == 400)
+			keep = false; /* 400: a target that is no path is a bad request line */
 		bytes = queue_error(c, status, keep, r->minor, head_only,
 		                    status == 405 ? allow : NULL, status == 405 ? sizeof allow - 1 : 0);
 	}

@@ -30,6 +30,8 @@
 #define THREADS_HELP "acceptor threads (auto: one per CPU); each connection gets its own thread"
 #endif
 
+#define BIG_CHUNK (64 * 1024)
+
 static int listen_fd;
 
 static int64_t mono_ms(void)
@@ -70,16 +72,20 @@ static bool send_all(int fd, struct iovec *iov, int cnt, bool more)
 	return true;
 }
 
+/* A blocking sendfile returns short only when the send timeout expired
+ * (or the file shrank): either way the connection is done.  One call
+ * per 64 KiB keeps "no progress for --send-timeout" honest: a single
+ * large call may wait out the timeout once per internal chunk. */
 static bool send_big(struct kconn *c)
 {
 	off_t off = (off_t)c->big_off, end = (off_t)c->big_end;
 	while (off < end) {
-		size_t n = (size_t)(end - off);
-		ssize_t r = sendfile(c->fd, c->big->fd, &off, n > (1u << 30) ? (1u << 30) : n);
+		size_t want = (size_t)(end - off) > BIG_CHUNK ? BIG_CHUNK : (size_t)(end - off);
+		ssize_t r = sendfile(c->fd, c->big->fd, &off, want);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r <= 0)
-			return false; /* gone, or the file shrank under us */
+		if (r <= 0 || (size_t)r < want)
+			return false;
 	}
 	return true;
 }
