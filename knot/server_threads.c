@@ -2,8 +2,8 @@
  * plain blocking style: accept4, recv, sendmsg, sendfile, close.  Built
  * on Caprice (-DKNOT_CAPRICE, linked with libthread) each connection is a
  * user thread whose blocking calls become io_uring operations; built on
- * NPTL it is a kernel thread per connection.  Timeouts are socket options
- * (SO_RCVTIMEO, SO_SNDTIMEO), which both honour. */
+ * NPTL it is a kernel thread per connection.  Timeouts: a watchdog
+ * thread shuts down connections past their deadline (watch.h). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,6 +20,7 @@
 #include "conn.h"
 #include "log.h"
 #include "options.h"
+#include "watch.h"
 
 #ifdef KNOT_CAPRICE
 #include "caprice.h"
@@ -33,24 +34,14 @@
 #define BIG_CHUNK (64 * 1024)
 
 static int listen_fd;
+static int64_t idle_ms, header_ms, send_ms;
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void set_timeo(int fd, int name, int64_t ms)
-{
-	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
-	setsockopt(fd, SOL_SOCKET, name, &tv, sizeof tv);
-}
-
-static bool send_all(int fd, struct iovec *iov, int cnt, bool more)
+static bool send_all(int fd, int slot, struct iovec *iov, int cnt, bool more)
 {
 	struct msghdr m = { 0 };
 	while (cnt > 0) {
+		if (!watch_arm(slot, WATCH_SEND, watch_now_ms() + send_ms))
+			return false;
 		m.msg_iov = iov;
 		m.msg_iovlen = (size_t)cnt;
 		ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
@@ -72,14 +63,15 @@ static bool send_all(int fd, struct iovec *iov, int cnt, bool more)
 	return true;
 }
 
-/* A blocking sendfile returns short only when the send timeout expired
- * (or the file shrank): either way the connection is done.  One call
- * per 64 KiB keeps "no progress for --send-timeout" honest: a single
- * large call may wait out the timeout once per internal chunk. */
-static bool send_big(struct kconn *c)
+/* Zero-copy, a chunk per call so each chunk re-arms the send deadline
+ * ("no progress for --send-timeout"); a short count means the file
+ * shrank or the watchdog shut the socket: the connection is done. */
+static bool send_big(struct kconn *c, int slot)
 {
 	off_t off = (off_t)c->big_off, end = (off_t)c->big_end;
 	while (off < end) {
+		if (!watch_arm(slot, WATCH_SEND, watch_now_ms() + send_ms))
+			return false;
 		size_t want = (size_t)(end - off) > BIG_CHUNK ? BIG_CHUNK : (size_t)(end - off);
 		ssize_t r = sendfile(c->fd, c->big->fd, &off, want);
 		if (r < 0 && errno == EINTR)
@@ -90,15 +82,14 @@ static bool send_big(struct kconn *c)
 	return true;
 }
 
-/* Half-closes and reads what the client still sends (briefly), so the
- * error response is not destroyed by a reset from unread input. */
-static void linger_close(struct kconn *c)
+/* Half-closes and reads what the client still sends (for at most 2 s),
+ * so an error response is not destroyed by a reset from unread input. */
+static void linger_close(struct kconn *c, int slot)
 {
 	shutdown(c->fd, SHUT_WR);
-	set_timeo(c->fd, SO_RCVTIMEO, 500);
-	int64_t end = mono_ms() + 2000;
+	watch_arm(slot, WATCH_READ, watch_now_ms() + 2000);
 	size_t total = 0;
-	while (mono_ms() < end && total < (1u << 20)) {
+	while (total < (1u << 20)) {
 		ssize_t r = recv(c->fd, c->buf, sizeof c->buf, 0);
 		if (r <= 0)
 			break;
@@ -110,6 +101,11 @@ static void *serve(void *arg)
 {
 	struct kconn c;
 	int fd = (int)(intptr_t)arg;
+	int slot = watch_add(fd);
+	if (slot < 0) { /* cannot happen: slots = --max-conns */
+		knot_refuse(fd);
+		goto out_noslot;
+	}
 	kconn_init(&c, fd, NULL);
 	if (log_enabled) {
 		struct sockaddr_storage ss;
@@ -119,15 +115,13 @@ static void *serve(void *arg)
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	int64_t idle_ms = (int64_t)knot.opt.keepalive_s * 1000;
-	int64_t timeo = idle_ms, deadline = 0;
-	set_timeo(fd, SO_RCVTIMEO, timeo);
-	set_timeo(fd, SO_SNDTIMEO, (int64_t)knot.opt.send_s * 1000);
+	int64_t deadline = 0; /* for the head being received, 0: none */
 
 	for (;;) {
 		if (kconn_build(&c) > 0) {
 			deadline = 0;
-			bool ok = send_all(fd, c.iov, c.iovcnt, c.big != NULL) && (!c.big || send_big(&c));
+			bool ok = send_all(fd, slot, c.iov, c.iovcnt, c.big != NULL) &&
+			          (!c.big || send_big(&c, slot));
 			kconn_done(&c);
 			if (!ok)
 				goto out;
@@ -135,22 +129,18 @@ static void *serve(void *arg)
 		}
 		if (!c.keep_open)
 			break;
-		int64_t want = idle_ms;
+		int64_t now = watch_now_ms(), until;
 		if (kconn_partial(&c)) {
 			/* part of a head is here: the whole of it must arrive in time */
-			int64_t now = mono_ms();
 			if (!deadline)
-				deadline = now + (int64_t)knot.opt.header_s * 1000;
-			want = deadline - now;
-			if (want <= 0)
-				goto timeout;
+				deadline = now + header_ms;
+			until = deadline;
 		} else {
 			deadline = 0;
+			until = now + idle_ms;
 		}
-		if (want != timeo) {
-			timeo = want;
-			set_timeo(fd, SO_RCVTIMEO, timeo);
-		}
+		if (until <= now || !watch_arm(slot, WATCH_READ, until))
+			goto timeout;
 		size_t room;
 		char *p = kconn_rbuf(&c, &room);
 		ssize_t r = room ? recv(fd, p, room, 0) : 0;
@@ -160,19 +150,25 @@ static void *serve(void *arg)
 		}
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (watch_fired(slot))
 			goto timeout;
 		goto out;
 	}
 	if (c.linger)
-		linger_close(&c);
+		linger_close(&c, slot);
 	goto out;
 timeout:
+	/* the watchdog shut our reading side: the way out still works */
 	kconn_timeout(&c);
-	send_all(fd, c.iov, c.iovcnt, false);
+	{
+		struct msghdr m = { .msg_iov = c.iov, .msg_iovlen = (size_t)c.iovcnt };
+		sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
 	kconn_done(&c);
-	linger_close(&c);
+	linger_close(&c, slot);
 out:
+	watch_remove(slot);
+out_noslot:
 	close(fd);
 	atomic_fetch_sub_explicit(&knot.active, 1, memory_order_relaxed);
 	return NULL;
@@ -246,6 +242,16 @@ int main(int argc, char **argv)
 	}
 #endif
 	knot_setup();
+	idle_ms = (int64_t)knot.opt.keepalive_s * 1000;
+	header_ms = (int64_t)knot.opt.header_s * 1000;
+	send_ms = (int64_t)knot.opt.send_s * 1000;
+	pthread_t wt;
+	if (watch_init(knot.max_conns + 16) != 0 ||
+	    pthread_create(&wt, NULL, watch_thread, (void *)(intptr_t)200) != 0) {
+		fprintf(stderr, PROG ": cannot start the watchdog\n");
+		exit(1);
+	}
+	pthread_detach(wt);
 	listen_fd = knot_listen(false, knot.opt.port);
 	knot_announce(listen_fd);
 	for (int i = 0; i < acceptors; i++) {

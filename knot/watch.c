@@ -1,0 +1,117 @@
+/* watch.c: the connection watchdog (see watch.h).  A slot's state is one
+ * 64-bit word, deadline << 3 | kind << 1 | fired, so the watchdog and the
+ * owner agree on it with a compare-and-swap: the watchdog fires only the
+ * deadline it saw, and an owner re-arming after that learns it lost. */
+#include "watch.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define FIRED 1u
+
+struct slot {
+	_Atomic uint64_t word;
+	int fd;          /* -1: free; changed under `lock` only */
+	int next_free;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct slot *slots;
+static int nslots, high, free_head = -1;
+
+int64_t watch_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int watch_init(long n)
+{
+	if (n > (1L << 24))
+		n = 1L << 24;
+	slots = calloc((size_t)n, sizeof *slots);
+	if (!slots)
+		return -1;
+	nslots = (int)n;
+	return 0;
+}
+
+int watch_add(int fd)
+{
+	int i;
+	pthread_mutex_lock(&lock);
+	if (free_head >= 0) {
+		i = free_head;
+		free_head = slots[i].next_free;
+	} else if (high < nslots) {
+		i = high++;
+	} else {
+		pthread_mutex_unlock(&lock);
+		return -1;
+	}
+	atomic_store_explicit(&slots[i].word, 0, memory_order_relaxed);
+	slots[i].fd = fd;
+	pthread_mutex_unlock(&lock);
+	return i;
+}
+
+void watch_remove(int i)
+{
+	pthread_mutex_lock(&lock);
+	slots[i].fd = -1;
+	atomic_store_explicit(&slots[i].word, 0, memory_order_relaxed);
+	slots[i].next_free = free_head;
+	free_head = i;
+	pthread_mutex_unlock(&lock);
+}
+
+bool watch_arm(int i, int kind, int64_t deadline_ms)
+{
+	uint64_t w = ((uint64_t)deadline_ms << 3) | ((uint64_t)kind << 1);
+	uint64_t old = atomic_load_explicit(&slots[i].word, memory_order_relaxed);
+	while (!(old & FIRED))
+		if (atomic_compare_exchange_weak_explicit(&slots[i].word, &old, w,
+		                                          memory_order_relaxed,
+		                                          memory_order_relaxed))
+			return true;
+	return false;
+}
+
+bool watch_fired(int i)
+{
+	return atomic_load_explicit(&slots[i].word, memory_order_relaxed) & FIRED;
+}
+
+void *watch_thread(void *arg)
+{
+	long period = (long)(intptr_t)arg;
+	struct timespec ts = { period / 1000, (period % 1000) * 1000000L };
+	for (;;) {
+		nanosleep(&ts, NULL);
+		int64_t now = watch_now_ms();
+		pthread_mutex_lock(&lock);
+		for (int i = 0; i < high; i++) {
+			struct slot *s = &slots[i];
+			if (s->fd < 0)
+				continue;
+			uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+			if (w == 0 || (w & FIRED) || (int64_t)(w >> 3) > now)
+				continue;
+			if (!atomic_compare_exchange_strong_explicit(&s->word, &w, w | FIRED,
+			                                             memory_order_relaxed,
+			                                             memory_order_relaxed))
+				continue; /* re-armed meanwhile */
+			/* SHUT_RD wakes a blocked recv (it returns 0) and leaves
+			 * the way out open for a 408; SHUT_RDWR also fails a
+			 * blocked send */
+			shutdown(s->fd, ((w >> 1) & 3) == WATCH_READ ? SHUT_RD : SHUT_RDWR);
+		}
+		pthread_mutex_unlock(&lock);
+	}
+	return NULL;
+}
