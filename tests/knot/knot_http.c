@@ -691,42 +691,102 @@ KCASE(err_408_idle)
 	ksrv_stop(&s);
 }
 
-KCASE(err_408_slowloris)
+/* Slow clients, all at once: one that sends a header line now and then
+ * but never ends its head (slowloris), one that trickles its request
+ * line, one that stops in the middle of a request body.  Each is cut off
+ * after --header-timeout (the first two with a 408), and meanwhile
+ * everyone else is served. */
+KCASE(err_408_slow_clients)
 {
 	struct ksrv s;
 	const char *const extra[] = { "--header-timeout", HEADER_S, NULL };
 	ksrv_start(&s, extra);
-	struct kconn c;
-	kconn_open(&c, s.port);
-	uint64_t t0 = tc_now_ns();
-	kconn_sends(&c, "GET /hello.txt HTTP/1.1\r\nHost: a\r\n");
-	/* a header line every 250 ms, never the blank line */
-	uint64_t limit = t0 + tc_late_ns(HEADER_MS);
-	int i = 0;
-	while (tc_now_ns() < limit) {
-		struct pollfd p = { c.fd, POLLIN, 0 };
-		if (poll(&p, 1, 250) > 0)
-			break;
-		char h[64];
-		snprintf(h, sizeof h, "X-Slow-%d: y\r\n", i++);
-		if (!kconn_try_send(&c, h, strlen(h)))
-			break;
-	}
+	enum { LORIS, TRICKLE, BODY, N };
+	static const char *const name[N] = { "slowloris", "a trickled request line",
+		                             "a stalled request body" };
+	struct kconn c[N];
+	bool done[N] = { false, false, false };
+	uint64_t t0[N], took[N];
+	for (int i = 0; i < N; i++)
+		kconn_open(&c[i], s.port);
+	t0[LORIS] = tc_now_ns();
+	kconn_sends(&c[LORIS], "GET /hello.txt HTTP/1.1\r\nHost: a\r\n");
+	t0[TRICKLE] = tc_now_ns();
+	kconn_sends(&c[TRICKLE], "GET /");
+	kconn_sends(&c[BODY], "POST /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789");
 	struct kresp r;
-	char err[256];
-	int rc = kconn_read(&c, &r, false, err, sizeof err);
-	uint64_t el = tc_now_ns() - t0;
-	if (rc == KR_ERR && c.len == 0 && (errno == ECONNRESET || errno == EPIPE))
-		rc = KR_EOF;
-	if (rc == KR_ERR)
-		TFAIL("slowloris: %s", err);
-	if (rc == KR_EOF)
-		TFAIL("slowloris: closed without a 408 after %.1f s", el / 1e9);
-	expect_error(&r, 408, "slowloris");
+	kconn_expect(&c[BODY], &r, false);
+	expect_error(&r, 405, "POST with a partial body");
 	kresp_free(&r);
-	expect_closed(&c, "408 to a slowloris");
-	CHECK_MS_RANGE(el, HEADER_MS - 100, HEADER_MS);
-	kconn_close(&c);
+	t0[BODY] = tc_now_ns();
+
+	uint64_t limit = tc_now_ns() + tc_late_ns(HEADER_MS + 1000);
+	int tick = 0, left = N;
+	while (left > 0) {
+		if (tc_now_ns() > limit)
+			TFAIL("slow clients still connected after %ld ms (+%ld slack): %s%s%s", HEADER_MS + 1000L,
+			      tc_slack_ms(), done[LORIS] ? "" : "slowloris ", done[TRICKLE] ? "" : "trickle ",
+			      done[BODY] ? "" : "body");
+		struct pollfd p[N];
+		for (int i = 0; i < N; i++)
+			p[i] = (struct pollfd){ done[i] ? -1 : c[i].fd, POLLIN, 0 };
+		int n = poll(p, N, 250);
+		CHECK(n >= 0);
+		for (int i = 0; i < N; i++) {
+			if (done[i] || !(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			took[i] = tc_now_ns() - t0[i];
+			char err[256];
+			int rc = kconn_read(&c[i], &r, false, err, sizeof err);
+			if (rc == KR_ERR && c[i].len == 0 && errno == ECONNRESET)
+				rc = KR_EOF;
+			if (rc == KR_ERR)
+				TFAIL("%s: %s", name[i], err);
+			if (rc == KR_EOF && i != BODY)
+				TFAIL("%s: closed without a 408 after %.2f s", name[i], took[i] / 1e9);
+			if (rc == KR_OK) {
+				expect_error(&r, 408, name[i]);
+				kresp_free(&r);
+				expect_closed(&c[i], name[i]);
+			}
+			done[i] = true;
+			left--;
+		}
+		/* the slow ones go on */
+		char b[64];
+		if (!done[LORIS]) {
+			snprintf(b, sizeof b, "X-Slow-%d: y\r\n", tick);
+			kconn_try_send(&c[LORIS], b, strlen(b));
+		}
+		if (!done[TRICKLE])
+			kconn_try_send(&c[TRICKLE], "a", 1);
+		tick++;
+		/* and the others are served meanwhile */
+		k_get(s.port, HELLO_PATH, &r);
+		expect_hello(&r, "GET beside slow clients");
+		kresp_free(&r);
+	}
+	for (int i = 0; i < N; i++) {
+		if (took[i] < (uint64_t)(HEADER_MS - 100) * 1000000u || took[i] > tc_late_ns(HEADER_MS + 500))
+			TFAIL("%s: cut off after %.2f s, wanted %d ms (+%ld slack)", name[i], took[i] / 1e9,
+			      HEADER_MS, tc_slack_ms());
+		kconn_close(&c[i]);
+	}
+	ksrv_stop(&s);
+}
+
+KCASE(err_413)
+{
+	struct ksrv s;
+	ksrv_start(&s, NULL);
+	/* a body declared beyond what the server takes: 413, closed */
+	ERR(s.port, "POST /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", 413, 0);
+	ERR(s.port, "GET /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+	    413, 0);
+	struct kresp r;
+	k_get(s.port, HELLO_PATH, &r);
+	expect_hello(&r, "GET after 413");
+	kresp_free(&r);
 	ksrv_stop(&s);
 }
 
@@ -1325,6 +1385,109 @@ KCASE(small_cache)
 		CHECK_OK(pthread_join(t[j], NULL));
 	for (int i = 0; i < NF; i++)
 		free(data[i]);
+	ksrv_stop(&s);
+}
+
+/* GET target until the answer satisfies done(), every answer on the way
+ * passing ok(); fails if that takes longer than ms (+slack). */
+struct change_want {
+	const char *target;
+	const char *old, *new_; /* bodies */
+	size_t old_len, new_len;
+	const char *what;
+};
+
+static int change_poll(int port, const struct change_want *w, long ms)
+{
+	uint64_t until = tc_now_ns() + tc_late_ns(ms);
+	for (;;) {
+		struct kresp r;
+		k_get(port, w->target, &r);
+		if (kresp_body_has(&r, k_secret))
+			TFAIL("%s: the answer holds a file from outside the root", w->what);
+		int st = r.status;
+		bool is_old = st == 200 && r.body_len == w->old_len && memcmp(r.body, w->old, w->old_len) == 0;
+		bool is_new = w->new_ ? st == 200 && r.body_len == w->new_len &&
+		                                memcmp(r.body, w->new_, w->new_len) == 0
+		                      : st != 200;
+		if (!is_old && !is_new)
+			TFAIL("%s: status %d with %zu bytes: neither the old file nor the new", w->what, st,
+			      r.body_len);
+		kresp_free(&r);
+		if (is_new)
+			return st;
+		if (tc_now_ns() > until)
+			TFAIL("%s: still the old file after %ld ms (+%ld slack)", w->what, ms, tc_slack_ms());
+		usleep(50000);
+	}
+}
+
+static void replace_file(const char *rel, const void *data, size_t len)
+{
+	char tmp[200], a[600], b[600];
+	snprintf(tmp, sizeof tmp, "%s.new", rel);
+	k_write(tmp, data, len);
+	snprintf(a, sizeof a, "%s%s", k_root, tmp);
+	snprintf(b, sizeof b, "%s%s", k_root, rel);
+	CHECK_EQ(rename(a, b), 0);
+}
+
+/* Files that change under a running server: new content shows within a
+ * couple of seconds (the cache revalidates), whole, never mixed with the
+ * old; a removed file becomes 404; a file swapped for a symlink out of
+ * the root never serves what the link points to. */
+KCASE(file_changes)
+{
+	enum { BIG = 1 << 20 };
+	k_write("/changing.txt", "version one\n", 12);
+	char *big1 = k_write_random("/changing.bin", BIG, 11);
+	char *big2 = malloc(BIG);
+	CHECK(big2 != NULL);
+	for (size_t i = 0; i < BIG; i++)
+		big2[i] = (char)~big1[i];
+	k_write("/swap.txt", "swap\n", 5);
+	k_write("/gone.txt", "gone\n", 5);
+	struct ksrv s;
+	ksrv_start(&s, NULL);
+	struct kresp r;
+	k_get(s.port, "/changing.txt", &r);
+	k_expect_body(&r, "version one\n", 12, "the first version");
+	kresp_free(&r);
+	k_get(s.port, "/changing.bin", &r);
+	k_expect_body(&r, big1, BIG, "the first version of the big file");
+	kresp_free(&r);
+	k_get(s.port, "/swap.txt", &r);
+	k_expect_body(&r, "swap\n", 5, "the file to swap");
+	kresp_free(&r);
+	k_get(s.port, "/gone.txt", &r);
+	k_expect_body(&r, "gone\n", 5, "the file to remove");
+	kresp_free(&r);
+
+	/* in place (same inode, another size), and by rename (new inode,
+	 * same size) */
+	k_write("/changing.txt", "version two, longer\n", 20);
+	replace_file("/changing.bin", big2, BIG);
+	char p[700], t[700];
+	snprintf(p, sizeof p, "%s/gone.txt", k_root);
+	CHECK_EQ(unlink(p), 0);
+	snprintf(p, sizeof p, "%s/swap.txt", k_root);
+	snprintf(t, sizeof t, "%s/secret.txt", k_dir);
+	CHECK_EQ(unlink(p), 0);
+	CHECK_EQ(symlink(t, p), 0);
+
+	struct change_want w1 = { "/changing.txt", "version one\n", "version two, longer\n", 12, 20,
+		                  "a file rewritten in place" };
+	change_poll(s.port, &w1, 2000);
+	struct change_want w2 = { "/changing.bin", big1, big2, BIG, BIG, "a big file replaced by rename" };
+	change_poll(s.port, &w2, 2000);
+	struct change_want w3 = { "/gone.txt", "gone\n", NULL, 5, 0, "a removed file" };
+	CHECK_EQ(change_poll(s.port, &w3, 2000), 404);
+	struct change_want w4 = { "/swap.txt", "swap\n", NULL, 5, 0, "a file swapped for a symlink out" };
+	int st = change_poll(s.port, &w4, 2000);
+	if (st != 403 && st != 404)
+		TFAIL("a file swapped for a symlink out of the root: status %d, wanted 403 or 404", st);
+	free(big1);
+	free(big2);
 	ksrv_stop(&s);
 }
 
