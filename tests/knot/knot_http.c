@@ -6,6 +6,7 @@
  * talks HTTP to it over real loopback sockets, and ends it with SIGTERM,
  * which must make it exit 0.  See khttp.h for the harness. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -341,6 +342,9 @@ KCASE(query_and_escapes)
 	k_get(s.port, "/sub/%69nner.txt", &r);
 	k_expect_body(&r, "inner file\n", 11, "GET /sub/%69nner.txt");
 	kresp_free(&r);
+	k_get(s.port, "http://localhost/sub/inner.txt", &r);
+	k_expect_body(&r, "inner file\n", 11, "GET in absolute form");
+	kresp_free(&r);
 	ksrv_stop(&s);
 }
 
@@ -503,6 +507,248 @@ KCASE(http11_connection_close)
 	kresp_free(&r);
 	expect_closed(&c, "Connection: close");
 	kconn_close(&c);
+	ksrv_stop(&s);
+}
+
+/* Big files in the middle of a pipelined batch: answers stay in order. */
+KCASE(pipelining_big)
+{
+	char *big = k_write_random("/big.bin", 3u * 1024 * 1024 + 5, 9);
+	struct ksrv s;
+	ksrv_start(&s, NULL);
+	struct kconn c;
+	kconn_open(&c, s.port);
+	for (int round = 0; round < 3; round++) {
+		kconn_sends(&c, "GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+		                "GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n"
+		                "HEAD /big.bin HTTP/1.1\r\nHost: a\r\n\r\n"
+		                "GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n"
+		                "GET /sub/inner.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+		struct kresp r;
+		kconn_expect(&c, &r, false);
+		expect_hello(&r, "before the big file");
+		kresp_free(&r);
+		kconn_expect(&c, &r, false);
+		k_expect_body(&r, big, 3u * 1024 * 1024 + 5, "the big file, pipelined");
+		kresp_free(&r);
+		kconn_expect(&c, &r, true);
+		CHECK_EQ(r.status, 200);
+		CHECK_EQ(r.clen, 3ll * 1024 * 1024 + 5);
+		kresp_free(&r);
+		kconn_expect(&c, &r, false);
+		k_expect_body(&r, big, 3u * 1024 * 1024 + 5, "the big file again, pipelined");
+		kresp_free(&r);
+		kconn_expect(&c, &r, false);
+		k_expect_body(&r, "inner file\n", 11, "after the big files");
+		kresp_free(&r);
+	}
+	kconn_close(&c);
+	free(big);
+	ksrv_stop(&s);
+}
+
+/* A client that sends its requests and then half-closes still gets every
+ * answer before the server closes. */
+KCASE(half_close)
+{
+	struct ksrv s;
+	ksrv_start(&s, NULL);
+	struct kconn c;
+	kconn_open(&c, s.port);
+	kconn_sends(&c, "GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+	                "GET /sub/inner.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+	                "GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+	CHECK_EQ(shutdown(c.fd, SHUT_WR), 0);
+	struct kresp r;
+	kconn_expect(&c, &r, false);
+	expect_hello(&r, "first answer after a half-close");
+	kresp_free(&r);
+	kconn_expect(&c, &r, false);
+	k_expect_body(&r, "inner file\n", 11, "second answer after a half-close");
+	kresp_free(&r);
+	kconn_expect(&c, &r, false);
+	expect_hello(&r, "third answer after a half-close");
+	kresp_free(&r);
+	expect_closed(&c, "a half-closed connection, answered");
+	kconn_close(&c);
+	ksrv_stop(&s);
+}
+
+/* Sizes on either side of the limits (8 KiB heads, 4 KiB targets, 100
+ * fields), alone and after another request in the same buffer. */
+KCASE(limits_boundaries)
+{
+	struct ksrv s;
+	ksrv_start(&s, NULL);
+	struct kresp r;
+	char err[256];
+	for (int pipelined = 0; pipelined < 2; pipelined++) {
+		static const struct {
+			int head, fields, target, status;
+		} t[] = {
+			{ 7000, 0, 0, 200 },  /* a 7,000-byte head */
+			{ 9000, 0, 0, 431 },  /* a 9,000-byte head */
+			{ 0, 90, 0, 200 },    /* 90 fields */
+			{ 0, 120, 0, 431 },   /* 120 fields */
+			{ 0, 0, 4000, 404 },  /* a 4,000-byte target */
+			{ 0, 0, 5000, 414 },  /* a 5,000-byte target */
+		};
+		for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+			char *req = malloc(16384);
+			CHECK(req != NULL);
+			size_t len = 0;
+			if (pipelined)
+				len += (size_t)sprintf(req, "%s", GET_HELLO);
+			if (t[i].target) {
+				/* directories of 100 bytes (a name over 255 bytes can
+				 * fairly be refused on its own) */
+				len += (size_t)sprintf(req + len, "GET /");
+				memset(req + len, 'x', (size_t)t[i].target - 1);
+				for (int k = 99; k < t[i].target - 2; k += 100)
+					req[len + (size_t)k] = '/';
+				len += (size_t)t[i].target - 1;
+				len += (size_t)sprintf(req + len, " HTTP/1.1\r\nHost: a\r\n\r\n");
+			} else {
+				size_t start = len;
+				len += (size_t)sprintf(req + len, "GET /hello.txt HTTP/1.1\r\nHost: a\r\n");
+				for (int f = 0; f < t[i].fields; f++)
+					len += (size_t)sprintf(req + len, "X-F%d: v\r\n", f);
+				if (t[i].head) {
+					size_t fill = (size_t)t[i].head - (len - start) - 11;
+					len += (size_t)sprintf(req + len, "X-Pad: ");
+					memset(req + len, 'p', fill);
+					len += fill;
+					len += (size_t)sprintf(req + len, "\r\n");
+				}
+				len += (size_t)sprintf(req + len, "\r\n");
+				if (t[i].head)
+					CHECK_EQ(len - start, (size_t)t[i].head);
+			}
+			struct kconn c;
+			kconn_open(&c, s.port);
+			kconn_send(&c, req, len);
+			if (pipelined) {
+				kconn_expect(&c, &r, false);
+				expect_hello(&r, "the request before the one at a limit");
+				kresp_free(&r);
+			}
+			if (kconn_read(&c, &r, false, err, sizeof err) != KR_OK)
+				TFAIL("limit case %zu (pipelined %d): %s", i, pipelined, err);
+			if (r.status != t[i].status)
+				TFAIL("limit case %zu (head %d, %d fields, target %d; pipelined %d): status %d, wanted %d",
+				      i, t[i].head, t[i].fields, t[i].target, pipelined, r.status, t[i].status);
+			if (t[i].status == 200)
+				expect_hello(&r, "a request within the limits");
+			kresp_free(&r);
+			if (t[i].status >= 414 && t[i].status != 404)
+				expect_closed(&c, "a request past a limit");
+			else
+				expect_still_serving(&c, "a request within the limits");
+			kconn_close(&c);
+			free(req);
+		}
+	}
+	ksrv_stop(&s);
+}
+
+static int count_fds(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(path);
+	CHECK(d != NULL);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+struct churn_arg {
+	int port;
+	int kind;
+};
+
+static void *churn(void *p)
+{
+	struct churn_arg *a = p;
+	for (int i = 0; i < 100; i++) {
+		struct kconn c;
+		struct kresp r;
+		kconn_open(&c, a->port);
+		switch ((i + a->kind) % 5) {
+		case 0: /* a normal request, Connection: close */
+			kconn_sends(&c, "GET /hello.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+			kconn_expect(&c, &r, false);
+			expect_hello(&r, "churn");
+			kresp_free(&r);
+			break;
+		case 1: /* keep-alive, then the client closes */
+			kconn_sends(&c, GET_HELLO);
+			kconn_expect(&c, &r, false);
+			kresp_free(&r);
+			break;
+		case 2: /* an error */
+			kconn_sends(&c, "BAD\r\n\r\n");
+			kconn_expect(&c, &r, false);
+			kresp_free(&r);
+			break;
+		case 3: { /* a reset in the middle of a big file */
+			kconn_sends(&c, "GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n");
+			char b[512];
+			(void)!recv(c.fd, b, sizeof b, MSG_WAITALL);
+			struct linger l = { 1, 0 };
+			setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+			break;
+		}
+		default: /* connects, says nothing, leaves */
+			break;
+		}
+		kconn_close(&c);
+	}
+	return NULL;
+}
+
+/* Connections of every kind come and go; the server's descriptors come
+ * back to where they were. */
+KCASE(no_fd_leak)
+{
+	char *big = k_write_random("/big.bin", 2u * 1024 * 1024, 4);
+	struct ksrv s;
+	ksrv_start(&s, NULL);
+	/* warm up: the cache opens what it keeps open */
+	struct kresp r;
+	k_get(s.port, HELLO_PATH, &r);
+	kresp_free(&r);
+	k_get(s.port, "/big.bin", &r);
+	k_expect_body(&r, big, 2u * 1024 * 1024, "GET /big.bin");
+	kresp_free(&r);
+	usleep(200000);
+	int base = count_fds(s.pid);
+	CHECK(base >= 4); /* stdio and the listener at least */
+	enum { PAR = 5 };
+	struct churn_arg a[PAR];
+	pthread_t t[PAR];
+	for (int i = 0; i < PAR; i++) {
+		a[i] = (struct churn_arg){ s.port, i };
+		t[i] = spawn(churn, &a[i]);
+	}
+	for (int i = 0; i < PAR; i++)
+		CHECK_OK(pthread_join(t[i], NULL));
+	ksrv_check_alive(&s);
+	/* the server notices the last ones going within a moment (lingering
+	 * closes take up to 2 s) */
+	uint64_t until = tc_now_ns() + tc_late_ns(3000);
+	int n;
+	while ((n = count_fds(s.pid)) > base + 4) {
+		if (tc_now_ns() > until)
+			TFAIL("the server holds %d descriptors after 500 connections came and went, %d before", n,
+			      base);
+		usleep(50000);
+	}
+	free(big);
 	ksrv_stop(&s);
 }
 
@@ -1312,6 +1558,14 @@ KCASE(big_files)
 		k_expect_body(&r, data[i], f[i].size, f[i].path);
 		kresp_free(&r);
 	}
+	/* a big file's 304 carries no body either */
+	kconn_sends(&c, "GET /big.bin HTTP/1.1\r\nHost: a\r\n"
+	                "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n");
+	struct kresp r;
+	kconn_expect(&c, &r, false);
+	CHECK_EQ(r.status, 304);
+	kresp_free(&r);
+	expect_still_serving(&c, "a big file's 304");
 	kconn_close(&c);
 	/* several at once */
 	enum { PAR = 6 };
