@@ -183,11 +183,15 @@ void kcase_begin(void)
 	chmod(k_dir, 0755); /* a server running as nobody must get in */
 	fflush(NULL);
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	pid_t sup = getpid();
 	pid_t p = fork();
 	if (p < 0)
 		TFAIL("fork: %s", strerror(errno));
 	if (p > 0)
 		supervise(p);
+	prctl(PR_SET_PDEATHSIG, SIGKILL); /* the supervisor killed: end too */
+	if (getppid() != sup)
+		_exit(1);
 	alarm(CASE_LIMIT_S);
 	build_tree();
 }
