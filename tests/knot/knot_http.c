@@ -1625,21 +1625,25 @@ KCASE(small_cache)
 		snprintf(path, sizeof path, "/c/f%02d.bin", i);
 		data[i] = k_write_random(path, sizes[i], (unsigned)i + 100);
 	}
-	struct ksrv s;
-	const char *const extra[] = { "--cache-mb", "1", NULL };
-	ksrv_start(&s, extra);
-	enum { PAR = 4 };
-	struct cache_arg a[PAR];
-	pthread_t t[PAR];
-	for (int j = 0; j < PAR; j++) {
-		a[j] = (struct cache_arg){ s.port, j, NF, data, sizes };
-		t[j] = spawn(cache_client, &a[j]);
+	/* a 1 MB cache, then none at all */
+	static const char *const caps[] = { "1", "0" };
+	for (int k = 0; k < 2; k++) {
+		struct ksrv s;
+		const char *const extra[] = { "--cache-mb", caps[k], NULL };
+		ksrv_start(&s, extra);
+		enum { PAR = 4 };
+		struct cache_arg a[PAR];
+		pthread_t t[PAR];
+		for (int j = 0; j < PAR; j++) {
+			a[j] = (struct cache_arg){ s.port, j + 10 * k, NF, data, sizes };
+			t[j] = spawn(cache_client, &a[j]);
+		}
+		for (int j = 0; j < PAR; j++)
+			CHECK_OK(pthread_join(t[j], NULL));
+		ksrv_stop(&s);
 	}
-	for (int j = 0; j < PAR; j++)
-		CHECK_OK(pthread_join(t[j], NULL));
 	for (int i = 0; i < NF; i++)
 		free(data[i]);
-	ksrv_stop(&s);
 }
 
 /* GET target until the answer satisfies done(), every answer on the way
@@ -2040,6 +2044,62 @@ KCASE(shutdown_sigterm)
 KCASE(shutdown_sigint)
 {
 	shutdown_with(SIGINT);
+}
+
+/* Many idle keep-alive clients when SIGTERM comes: still a clean exit
+ * within a few seconds. */
+KCASE(shutdown_many_idle)
+{
+	enum { N = 2000 };
+	struct ksrv s;
+	ksrv_start(&s, NULL);
+	struct kconn *c = calloc(N, sizeof *c);
+	CHECK(c != NULL);
+	for (int i = 0; i < N; i++) {
+		kconn_open(&c[i], s.port);
+		/* everything pipelined at once: answers read below */
+		kconn_sends(&c[i], GET_HELLO);
+	}
+	for (int i = 0; i < N; i++) {
+		struct kresp r;
+		kconn_expect(&c[i], &r, false);
+		expect_hello(&r, "an idle client's first request");
+		kresp_free(&r);
+	}
+	ksrv_check_alive(&s);
+	int st = ksrv_signal_wait(&s, SIGTERM, 3000);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		TFAIL("on SIGTERM with %d idle clients the server ended with wait status 0x%x, wanted exit 0",
+		      N, st);
+	for (int i = 0; i < N; i++)
+		kconn_close(&c[i]);
+	free(c);
+}
+
+/* Things in the root that are not regular files or directories. */
+KCASE(special_files)
+{
+	char p[600];
+	snprintf(p, sizeof p, "%s/fifo", k_root);
+	CHECK_EQ(mkfifo(p, 0644), 0);
+	snprintf(p, sizeof p, "%s/dir.html", k_root);
+	CHECK_EQ(mkdir(p, 0755), 0);
+	struct ksrv s;
+	ksrv_start(&s, NULL);
+	struct kresp r;
+	/* a FIFO nobody writes to must not hang the answer */
+	uint64_t t0 = tc_now_ns();
+	k_get(s.port, "/fifo", &r);
+	if (r.status != 403 && r.status != 404)
+		TFAIL("GET /fifo: status %d, wanted 403 or 404", r.status);
+	kresp_free(&r);
+	CHECK_MS_RANGE(tc_now_ns() - t0, 0, 1000);
+	/* a directory with a file's name, and no index */
+	k_get(s.port, "/dir.html/", &r);
+	CHECK_EQ(r.status, 404);
+	kresp_free(&r);
+	check_serving(&s);
+	ksrv_stop(&s);
 }
 
 KCASE(threads_option)
