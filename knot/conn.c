@@ -18,6 +18,7 @@
 
 #define IOV_MAX_USED (int)(sizeof ((struct kconn *)0)->iov / sizeof(struct iovec))
 #define HDR_RESERVE 640 /* any header but a redirect's fits */
+#define INLINE_BODY 1536
 
 void kconn_init(struct kconn *c, int fd, const char *peer)
 {
@@ -216,6 +217,13 @@ static void respond(struct kconn *c, const char *head, const struct http_request
 				c->big = e;
 				c->big_off = 0;
 				c->big_end = e->size;
+			} else if (e->size <= INLINE_BODY &&
+			           KCONN_HDR - c->hdr_used >= HDR_RESERVE + e->size) {
+				/* small: copied after its header, so the batch stays
+				 * one contiguous buffer (one send, no msghdr) */
+				memcpy(c->hdr + c->hdr_used, e->body, e->size);
+				add_iov(c, c->hdr + c->hdr_used, e->size);
+				c->hdr_used += (uint32_t)e->size;
 			} else {
 				add_iov(c, e->body, e->size);
 			}

@@ -146,10 +146,16 @@ static void start_recv(struct econn *c)
 
 static void start_send(struct econn *c)
 {
-	c->msg.msg_iov = c->k.iov + c->iov_pos;
-	c->msg.msg_iovlen = (size_t)(c->k.iovcnt - c->iov_pos);
+	int flags = MSG_NOSIGNAL | (c->k.big ? MSG_MORE : 0);
 	struct io_uring_sqe *s = sqe_get(c->loop);
-	io_uring_prep_sendmsg(s, c->k.fd, &c->msg, MSG_NOSIGNAL | (c->k.big ? MSG_MORE : 0));
+	if (c->k.iovcnt - c->iov_pos == 1) {
+		struct iovec *v = &c->k.iov[c->iov_pos];
+		io_uring_prep_send(s, c->k.fd, v->iov_base, v->iov_len, flags);
+	} else {
+		c->msg.msg_iov = c->k.iov + c->iov_pos;
+		c->msg.msg_iovlen = (size_t)(c->k.iovcnt - c->iov_pos);
+		io_uring_prep_sendmsg(s, c->k.fd, &c->msg, flags);
+	}
 	issued(c, s, OP_SEND, mono_ms() + (int64_t)knot.opt.send_s * 1000);
 }
 

@@ -42,9 +42,15 @@ static bool send_all(int fd, int slot, struct iovec *iov, int cnt, bool more)
 	while (cnt > 0) {
 		if (!watch_arm(slot, WATCH_SEND, watch_now_ms() + send_ms))
 			return false;
-		m.msg_iov = iov;
-		m.msg_iovlen = (size_t)cnt;
-		ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+		int flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
+		ssize_t r;
+		if (cnt == 1) {
+			r = send(fd, iov->iov_base, iov->iov_len, flags);
+		} else {
+			m.msg_iov = iov;
+			m.msg_iovlen = (size_t)cnt;
+			r = sendmsg(fd, &m, flags);
+		}
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
