@@ -25,7 +25,8 @@
 #ifdef KNOT_CAPRICE
 #include "caprice.h"
 #define PROG "knot"
-#define THREADS_HELP "Caprice worker kernel threads (CAPRICE_WORKERS; auto: one per CPU)"
+#define THREADS_HELP "Caprice worker kernel threads (CAPRICE_WORKERS; auto: one per CPU);\n" \
+	"                      4 acceptor user threads per worker, a user thread per connection"
 #else
 #define PROG "knot-pthread"
 #define THREADS_HELP "acceptor threads (auto: one per CPU); each connection gets its own thread"
@@ -239,7 +240,9 @@ int main(int argc, char **argv)
 			perror("knot: re-exec with CAPRICE_WORKERS");
 		}
 	}
-	int acceptors = caprice_worker_count();
+	/* several accepts in flight per worker: a burst of connections is
+	 * taken a batch per ring round trip, before the listen queue fills */
+	int acceptors = caprice_worker_count() * 4;
 #else
 	int acceptors = knot.opt.threads;
 	if (!acceptors) {
