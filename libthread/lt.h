@@ -53,6 +53,9 @@ struct lt_thread {
 
 	/* attributes, for pthread_getattr_np */
 	size_t guardsize;
+	size_t stacksize;             /* as asked for (0: the stack's own size);
+	                                 a smaller stack than the default is
+	                                 served by a pooled default one */
 	int sched_policy;
 	struct sched_param sched_param;
 	bool user_stack;

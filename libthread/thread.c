@@ -59,6 +59,8 @@ CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *rest
 	t->join_state = a && a->detachstate == PTHREAD_CREATE_DETACHED ? LT_DETACHED : LT_JOINABLE;
 	t->guardsize = user ? 0 : guard;
 	t->user_stack = user != NULL;
+	if (!user && size < ct->stack.size)
+		t->stacksize = (size + cp_page_size() - 1) & ~(cp_page_size() - 1);
 	struct lt_thread *self = lt_self();
 	if (a && a->inheritsched == PTHREAD_EXPLICIT_SCHED) {
 		t->sched_policy = a->schedpolicy;
@@ -387,8 +389,10 @@ CP_EXPORT int pthread_getattr_np(pthread_t h, pthread_attr_t *attr)
 		return ESRCH;
 	pthread_attr_init(attr);
 	struct lt_attr *a = (struct lt_attr *)attr;
-	a->stackaddr = t->cp.stack.lo;
-	a->stacksize = t->cp.stack.size;
+	/* the top of the stack, as big as was asked for */
+	size_t size = t->stacksize ? t->stacksize : t->cp.stack.size;
+	a->stackaddr = cp_stack_top(&t->cp.stack) - size;
+	a->stacksize = size;
 	a->guardsize = t->guardsize;
 	a->flags |= LT_ATTR_GUARD_SET;
 	cp_spin_lock(&t->join_lock);

@@ -177,6 +177,14 @@ int cp_stack_get(struct cp_stack_pool *pool, size_t size, size_t guard, struct c
 		return EINVAL;
 	size = round_pages(size);
 	guard = round_pages(guard);
+	/* a smaller request gets a pooled default stack: sizes and guards
+	 * are minimums, pages are committed only when touched, and a
+	 * mapping of its own would cost an mmap and a munmap per thread
+	 * (servers commonly ask for 64 KiB stacks) */
+	if (size <= default_size && guard <= default_guard) {
+		size = default_size;
+		guard = default_guard;
+	}
 	if (size != default_size || guard != default_guard)
 		return map_single(size, guard, out);
 
