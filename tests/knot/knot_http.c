@@ -919,11 +919,13 @@ KCASE(err_408_idle)
 	struct kconn c;
 	struct kresp r;
 	kconn_open(&c, s.port);
+	/* the server's clock starts after it has the request: no earlier
+	 * than ours (which a descheduled client would start late) */
+	uint64_t t0 = tc_now_ns();
 	kconn_sends(&c, GET_HELLO);
 	kconn_expect(&c, &r, false);
 	expect_hello(&r, "first request");
 	kresp_free(&r);
-	uint64_t t0 = tc_now_ns();
 	char err[256];
 	int rc = kconn_read(&c, &r, false, err, sizeof err);
 	uint64_t el = tc_now_ns() - t0;
@@ -959,12 +961,12 @@ KCASE(err_408_slow_clients)
 	kconn_sends(&c[LORIS], "GET /hello.txt HTTP/1.1\r\nHost: a\r\n");
 	t0[TRICKLE] = tc_now_ns();
 	kconn_sends(&c[TRICKLE], "GET /");
+	t0[BODY] = tc_now_ns();
 	kconn_sends(&c[BODY], "POST /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789");
 	struct kresp r;
 	kconn_expect(&c[BODY], &r, false);
 	expect_error(&r, 405, "POST with a partial body");
 	kresp_free(&r);
-	t0[BODY] = tc_now_ns();
 
 	uint64_t limit = tc_now_ns() + tc_late_ns(HEADER_MS + 1000);
 	int tick = 0, left = N;
