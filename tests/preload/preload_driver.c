@@ -78,6 +78,7 @@ struct child {
 	struct buf o, e;
 	int status;
 	bool reaped;
+	bool stats_proof; /* CAPRICE_STATS=1 was added: a clean exit shows stats */
 	char what[1024]; /* the command line, for messages */
 };
 
@@ -221,10 +222,19 @@ static void spawn(const struct spawn *s0, struct child *c)
 		snprintf(preload, sizeof preload, "LD_PRELOAD=%s", LIBASAN_PATH);
 		set_env(&envp, &ne, preload);
 	}
+	/* every shimmed run proves that the shim ran it: unless the case
+	 * says otherwise, it asks for the counters printed at exit */
+	bool stats_proof = s->mode != PLAIN && !s->refuse_uring;
+	for (int i = 0; s->env[i]; i++)
+		if (strncmp(s->env[i], "CAPRICE_STATS=", 14) == 0)
+			stats_proof = false;
+	if (stats_proof)
+		set_env(&envp, &ne, "CAPRICE_STATS=1");
 	for (int i = 0; s->env[i]; i++)
 		set_env(&envp, &ne, s->env[i]);
 
 	memset(c, 0, sizeof *c);
+	c->stats_proof = stats_proof;
 	size_t w = 0;
 	for (int i = 0; s->env[i] && w < sizeof c->what - 1; i++)
 		w += (size_t)snprintf(c->what + w, sizeof c->what - w, "%s ", s->env[i]);
@@ -430,8 +440,14 @@ static const char *status_str(int st)
 	} while (0)
 
 #define EXPECT_EXIT(c, code)                                                  \
-	EXPECT_MSG(c, (c)->reaped && WIFEXITED((c)->status) && WEXITSTATUS((c)->status) == (code), \
-	           "wanted exit %d", (code))
+	do {                                                                  \
+		EXPECT_MSG(c, (c)->reaped && WIFEXITED((c)->status) &&        \
+		                  WEXITSTATUS((c)->status) == (code),         \
+		           "wanted exit %d", (code));                         \
+		EXPECT_MSG(c, !(c)->stats_proof || count_lines(&(c)->e, "caprice: stats: worker") > 0, \
+		           "no \"caprice: stats: worker\" line on stderr with CAPRICE_STATS=1: " \
+		           "was the shim in effect?");                        \
+	} while (0)
 
 #define EXPECT_OUT(c, needle)                                                 \
 	EXPECT_MSG(c, strstr(bstr(&(c)->o), needle) != NULL, "stdout lacks \"%s\"", needle)
@@ -734,7 +750,7 @@ TCASE(getaddrinfo_100_threads)
 	           "no result line");
 	EXPECT_MSG(&c, ok == 1000 && fail == 0, "lookups: %d ok, %d failed", ok, fail);
 	/* the ticker sleeps 1 ms at a time; it must have kept going */
-	EXPECT_MSG(&c, ticks >= phase / 20, "the ticker ticked %ld times in %ld ms", ticks, phase);
+	EXPECT_MSG(&c, ticks >= phase / 100, "the ticker ticked %ld times in %ld ms", ticks, phase);
 	EXPECT_MSG(&c, gap <= 500 + tc_slack_ms(), "the ticker stalled for %ld ms", gap);
 }
 
@@ -962,7 +978,7 @@ TCASE(stats_show_user_threads)
 	prodcons_check(&c);
 	EXPECT_MSG(&c, stat_sum(&c.e, "switches") > 0, "no switches counted");
 	/* no stats unless asked, and none without the shim */
-	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_prodcons", ENV(W2)), &c, 90000);
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_prodcons", ENV(W2, "CAPRICE_STATS=0")), &c, 90000);
 	prodcons_check(&c);
 	EXPECT_MSG(&c, count_lines(&c.e, "caprice:") == 0, "caprice: lines without CAPRICE_STATS");
 	run(&SPAWN(.mode = PLAIN, .prog = "pl_prodcons", ENV("CAPRICE_STATS=1")), &c, 90000);
@@ -992,9 +1008,10 @@ TCASE(static_binary_runs_without_shim)
 	printf("SKIP: no static test program in this build (%s)\n", NO_STATIC_PROG);
 #else
 	struct child c;
-	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_static", ENV(W2)), &c, 60000);
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_static", ENV(W2, "CAPRICE_STATS=1")), &c, 60000);
 	EXPECT_EXIT(&c, 0);
 	EXPECT_OUT(&c, "static ok 6");
+	EXPECT_MSG(&c, count_lines(&c.e, "caprice: stats") == 0, "stats from a static program?");
 	EXPECT_MSG(&c, count_lines(&c.e, "static") == 1,
 	           "wanted one stderr line saying the binary is static, got %d",
 	           count_lines(&c.e, "static"));
@@ -1290,6 +1307,28 @@ static void pick_host(char *host, size_t n)
 TCASE(real_curl_threaded_resolver)
 {
 	require_tool("/usr/bin/curl");
+	if (sanitized() && *LIBASAN_PATH) {
+		/* Debian's curl hangs at start-up (setlocale, on glibc's locale
+		 * lock) with libasan preloaded, Caprice or not: see whether
+		 * this one does before blaming the shim */
+		struct child p;
+		static char asan_only[1100];
+		snprintf(asan_only, sizeof asan_only, "LD_PRELOAD=%s", LIBASAN_PATH);
+		spawn(&SPAWN(.mode = PLAIN, .prog = "/usr/bin/curl", ARGS("--version"), ENV(asan_only)),
+		      &p);
+		pump(&p, 10000, NULL, 0);
+		int st;
+		if (waitpid(p.pid, &st, WNOHANG) != p.pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			kill(-p.pid, SIGKILL);
+			kill(p.pid, SIGKILL);
+			waitpid(p.pid, &st, 0);
+			printf("SKIP: curl --version does not finish with only libasan preloaded "
+			       "(no shim), so curl cannot run in a sanitized build\n");
+			return;
+		}
+		close(p.out);
+		close(p.err);
+	}
 	const char *d = make_tmpdir();
 	char host[256];
 	pick_host(host, sizeof host);
