@@ -108,6 +108,45 @@ static enum kind elf_kind(const char *file)
 	return k;
 }
 
+/* A sanitizer's runtime must stay the first library loaded. */
+static bool is_sanitizer_runtime(const char *entry, size_t len)
+{
+	const char *base = entry;
+	for (size_t i = 0; i < len; i++)
+		if (entry[i] == '/')
+			base = entry + i + 1;
+	size_t blen = len - (size_t)(base - entry);
+	return (blen >= 7 && memcmp(base, "libasan", 7) == 0) ||
+	       (blen >= 8 && memcmp(base, "libclang", 8) == 0);
+}
+
+/* The new LD_PRELOAD: sanitizer runtimes already there, the shim, then
+ * the rest of what was there. */
+static char *preload_list(const char *shim, const char *old)
+{
+	if (!old)
+		old = "";
+	char *out = malloc(strlen(shim) + strlen(old) + 2);
+	if (!out)
+		return NULL;
+	size_t o = 0;
+	for (int pass = 0; pass < 3; pass++) {
+		if (pass == 1) {
+			o += (size_t)sprintf(out + o, "%s%s", o ? ":" : "", shim);
+			continue;
+		}
+		for (const char *p = old; *p;) {
+			size_t len = strcspn(p, ": ");
+			if (len && is_sanitizer_runtime(p, len) == (pass == 0))
+				o += (size_t)sprintf(out + o, "%s%.*s", o ? ":" : "", (int)len, p);
+			p += len;
+			if (*p)
+				p++;
+		}
+	}
+	return out;
+}
+
 int main(int argc, char **argv)
 {
 	int i = 1;
@@ -157,16 +196,9 @@ int main(int argc, char **argv)
 			fprintf(stderr, "caprice: cannot find " SHIM " next to this launcher; "
 			                "running %s without Caprice\n", prog);
 		} else {
-			const char *old = getenv("LD_PRELOAD");
-			char *val;
-			if (old && *old) {
-				val = malloc(strlen(shim) + strlen(old) + 2);
-				if (!val)
-					return 1;
-				sprintf(val, "%s:%s", shim, old);
-			} else {
-				val = shim;
-			}
+			char *val = preload_list(shim, getenv("LD_PRELOAD"));
+			if (!val)
+				return 1;
 			setenv("LD_PRELOAD", val, 1);
 		}
 	}
