@@ -48,6 +48,8 @@ static int setup_uring(struct io_uring *u, unsigned *flags_out)
 {
 	static const unsigned tries[] = {
 		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+			IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_CQSIZE,
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
 			IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE,
 		IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE,
 		IORING_SETUP_CQSIZE,
@@ -126,10 +128,25 @@ static unsigned reap(struct cp_ring *r)
 	return n;
 }
 
+/* Whether completions wait for an enter to be posted.  DEFER_TASKRUN
+ * runs completion work only inside an enter; with TASKRUN_FLAG the
+ * kernel raises IORING_SQ_TASKRUN when there is some, so a look that
+ * finds nothing costs a memory read instead of a system call (the
+ * eventfd read always in flight would otherwise make every look an
+ * enter: one per request under load, and a syscall storm when an idle
+ * worker polls). */
+static inline bool completions_waiting(struct cp_ring *r)
+{
+	if (!(r->setup_flags & IORING_SETUP_DEFER_TASKRUN) || !r->inflight)
+		return false;
+	if (!(r->setup_flags & IORING_SETUP_TASKRUN_FLAG))
+		return true;
+	return (IO_URING_READ_ONCE(*r->uring.sq.kflags) & IORING_SQ_TASKRUN) != 0;
+}
+
 unsigned cp_ring_poll(struct cp_ring *r)
 {
-	bool need_enter = r->unsubmitted ||
-	                  (r->setup_flags & IORING_SETUP_DEFER_TASKRUN && r->inflight) ||
+	bool need_enter = r->unsubmitted || completions_waiting(r) ||
 	                  io_uring_cq_has_overflow(&r->uring);
 	if (need_enter) {
 		/* DEFER_TASKRUN runs completion work only inside an enter with
