@@ -3,14 +3,13 @@
  * each with its own SO_REUSEPORT listener.  No thread per connection:
  * each connection is a state machine with at most one operation in
  * flight (multishot accept, recv, sendmsg; big files as read + send
- * chunks).  Timeouts: a one-second tick per loop scans its connections
+ * chunks).  Timeouts: a 200 ms tick per loop scans its connections
  * and cancels any operation past its deadline (a cancelled read gets a
  * 408).  Cache misses open and read synchronously in the loop, as nginx
  * does without thread pools: files come from the page cache. */
 #include <errno.h>
 #include <liburing.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +26,7 @@
 #define CQ_ENTRIES   65536
 #define CHUNK        (64 * 1024)
 #define FREE_KEEP    256
+#define TICK_MS      200  /* timeout resolution */
 
 enum { OP_NONE, OP_ACCEPT, OP_TICK, OP_CANCEL, OP_CLOSE, OP_RECV, OP_SEND, OP_READ, OP_BSEND,
        OP_LINGER };
@@ -342,8 +342,7 @@ static void on_accept(struct loop *l, int res, unsigned flags)
 	c->chunk = NULL;
 	c->idx = l->nconns;
 	l->conns[l->nconns++] = c;
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	/* TCP_NODELAY comes from the listener (Linux copies it on accept) */
 	if (log_enabled) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof ss;
@@ -391,8 +390,8 @@ static void *loop_main(void *arg)
 		fprintf(stderr, "knot-events: io_uring_queue_init: %s\n", strerror(-r));
 		exit(1);
 	}
-	l->tick.tv_sec = 1;
-	l->tick.tv_nsec = 0;
+	l->tick.tv_sec = 0;
+	l->tick.tv_nsec = TICK_MS * 1000000L;
 	arm_accept(l);
 	arm_tick(l);
 	for (;;) {

@@ -6,7 +6,6 @@
  * thread shuts down connections past their deadline (watch.h). */
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -120,8 +119,7 @@ static void *serve(void *arg)
 		if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
 			kconn_peer_name(&c, &ss);
 	}
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	/* TCP_NODELAY comes from the listener (Linux copies it on accept) */
 	int64_t deadline = 0; /* for the head being received, 0: none */
 
 	for (;;) {
