@@ -754,6 +754,22 @@ TCASE(getaddrinfo_100_threads)
 	EXPECT_MSG(&c, gap <= 500 + tc_slack_ms(), "the ticker stalled for %ld ms", gap);
 }
 
+/* CAPRICE_DEBUG=1 names the calls served the plain way, once each: the
+ * resolver runs on a helper kernel thread, and 1,000 lookups say so once. */
+TCASE(debug_names_offloaded_calls_once)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_gai", ENV(W1, "CAPRICE_DEBUG=1")), &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_MSG(&c, count_lines(&c.e, "caprice: debug: getaddrinfo: runs on a helper kernel thread") == 1,
+	           "wanted one debug line for getaddrinfo");
+	/* and nothing without it */
+	struct child q;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_gai", ENV(W1)), &q, 90000);
+	EXPECT_EXIT(&q, 0);
+	EXPECT_MSG(&q, count_lines(&q.e, "caprice: debug:") == 0, "debug lines without CAPRICE_DEBUG");
+}
+
 /* ---- 4. printf from 1,000 threads ---------------------------------------- */
 
 TCASE(printf_1000_threads)
