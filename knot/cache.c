@@ -53,6 +53,20 @@ struct cache *cache_new(int rootfd, size_t cap)
 	return c;
 }
 
+/* The lock is held for a few dozen instructions and never across a
+ * blocking call, so a waiter spins a little before it sleeps: under
+ * Caprice a sleeping waiter is woken onto the releaser's worker, and
+ * such moves would gather connections on one worker. */
+static void cache_lock(struct cache *c)
+{
+	for (int i = 0; i < 200; i++) {
+		if (pthread_mutex_trylock(&c->lock) == 0)
+			return;
+		__builtin_ia32_pause();
+	}
+	pthread_mutex_lock(&c->lock);
+}
+
 static uint32_t hash(const char *k, size_t n)
 {
 	uint32_t h = 2166136261u;
@@ -126,7 +140,7 @@ static void unlink_entry(struct cache *c, struct cache_entry *e)
 static void invalidate(struct cache *c, struct cache_entry *e)
 {
 	bool drop = false;
-	pthread_mutex_lock(&c->lock);
+	cache_lock(c);
 	if (e->in_table) {
 		unlink_entry(c, e);
 		drop = true;
@@ -215,7 +229,7 @@ static int load(struct cache *c, const char *key, size_t n, uint32_t h,
 	e->hdr_len = (uint16_t)k;
 
 	struct cache_entry *victims = NULL;
-	pthread_mutex_lock(&c->lock);
+	cache_lock(c);
 	struct cache_entry *old = find(c, h, key, n);
 	if (old) {
 		atomic_fetch_add_explicit(&old->refs, 1, memory_order_relaxed);
@@ -256,7 +270,7 @@ static int load(struct cache *c, const char *key, size_t n, uint32_t h,
 int cache_get(struct cache *c, const char *key, size_t n, struct cache_entry **out)
 {
 	uint32_t h = hash(key, n);
-	pthread_mutex_lock(&c->lock);
+	cache_lock(c);
 	struct cache_entry *e = find(c, h, key, n);
 	if (e) {
 		atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
