@@ -110,20 +110,29 @@ static void linger_close(struct kconn *c, int slot)
  * waited for I/O, stays there (Caprice resumes a thread from I/O where it
  * parked).  So the acceptors must be spread over the workers, or every
  * connection lands on one.  New threads all start on main's worker; while
- * they yield they can be stolen by an idle worker, so each acceptor
- * yields (for at most 200 ms) until its worker has no more than its share. */
+ * they yield they can be stolen by an idle worker, so acceptors yield
+ * (for at most 100 ms) until every worker has one; balance_pause evens
+ * out the connections. */
 static atomic_int acceptors_on[64];
 
-static void spread_acceptor(int total)
+static bool some_worker_without(int n)
+{
+	for (int i = 0; i < n; i++)
+		if (atomic_load(&acceptors_on[i]) == 0)
+			return true;
+	return false;
+}
+
+static void spread_acceptor(void)
 {
 	int n = caprice_worker_count();
 	if (n < 2 || n > 64)
 		return;
-	int share = (total + n - 1) / n;
 	int me = caprice_worker_index();
 	atomic_fetch_add(&acceptors_on[me], 1);
-	int64_t end = watch_now_ms() + 200;
-	while (atomic_load(&acceptors_on[me]) > share && watch_now_ms() < end) {
+	int64_t end = watch_now_ms() + 100;
+	while (atomic_load(&acceptors_on[me]) > 1 && some_worker_without(n) &&
+	       watch_now_ms() < end) {
 		sched_yield();
 		int now = caprice_worker_index();
 		if (now != me) {
@@ -246,10 +255,9 @@ out_noslot:
 
 static void *acceptor(void *arg)
 {
-#ifdef KNOT_CAPRICE
-	spread_acceptor((int)(intptr_t)arg);
-#else
 	(void)arg;
+#ifdef KNOT_CAPRICE
+	spread_acceptor();
 #endif
 	for (;;) {
 #ifdef KNOT_CAPRICE
@@ -347,7 +355,7 @@ int main(int argc, char **argv)
 	knot_announce(listen_fd);
 	for (int i = 0; i < acceptors; i++) {
 		pthread_t t;
-		if (pthread_create(&t, NULL, acceptor, (void *)(intptr_t)acceptors) != 0) {
+		if (pthread_create(&t, NULL, acceptor, NULL) != 0) {
 			perror("knot: pthread_create");
 			exit(1);
 		}
