@@ -683,6 +683,17 @@ static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
 	__atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
 }
 
+/* A batch of completions made many threads runnable here at once, while
+ * another worker may sleep: wake one, and it will ask for half of them.
+ * Without this a worker that holds most connections keeps them (a thread
+ * returning from I/O resumes where it parked) while the other idles. */
+#define SHARE_AT 4
+static void share_burst(struct cp_worker *w)
+{
+	if (cp_runq_len(&w->rq) >= SHARE_AT)
+		wake_a_thief(w);
+}
+
 static void idle_loop(struct cp_worker *w)
 {
 	uint64_t idle_period = IDLE_MIN_NS;
@@ -698,10 +709,12 @@ static void idle_loop(struct cp_worker *w)
 			uint64_t now = cp_now_ns();
 			if (now >= __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED))
 				run_timers(w, now);
-			cp_ring_poll(&w->ring);
+			if (cp_ring_poll(&w->ring) >= SHARE_AT)
+				share_burst(w);
 			next = cp_runq_pop(&w->rq);
 			if (!next) {
 				idle_sleep(w, now, &idle_period);
+				share_burst(w); /* what the sleep's wait reaped */
 				continue;
 			}
 		}
