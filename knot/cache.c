@@ -163,20 +163,10 @@ static bool still_valid(struct cache *c, struct cache_entry *e)
 static int load(struct cache *c, const char *key, size_t n, uint32_t h,
                 struct cache_entry **out)
 {
-	int fd = path_open(c->rootfd, key);
-	if (fd < 0)
-		return path_errno_status(-fd);
 	struct stat st;
-	if (fstat(fd, &st) != 0) {
-		close(fd);
-		return 500;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		return S_ISDIR(st.st_mode) ? CACHE_IS_DIR : 403;
-	}
-	/* regular: reads go through the I/O layer like any blocking read */
-	fcntl(fd, F_SETFL, 0);
+	int fd = path_open(c->rootfd, key, &st);
+	if (fd < 0)
+		return fd == -EISDIR ? CACHE_IS_DIR : path_errno_status(-fd);
 	uint64_t size = (uint64_t)st.st_size;
 	bool big = size > CACHE_BIG_FILE || size > c->cap / 8;
 	struct cache_entry *e = malloc(sizeof *e + n + 1 + (big ? 0 : size));

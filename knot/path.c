@@ -9,8 +9,10 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -118,7 +120,7 @@ static int open_walk(int rootfd, const char *rel)
 		}
 		memcpy(comp, p, n);
 		comp[n] = '\0';
-		int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK;
+		int flags = O_PATH | O_CLOEXEC | O_NOFOLLOW;
 		if (slash)
 			flags |= O_DIRECTORY;
 		int fd = openat(dfd, comp, flags);
@@ -134,14 +136,16 @@ static int open_walk(int rootfd, const char *rel)
 	}
 }
 
-int path_open(int rootfd, const char *rel)
+/* An O_PATH descriptor for rel beneath rootfd: it opens nothing (a FIFO
+ * cannot hang us, a device is not touched) and reads no permission. */
+static int open_path(int rootfd, const char *rel)
 {
 	static int no_openat2;
 	if (*rel == '\0')
 		rel = ".";
 	if (!__atomic_load_n(&no_openat2, __ATOMIC_RELAXED)) {
 		struct open_how how = {
-			.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+			.flags = O_PATH | O_CLOEXEC,
 			.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
 		};
 		long fd = syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
@@ -152,10 +156,51 @@ int path_open(int rootfd, const char *rel)
 		__atomic_store_n(&no_openat2, 1, __ATOMIC_RELAXED);
 	}
 	if (rel[0] == '.' && rel[1] == '\0') {
-		int fd = openat(rootfd, ".", O_RDONLY | O_CLOEXEC | O_DIRECTORY);
+		int fd = openat(rootfd, ".", O_PATH | O_CLOEXEC | O_DIRECTORY);
 		return fd < 0 ? -errno : fd;
 	}
 	return open_walk(rootfd, rel);
+}
+
+int path_open(int rootfd, const char *rel, struct stat *st)
+{
+	int pfd = open_path(rootfd, rel);
+	if (pfd < 0)
+		return pfd;
+	if (fstat(pfd, st) != 0) {
+		int e = errno;
+		close(pfd);
+		return -e;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		close(pfd);
+		return S_ISDIR(st->st_mode) ? -EISDIR : -EACCES;
+	}
+	/* Now open it for reading, blocking (so reads go through the I/O
+	 * layer), through the descriptor already resolved: no second lookup
+	 * that a rename could redirect. */
+	char proc[40];
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", pfd);
+	int fd = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int e = errno;
+	if (fd < 0 && e == ENOENT) {
+		/* no /proc: a non-blocking open (a FIFO swapped in now must
+		 * not hang us), made blocking again */
+		fd = openat(rootfd, *rel ? rel : ".", O_RDONLY | O_CLOEXEC | O_NOCTTY |
+		            O_NONBLOCK | O_NOFOLLOW);
+		e = errno;
+		struct stat st2;
+		if (fd >= 0 && (fstat(fd, &st2) != 0 || st2.st_ino != st->st_ino ||
+		                st2.st_dev != st->st_dev)) {
+			close(fd);
+			fd = -1;
+			e = EAGAIN;
+		}
+		if (fd >= 0)
+			fcntl(fd, F_SETFL, 0);
+	}
+	close(pfd);
+	return fd >= 0 ? fd : -e;
 }
 
 int path_errno_status(int err)

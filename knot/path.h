@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 #define PATH_KEY_MAX 4200   /* a decoded path plus "/index.html" fits */
 
@@ -19,13 +20,15 @@
 int path_decode(const char *target, size_t n, char *out, size_t cap, size_t *out_len,
                 bool *dir, size_t *path_off, size_t *path_len);
 
-/* Opens rel (as made by path_decode, "" for the root itself) beneath the
- * directory rootfd, read-only, non-blocking (a FIFO must not hang us),
- * close-on-exec, refusing any resolution that leaves the root: openat2
- * with RESOLVE_BENEATH (symlinks inside the root work), or, where the
- * kernel lacks it, one O_NOFOLLOW openat per component.  Returns the fd
- * or -errno. */
-int path_open(int rootfd, const char *rel);
+/* Opens the regular file rel (as made by path_decode, "" for the root
+ * itself) beneath the directory rootfd for reading, refusing any
+ * resolution that leaves the root: openat2 with RESOLVE_BENEATH (symlinks
+ * inside the root work) or, where the kernel lacks it, one O_NOFOLLOW
+ * step per component.  Resolution yields an O_PATH descriptor, checked
+ * with fstat (into *st) before anything is opened for real, so a FIFO or
+ * device is never opened.  Returns the fd, -EISDIR for a directory,
+ * -EACCES for anything else that is not a regular file, or -errno. */
+int path_open(int rootfd, const char *rel, struct stat *st);
 
 /* The status for a failed open's errno. */
 int path_errno_status(int err);
