@@ -42,10 +42,12 @@ CP_EXPORT int fcntl(int fd, int cmd, ...)
 	else
 		r = syscall(SYS_fcntl, fd, cmd, arg);
 	if (r >= 0) {
-		if (cmd == F_SETFL)
-			lt_fd_flags_changed();
-		else if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+		if (cmd == F_SETFL) {
+			lt_fd_flags_set(fd, (long)arg);
+		} else if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
 			lt_fd_fresh((int)r);
+			lt_fd_dup_made(fd, (int)r);
+		}
 	}
 	return (int)r;
 }
@@ -58,21 +60,28 @@ CP_EXPORT int ioctl(int fd, unsigned long req, ...)
 	void *arg = va_arg(ap, void *);
 	va_end(ap);
 	long r = syscall(SYS_ioctl, fd, req, arg);
-	if (r >= 0 && req == FIONBIO && lt_main)
-		lt_fd_flags_changed();
+	if (r >= 0 && req == FIONBIO && lt_main && arg) {
+		long fl = syscall(SYS_fcntl, fd, F_GETFL);
+		if (fl >= 0)
+			lt_fd_flags_set(fd, fl);
+	}
 	return (int)r;
 }
 
 CP_EXPORT int dup(int fd)
 {
-	return fresh(syscall(SYS_dup, fd));
+	int r = fresh(syscall(SYS_dup, fd));
+	lt_fd_dup_made(fd, r);
+	return r;
 }
 
 CP_EXPORT int dup3(int old, int new, int flags)
 {
 	if (lt_main && old != new)
 		lt_fd_forget(new); /* it is about to be closed */
-	return fresh(syscall(SYS_dup3, old, new, flags));
+	int r = fresh(syscall(SYS_dup3, old, new, flags));
+	lt_fd_dup_made(old, r);
+	return r;
 }
 
 CP_EXPORT int dup2(int old, int new)

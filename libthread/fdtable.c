@@ -90,9 +90,29 @@ bool lt_fd_seekable(struct lt_fd *f, int fd)
 	return f->seek_state == 1;
 }
 
-void lt_fd_flags_changed(void)
+void lt_fd_flags_set(int fd, long flags)
 {
-	__atomic_add_fetch(&flags_generation, 1, __ATOMIC_ACQ_REL);
+	struct lt_fd *f = lt_main ? lt_fd_get(fd) : NULL;
+	if (!f)
+		return;
+	if (f->shared) {
+		__atomic_add_fetch(&flags_generation, 1, __ATOMIC_ACQ_REL);
+		return;
+	}
+	f->nonblock = (flags & O_NONBLOCK) != 0;
+	__atomic_store_n(&f->flags_gen, __atomic_load_n(&flags_generation, __ATOMIC_ACQUIRE),
+	                 __ATOMIC_RELEASE);
+}
+
+void lt_fd_dup_made(int fd, int newfd)
+{
+	if (!lt_main || newfd < 0)
+		return;
+	struct lt_fd *a = lt_fd_get(fd), *b = lt_fd_get(newfd);
+	if (a)
+		a->shared = 1;
+	if (b)
+		b->shared = 1;
 }
 
 int lt_fd_fresh(int fd)
@@ -101,6 +121,7 @@ int lt_fd_fresh(int fd)
 	if (f) {
 		__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
 		f->seek_state = 0;
+		f->shared = 0;
 	}
 	return fd;
 }
@@ -120,6 +141,7 @@ static void drain(struct lt_fd *f)
 	f->rcvtimeo_ns = f->sndtimeo_ns = 0;
 	__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
 	f->seek_state = 0;
+	f->shared = 0;
 }
 
 static void undrain(struct lt_fd *f)

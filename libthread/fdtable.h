@@ -22,6 +22,8 @@ struct lt_fd {
 	uint32_t flags_gen;
 	uint8_t nonblock;
 	uint8_t seek_state;         /* 0 unknown, 1 seekable, 2 a stream */
+	uint8_t shared;             /* dup'd: its open file description (and
+	                               O_NONBLOCK) may be another fd's too */
 };
 
 /* Called once at start-up (fork handling). */
@@ -35,9 +37,13 @@ struct lt_fd *lt_fd_get(int fd) CP_HIDDEN;
 bool lt_fd_nonblocking(struct lt_fd *f, int fd) CP_HIDDEN;
 /* Whether positional I/O makes sense on fd (false: pipes, sockets). */
 bool lt_fd_seekable(struct lt_fd *f, int fd) CP_HIDDEN;
-/* Some descriptor's status flags changed: every cached O_NONBLOCK is
- * stale. */
-void lt_fd_flags_changed(void) CP_HIDDEN;
+/* fd's status flags are now `flags` (F_SETFL, FIONBIO).  Only fd's cache
+ * changes, unless fd was dup'd: then every cached O_NONBLOCK is stale
+ * (one program setting O_NONBLOCK on each accepted socket must not make
+ * every later call on every descriptor ask the kernel again). */
+void lt_fd_flags_set(int fd, long flags) CP_HIDDEN;
+/* fd and newfd share an open file description (dup and friends). */
+void lt_fd_dup_made(int fd, int newfd) CP_HIDDEN;
 /* fd is a new descriptor (or an error, < 0, ignored): forget what was
  * cached for the number.  Returns fd, to wrap a call's result. */
 int lt_fd_fresh(int fd) CP_HIDDEN;

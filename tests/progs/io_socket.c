@@ -18,6 +18,7 @@
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -1706,4 +1707,56 @@ TCASE(blocked_read_parks_only_its_thread_one_worker)
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !strstr(out, "child ok"))
 		TFAIL("child with CAPRICE_WORKERS=1 failed (status %#x):\n%s", st, out);
 	fputs(out, stdout);
+}
+
+/* O_NONBLOCK lives in the open file description: set through a dup, it
+ * holds for the original too; set on one socket, it changes no other
+ * (libthread caches the flag per descriptor and must invalidate the right
+ * ones). */
+TCASE(nonblock_through_dup_and_only_there)
+{
+	case_limit(20);
+	int a, b;
+	tcp_pair(&a, &b);
+	int d = dup(a);
+	CHECK(d >= 0);
+	char buf[8];
+	/* warm the caches: both blocking */
+	write_all(b, "1", 1);
+	read_exact(a, buf, 1);
+	write_all(b, "2", 1);
+	read_exact(d, buf, 1);
+	CHECK_OK(fcntl(d, F_SETFL, fcntl(d, F_GETFL) | O_NONBLOCK) == 0 ? 0 : errno);
+	uint64_t t0 = tc_now_ns();
+	errno = 0;
+	CHECK_EQ(recv(a, buf, sizeof buf, 0), -1); /* a shares d's description */
+	CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
+	CHECK_MS_RANGE(tc_now_ns() - t0, 0, 100);
+
+	/* another socket, flagged on its own, leaves a and b alone */
+	int c, e;
+	tcp_pair(&c, &e);
+	set_nonblock(c);
+	CHECK_OK(fcntl(a, F_SETFL, fcntl(a, F_GETFL) & ~O_NONBLOCK) == 0 ? 0 : errno);
+	struct delayed_write dw = { b, 100, "late" };
+	pthread_t t = spawn(delayed_write_main, &dw);
+	t0 = tc_now_ns();
+	CHECK_EQ(recv(a, buf, 4, MSG_WAITALL), 4); /* blocking again: waits */
+	CHECK_MS_RANGE(tc_now_ns() - t0, 90, 1000);
+	CHECK(memcmp(buf, "late", 4) == 0);
+	join(t);
+	errno = 0;
+	CHECK_EQ(recv(c, buf, sizeof buf, 0), -1);
+	CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
+	/* FIONBIO is the same switch */
+	int on = 1;
+	CHECK_EQ(ioctl(e, FIONBIO, &on), 0);
+	errno = 0;
+	CHECK_EQ(recv(e, buf, sizeof buf, 0), -1);
+	CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
+	CHECK_EQ(close(a), 0);
+	CHECK_EQ(close(b), 0);
+	CHECK_EQ(close(c), 0);
+	CHECK_EQ(close(d), 0);
+	CHECK_EQ(close(e), 0);
 }
