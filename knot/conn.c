@@ -193,7 +193,12 @@ static void respond(struct kconn *c, const char *head, const struct http_request
 	int status;
 	uint64_t bytes = 0;
 	struct cache_entry *e = NULL;
-	char key[PATH_KEY_MAX];
+	/* The decoded path is built where this response's header will go
+	 * (kconn_build left room for the whole target and more), and is dead
+	 * once the cache has answered: a 4 KiB array on the stack would be
+	 * one more page touched per thread. */
+	char *key = c->hdr + c->hdr_used;
+	size_t key_cap = KCONN_HDR - c->hdr_used;
 	size_t klen = 0, poff = 0, plen = 0;
 	bool dir = false;
 
@@ -203,7 +208,7 @@ static void respond(struct kconn *c, const char *head, const struct http_request
 	} else if (r->method == HTTP_M_OTHER) {
 		status = 405;
 	} else {
-		status = path_decode(target, r->target_len, key, sizeof key - 12, &klen, &dir,
+		status = path_decode(target, r->target_len, key, key_cap - 12, &klen, &dir,
 		                     &poff, &plen);
 		if (status == 0) {
 			if (dir) {
