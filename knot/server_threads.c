@@ -131,78 +131,11 @@ static void linger_close(struct kconn *c, int slot)
 	}
 }
 
-#ifdef KNOT_CAPRICE
-/* A connection's thread starts on its acceptor's worker and, once it has
- * waited for I/O, stays there (Caprice resumes a thread from I/O where it
- * parked).  So the acceptors must be spread over the workers, or every
- * connection lands on one.  New threads all start on main's worker; while
- * they yield they can be stolen by an idle worker, so acceptors yield
- * (for at most 100 ms) until every worker has one; balance_pause evens
- * out the connections. */
-static atomic_int acceptors_on[64];
-
-static bool some_worker_without(int n)
-{
-	for (int i = 0; i < n; i++)
-		if (atomic_load(&acceptors_on[i]) == 0)
-			return true;
-	return false;
-}
-
-static void spread_acceptor(void)
-{
-	int n = caprice_worker_count();
-	if (n < 2 || n > 64)
-		return;
-	int me = caprice_worker_index();
-	atomic_fetch_add(&acceptors_on[me], 1);
-	int64_t end = watch_now_ms() + 100;
-	while (atomic_load(&acceptors_on[me]) > 1 && some_worker_without(n) &&
-	       watch_now_ms() < end) {
-		sched_yield();
-		int now = caprice_worker_index();
-		if (now != me) {
-			atomic_fetch_sub(&acceptors_on[me], 1);
-			atomic_fetch_add(&acceptors_on[now], 1);
-			me = now;
-		}
-	}
-}
-
-/* Connections begun on each worker.  The kernel hands a burst of
- * connections to whichever accepts are pending, unevenly; an acceptor on
- * a worker that already has clearly more connections than another one
- * with acceptors pauses briefly, so the other worker's acceptors take the
- * queued connections. */
-static atomic_int conns_on[64];
-
-static void balance_pause(void)
-{
-	int n = caprice_worker_count();
-	if (n < 2 || n > 64)
-		return;
-	for (int tries = 0; tries < 4; tries++) {
-		int me = caprice_worker_index();
-		int mine = atomic_load(&conns_on[me]), least = INT_MAX;
-		for (int i = 0; i < n; i++)
-			if (i != me && atomic_load(&acceptors_on[i]) > 0 &&
-			    atomic_load(&conns_on[i]) < least)
-				least = atomic_load(&conns_on[i]);
-		if (least == INT_MAX || mine <= least + 1 + least / 16)
-			return;
-		struct timespec ts = { 0, 500 * 1000 };
-		nanosleep(&ts, NULL);
-	}
-}
-#endif
 
 static void *serve(void *arg)
 {
 	struct kconn c;
 	int fd = (int)((uintptr_t)arg & 0xffffffffu);
-#ifdef KNOT_CAPRICE
-	int home = (int)((uintptr_t)arg >> 32) - 1; /* counted by the acceptor */
-#endif
 	int slot = watch_add(fd);
 	if (slot < 0) { /* cannot happen: slots = --max-conns */
 		knot_refuse(fd);
@@ -274,10 +207,6 @@ out:
 	watch_remove(slot);
 out_noslot:
 	close(fd);
-#ifdef KNOT_CAPRICE
-	if (home >= 0 && home < 64)
-		atomic_fetch_sub(&conns_on[home], 1);
-#endif
 	atomic_fetch_sub_explicit(&knot.active, 1, memory_order_relaxed);
 	return NULL;
 }
@@ -285,13 +214,7 @@ out_noslot:
 static void *acceptor(void *arg)
 {
 	(void)arg;
-#ifdef KNOT_CAPRICE
-	spread_acceptor();
-#endif
 	for (;;) {
-#ifdef KNOT_CAPRICE
-		balance_pause();
-#endif
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (atomic_load(&knot.stopping))
@@ -322,19 +245,8 @@ static void *acceptor(void *arg)
 			continue;
 		}
 		uintptr_t targ = (uintptr_t)(unsigned)fd;
-#ifdef KNOT_CAPRICE
-		int w = caprice_worker_index();
-		if (w >= 0 && w < 64) {
-			atomic_fetch_add(&conns_on[w], 1);
-			targ |= (uintptr_t)(w + 1) << 32;
-		}
-#endif
 		pthread_t t;
 		if (pthread_create(&t, NULL, serve, (void *)targ) != 0) {
-#ifdef KNOT_CAPRICE
-			if (w >= 0 && w < 64)
-				atomic_fetch_sub(&conns_on[w], 1);
-#endif
 			atomic_fetch_sub_explicit(&knot.active, 1, memory_order_relaxed);
 			knot_refuse(fd);
 			close(fd);
