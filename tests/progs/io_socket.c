@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -1759,4 +1760,114 @@ TCASE(nonblock_through_dup_and_only_there)
 	CHECK_EQ(close(c), 0);
 	CHECK_EQ(close(d), 0);
 	CHECK_EQ(close(e), 0);
+}
+
+struct drain_arg {
+	int fd;
+	size_t want;
+	uint64_t hash;
+	size_t got;
+};
+
+static void *drain_main(void *arg)
+{
+	struct drain_arg *d = arg;
+	static char buf[65536];
+	d->hash = 1469598103934665603ull;
+	while (d->got < d->want) {
+		ssize_t n = read(d->fd, buf, sizeof buf);
+		if (n <= 0)
+			break;
+		d->hash = fnv(d->hash, (const uint8_t *)buf, (size_t)n);
+		d->got += (size_t)n;
+	}
+	return NULL;
+}
+
+/* sendfile from a file to a socket, both offset forms, past the end of
+ * the file, and a file bigger than the socket buffers (the reader is
+ * another user thread). */
+TCASE(sendfile_file_to_socket)
+{
+	case_limit(30);
+	char path[] = "/tmp/caprice-sendfile-XXXXXX";
+	int f = mkstemp(path);
+	CHECK(f >= 0);
+	unlink(path);
+	size_t size = (3u << 20) + 12345;
+	uint8_t *data = malloc(size);
+	CHECK(data != NULL);
+	for (size_t i = 0; i < size; i++)
+		data[i] = pattern(7, i);
+	write_all(f, data, size);
+	int a, b;
+	tcp_pair(&a, &b);
+
+	/* explicit offset: the file position does not move */
+	off_t off = 100;
+	struct drain_arg d = { b, size - 100, 0, 0 };
+	pthread_t t = spawn(drain_main, &d);
+	size_t sent = 0;
+	while (sent < size - 100) {
+		ssize_t n = sendfile(a, f, &off, size); /* asks past the end */
+		CHECK(n > 0);
+		sent += (size_t)n;
+	}
+	join(t);
+	CHECK_EQ(d.got, size - 100);
+	CHECK_EQ(d.hash, fnv(1469598103934665603ull, data + 100, size - 100));
+	CHECK_EQ(off, (off_t)size);
+	CHECK_EQ(lseek(f, 0, SEEK_CUR), (off_t)size); /* where write_all left it */
+	CHECK_EQ(sendfile(a, f, &off, 10), 0);      /* at the end: nothing */
+
+	/* no offset: from the file position, which advances */
+	CHECK_EQ(lseek(f, 1000, SEEK_SET), 1000);
+	CHECK_EQ(sendfile(a, f, NULL, 5000), 5000);
+	CHECK_EQ(lseek(f, 0, SEEK_CUR), 6000);
+	uint8_t got[5000];
+	read_exact(b, got, sizeof got);
+	CHECK(memcmp(got, data + 1000, sizeof got) == 0);
+
+	/* a bad offset and a bad descriptor */
+	off = -1;
+	errno = 0;
+	CHECK_EQ(sendfile(a, f, &off, 10), -1);
+	CHECK_EQ(errno, EINVAL);
+	errno = 0;
+	CHECK_EQ(sendfile(a, 987, NULL, 10), -1);
+	CHECK_EQ(errno, EBADF);
+	free(data);
+	CHECK_EQ(close(f), 0);
+	CHECK_EQ(close(a), 0);
+	CHECK_EQ(close(b), 0);
+}
+
+/* sendfile to a socket whose peer is gone: EPIPE, and SIGPIPE as the
+ * kernel's sendfile raises it (ignored here). */
+TCASE(sendfile_to_closed_peer)
+{
+	case_limit(20);
+	signal(SIGPIPE, SIG_IGN);
+	char path[] = "/tmp/caprice-sendfile-XXXXXX";
+	int f = mkstemp(path);
+	CHECK(f >= 0);
+	unlink(path);
+	static char block[1 << 20];
+	write_all(f, block, sizeof block);
+	int a, b;
+	tcp_pair(&a, &b);
+	CHECK_EQ(close(b), 0);
+	msleep(20);
+	off_t off = 0;
+	ssize_t n;
+	int tries = 0;
+	errno = 0;
+	do {
+		off = 0;
+		n = sendfile(a, f, &off, sizeof block);
+	} while (n > 0 && ++tries < 50);
+	CHECK_EQ(n, -1);
+	CHECK(errno == EPIPE || errno == ECONNRESET);
+	CHECK_EQ(close(f), 0);
+	CHECK_EQ(close(a), 0);
 }
