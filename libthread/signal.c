@@ -2,7 +2,7 @@
  *
  * Masks: a user thread runs on whichever worker it lands on, so a
  * per-kernel-thread mask would follow nobody.  Under Caprice a mask is
- * the program's, applied on every worker (cp_set_program_sigmask): the
+ * the program's, applied on every worker (cp_change_program_sigmask): the
  * classic "block in main, sigwait in one thread" then works, because no
  * worker takes the signal for a handler.
  *
@@ -19,9 +19,6 @@
 #include <unistd.h>
 
 #include "lt.h"
-
-/* serializes read-modify-write of the program's mask */
-static cp_spinlock mask_lock = CP_SPINLOCK_INIT;
 
 static uint64_t to_bits(const sigset_t *set)
 {
@@ -42,18 +39,7 @@ static int set_mask(int how, const sigset_t *set, sigset_t *old)
 		return syscall(SYS_rt_sigprocmask, how, set, old, sizeof(uint64_t)) ? errno : 0;
 	if (set && how != SIG_BLOCK && how != SIG_UNBLOCK && how != SIG_SETMASK)
 		return EINVAL;
-	cp_spin_lock(&mask_lock);
-	uint64_t before = cp_program_sigmask();
-	uint64_t now = before;
-	if (set) {
-		uint64_t b = to_bits(set);
-		uint64_t unblockable = (1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1));
-		now = how == SIG_BLOCK ? before | b : how == SIG_UNBLOCK ? before & ~b : b;
-		now &= ~unblockable;
-		if (now != before)
-			cp_set_program_sigmask(now);
-	}
-	cp_spin_unlock(&mask_lock);
+	uint64_t before = set ? cp_change_program_sigmask(how, to_bits(set)) : cp_program_sigmask();
 	if (old)
 		from_bits(before, old);
 	return 0;

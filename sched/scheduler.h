@@ -57,10 +57,12 @@ int cp_runtime_probe(void);
 int cp_worker_count(void);
 /* Signal masks are per process here: a user thread moves between
  * workers, so a mask set on one kernel thread would follow nobody.  This
- * sets the mask (bit n-1 for signal n) every worker applies: the caller's
- * at once, the others at their next look around (a sleeping one is woken
- * for it).  The steal poke's signal is never blocked. */
-void cp_set_program_sigmask(uint64_t mask);
+ * changes the mask (bit n-1 for signal n) every worker applies, as
+ * sigprocmask's `how` says (SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK), and
+ * returns the mask before: the caller's worker applies it at once, the
+ * others at their next look around (a sleeping one is woken for it).  The
+ * steal poke's signal is never blocked on workers. */
+uint64_t cp_change_program_sigmask(int how, uint64_t bits);
 uint64_t cp_program_sigmask(void);
 
 /* The user thread running on this kernel thread, or NULL on a kernel

@@ -320,7 +320,7 @@ static void run_timers(struct cp_worker *w, uint64_t now)
 }
 
 /* ------------------------------------------------------------------ */
-/* the program's signal mask (see cp_set_program_sigmask)             */
+/* the program's signal mask (see cp_change_program_sigmask)          */
 
 static uint64_t program_sigmask;
 static uint32_t program_sigmask_gen;
@@ -345,21 +345,28 @@ uint64_t cp_program_sigmask(void)
 	return __atomic_load_n(&program_sigmask, __ATOMIC_RELAXED);
 }
 
-void cp_set_program_sigmask(uint64_t mask)
+uint64_t cp_change_program_sigmask(int how, uint64_t bits)
 {
-	static cp_spinlock lock = CP_SPINLOCK_INIT;
+	static cp_spinlock lock = CP_SPINLOCK_INIT; /* read-modify-write */
+	const uint64_t unblockable = (1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1));
 	cp_spin_lock(&lock);
-	__atomic_store_n(&program_sigmask, mask, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&program_sigmask_gen, 1, __ATOMIC_RELEASE);
+	uint64_t before = __atomic_load_n(&program_sigmask, __ATOMIC_RELAXED);
+	uint64_t now = how == SIG_BLOCK ? before | bits : how == SIG_UNBLOCK ? before & ~bits : bits;
+	now &= ~unblockable;
+	if (now != before) {
+		__atomic_store_n(&program_sigmask, now, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&program_sigmask_gen, 1, __ATOMIC_RELEASE);
+	}
 	cp_spin_unlock(&lock);
+	if (now == before)
+		return before;
 	struct cp_worker *self = cp_worker_self();
 	if (self)
 		apply_program_sigmask(self);
-	else
-		syscall(SYS_rt_sigprocmask, SIG_SETMASK, &mask, NULL, sizeof mask);
 	for (int i = 0; i < nworkers; i++)
 		if (workers[i] != self)
 			kick(workers[i]);
+	return before;
 }
 
 /* The periodic look around a busy worker takes every POLL_EVERY switches. */
