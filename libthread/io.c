@@ -109,7 +109,6 @@ static long with_sigpipe(long res, int flags)
 
 #define RAW(...) syscall(__VA_ARGS__)
 
-
 CP_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
 	struct lt_io io;
@@ -224,10 +223,10 @@ CP_EXPORT ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
  * own behaviour: a plain call. */
 CP_EXPORT ssize_t preadv2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
 {
-	if (flags)
+	if (flags) {
 		LT_DEBUG("preadv2", "fd %d: flags 0x%x; plain system call", fd, flags);
-	if (flags)
 		return RAW(SYS_preadv2, fd, iov, cnt, (long)off, (long)((uint64_t)off >> 32), flags);
+	}
 	return off == -1 ? readv(fd, iov, cnt) : preadv(fd, iov, cnt, off);
 }
 CP_EXPORT ssize_t preadv64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
@@ -235,10 +234,10 @@ CP_EXPORT ssize_t preadv64v2(int fd, const struct iovec *iov, int cnt, off_t off
 
 CP_EXPORT ssize_t pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
 {
-	if (flags)
+	if (flags) {
 		LT_DEBUG("pwritev2", "fd %d: flags 0x%x; plain system call", fd, flags);
-	if (flags)
 		return RAW(SYS_pwritev2, fd, iov, cnt, (long)off, (long)((uint64_t)off >> 32), flags);
+	}
 	return off == -1 ? writev(fd, iov, cnt) : pwritev(fd, iov, cnt, off);
 }
 CP_EXPORT ssize_t pwritev64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
@@ -290,10 +289,11 @@ CP_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockad
  * the kernel. */
 CP_EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *tmo)
 {
-	if (tmo)
-		LT_DEBUG("recvmmsg", "fd %d: with a timeout; plain system call", fd);
-	if (tmo || n == 0)
+	if (tmo || n == 0) {
+		if (tmo)
+			LT_DEBUG("recvmmsg", "fd %d: with a timeout; plain system call", fd);
 		return (int)RAW(SYS_recvmmsg, fd, v, n, flags, tmo);
+	}
 	ssize_t r = recvmsg(fd, &v[0].msg_hdr, flags & ~MSG_WAITFORONE);
 	if (r < 0)
 		return -1;

@@ -3,7 +3,7 @@
  * fgets(stdin) and friends read through the C library's internal read,
  * which the shim cannot see: on a worker, a read of an empty pipe or a
  * terminal would stop every user thread queued there.  A read the FILE's
- * buffer can satisfy, or one from a regular file (the page cache answers
+ * buffer can satisfy, or one from a file that seeks (the page cache answers
  * at once), runs in place; anything else runs whole on a helper kernel
  * thread (libthread/offload.c) while only the caller waits.  The helper
  * then holds the FILE's lock, which belongs to a kernel thread: another
@@ -16,8 +16,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fdtable.h"
@@ -40,13 +38,11 @@ static bool may_block(FILE *f, size_t want, int delim)
 	int fd = f->_fileno;
 	if (fd < 0)
 		return false; /* a memory stream or a cookie: no descriptor */
-	struct stat st;
-	if (syscall(SYS_fstat, fd, &st) != 0)
-		return false;
-	return !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode);
+	/* files and devices that seek answer at once; pipes, sockets and
+	 * terminals do not (the fd table caches which is which) */
+	struct lt_fd *e = lt_fd_get(fd);
+	return e && !lt_fd_seekable(e, fd);
 }
-
-#define OFFLOADED(what, fn, args) lt_offload(what, fn, args)
 
 /* ---- line and block reads ---- */
 
@@ -83,7 +79,7 @@ static char *gets_call(char *s, size_t size, int n, FILE *f, int variant)
 	struct gets_args a = { s, size, n, f, variant };
 	if (!may_block(f, 0, '\n'))
 		return (char *)run_gets(&a);
-	return (char *)OFFLOADED("fgets", run_gets, &a);
+	return (char *)lt_offload("fgets", run_gets, &a);
 }
 
 CP_EXPORT char *fgets(char *s, int n, FILE *f)
@@ -138,7 +134,7 @@ static size_t read_call(void *p, size_t plen, size_t size, size_t n, FILE *f, in
 	struct read_args a = { p, plen, size, n, f, variant };
 	if (!may_block(f, size * n, -1))
 		return (size_t)run_read(&a);
-	return (size_t)OFFLOADED("fread", run_read, &a);
+	return (size_t)lt_offload("fread", run_read, &a);
 }
 
 CP_EXPORT size_t(fread)(void *p, size_t size, size_t n, FILE *f)
@@ -181,7 +177,7 @@ CP_EXPORT ssize_t(getdelim)(char **line, size_t *cap, int delim, FILE *f)
 	struct delim_args a = { line, cap, delim, f };
 	if (!may_block(f, 0, delim))
 		return run_delim(&a);
-	return OFFLOADED("getdelim", run_delim, &a);
+	return lt_offload("getdelim", run_delim, &a);
 }
 
 CP_EXPORT ssize_t __getdelim(char **line, size_t *cap, int delim, FILE *f)
@@ -226,7 +222,7 @@ static int char_call(FILE *f, int variant)
 	struct char_args a = { f, variant };
 	if (!may_block(f, 1, -1))
 		return (int)run_char(&a);
-	return (int)OFFLOADED("fgetc", run_char, &a);
+	return (int)lt_offload("fgetc", run_char, &a);
 }
 
 CP_EXPORT int(fgetc)(FILE *f)
@@ -298,7 +294,7 @@ static int scan_call(FILE *f, const char *fmt, va_list ap, bool c99)
 {
 	struct scan_args a = { .f = f, .fmt = fmt, .c99 = c99 };
 	va_copy(a.ap, ap);
-	int r = may_block(f, 0, '\n') ? (int)OFFLOADED("scanf", run_scan, &a) : (int)run_scan(&a);
+	int r = may_block(f, 0, '\n') ? (int)lt_offload("scanf", run_scan, &a) : (int)run_scan(&a);
 	va_end(a.ap);
 	return r;
 }
