@@ -4,7 +4,6 @@
  * user thread whose blocking calls become io_uring operations; built on
  * NPTL it is a kernel thread per connection.  Timeouts: a watchdog
  * thread shuts down connections past their deadline (watch.h). */
-#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -37,7 +36,6 @@
 #define BIG_CHUNK (64 * 1024)
 
 static int listen_fd;
-static bool big_by_copy; /* Caprice serves the calls: pread + send, not sendfile */
 static int64_t idle_ms, header_ms, send_ms;
 
 static bool send_all(int fd, int slot, struct iovec *iov, int cnt, bool more)
@@ -73,9 +71,11 @@ static bool send_all(int fd, int slot, struct iovec *iov, int cnt, bool more)
 	return true;
 }
 
-/* Zero-copy, a chunk per call so each chunk re-arms the send deadline
+/* A chunk per sendfile call, so each chunk re-arms the send deadline
  * ("no progress for --send-timeout"); a short count means the file
- * shrank or the watchdog shut the socket: the connection is done. */
+ * shrank or the watchdog shut the socket: the connection is done.  On
+ * NPTL this is the kernel's zero-copy sendfile; under Caprice libthread's,
+ * which for a regular file is itself a read + write of the chunk. */
 static bool send_big(struct kconn *c, int slot)
 {
 	off_t off = (off_t)c->big_off, end = (off_t)c->big_end;
@@ -88,30 +88,6 @@ static bool send_big(struct kconn *c, int slot)
 			continue;
 		if (r <= 0 || (size_t)r < want)
 			return false;
-	}
-	return true;
-}
-
-/* The same through a buffer: pread + send.  Under Caprice this is the
- * cheaper way (its sendfile is two splices through a pipe, which io_uring
- * hands to its worker threads: about twice the CPU per byte here), so
- * the choice is made at start-up by whether Caprice serves the calls. */
-static bool send_big_copy(struct kconn *c, int slot, char **buf)
-{
-	if (!*buf && !(*buf = malloc(BIG_CHUNK)))
-		return false;
-	uint64_t off = c->big_off, end = c->big_end;
-	while (off < end) {
-		size_t want = end - off > BIG_CHUNK ? BIG_CHUNK : (size_t)(end - off);
-		ssize_t r = pread(c->big->fd, *buf, want, (off_t)off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return false; /* the file shrank: the length sent is a lie */
-		struct iovec v = { *buf, (size_t)r };
-		if (!send_all(c->fd, slot, &v, 1, false))
-			return false;
-		off += (uint64_t)r;
 	}
 	return true;
 }
@@ -150,14 +126,12 @@ static void *serve(void *arg)
 	}
 	/* TCP_NODELAY comes from the listener (Linux copies it on accept) */
 	int64_t deadline = 0; /* for the head being received, 0: none */
-	char *bigbuf = NULL;  /* send_big_copy's, kept for the connection */
 
 	for (;;) {
 		if (kconn_build(&c) > 0) {
 			deadline = 0;
 			bool ok = send_all(fd, slot, c.iov, c.iovcnt, c.big != NULL) &&
-			          (!c.big || (big_by_copy ? send_big_copy(&c, slot, &bigbuf)
-			                                  : send_big(&c, slot)));
+			          (!c.big || send_big(&c, slot));
 			kconn_done(&c);
 			if (!ok)
 				goto out;
@@ -203,7 +177,6 @@ timeout:
 	kconn_done(&c);
 	linger_close(&c, slot);
 out:
-	free(bigbuf);
 	watch_remove(slot);
 out_noslot:
 	close(fd);
@@ -282,8 +255,6 @@ int main(int argc, char **argv)
 	}
 #endif
 	knot_setup();
-	/* linked with libthread, or knot-pthread under the preload shim */
-	big_by_copy = dlsym(RTLD_DEFAULT, "caprice_worker_count") != NULL;
 	idle_ms = (int64_t)knot.opt.keepalive_s * 1000;
 	header_ms = (int64_t)knot.opt.header_s * 1000;
 	send_ms = (int64_t)knot.opt.send_s * 1000;
