@@ -11,11 +11,10 @@
 struct status {
 	int code;
 	const char *line;
-	const char *reason;
 	const char *body;
 };
 
-#define ST(c, r) { c, "HTTP/1.1 " #c " " r "\r\n", r, \
+#define ST(c, r) { c, "HTTP/1.1 " #c " " r "\r\n", \
 	"<html><head><title>" #c " " r "</title></head><body><h1>" #c " " r "</h1></body></html>\n" }
 
 static const struct status statuses[] = {
@@ -51,12 +50,6 @@ const char *resp_status_line(int status, size_t *len)
 		s = find(500);
 	*len = strlen(s->line);
 	return s->line;
-}
-
-const char *resp_reason(int status)
-{
-	const struct status *s = find(status);
-	return s ? s->reason : "Internal Server Error";
 }
 
 const char *resp_error_body(int status, size_t *len)

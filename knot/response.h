@@ -8,10 +8,8 @@
 
 #define RESP_SERVER "knot"
 
-/* "HTTP/1.1 404 Not Found\r\n" and its length; NULL for an unknown status. */
+/* "HTTP/1.1 404 Not Found\r\n" and its length; 500's line for an unknown status. */
 const char *resp_status_line(int status, size_t *len);
-/* The reason phrase alone ("Not Found"). */
-const char *resp_reason(int status);
 
 /* The Content-Type for a file name, by extension. */
 const char *resp_mime(const char *name, size_t len);
