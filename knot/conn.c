@@ -7,7 +7,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -20,7 +19,21 @@
 #define HDR_RESERVE 640 /* any header but a redirect's fits */
 #define INLINE_BODY 1536
 
-void kconn_init(struct kconn *c, int fd, const char *peer)
+static void peer_name(struct kconn *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &len) != 0)
+		return;
+	if (ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)&ss)->sin_addr, c->peer,
+		          sizeof c->peer);
+	else if (ss.ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&ss)->sin6_addr, c->peer,
+		          sizeof c->peer);
+}
+
+void kconn_init(struct kconn *c, int fd)
 {
 	c->fd = fd;
 	c->keep_open = true;
@@ -32,19 +45,8 @@ void kconn_init(struct kconn *c, int fd, const char *peer)
 	c->hdr_used = 0;
 	c->big = NULL;
 	c->peer[0] = '\0';
-	if (peer)
-		snprintf(c->peer, sizeof c->peer, "%s", peer);
-}
-
-void kconn_peer_name(struct kconn *c, const void *addr)
-{
-	const struct sockaddr *sa = addr;
-	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, c->peer,
-		          sizeof c->peer);
-	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, c->peer,
-		          sizeof c->peer);
+	if (log_enabled)
+		peer_name(c);
 }
 
 char *kconn_rbuf(struct kconn *c, size_t *room)

@@ -40,8 +40,8 @@ struct kconn {
 	char buf[HTTP_MAX_HEAD];
 };
 
-/* peer may be NULL (it is only logged). */
-void kconn_init(struct kconn *c, int fd, const char *peer);
+/* With the access log on, also looks up the peer's address for it. */
+void kconn_init(struct kconn *c, int fd);
 
 /* Where to receive next and how much room there is (0: none, which
  * kconn_build never leaves a live connection in). */
@@ -63,8 +63,5 @@ bool kconn_partial(const struct kconn *c);
 
 /* The queued responses were written (or abandoned): releases them. */
 void kconn_done(struct kconn *c);
-
-/* Sets peer text from a socket address (for the access log). */
-void kconn_peer_name(struct kconn *c, const void *sockaddr);
 
 #endif

@@ -332,7 +332,7 @@ static void on_accept(struct loop *l, int res, unsigned flags)
 		l->conns = n;
 		l->cap = cap;
 	}
-	kconn_init(&c->k, fd, NULL);
+	kconn_init(&c->k, fd);
 	c->loop = l;
 	c->op = OP_NONE;
 	c->timed_out = false;
@@ -343,12 +343,6 @@ static void on_accept(struct loop *l, int res, unsigned flags)
 	c->idx = l->nconns;
 	l->conns[l->nconns++] = c;
 	/* TCP_NODELAY comes from the listener (Linux copies it on accept) */
-	if (log_enabled) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof ss;
-		if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
-			kconn_peer_name(&c->k, &ss);
-	}
 	start_recv(c);
 }
 

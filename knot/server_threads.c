@@ -117,13 +117,7 @@ static void *serve(void *arg)
 		knot_refuse(fd);
 		goto out_noslot;
 	}
-	kconn_init(&c, fd, NULL);
-	if (log_enabled) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof ss;
-		if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
-			kconn_peer_name(&c, &ss);
-	}
+	kconn_init(&c, fd);
 	/* TCP_NODELAY comes from the listener (Linux copies it on accept) */
 	int64_t deadline = 0; /* for the head being received, 0: none */
 
