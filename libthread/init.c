@@ -28,17 +28,19 @@ void lt_start(void)
 		cp_die("the runtime must start on the process's first thread, but the first "
 		       "pthread call came from kernel thread %ld", (long)syscall(SYS_gettid));
 	lt_debug_init();
-	int refused = cp_runtime_probe();
-	if (refused) {
+	lt_defaults.stacksize = cp_stack_default_size();
+	lt_defaults.guardsize = cp_stack_default_guard();
+	int refused = 0;
+	struct lt_thread *m = (struct lt_thread *)cp_runtime_start(sizeof(struct lt_thread),
+	                                                          &refused);
+	if (!m) {
+		cp_spin_unlock(&start_lock);
 		if (lt_runtime_refused)
 			lt_runtime_refused(-refused); /* the shim: runs the program without us */
 		cp_die("io_uring_setup refused (%s); Caprice needs io_uring (Linux 6.1+, "
 		       "kernel.io_uring_disabled=0, no seccomp filter denying it)",
 		       strerror(-refused));
 	}
-	lt_defaults.stacksize = cp_stack_default_size();
-	lt_defaults.guardsize = cp_stack_default_guard();
-	struct lt_thread *m = (struct lt_thread *)cp_runtime_start(sizeof(struct lt_thread));
 	m->magic = LT_MAGIC;
 	m->cancel_enabled = 1;
 	m->join_state = LT_JOINABLE;

@@ -81,16 +81,6 @@ int cp_ring_init(struct cp_ring *r)
 	return ret;
 }
 
-int cp_ring_probe(void)
-{
-	struct io_uring u;
-	unsigned flags;
-	int ret = setup_uring(&u, &flags);
-	if (ret == 0)
-		io_uring_queue_exit(&u);
-	return ret;
-}
-
 struct io_uring_sqe *cp_ring_sqe(struct cp_ring *r)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);

@@ -36,8 +36,6 @@ struct cp_ring {
 int cp_ring_prepare(struct cp_ring *r);
 /* Creates the ring on the kernel thread that will own it; 0 or -errno. */
 int cp_ring_init(struct cp_ring *r);
-/* Makes and drops a ring as cp_ring_init would: 0 or -errno. */
-int cp_ring_probe(void);
 /* An SQE to fill, submitting the queue first if it is full; never NULL. */
 struct io_uring_sqe *cp_ring_sqe(struct cp_ring *r);
 /* Submits what is prepared and runs the completions that are ready,

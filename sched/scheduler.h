@@ -48,12 +48,12 @@ struct cp_thread {
  * its current execution becomes the first user thread (main), whose record
  * of thread_size bytes is zero-filled and returned.  CAPRICE_WORKERS sets
  * the worker count (default: online CPUs).  Later calls return the same
- * record.  Dies with a message if io_uring or kernel threads are refused. */
-struct cp_thread *cp_runtime_start(size_t thread_size);
+ * record.  If io_uring is refused (a seccomp filter, a sysctl, an old
+ * kernel) it returns NULL with -errno in *refused, having changed
+ * nothing; other failures (memory, kernel threads) end the process with
+ * a message. */
+struct cp_thread *cp_runtime_start(size_t thread_size, int *refused);
 bool cp_runtime_started(void);
-/* Whether this kernel lets the runtime start (io_uring_setup is not
- * refused by a seccomp filter, a sysctl or a missing feature): 0 or -errno. */
-int cp_runtime_probe(void);
 int cp_worker_count(void);
 /* Signal masks are per process here: a user thread moves between
  * workers, so a mask set on one kernel thread would follow nobody.  This

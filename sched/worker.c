@@ -855,7 +855,7 @@ static void worker_bind(struct cp_worker *w)
 	w->errno_loc = __errno_location();
 	w->tid = (pid_t)syscall(SYS_gettid);
 	install_altstack();
-	int e = cp_ring_init(&w->ring);
+	int e = w->ring.ready ? 0 : cp_ring_init(&w->ring); /* worker 0's is made at start */
 	if (e)
 		cp_die("worker %d: io_uring_setup refused (%s); Caprice needs io_uring "
 		       "(Linux 5.19+, kernel.io_uring_disabled=0, enough RLIMIT_MEMLOCK)",
@@ -934,15 +934,16 @@ static struct cp_thread *zalloc_record(size_t size)
 	return t;
 }
 
-/* Makes the workers; this kernel thread becomes worker 0, and `current`
- * (the code running now) its first user thread. */
-static void build_workers(struct cp_thread *current)
+/* Makes the workers; this kernel thread becomes worker 0 (made already
+ * when `made0` is not NULL), and `current` (the code running now) its
+ * first user thread. */
+static void build_workers(struct cp_thread *current, struct cp_worker *made0)
 {
 	workers = calloc((size_t)nworkers, sizeof *workers);
 	if (!workers)
 		cp_die("cannot start: out of memory for %d workers", nworkers);
 	for (int i = 0; i < nworkers; i++)
-		workers[i] = worker_alloc(i);
+		workers[i] = i == 0 && made0 ? made0 : worker_alloc(i);
 	struct cp_worker *w0 = workers[0];
 	worker_bind(w0);
 	current->home = w0;
@@ -990,10 +991,10 @@ static void after_fork_child(void)
 	cp_stack_after_fork();
 	cur->flags |= CP_TF_MAIN;
 	main_thread = cur;
-	build_workers(cur);
+	build_workers(cur, NULL);
 }
 
-struct cp_thread *cp_runtime_start(size_t thread_size)
+struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 {
 	int expect = 0;
 	if (!__atomic_compare_exchange_n(&runtime_state, &expect, 1, false,
@@ -1001,6 +1002,17 @@ struct cp_thread *cp_runtime_start(size_t thread_size)
 		while (__atomic_load_n(&runtime_state, __ATOMIC_ACQUIRE) != 2)
 			cp_cpu_relax();
 		return main_thread;
+	}
+	/* this kernel thread becomes worker 0: its ring is made first, so a
+	 * refused io_uring leaves nothing behind and can be answered */
+	struct cp_worker *w0 = worker_alloc(0);
+	int e = cp_ring_init(&w0->ring);
+	if (e) {
+		syscall(SYS_close, w0->ring.kick_fd);
+		free(w0);
+		__atomic_store_n(&runtime_state, 0, __ATOMIC_RELEASE);
+		*refused = e;
+		return NULL;
 	}
 	nworkers = parse_workers();
 	parse_spin();
@@ -1016,15 +1028,10 @@ struct cp_thread *cp_runtime_start(size_t thread_size)
 	native_stack_bounds(&main_thread->stack);
 	memcpy(main_thread->name, "main", 5);
 	install_handlers();
-	build_workers(main_thread);
+	build_workers(main_thread, w0);
 	pthread_atfork(NULL, NULL, after_fork_child);
 	__atomic_store_n(&runtime_state, 2, __ATOMIC_RELEASE);
 	return main_thread;
-}
-
-int cp_runtime_probe(void)
-{
-	return cp_ring_probe();
 }
 
 bool cp_runtime_started(void)
