@@ -157,6 +157,21 @@ void knot_refuse(int fd)
 	send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
+bool knot_admit(int fd)
+{
+	if (atomic_fetch_add_explicit(&knot.active, 1, memory_order_relaxed) < knot.max_conns)
+		return true;
+	knot_turn_away(fd);
+	return false;
+}
+
+void knot_turn_away(int fd)
+{
+	atomic_fetch_sub_explicit(&knot.active, 1, memory_order_relaxed);
+	knot_refuse(fd);
+	close(fd);
+}
+
 void knot_accept_overload(int lfd)
 {
 	pthread_mutex_lock(&reserve_lock);

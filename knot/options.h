@@ -57,6 +57,12 @@ void knot_wait_for_signal(void);
 
 /* The 503 response, sent best-effort on a socket being refused. */
 void knot_refuse(int fd);
+/* Counts a just-accepted connection in (knot.active).  Past --max-conns
+ * it is turned away instead and false is returned. */
+bool knot_admit(int fd);
+/* An admitted connection that cannot be served after all (no memory, no
+ * thread): counted out, answered 503 and closed. */
+void knot_turn_away(int fd);
 /* accept failed with EMFILE/ENFILE on lfd: frees the reserve descriptor,
  * accepts one pending connection, answers it 503 and closes it, then
  * takes the reserve back. */

@@ -303,20 +303,14 @@ static void on_accept(struct loop *l, int res, unsigned flags)
 		return;
 	}
 	int fd = res;
-	if (atomic_fetch_add_explicit(&knot.active, 1, memory_order_relaxed) >= knot.max_conns) {
-		atomic_fetch_sub_explicit(&knot.active, 1, memory_order_relaxed);
-		knot_refuse(fd);
-		close(fd);
+	if (!knot_admit(fd))
 		return;
-	}
 	struct econn *c = l->free;
 	if (c) {
 		l->free = c->next_free;
 		l->nfree--;
 	} else if (!(c = aligned_alloc(64, (sizeof *c + 63) & ~(size_t)63))) {
-		atomic_fetch_sub_explicit(&knot.active, 1, memory_order_relaxed);
-		knot_refuse(fd);
-		close(fd);
+		knot_turn_away(fd);
 		return;
 	}
 	if (l->nconns == l->cap) {
@@ -324,9 +318,7 @@ static void on_accept(struct loop *l, int res, unsigned flags)
 		struct econn **n = realloc(l->conns, (size_t)cap * sizeof *n);
 		if (!n) {
 			free(c);
-			atomic_fetch_sub_explicit(&knot.active, 1, memory_order_relaxed);
-			knot_refuse(fd);
-			close(fd);
+			knot_turn_away(fd);
 			return;
 		}
 		l->conns = n;

@@ -205,21 +205,14 @@ static void *acceptor(void *arg)
 				continue;
 			}
 		}
-		if (atomic_fetch_add_explicit(&knot.active, 1, memory_order_relaxed) >= knot.max_conns) {
-			atomic_fetch_sub_explicit(&knot.active, 1, memory_order_relaxed);
-			knot_refuse(fd);
-			close(fd);
+		if (!knot_admit(fd))
 			continue;
-		}
 		uintptr_t targ = (uintptr_t)(unsigned)fd;
 		pthread_t t;
-		if (pthread_create(&t, NULL, serve, (void *)targ) != 0) {
-			atomic_fetch_sub_explicit(&knot.active, 1, memory_order_relaxed);
-			knot_refuse(fd);
-			close(fd);
-			continue;
-		}
-		pthread_detach(t);
+		if (pthread_create(&t, NULL, serve, (void *)targ) != 0)
+			knot_turn_away(fd);
+		else
+			pthread_detach(t);
 	}
 }
 
