@@ -40,6 +40,7 @@ void kconn_init(struct kconn *c, int fd)
 	c->linger = false;
 	c->start = c->len = 0;
 	c->discard = 0;
+	c->head_deadline = 0;
 	http_parser_init(&c->parser);
 	c->iovcnt = c->nheld = 0;
 	c->hdr_used = 0;
@@ -76,6 +77,17 @@ void kconn_received(struct kconn *c, size_t n)
 bool kconn_partial(const struct kconn *c)
 {
 	return c->len > c->start || c->discard;
+}
+
+int64_t kconn_read_deadline(struct kconn *c, int64_t now)
+{
+	if (!kconn_partial(c)) {
+		c->head_deadline = 0;
+		return now + (int64_t)knot.opt.keepalive_s * 1000;
+	}
+	if (!c->head_deadline)
+		c->head_deadline = now + (int64_t)knot.opt.header_s * 1000;
+	return c->head_deadline;
 }
 
 void kconn_done(struct kconn *c)
@@ -302,6 +314,8 @@ int kconn_build(struct kconn *c)
 		if (c->start == c->len)
 			c->start = c->len = 0;
 	}
+	if (n)
+		c->head_deadline = 0; /* answered: the next head's clock starts afresh */
 	return n;
 }
 

@@ -25,6 +25,7 @@ struct kconn {
 	                              answer is not lost to a reset */
 	uint32_t start, len;       /* unprocessed input: buf[start..len) */
 	uint64_t discard;          /* request-body bytes still to drop */
+	int64_t head_deadline;     /* ms, while a head is partial; 0: none */
 	struct http_parser parser;
 	int iovcnt;
 	int nheld;
@@ -60,6 +61,10 @@ void kconn_timeout(struct kconn *c);
 /* Whether part of a request (or of its body) has arrived: the header
  * timeout rather than the keep-alive timeout applies to the next read. */
 bool kconn_partial(const struct kconn *c);
+/* The deadline (ms, on the caller's clock at now_ms) for the next read:
+ * --header-timeout from when a head started arriving, else
+ * --keepalive-timeout from now. */
+int64_t kconn_read_deadline(struct kconn *c, int64_t now_ms);
 
 /* The queued responses were written (or abandoned): releases them. */
 void kconn_done(struct kconn *c);

@@ -42,7 +42,6 @@ struct econn {
 	uint8_t op;               /* the operation in flight */
 	bool timed_out;           /* the tick cancelled it */
 	int64_t deadline;         /* ms, for the operation in flight */
-	int64_t head_deadline;    /* ms, while a head is partial */
 	int iov_pos;
 	struct msghdr msg;
 	char *chunk;
@@ -124,15 +123,7 @@ static void conn_close(struct econn *c)
 
 static void start_recv(struct econn *c)
 {
-	int64_t now = mono_ms(), deadline;
-	if (kconn_partial(&c->k)) {
-		if (!c->head_deadline)
-			c->head_deadline = now + (int64_t)knot.opt.header_s * 1000;
-		deadline = c->head_deadline;
-	} else {
-		c->head_deadline = 0;
-		deadline = now + (int64_t)knot.opt.keepalive_s * 1000;
-	}
+	int64_t deadline = kconn_read_deadline(&c->k, mono_ms());
 	size_t room;
 	char *p = kconn_rbuf(&c->k, &room);
 	if (!room) {
@@ -199,7 +190,6 @@ static void finish(struct econn *c)
 static void drive(struct econn *c)
 {
 	if (kconn_build(&c->k) > 0) {
-		c->head_deadline = 0;
 		c->iov_pos = 0;
 		start_send(c);
 	} else if (!c->k.keep_open) {
@@ -328,7 +318,6 @@ static void on_accept(struct loop *l, int res, unsigned flags)
 	c->loop = l;
 	c->op = OP_NONE;
 	c->timed_out = false;
-	c->head_deadline = 0;
 	c->iov_pos = 0;
 	memset(&c->msg, 0, sizeof c->msg);
 	c->chunk = NULL;

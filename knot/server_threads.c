@@ -36,7 +36,7 @@
 #define BIG_CHUNK (64 * 1024)
 
 static int listen_fd;
-static int64_t idle_ms, header_ms, send_ms;
+static int64_t send_ms;
 
 static bool send_all(int fd, int slot, struct iovec *iov, int cnt, bool more)
 {
@@ -119,11 +119,9 @@ static void *serve(void *arg)
 	}
 	kconn_init(&c, fd);
 	/* TCP_NODELAY comes from the listener (Linux copies it on accept) */
-	int64_t deadline = 0; /* for the head being received, 0: none */
 
 	for (;;) {
 		if (kconn_build(&c) > 0) {
-			deadline = 0;
 			bool ok = send_all(fd, slot, c.iov, c.iovcnt, c.big != NULL) &&
 			          (!c.big || send_big(&c, slot));
 			kconn_done(&c);
@@ -133,16 +131,7 @@ static void *serve(void *arg)
 		}
 		if (!c.keep_open)
 			break;
-		int64_t now = watch_now_ms(), until;
-		if (kconn_partial(&c)) {
-			/* part of a head is here: the whole of it must arrive in time */
-			if (!deadline)
-				deadline = now + header_ms;
-			until = deadline;
-		} else {
-			deadline = 0;
-			until = now + idle_ms;
-		}
+		int64_t now = watch_now_ms(), until = kconn_read_deadline(&c, now);
 		if (until <= now || !watch_arm(slot, WATCH_READ, until))
 			goto timeout;
 		size_t room;
@@ -242,8 +231,6 @@ int main(int argc, char **argv)
 	}
 #endif
 	knot_setup();
-	idle_ms = (int64_t)knot.opt.keepalive_s * 1000;
-	header_ms = (int64_t)knot.opt.header_s * 1000;
 	send_ms = (int64_t)knot.opt.send_s * 1000;
 	pthread_t wt;
 	if (watch_init(knot.max_conns + 16) != 0 ||
