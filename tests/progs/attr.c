@@ -295,16 +295,6 @@ TCASE(inheritsched)
 	pthread_attr_destroy(&a);
 }
 
-static void *report_sched(void *arg)
-{
-	int *out = arg;
-	struct sched_param p;
-	if (pthread_getschedparam(pthread_self(), &out[0], &p) != 0)
-		return (void *)1;
-	out[1] = p.sched_priority;
-	return NULL;
-}
-
 /* Explicit scheduling attributes reach the thread; inherited ones come
  * from the creator, not from the attribute object. */
 TCASE(create_with_sched_attrs)
@@ -319,14 +309,14 @@ TCASE(create_with_sched_attrs)
 	pthread_t t;
 	void *r;
 	/* inherit (the default): the creator's SCHED_OTHER/0 */
-	CHECK_OK(pthread_create(&t, &a, report_sched, seen));
+	CHECK_OK(pthread_create(&t, &a, tc_report_sched, seen));
 	CHECK_OK(pthread_join(t, &r));
 	CHECK_EQ((long)r, 0);
 	CHECK_EQ(seen[0], SCHED_OTHER);
 	CHECK_EQ(seen[1], 0);
 
 	CHECK_OK(pthread_attr_setinheritsched(&a, PTHREAD_EXPLICIT_SCHED));
-	CHECK_OK(pthread_create(&t, &a, report_sched, seen));
+	CHECK_OK(pthread_create(&t, &a, tc_report_sched, seen));
 	CHECK_OK(pthread_join(t, &r));
 	CHECK_EQ((long)r, 0);
 	CHECK_EQ(seen[0], SCHED_RR);

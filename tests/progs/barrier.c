@@ -11,47 +11,6 @@
 
 static uint64_t workers_seen, workers_spread;
 
-static void note(uint64_t *mask)
-{
-	int w = caprice_worker_index();
-	if (w >= 0 && w < 64)
-		__atomic_fetch_or(mask, 1ull << w, __ATOMIC_RELAXED);
-}
-
-static int count_workers(const uint64_t *mask)
-{
-	return __builtin_popcountll(__atomic_load_n(mask, __ATOMIC_RELAXED));
-}
-
-/* Threads start on their creator's worker and idle workers steal only
- * now and then: yield until a second worker has taken some, so the
- * barrier is crossed by threads that really run in parallel. */
-static void spread(void)
-{
-	uint64_t t0 = tc_now_ns();
-	note(&workers_spread);
-	while (caprice_worker_count() >= 2 && count_workers(&workers_spread) < 2 &&
-	       tc_now_ns() - t0 < 2000000000ull) {
-		sched_yield();
-		note(&workers_spread);
-	}
-}
-
-static void on_alarm(int sig)
-{
-	(void)sig;
-	static const char msg[] = "watchdog: the case hung (a lost wakeup?)\n";
-	if (write(2, msg, sizeof msg - 1) < 0)
-		_exit(4);
-	_exit(3);
-}
-
-static void watchdog(unsigned s)
-{
-	signal(SIGALRM, on_alarm);
-	alarm(s);
-}
-
 TCASE(init_errors_and_attr)
 {
 	pthread_barrier_t b;
@@ -93,7 +52,7 @@ static int serial[CYCLES];        /* SERIAL_THREAD returns in cycle c */
 static void *cycler(void *p)
 {
 	(void)p;
-	spread();
+	tc_spread(&workers_spread);
 	for (int c = 0; c < CYCLES; c++) {
 		__atomic_add_fetch(&arrived[c], 1, __ATOMIC_ACQ_REL);
 		int r = pthread_barrier_wait(&B);
@@ -109,7 +68,7 @@ static void *cycler(void *p)
 		n = __atomic_load_n(&arrived[c + 2], __ATOMIC_ACQUIRE);
 		if (n != 0)
 			TFAIL("%d threads reached cycle %d while one was leaving cycle %d", n, c + 2, c);
-		note(&workers_seen);
+		tc_note_worker(&workers_seen);
 		if (c % 64 == 0)
 			sched_yield();
 	}
@@ -118,7 +77,7 @@ static void *cycler(void *p)
 
 TCASE(one_serial_per_cycle_none_ahead)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	CHECK_OK(pthread_barrier_init(&B, NULL, THREADS));
 	pthread_t t[THREADS];
 	for (long i = 0; i < THREADS; i++)
@@ -132,7 +91,7 @@ TCASE(one_serial_per_cycle_none_ahead)
 	}
 	CHECK_OK(pthread_barrier_destroy(&B));
 	if (caprice_worker_count() >= 2)
-		CHECK(count_workers(&workers_seen) >= 2);
+		CHECK(tc_count_workers(&workers_seen) >= 2);
 }
 
 /* main takes part as well, and sleeps before some cycles so the others
@@ -152,7 +111,7 @@ static void *sleepy_peer(void *p)
 
 TCASE(waiters_park_and_are_released)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	enum { PEERS = 5 };
 	CHECK_OK(pthread_barrier_init(&B, NULL, PEERS + 1));
 	pthread_t t[PEERS];
@@ -243,7 +202,7 @@ static int round_destroyed[ROUNDS];
 static void *rounds(void *p)
 {
 	(void)p;
-	spread();
+	tc_spread(&workers_spread);
 	for (int i = 0; i < ROUNDS; i++) {
 		pthread_barrier_t *b = &round_barrier[i];
 		if (pthread_barrier_wait(b) != PTHREAD_BARRIER_SERIAL_THREAD)
@@ -263,7 +222,7 @@ static void *rounds(void *p)
 
 TCASE(serial_thread_destroys_at_once)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	for (int i = 0; i < ROUNDS; i++)
 		CHECK_OK(pthread_barrier_init(&round_barrier[i], NULL, ROUND_THREADS));
 	pthread_t t[ROUND_THREADS];

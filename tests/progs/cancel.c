@@ -14,13 +14,6 @@
 
 #define MS 1000000ull
 
-static void msleep(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 /* A log of cleanup handler runs, in order. */
 static int clog_v[64];
 static int clog_n;
@@ -56,9 +49,9 @@ static void await_blocking(void)
 	uint64_t give_up = tc_now_ns() + 5000 * MS;
 	while (!__atomic_load_n(&blocking, __ATOMIC_ACQUIRE)) {
 		CHECK(tc_now_ns() < give_up);
-		msleep(1);
+		tc_msleep(1);
 	}
-	msleep(30); /* it is inside the blocking call by now */
+	tc_msleep(30); /* it is inside the blocking call by now */
 }
 
 /* Cancels t and joins it: it must end promptly, cancelled. */
@@ -186,7 +179,7 @@ TCASE(cancelled_waiter_leaves_signal_to_others)
 	CHECK_OK(pthread_create(&victim, NULL, cancellable_cond_waiter, &w));
 	await_blocking();
 	CHECK_OK(pthread_create(&other, NULL, plain_cond_waiter, &w));
-	msleep(30);
+	tc_msleep(30);
 	cancel_and_join(victim);
 	pthread_mutex_lock(&w.m);
 	w.never = 1;
@@ -339,7 +332,7 @@ TCASE(deferred_waits_for_cancellation_point)
 	CHECK_OK(pthread_create(&t, NULL, yield_only_loop, NULL));
 	await_blocking();
 	CHECK_OK(pthread_cancel(t));
-	msleep(50);
+	tc_msleep(50);
 	__atomic_store_n(&yield_loop_stop, 1, __ATOMIC_RELEASE);
 	void *r;
 	CHECK_OK(pthread_join(t, &r));
@@ -418,7 +411,7 @@ TCASE(disabled_cond_wait_not_interrupted)
 	CHECK_OK(pthread_create(&t, NULL, disabled_cond_wait, &w));
 	await_blocking();
 	CHECK_OK(pthread_cancel(t));
-	msleep(50);
+	tc_msleep(50);
 	CHECK_EQ(__atomic_load_n(&reenabled, __ATOMIC_ACQUIRE), 0); /* still waiting */
 	uint64_t t0 = tc_now_ns();
 	pthread_mutex_lock(&w.m);
@@ -491,8 +484,8 @@ TCASE(cancel_finished_thread)
 	pthread_t t;
 	CHECK_OK(pthread_create(&t, NULL, return_42, &done));
 	while (!__atomic_load_n(&done, __ATOMIC_ACQUIRE))
-		msleep(1);
-	msleep(20);
+		tc_msleep(1);
+	tc_msleep(20);
 	CHECK_OK(pthread_cancel(t));
 	void *r;
 	CHECK_OK(pthread_join(t, &r));
@@ -678,7 +671,7 @@ static void *with_key(void *arg)
 	pthread_cleanup_push(handler, (void *)80);
 	__atomic_store_n(&blocking, 1, __ATOMIC_RELEASE);
 	for (;;)
-		msleep(1000);
+		tc_msleep(1000);
 	pthread_cleanup_pop(0);
 	return NULL;
 }
@@ -729,7 +722,7 @@ TCASE(cancel_many_at_once)
 	static pthread_t t[N];
 	for (long i = 0; i < N; i++)
 		CHECK_OK(pthread_create(&t[i], NULL, mixed_blocker, (void *)i));
-	msleep(100);
+	tc_msleep(100);
 	for (int i = 0; i < N; i++)
 		CHECK_OK(pthread_cancel(t[i]));
 	for (int i = 0; i < N; i++) {

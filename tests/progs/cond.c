@@ -7,37 +7,12 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "caprice.h"
 #include "tcase.h"
-
-extern char **environ;
-
-static void msleep(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-static struct timespec abs_ms_ago(clockid_t clock, long ms)
-{
-	struct timespec ts;
-	clock_gettime(clock, &ts);
-	ts.tv_sec -= ms / 1000;
-	ts.tv_nsec -= (ms % 1000) * 1000000L;
-	if (ts.tv_nsec < 0) {
-		ts.tv_sec--;
-		ts.tv_nsec += 1000000000L;
-	}
-	return ts;
-}
 
 static bool reached(clockid_t clock, const struct timespec *dl)
 {
@@ -101,7 +76,7 @@ static void await(struct fix *f, bool (*pred)(struct fix *), const char *what)
 			return;
 		if (tc_now_ns() > give_up)
 			TFAIL("gave up waiting for %s", what);
-		msleep(1);
+		tc_msleep(1);
 	}
 }
 
@@ -155,7 +130,7 @@ TCASE(signal_wakes_one)
 		pthread_mutex_unlock(&f.m);
 		want_passed = k;
 		await(&f, passed_is, "a signalled waiter to pass");
-		msleep(10); /* nobody else gets through on the same signal */
+		tc_msleep(10); /* nobody else gets through on the same signal */
 		pthread_mutex_lock(&f.m);
 		CHECK_EQ(f.passed, k);
 		CHECK_EQ(f.waiting, N - k);
@@ -246,7 +221,7 @@ TCASE(broadcast_only_current_waiters)
 		CHECK_OK(pthread_create(&b[i], NULL, wait_generation, &f));
 	want_waiting = 2;
 	await(&f, waiting_is, "second group waiting");
-	msleep(20);
+	tc_msleep(20);
 	pthread_mutex_lock(&f.m);
 	CHECK_EQ(f.passed, 3);
 	f.gen++;
@@ -285,7 +260,7 @@ TCASE(wait_reacquires_mutex)
 	pthread_mutex_lock(&f.m);
 	f.tokens = 1;
 	pthread_cond_signal(&f.c);
-	msleep(30); /* it is woken but cannot return while we hold the mutex */
+	tc_msleep(30); /* it is woken but cannot return while we hold the mutex */
 	pthread_mutex_unlock(&f.m);
 	void *r;
 	CHECK_OK(pthread_join(t, &r));
@@ -458,10 +433,10 @@ TCASE(timedwait_errors)
 	/* the mutex is still ours after each error */
 	CHECK_EQ(pthread_mutex_trylock(&m), EBUSY);
 	/* deadlines already past: at once */
-	struct timespec past = abs_ms_ago(CLOCK_REALTIME, 10);
+	struct timespec past = tc_abs_ms_ago(CLOCK_REALTIME, 10);
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(pthread_cond_timedwait(&c, &m, &past), ETIMEDOUT);
-	past = abs_ms_ago(CLOCK_MONOTONIC, 2000);
+	past = tc_abs_ms_ago(CLOCK_MONOTONIC, 2000);
 	CHECK_EQ(pthread_cond_clockwait(&c, &m, CLOCK_MONOTONIC, &past), ETIMEDOUT);
 	struct timespec epoch = { 0, 0 };
 	CHECK_EQ(pthread_cond_timedwait(&c, &m, &epoch), ETIMEDOUT);
@@ -473,7 +448,7 @@ TCASE(timedwait_errors)
 static void *signal_after(void *arg)
 {
 	struct fix *f = arg;
-	msleep(50);
+	tc_msleep(50);
 	pthread_mutex_lock(&f->m);
 	f->tokens = 1;
 	pthread_cond_signal(&f->c);
@@ -741,67 +716,20 @@ TCASE(signal_racing_wait_entry_not_lost)
 /* Runs this program's case again with TC_CHILD=1 and CAPRICE_WORKERS=n. */
 static int run_child_workers(const char *case_name, const char *workers, char *out, size_t outsz)
 {
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	CHECK(n > 0);
-	exe[n] = 0;
-	size_t nenv = 0;
-	while (environ[nenv])
-		nenv++;
-	char **env = calloc(nenv + 3, sizeof *env);
-	CHECK(env != NULL);
-	size_t k = 0;
-	for (size_t i = 0; i < nenv; i++)
-		if (strncmp(environ[i], "TC_CHILD=", 9) != 0 &&
-		    strncmp(environ[i], "CAPRICE_WORKERS=", 16) != 0)
-			env[k++] = environ[i];
 	char wenv[64];
 	snprintf(wenv, sizeof wenv, "CAPRICE_WORKERS=%s", workers);
-	env[k++] = wenv;
-	env[k++] = "TC_CHILD=1";
-	env[k] = NULL;
-	/* the output goes to a memory file, read once the child is gone: no
-	 * pipe or poll() here, so these cases do not depend on the I/O layer */
-	int ofd = memfd_create("tc-child-output", MFD_CLOEXEC);
-	CHECK(ofd >= 0);
-	posix_spawn_file_actions_t fa;
-	CHECK_OK(posix_spawn_file_actions_init(&fa));
-	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, ofd, 1));
-	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, ofd, 2));
-	char *argv[] = { exe, (char *)case_name, NULL };
-	pid_t pid;
-	CHECK_OK(posix_spawn(&pid, exe, &fa, NULL, argv, env));
-	posix_spawn_file_actions_destroy(&fa);
-	free(env);
-	int status = 0;
-	pid_t w;
-	uint64_t give_up = tc_now_ns() + 30000000000ull;
-	while ((w = waitpid(pid, &status, WNOHANG)) == 0) {
-		if (tc_now_ns() > give_up) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			ssize_t got = syscall(SYS_pread64, ofd, out, outsz - 1, 0L);
-			out[got > 0 ? got : 0] = 0;
-			TFAIL("child %s ran over 30 s; its output:\n%s", case_name, out);
-		}
-		usleep(5000);
-	}
-	CHECK(w == pid);
-	ssize_t got = syscall(SYS_pread64, ofd, out, outsz - 1, 0L);
-	out[got > 0 ? got : 0] = 0;
-	close(ofd);
-	return status;
+	const char *extra[] = { wenv, NULL };
+	return tc_run_self(case_name, extra, out, outsz, 30);
 }
 
 /* More workers than CPUs: a worker can lose its CPU anywhere, which
  * widens every race window. */
 TCASE(signal_racing_wait_entry_not_lost_4_workers)
 {
-	const char *c = getenv("TC_CHILD");
-	if (c && strcmp(c, "1") == 0) {
+	if (tc_in_child()) {
 		CHECK_EQ(caprice_worker_count(), 4);
 		signal_race(2000000000ull);
-		(void)syscall(SYS_write, 1, "child ok\n", 9);
+		tc_say("child ok\n");
 		return;
 	}
 	char out[8192];

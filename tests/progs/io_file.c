@@ -23,11 +23,6 @@
 /* ------------------------------------------------------------------ */
 /* helpers                                                            */
 
-static void case_limit(unsigned s)
-{
-	alarm(s); /* a hang from a runtime bug ends the case by itself */
-}
-
 static char dir[64];
 
 static void make_dir(void)
@@ -76,32 +71,6 @@ static void remove_dir(void)
 	CHECK(rmdir(dir) == 0);
 }
 
-static pthread_t spawn(void *(*fn)(void *), void *arg)
-{
-	pthread_t t;
-	CHECK_OK(pthread_create(&t, NULL, fn, arg));
-	return t;
-}
-
-static void *join(pthread_t t)
-{
-	void *r;
-	CHECK_OK(pthread_join(t, &r));
-	return r;
-}
-
-static void write_all(int fd, const void *buf, size_t n)
-{
-	const char *p = buf;
-	while (n) {
-		ssize_t r = write(fd, p, n);
-		if (r <= 0)
-			TFAIL("write on fd %d: %zd (%s)", fd, r, strerror(errno));
-		p += r;
-		n -= (size_t)r;
-	}
-}
-
 /* Reads until n bytes or EOF; returns the count. */
 static size_t read_full(int fd, void *buf, size_t n)
 {
@@ -130,23 +99,17 @@ static off_t size_of(int fd)
 	return st.st_size;
 }
 
-static inline uint8_t pattern(uint64_t seed, uint64_t i)
-{
-	uint64_t x = (i + seed * 0x9e3779b97f4a7c15ull) * 0xff51afd7ed558ccdull;
-	return (uint8_t)(x >> 56 ^ x >> 29);
-}
-
 static void fill(uint8_t *buf, size_t n, uint64_t seed, uint64_t off)
 {
 	for (size_t i = 0; i < n; i++)
-		buf[i] = pattern(seed, off + i);
+		buf[i] = tc_pattern(seed, off + i);
 }
 
 /* The first offset in buf that differs from the pattern, or -1. */
 static long check_pattern(const uint8_t *buf, size_t n, uint64_t seed, uint64_t off)
 {
 	for (size_t i = 0; i < n; i++)
-		if (buf[i] != pattern(seed, off + i))
+		if (buf[i] != tc_pattern(seed, off + i))
 			return (long)i;
 	return -1;
 }
@@ -156,7 +119,7 @@ static long check_pattern(const uint8_t *buf, size_t n, uint64_t seed, uint64_t 
 
 TCASE(write_read_back_with_positions)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	make_dir();
 	int fd = open(path("f"), O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0600);
 	CHECK(fd >= 0);
@@ -231,7 +194,7 @@ TCASE(write_read_back_with_positions)
 
 TCASE(vectored_io_splits_and_joins)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	make_dir();
 	int fd = open(path("v"), O_CREAT | O_RDWR | O_TRUNC, 0600);
 	CHECK(fd >= 0);
@@ -309,13 +272,13 @@ TCASE(vectored_io_splits_and_joins)
 
 TCASE(fsync_and_fdatasync)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	make_dir();
 	int fd = open(path("s"), O_CREAT | O_RDWR | O_TRUNC, 0600);
 	CHECK(fd >= 0);
 	static char buf[256 << 10];
 	fill((uint8_t *)buf, sizeof buf, 5, 0);
-	write_all(fd, buf, sizeof buf);
+	tc_write_all(fd, buf, sizeof buf);
 	CHECK_EQ(fsync(fd), 0);
 	CHECK_EQ(pwrite(fd, "x", 1, 10), 1);
 	CHECK_EQ(fdatasync(fd), 0);
@@ -368,7 +331,7 @@ static void expect_open_fails(const char *p, int flags, int want)
 
 TCASE(open_errors_and_modes)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	make_dir();
 	expect_open_fails(path("missing"), O_RDONLY, ENOENT);
 	expect_open_fails(path("missing/deeper"), O_RDONLY, ENOENT);
@@ -424,7 +387,7 @@ TCASE(open_errors_and_modes)
 
 TCASE(openat_relative_to_directory_fd)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	make_dir();
 	CHECK(mkdir(path("sub"), 0700) == 0);
 	int d = open(path("sub"), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -495,7 +458,7 @@ TCASE(openat_relative_to_directory_fd)
 
 TCASE(creat_truncates_and_opens_write_only)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	make_dir();
 	int fd = creat(path("c"), 0600);
 	CHECK(fd >= 0);
@@ -534,7 +497,7 @@ TCASE(creat_truncates_and_opens_write_only)
 
 TCASE(statx_reports_size_and_type)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	make_dir();
 	static const off_t sizes[] = { 0, 1, 4095, 4097, 1 << 20, (3 << 20) + 17 };
 	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -631,7 +594,7 @@ static void *appender_main(void *arg)
 
 TCASE(o_append_appends)
 {
-	case_limit(30);
+	tc_case_limit(30);
 	make_dir();
 	int fd = open(path("log"), O_CREAT | O_RDWR | O_TRUNC, 0600);
 	CHECK(fd >= 0);
@@ -663,10 +626,10 @@ TCASE(o_append_appends)
 	pthread_t t[THREADS];
 	for (int i = 0; i < THREADS; i++) {
 		ap[i] = (struct appender){ i, RECORDS };
-		t[i] = spawn(appender_main, &ap[i]);
+		t[i] = tc_spawn(appender_main, &ap[i]);
 	}
 	for (int i = 0; i < THREADS; i++)
-		join(t[i]);
+		tc_join(t[i]);
 
 	size_t total = (size_t)THREADS * RECORDS * REC;
 	char *all = malloc(total + 1);
@@ -699,7 +662,7 @@ TCASE(o_append_appends)
 
 TCASE(eof_and_bad_descriptors)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	make_dir();
 	int fd = open(path("e"), O_CREAT | O_RDWR | O_TRUNC, 0600);
 	CHECK(fd >= 0);
@@ -768,7 +731,7 @@ TCASE(eof_and_bad_descriptors)
 
 TCASE(positional_io_on_pipe_is_espipe)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	/* a pipe has no offsets: the positional calls must refuse rather
 	 * than read or write the stream */
 	int p[2];
@@ -802,7 +765,7 @@ TCASE(positional_io_on_pipe_is_espipe)
 
 TCASE(large_file_copy_in_1mib_chunks)
 {
-	case_limit(60);
+	tc_case_limit(60);
 	make_dir();
 	enum { CHUNK = 1 << 20, CHUNKS = 32 };
 	const uint64_t seed = 99;
@@ -814,7 +777,7 @@ TCASE(large_file_copy_in_1mib_chunks)
 	CHECK(src >= 0);
 	for (int i = 0; i < CHUNKS; i++) {
 		fill(buf, CHUNK, seed, (uint64_t)i * CHUNK);
-		write_all(src, buf, CHUNK);
+		tc_write_all(src, buf, CHUNK);
 	}
 	CHECK_EQ(fsync(src), 0);
 	CHECK_EQ(close(src), 0);
@@ -831,7 +794,7 @@ TCASE(large_file_copy_in_1mib_chunks)
 		CHECK(r >= 0);
 		if (r == 0)
 			break;
-		write_all(dst, buf, (size_t)r);
+		tc_write_all(dst, buf, (size_t)r);
 		copied += (uint64_t)r;
 	}
 	CHECK_EQ(copied, (uint64_t)CHUNK * CHUNKS);
@@ -901,7 +864,7 @@ static void *file_worker_main(void *arg)
 			len = total - off;
 		if (i % 2 == 0) {
 			CHECK_EQ(lseek(fd, (off_t)off, SEEK_SET), (off_t)off);
-			write_all(fd, buf + off, len);
+			tc_write_all(fd, buf + off, len);
 		} else {
 			CHECK_EQ(pwrite(fd, buf + off, len, (off_t)off), (ssize_t)len);
 		}
@@ -947,25 +910,25 @@ static void *ticker_main(void *arg)
 
 TCASE(many_threads_distinct_files)
 {
-	case_limit(60);
+	tc_case_limit(60);
 	make_dir();
 	enum { THREADS = 32 };
 	struct file_worker w[THREADS];
 	pthread_t t[THREADS];
-	pthread_t tick = spawn(ticker_main, NULL);
+	pthread_t tick = tc_spawn(ticker_main, NULL);
 	uint64_t t0 = tc_now_ns();
 	for (int i = 0; i < THREADS; i++) {
 		w[i] = (struct file_worker){ .id = i };
-		t[i] = spawn(file_worker_main, &w[i]);
+		t[i] = tc_spawn(file_worker_main, &w[i]);
 	}
 	uint64_t bytes = 0;
 	for (int i = 0; i < THREADS; i++) {
-		join(t[i]);
+		tc_join(t[i]);
 		bytes += w[i].bytes;
 	}
 	uint64_t el = tc_now_ns() - t0;
 	__atomic_store_n(&ticker_stop, 1, __ATOMIC_RELEASE);
-	join(tick);
+	tc_join(tick);
 	CHECK_EQ(bytes, (uint64_t)THREADS * (512 << 10));
 	/* the directory is empty again: every thread cleaned up */
 	int d = open(dir, O_RDONLY | O_DIRECTORY);

@@ -12,7 +12,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
@@ -23,48 +22,10 @@
 #include "caprice.h"
 #include "tcase.h"
 
-extern char **environ;
-
 #define MS 1000000ull
 
 /* ------------------------------------------------------------------ */
 /* helpers                                                            */
-
-static void case_limit(unsigned s)
-{
-	alarm(s); /* a hang from a runtime bug ends the case by itself */
-}
-
-static void msleep(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-static pthread_t spawn(void *(*fn)(void *), void *arg)
-{
-	pthread_t t;
-	CHECK_OK(pthread_create(&t, NULL, fn, arg));
-	return t;
-}
-
-static void *join(pthread_t t)
-{
-	void *r;
-	CHECK_OK(pthread_join(t, &r));
-	return r;
-}
-
-/* Joins t, failing the case if it has not ended within ms. */
-static void join_within(pthread_t t, long ms, const char *what)
-{
-	struct timespec dl = tc_abs_ms(CLOCK_REALTIME, ms);
-	int e = pthread_timedjoin_np(t, NULL, &dl);
-	if (e == ETIMEDOUT)
-		TFAIL("%s: still not back after %ld ms", what, ms);
-	CHECK_OK(e);
-}
 
 static void make_pipe(int p[2])
 {
@@ -110,7 +71,7 @@ struct later {
 static void *later_main(void *arg)
 {
 	struct later *l = arg;
-	msleep(l->after_ms);
+	tc_msleep(l->after_ms);
 	l->at = tc_now_ns();
 	if (l->data)
 		CHECK_EQ(write(l->fd, l->data, strlen(l->data)), (ssize_t)strlen(l->data));
@@ -122,7 +83,7 @@ static void *later_main(void *arg)
 static pthread_t later(struct later *l, int fd, long after_ms, const char *data)
 {
 	*l = (struct later){ .fd = fd, .after_ms = after_ms, .data = data };
-	return spawn(later_main, l);
+	return tc_spawn(later_main, l);
 }
 
 static void drain(int fd, size_t n)
@@ -132,89 +93,12 @@ static void drain(int fd, size_t n)
 	CHECK_EQ(read(fd, buf, n), (ssize_t)n);
 }
 
-static bool in_child(void)
-{
-	const char *c = getenv("TC_CHILD");
-	return c && strcmp(c, "1") == 0;
-}
-
-/* Runs `this-program case_name` with TC_CHILD=1 plus the NAME=VALUE
- * settings in extra; collects its output into out and returns its wait
- * status.  Fails if it runs over limit_s. */
-static int run_self(const char *case_name, const char *const *extra, char *out, size_t outsz,
-                    int limit_s)
-{
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	CHECK(n > 0);
-	exe[n] = 0;
-	size_t nenv = 0, nextra = 0;
-	while (environ[nenv])
-		nenv++;
-	while (extra && extra[nextra])
-		nextra++;
-	char **env = calloc(nenv + nextra + 2, sizeof *env);
-	CHECK(env != NULL);
-	size_t k = 0;
-	for (size_t i = 0; i < nenv; i++) {
-		bool drop = strncmp(environ[i], "TC_CHILD=", 9) == 0;
-		for (size_t j = 0; j < nextra && !drop; j++)
-			drop = strncmp(environ[i], extra[j], strcspn(extra[j], "=") + 1) == 0;
-		if (!drop)
-			env[k++] = environ[i];
-	}
-	for (size_t j = 0; j < nextra; j++)
-		env[k++] = (char *)extra[j];
-	env[k++] = "TC_CHILD=1";
-	env[k] = NULL;
-
-	int p[2];
-	make_pipe(p);
-	posix_spawn_file_actions_t fa;
-	CHECK_OK(posix_spawn_file_actions_init(&fa));
-	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, p[1], 1));
-	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, p[1], 2));
-	char *argv[] = { exe, (char *)case_name, NULL };
-	pid_t pid;
-	CHECK_OK(posix_spawn(&pid, exe, &fa, NULL, argv, env));
-	posix_spawn_file_actions_destroy(&fa);
-	free(env);
-	CHECK_EQ(close(p[1]), 0);
-
-	size_t len = 0;
-	uint64_t give_up = tc_now_ns() + (uint64_t)limit_s * 1000 * MS;
-	for (;;) {
-		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-		int r = poll(&pfd, 1, 100);
-		if (r > 0) {
-			char buf[4096];
-			ssize_t got = read(p[0], buf, sizeof buf);
-			if (got <= 0)
-				break;
-			size_t take = (size_t)got < outsz - 1 - len ? (size_t)got : outsz - 1 - len;
-			memcpy(out + len, buf, take);
-			len += take;
-		}
-		if (tc_now_ns() > give_up) {
-			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
-			out[len] = 0;
-			TFAIL("child %s ran over %d s; its output:\n%s", case_name, limit_s, out);
-		}
-	}
-	out[len] = 0;
-	CHECK_EQ(close(p[0]), 0);
-	int status;
-	CHECK(waitpid(pid, &status, 0) == pid);
-	return status;
-}
-
 /* ------------------------------------------------------------------ */
 /* poll                                                               */
 
 TCASE(poll_mixed_fds_revents)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int p[2], a, b;
 	make_pipe(p);
 	tcp_pair(&a, &b);
@@ -255,7 +139,7 @@ TCASE(poll_mixed_fds_revents)
 	t0 = tc_now_ns();
 	CHECK_EQ(poll(two, 2, -1), 1);
 	uint64_t woke = tc_now_ns();
-	join(t);
+	tc_join(t);
 	CHECK_MS_RANGE(woke - t0, 40, 200);
 	CHECK_MS_RANGE(woke - l.at, 0, 100);
 	CHECK_EQ(two[0].revents, POLLIN);
@@ -269,7 +153,7 @@ TCASE(poll_mixed_fds_revents)
 	t0 = tc_now_ns();
 	CHECK_EQ(poll(two, 2, 2000), 1);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 40, 200);
-	join(t);
+	tc_join(t);
 	CHECK_EQ(two[0].revents, 0);
 	CHECK_EQ(two[1].revents, POLLIN | POLLRDHUP);
 
@@ -279,7 +163,7 @@ TCASE(poll_mixed_fds_revents)
 	t0 = tc_now_ns();
 	CHECK_EQ(poll(&one, 1, 2000), 1);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 40, 200);
-	join(t);
+	tc_join(t);
 	CHECK_EQ(one.revents, POLLHUP);
 
 	int fds[] = { p[0], a, f };
@@ -297,7 +181,7 @@ struct drainer {
 static void *drainer_main(void *arg)
 {
 	struct drainer *d = arg;
-	msleep(d->after_ms);
+	tc_msleep(d->after_ms);
 	char buf[65536];
 	ssize_t r = read(d->fd, buf, sizeof buf);
 	CHECK(r > 0);
@@ -307,7 +191,7 @@ static void *drainer_main(void *arg)
 
 TCASE(poll_waits_for_writability)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int p[2];
 	make_pipe(p);
 	/* fill the pipe */
@@ -321,12 +205,12 @@ TCASE(poll_waits_for_writability)
 	CHECK_EQ(poll(&pf, 1, 0), 0);
 	/* a reader makes room after 50 ms */
 	struct drainer d = { p[0], 50, 0 };
-	pthread_t t = spawn(drainer_main, &d);
+	pthread_t t = tc_spawn(drainer_main, &d);
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(poll(&pf, 1, 2000), 1);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 40, 200);
 	CHECK_EQ(pf.revents, POLLOUT);
-	join(t);
+	tc_join(t);
 	CHECK(d.bytes > 0);
 	free(junk);
 	close_all(p, 2);
@@ -334,7 +218,7 @@ TCASE(poll_waits_for_writability)
 
 TCASE(poll_timeout_accuracy)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int p[2];
 	make_pipe(p);
 	static const int ms[] = { 50, 10, 100, 1, 50 };
@@ -355,7 +239,7 @@ TCASE(poll_timeout_accuracy)
 
 TCASE(poll_timeout_zero_never_blocks)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int p[2], a, b;
 	make_pipe(p);
 	tcp_pair(&a, &b);
@@ -389,7 +273,7 @@ TCASE(poll_timeout_zero_never_blocks)
 
 TCASE(poll_negative_fds_ignored)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int p[2];
 	make_pipe(p);
 	CHECK_EQ(write(p[1], "x", 1), 1);
@@ -413,7 +297,7 @@ TCASE(poll_negative_fds_ignored)
 	struct later l;
 	pthread_t t = later(&l, p[1], 30, "y");
 	CHECK_EQ(poll(pf, 3, 2000), 1);
-	join(t);
+	tc_join(t);
 	CHECK_EQ(pf[0].revents, 0);
 	CHECK_EQ(pf[1].revents, POLLIN);
 	CHECK_EQ(pf[2].revents, 0);
@@ -451,25 +335,25 @@ static void await_started(int *flag)
 	uint64_t give_up = tc_now_ns() + 1000 * MS;
 	while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE)) {
 		CHECK(tc_now_ns() < give_up);
-		msleep(1);
+		tc_msleep(1);
 	}
 }
 
 TCASE(poll_fd_closed_while_polling)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	for (int round = 0; round < 3; round++) {
 		int p[2], q[2];
 		make_pipe(p);
 		make_pipe(q);
 		struct poller pl = { .pf = { { p[0], POLLIN, 0 }, { q[0], POLLIN, 0 } }, .n = 2,
 			             .timeout = 5000 };
-		pthread_t t = spawn(poller_main, &pl);
+		pthread_t t = tc_spawn(poller_main, &pl);
 		await_started(&pl.started);
-		msleep(50);
+		tc_msleep(50);
 		uint64_t t0 = tc_now_ns();
 		CHECK_EQ(close(p[0]), 0);
-		join_within(t, 2000, "poll on a descriptor closed by another thread");
+		tc_join_within(t, 2000, "poll on a descriptor closed by another thread");
 		CHECK_MS_RANGE(pl.ended_at - t0, 0, 100);
 		CHECK_EQ(pl.r, 1);
 		CHECK_EQ(pl.pf[0].revents, POLLNVAL);
@@ -485,7 +369,7 @@ TCASE(poll_fd_closed_while_polling)
 		pthread_t w = later(&l, q[1], 20, "q");
 		pf = (struct pollfd){ q[0], POLLIN, 0 };
 		CHECK_EQ(poll(&pf, 1, 2000), 1);
-		join(w);
+		tc_join(w);
 		int fds[] = { p[1], q[0], q[1], r[0], r[1] };
 		close_all(fds, 5);
 	}
@@ -493,7 +377,7 @@ TCASE(poll_fd_closed_while_polling)
 
 TCASE(poll_many_fds)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	enum { N = 100 };
 	int p[N][2];
 	struct pollfd pf[N];
@@ -506,7 +390,7 @@ TCASE(poll_many_fds)
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(poll(pf, N, 2000), 1);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 20, 200);
-	join(t);
+	tc_join(t);
 	for (int i = 0; i < N; i++)
 		CHECK_EQ(pf[i].revents, i == 77 ? POLLIN : 0);
 	/* several ready at once */
@@ -538,7 +422,7 @@ static void *many_poller_main(void *arg)
 
 TCASE(poll_many_threads)
 {
-	case_limit(30);
+	tc_case_limit(30);
 	enum { N = 200 };
 	static int p[N][2];
 	static struct many_poller m[N];
@@ -546,9 +430,9 @@ TCASE(poll_many_threads)
 	for (int i = 0; i < N; i++) {
 		make_pipe(p[i]);
 		m[i] = (struct many_poller){ .fd = p[i][0], .r = -2 };
-		t[i] = spawn(many_poller_main, &m[i]);
+		t[i] = tc_spawn(many_poller_main, &m[i]);
 	}
-	msleep(50);
+	tc_msleep(50);
 	for (int i = 0; i < N; i++)
 		CHECK_EQ(__atomic_load_n(&m[i].r, __ATOMIC_RELAXED), -2); /* all still waiting */
 	uint64_t t0 = tc_now_ns();
@@ -557,7 +441,7 @@ TCASE(poll_many_threads)
 		CHECK_EQ(write(p[i][1], "w", 1), 1);
 	}
 	for (int i = 0; i < N; i++) {
-		join(t[i]);
+		tc_join(t[i]);
 		CHECK_EQ(m[i].r, 1);
 		CHECK_EQ(m[i].revents, POLLIN);
 		close_all(p[i], 2);
@@ -567,7 +451,7 @@ TCASE(poll_many_threads)
 
 TCASE(ppoll_with_timespec)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int p[2];
 	make_pipe(p);
 	struct pollfd pf = { p[0], POLLIN, 0 };
@@ -595,7 +479,7 @@ TCASE(ppoll_with_timespec)
 	CHECK_EQ(ppoll(&pf, 1, NULL, &mask), 1);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 40, 200);
 	CHECK_EQ(pf.revents, POLLIN);
-	join(t);
+	tc_join(t);
 
 	/* more than a second */
 	drain(p[0], 1);
@@ -621,7 +505,7 @@ TCASE(ppoll_with_timespec)
 
 TCASE(select_readability_and_timeval)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int p[2];
 	make_pipe(p);
 	fd_set rd;
@@ -633,7 +517,7 @@ TCASE(select_readability_and_timeval)
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(select(p[0] + 1, &rd, NULL, NULL, &tv), 1);
 	uint64_t el = tc_now_ns() - t0;
-	join(t);
+	tc_join(t);
 	CHECK_MS_RANGE(el, 40, 200);
 	CHECK(FD_ISSET(p[0], &rd));
 	/* Linux reports the time left in the timeval */
@@ -687,7 +571,7 @@ TCASE(select_readability_and_timeval)
 	tv = (struct timeval){ 2, 0 };
 	CHECK_EQ(select(hi + 1, &rd, NULL, NULL, &tv), 1);
 	CHECK(FD_ISSET(hi, &rd));
-	join(t);
+	tc_join(t);
 	CHECK_EQ(close(hi), 0);
 
 	/* a closed descriptor in a set */
@@ -712,7 +596,7 @@ TCASE(select_readability_and_timeval)
 
 TCASE(pselect_readability_and_timeout)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int p[2];
 	make_pipe(p);
 	fd_set rd;
@@ -737,7 +621,7 @@ TCASE(pselect_readability_and_timeout)
 	CHECK_EQ(pselect(p[0] + 1, &rd, NULL, NULL, &ts, &mask), 1);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 40, 200);
 	CHECK(FD_ISSET(p[0], &rd));
-	join(t);
+	tc_join(t);
 
 	/* with no timeout at all */
 	drain(p[0], 1);
@@ -746,7 +630,7 @@ TCASE(pselect_readability_and_timeout)
 	t = later(&l, p[1], 30, "y");
 	CHECK_EQ(pselect(p[0] + 1, &rd, NULL, NULL, NULL, NULL), 1);
 	CHECK(FD_ISSET(p[0], &rd));
-	join(t);
+	tc_join(t);
 
 	struct timespec bad = { 0, -1 };
 	errno = 0;
@@ -838,7 +722,7 @@ static void epoll_while_others_run(void)
 	struct epoll_set s;
 	epoll_set_make(&s, 0);
 	struct epoll_waiter w = { .ep = s.ep, .timeout = -1 };
-	pthread_t wt = spawn(epoll_waiter_main, &w);
+	pthread_t wt = tc_spawn(epoll_waiter_main, &w);
 	await_started(&w.started);
 
 	/* two pairs of threads ping-pong while the waiter waits */
@@ -853,14 +737,14 @@ static void epoll_while_others_run(void)
 	};
 	pthread_t st[4];
 	for (int i = 0; i < 4; i++)
-		st[i] = spawn(spinner_main, &sp[i]);
+		st[i] = tc_spawn(spinner_main, &sp[i]);
 	uint64_t give_up = tc_now_ns() + 5000 * MS;
 	while (__atomic_load_n(&sp[1].rounds, __ATOMIC_RELAXED) < 1000 ||
 	       __atomic_load_n(&sp[3].rounds, __ATOMIC_RELAXED) < 1000) {
 		if (tc_now_ns() > give_up)
 			TFAIL("the ping-pong threads made %ld and %ld rounds in 5 s beside epoll_wait",
 			      sp[1].rounds, sp[3].rounds);
-		msleep(1);
+		tc_msleep(1);
 	}
 	if (__atomic_load_n(&w.returned, __ATOMIC_ACQUIRE))
 		TFAIL("epoll_wait returned %d with nothing ready", w.r);
@@ -868,7 +752,7 @@ static void epoll_while_others_run(void)
 	/* one pipe becomes readable: exactly its event comes back */
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(write(s.p[5][1], "e", 1), 1);
-	join(wt);
+	tc_join(wt);
 	CHECK_MS_RANGE(w.ended_at - t0, 0, 100);
 	CHECK_EQ(w.r, 1);
 	CHECK_EQ(w.ev[0].data.u32, 105);
@@ -880,7 +764,7 @@ static void epoll_while_others_run(void)
 	int ends[] = { a[1], b[1], c[1], d[1] };
 	close_all(ends, 4);
 	for (int i = 0; i < 4; i++)
-		join(st[i]);
+		tc_join(st[i]);
 	int rends[] = { a[0], b[0], c[0], d[0] };
 	close_all(rends, 4);
 	printf("workers %d: %ld and %ld ping-pong rounds while epoll_wait waited\n",
@@ -890,14 +774,14 @@ static void epoll_while_others_run(void)
 
 TCASE(epoll_wait_while_others_run)
 {
-	case_limit(30);
+	tc_case_limit(30);
 	epoll_while_others_run();
 }
 
 TCASE(epoll_wait_while_others_run_one_worker)
 {
-	case_limit(30);
-	if (in_child()) {
+	tc_case_limit(30);
+	if (tc_in_child()) {
 		CHECK_EQ(caprice_worker_count(), 1);
 		epoll_while_others_run();
 		printf("child ok\n");
@@ -905,7 +789,7 @@ TCASE(epoll_wait_while_others_run_one_worker)
 	}
 	static const char *const env[] = { "CAPRICE_WORKERS=1", NULL };
 	static char out[16384];
-	int st = run_self("epoll_wait_while_others_run_one_worker", env, out, sizeof out, 25);
+	int st = tc_run_self("epoll_wait_while_others_run_one_worker", env, out, sizeof out, 25);
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !strstr(out, "child ok"))
 		TFAIL("child with CAPRICE_WORKERS=1 failed (status %#x):\n%s", st, out);
 	fputs(out, stdout);
@@ -913,7 +797,7 @@ TCASE(epoll_wait_while_others_run_one_worker)
 
 TCASE(epoll_wait_reports_what_is_ready)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	struct epoll_set s;
 	epoll_set_make(&s, 0);
 	struct epoll_event ev[EP_PIPES];
@@ -962,7 +846,7 @@ TCASE(epoll_wait_reports_what_is_ready)
 	struct later l;
 	pthread_t t = later(&l, s.p[0][1], 30, "b");
 	CHECK_EQ(epoll_wait(et, ev, 4, 2000), 1);
-	join(t);
+	tc_join(t);
 	CHECK_EQ(ev[0].data.u32, 7);
 	CHECK_EQ(close(et), 0);
 
@@ -976,7 +860,7 @@ TCASE(epoll_wait_reports_what_is_ready)
 	CHECK_EQ(epoll_pwait(s.ep, ev, EP_PIPES, 2000, &mask), 1);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 20, 200);
 	CHECK_EQ(ev[0].data.u32, 102);
-	join(t);
+	tc_join(t);
 
 	errno = 0;
 	CHECK_EQ(epoll_wait(s.ep, ev, 0, 0), -1);
@@ -989,7 +873,7 @@ TCASE(epoll_wait_reports_what_is_ready)
 
 TCASE(epoll_wait_timeout_accuracy)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	struct epoll_set s;
 	epoll_set_make(&s, 0);
 	struct epoll_event ev[EP_PIPES];
@@ -1014,7 +898,7 @@ TCASE(epoll_wait_timeout_accuracy)
 
 TCASE(epoll_wait_timeout_zero)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	struct epoll_set s;
 	epoll_set_make(&s, 0);
 	struct epoll_event ev[EP_PIPES];
@@ -1039,16 +923,16 @@ TCASE(epoll_wait_timeout_zero)
 
 TCASE(epoll_wait_epfd_closed_while_waiting)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	struct epoll_set s;
 	epoll_set_make(&s, 0);
 	struct epoll_waiter w = { .ep = s.ep, .timeout = 5000 };
-	pthread_t t = spawn(epoll_waiter_main, &w);
+	pthread_t t = tc_spawn(epoll_waiter_main, &w);
 	await_started(&w.started);
-	msleep(50);
+	tc_msleep(50);
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(close(s.ep), 0);
-	join_within(t, 2000, "epoll_wait on an epoll descriptor closed by another thread");
+	tc_join_within(t, 2000, "epoll_wait on an epoll descriptor closed by another thread");
 	CHECK_MS_RANGE(w.ended_at - t0, 0, 100);
 	CHECK_EQ(w.r, -1);
 	CHECK_EQ(w.err, EBADF);
@@ -1062,7 +946,7 @@ TCASE(epoll_wait_epfd_closed_while_waiting)
 	struct epoll_event ev;
 	CHECK_EQ(epoll_wait(s.ep, &ev, 1, 2000), 1);
 	CHECK_EQ(ev.data.u32, 1);
-	join(wr);
+	tc_join(wr);
 	epoll_set_close(&s);
 }
 
@@ -1100,14 +984,14 @@ static void expect_eagain(int fd, int write_it, const char *what)
 	CHECK(n != NULL);
 	n->fd = fd;
 	n->write = write_it;
-	pthread_t t = spawn(nb_read_main, n);
+	pthread_t t = tc_spawn(nb_read_main, n);
 	uint64_t give_up = tc_now_ns() + 300 * MS;
 	while (!__atomic_load_n(&n->done, __ATOMIC_ACQUIRE)) {
 		if (tc_now_ns() > give_up)
 			TFAIL("O_NONBLOCK pipe: %s waited instead of failing with EAGAIN", what);
-		msleep(1);
+		tc_msleep(1);
 	}
-	join(t);
+	tc_join(t);
 	if (n->r != -1 || n->err != EAGAIN)
 		TFAIL("O_NONBLOCK pipe: %s gave %zd (%s), wanted -1 (EAGAIN)", what, n->r,
 		      strerror(n->err));
@@ -1117,7 +1001,7 @@ static void expect_eagain(int fd, int write_it, const char *what)
 
 TCASE(nonblocking_pipe_after_poll)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int p[2];
 	CHECK(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
 	expect_eagain(p[0], 0, "read of an empty pipe");
@@ -1127,7 +1011,7 @@ TCASE(nonblocking_pipe_after_poll)
 	pthread_t t = later(&l, p[1], 30, "abc");
 	struct pollfd pf = { p[0], POLLIN, 0 };
 	CHECK_EQ(poll(&pf, 1, 2000), 1);
-	join(t);
+	tc_join(t);
 	char buf[8];
 	CHECK_EQ(read(p[0], buf, 2), 2);
 	CHECK_EQ(read(p[0], buf, sizeof buf), 1);

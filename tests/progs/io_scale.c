@@ -42,11 +42,6 @@ extern char **environ;
 /* ------------------------------------------------------------------ */
 /* helpers                                                            */
 
-static void case_limit(unsigned s)
-{
-	alarm(s); /* a hang from a runtime bug ends the case by itself */
-}
-
 static const char *role(void)
 {
 	const char *r = getenv("TC_ROLE");
@@ -86,18 +81,6 @@ static int kernel_threads(void)
 	return atoi(t + 9);
 }
 
-static void write_all(int fd, const void *buf, size_t n)
-{
-	const char *p = buf;
-	while (n) {
-		ssize_t r = write(fd, p, n);
-		if (r <= 0)
-			TFAIL("write on fd %d: %zd (%s)", fd, r, strerror(errno));
-		p += r;
-		n -= (size_t)r;
-	}
-}
-
 static int read_exact(int fd, void *buf, size_t n)
 {
 	char *p = buf;
@@ -109,12 +92,6 @@ static int read_exact(int fd, void *buf, size_t n)
 		n -= (size_t)r;
 	}
 	return 0;
-}
-
-static inline uint8_t pattern(uint64_t seed, uint64_t i)
-{
-	uint64_t x = (i + seed * 0x9e3779b97f4a7c15ull) * 0xff51afd7ed558ccdull;
-	return (uint8_t)(x >> 56 ^ x >> 29);
 }
 
 /* Reads a line from fd (the peer process's pipe) within the deadline;
@@ -249,31 +226,13 @@ static pid_t spawn_clients(const char *case_name, int port, int conns, int round
                            int *from_child)
 {
 	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	CHECK(n > 0);
-	exe[n] = 0;
+	tc_self_exe(exe);
 	char e_port[32], e_conns[32], e_rounds[32];
 	snprintf(e_port, sizeof e_port, "TC_PORT=%d", port);
 	snprintf(e_conns, sizeof e_conns, "TC_CONNS=%d", conns);
 	snprintf(e_rounds, sizeof e_rounds, "TC_ROUNDS=%d", rounds);
-	const char *extra[] = { "TC_ROLE=client", e_port, e_conns, e_rounds, "TC_CHILD=1" };
-	size_t nextra = sizeof extra / sizeof extra[0];
-	size_t nenv = 0;
-	while (environ[nenv])
-		nenv++;
-	char **env = calloc(nenv + nextra + 1, sizeof *env);
-	CHECK(env != NULL);
-	size_t k = 0;
-	for (size_t i = 0; i < nenv; i++) {
-		bool drop = false;
-		for (size_t j = 0; j < nextra && !drop; j++)
-			drop = strncmp(environ[i], extra[j], strcspn(extra[j], "=") + 1) == 0;
-		if (!drop)
-			env[k++] = environ[i];
-	}
-	for (size_t j = 0; j < nextra; j++)
-		env[k++] = (char *)extra[j];
-	env[k] = NULL;
+	const char *extra[] = { "TC_ROLE=client", e_port, e_conns, e_rounds, NULL };
+	char **env = tc_child_env(extra);
 
 	int in[2], out[2];
 	CHECK(pipe2(in, O_CLOEXEC) == 0);
@@ -346,7 +305,7 @@ static void run_server(const char *case_name, int conns, int rounds, int limit_s
 		      conns);
 
 	/* talk */
-	write_all(to_child, "g\n", 2);
+	tc_write_all(to_child, "g\n", 2);
 	pthread_mutex_lock(&s.m);
 	while (s.finished < conns && !s.errors) {
 		struct timespec dl = tc_abs_ms(CLOCK_MONOTONIC, 100);
@@ -431,8 +390,8 @@ static void *client_main(void *arg)
 		size_t len = 1 + (size_t)((id * 7 + r * 131) % 300);
 		uint64_t seed = (uint64_t)id << 20 | (uint64_t)r;
 		for (size_t i = 0; i < len; i++)
-			out[i] = pattern(seed, i);
-		write_all(fd, out, len);
+			out[i] = tc_pattern(seed, i);
+		tc_write_all(fd, out, len);
 		e = read_exact(fd, in, len);
 		if (e)
 			TFAIL("client %d round %d: %s", id, r, e == -1 ? "EOF" : strerror(-e));
@@ -480,7 +439,7 @@ static void run_clients(void)
 
 	char line[64];
 	snprintf(line, sizeof line, "ready %d\n", kernel_threads());
-	write_all(1, line, strlen(line));
+	tc_write_all(1, line, strlen(line));
 	char go[2];
 	if (read_exact(0, go, 2) != 0 || go[0] != 'g')
 		TFAIL("the server did not say go");
@@ -493,7 +452,7 @@ static void run_clients(void)
 		CHECK_OK(pthread_join(t[i], NULL));
 	free(t);
 	snprintf(line, sizeof line, "done %d %lld\n", cs.ok, cs.bytes);
-	write_all(1, line, strlen(line));
+	tc_write_all(1, line, strlen(line));
 	CHECK_EQ(cs.ok, conns);
 }
 
@@ -503,47 +462,33 @@ static void run_clients(void)
 TCASE(echo_10000_connections)
 {
 	if (!strcmp(role(), "client")) {
-		case_limit(100);
+		tc_case_limit(100);
 		run_clients();
 		return;
 	}
-	case_limit(110);
+	tc_case_limit(110);
 	run_server("echo_10000_connections", 10000, 4, 90);
 }
 
 TCASE(echo_2000_connections_one_worker)
 {
 	if (!strcmp(role(), "client")) {
-		case_limit(100);
+		tc_case_limit(100);
 		run_clients();
 		return;
 	}
 	if (!strcmp(role(), "server")) {
-		case_limit(100);
+		tc_case_limit(100);
 		CHECK_EQ(caprice_worker_count(), 1);
 		run_server("echo_2000_connections_one_worker", 2000, 8, 80);
 		return;
 	}
 	/* run the server with one worker, its output passed through */
-	case_limit(110);
+	tc_case_limit(110);
 	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	CHECK(n > 0);
-	exe[n] = 0;
-	size_t nenv = 0;
-	while (environ[nenv])
-		nenv++;
-	char **env = calloc(nenv + 4, sizeof *env);
-	CHECK(env != NULL);
-	size_t k = 0;
-	for (size_t i = 0; i < nenv; i++)
-		if (strncmp(environ[i], "CAPRICE_WORKERS=", 16) && strncmp(environ[i], "TC_ROLE=", 8) &&
-		    strncmp(environ[i], "TC_CHILD=", 9))
-			env[k++] = environ[i];
-	env[k++] = "CAPRICE_WORKERS=1";
-	env[k++] = "TC_ROLE=server";
-	env[k++] = "TC_CHILD=1";
-	env[k] = NULL;
+	tc_self_exe(exe);
+	const char *extra[] = { "CAPRICE_WORKERS=1", "TC_ROLE=server", NULL };
+	char **env = tc_child_env(extra);
 	char *argv[] = { exe, "echo_2000_connections_one_worker", NULL };
 	pid_t pid;
 	CHECK_OK(posix_spawn(&pid, exe, NULL, NULL, argv, env));

@@ -15,7 +15,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <sys/ioctl.h>
@@ -28,50 +27,10 @@
 #include "caprice.h"
 #include "tcase.h"
 
-extern char **environ;
-
 #define MS 1000000ull
 
 /* ------------------------------------------------------------------ */
 /* helpers                                                            */
-
-/* A case that hangs because of a runtime bug ends itself (SIGALRM's
- * default action) well before the runner's limit. */
-static void case_limit(unsigned s)
-{
-	alarm(s);
-}
-
-static void msleep(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-static pthread_t spawn(void *(*fn)(void *), void *arg)
-{
-	pthread_t t;
-	CHECK_OK(pthread_create(&t, NULL, fn, arg));
-	return t;
-}
-
-static void *join(pthread_t t)
-{
-	void *r;
-	CHECK_OK(pthread_join(t, &r));
-	return r;
-}
-
-/* Joins t, failing the case if it has not ended within ms. */
-static void join_within(pthread_t t, long ms, const char *what)
-{
-	struct timespec dl = tc_abs_ms(CLOCK_REALTIME, ms);
-	int e = pthread_timedjoin_np(t, NULL, &dl);
-	if (e == ETIMEDOUT)
-		TFAIL("%s: still not back after %ld ms", what, ms);
-	CHECK_OK(e);
-}
 
 static struct sockaddr_in loopback(int port)
 {
@@ -187,93 +146,8 @@ static void await_flag(int *flag, long ms, const char *what)
 	while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE)) {
 		if (tc_now_ns() > give_up)
 			TFAIL("%s did not happen within %ld ms", what, ms);
-		msleep(1);
+		tc_msleep(1);
 	}
-}
-
-static bool in_child(void)
-{
-	const char *c = getenv("TC_CHILD");
-	return c && strcmp(c, "1") == 0;
-}
-
-/* Runs `this-program case_name` with TC_CHILD=1 plus the NAME=VALUE
- * settings in extra (replacing inherited ones); collects its output into
- * out and returns its wait status.  Fails if it runs over limit_s. */
-static int run_self(const char *case_name, const char *const *extra, char *out, size_t outsz,
-                    int limit_s)
-{
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	CHECK(n > 0);
-	exe[n] = 0;
-	size_t nenv = 0, nextra = 0;
-	while (environ[nenv])
-		nenv++;
-	while (extra && extra[nextra])
-		nextra++;
-	char **env = calloc(nenv + nextra + 2, sizeof *env);
-	CHECK(env != NULL);
-	size_t k = 0;
-	for (size_t i = 0; i < nenv; i++) {
-		bool drop = strncmp(environ[i], "TC_CHILD=", 9) == 0;
-		for (size_t j = 0; j < nextra && !drop; j++)
-			drop = strncmp(environ[i], extra[j], strcspn(extra[j], "=") + 1) == 0;
-		if (!drop)
-			env[k++] = environ[i];
-	}
-	for (size_t j = 0; j < nextra; j++)
-		env[k++] = (char *)extra[j];
-	env[k++] = "TC_CHILD=1";
-	env[k] = NULL;
-
-	int p[2];
-	CHECK(pipe2(p, O_CLOEXEC) == 0);
-	posix_spawn_file_actions_t fa;
-	CHECK_OK(posix_spawn_file_actions_init(&fa));
-	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, p[1], 1));
-	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, p[1], 2));
-	char *argv[] = { exe, (char *)case_name, NULL };
-	pid_t pid;
-	CHECK_OK(posix_spawn(&pid, exe, &fa, NULL, argv, env));
-	posix_spawn_file_actions_destroy(&fa);
-	free(env);
-	CHECK_EQ(close(p[1]), 0);
-
-	size_t len = 0;
-	uint64_t give_up = tc_now_ns() + (uint64_t)limit_s * 1000 * MS;
-	for (;;) {
-		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-		int r = poll(&pfd, 1, 100);
-		if (r > 0) {
-			char buf[4096];
-			ssize_t got = read(p[0], buf, sizeof buf);
-			if (got <= 0)
-				break;
-			size_t take = (size_t)got < outsz - 1 - len ? (size_t)got : outsz - 1 - len;
-			memcpy(out + len, buf, take);
-			len += take;
-		}
-		if (tc_now_ns() > give_up) {
-			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
-			out[len] = 0;
-			TFAIL("child %s ran over %d s; its output:\n%s", case_name, limit_s, out);
-		}
-	}
-	out[len] = 0;
-	CHECK_EQ(close(p[0]), 0);
-	int status;
-	CHECK(waitpid(pid, &status, 0) == pid);
-	return status;
-}
-
-/* The byte at offset i of a test stream: no short period, so a lost,
- * duplicated or reordered chunk shows. */
-static inline uint8_t pattern(uint64_t seed, uint64_t i)
-{
-	uint64_t x = (i + seed * 0x9e3779b97f4a7c15ull) * 0xff51afd7ed558ccdull;
-	return (uint8_t)(x >> 56 ^ x >> 29);
 }
 
 /* ------------------------------------------------------------------ */
@@ -388,7 +262,7 @@ static void *echo_client_main(void *arg)
 		size_t len = sizes[(size_t)(r + cl->id) % (sizeof sizes / sizeof sizes[0])];
 		uint64_t seed = (uint64_t)cl->id << 32 | (uint64_t)r;
 		for (size_t i = 0; i < len; i++)
-			out[i] = (char)pattern(seed, i);
+			out[i] = (char)tc_pattern(seed, i);
 		write_all(fd, out, len);
 		read_exact(fd, in, len);
 		if (memcmp(in, out, len) != 0)
@@ -405,26 +279,26 @@ static void *echo_client_main(void *arg)
 
 TCASE(echo_thread_per_connection)
 {
-	case_limit(60);
+	tc_case_limit(60);
 	enum { CLIENTS = 64, ROUNDS = 200 };
 	struct echo_server s = { .expect = CLIENTS, .m = PTHREAD_MUTEX_INITIALIZER,
 	                         .c = PTHREAD_COND_INITIALIZER };
 	int port;
 	s.lfd = listen_tcp(128, &port);
-	pthread_t acc = spawn(echo_acceptor, &s);
+	pthread_t acc = tc_spawn(echo_acceptor, &s);
 	static struct echo_client cl[CLIENTS];
 	pthread_t t[CLIENTS];
 	uint64_t t0 = tc_now_ns();
 	for (int i = 0; i < CLIENTS; i++) {
 		cl[i] = (struct echo_client){ .port = port, .id = i, .rounds = ROUNDS };
-		t[i] = spawn(echo_client_main, &cl[i]);
+		t[i] = tc_spawn(echo_client_main, &cl[i]);
 	}
 	long long sent = 0;
 	for (int i = 0; i < CLIENTS; i++) {
-		join(t[i]);
+		tc_join(t[i]);
 		sent += cl[i].sent;
 	}
-	join(acc);
+	tc_join(acc);
 	pthread_mutex_lock(&s.m);
 	while (s.finished < CLIENTS)
 		pthread_cond_wait(&s.c, &s.m);
@@ -471,17 +345,17 @@ static void *read_to_end(void *arg)
 
 TCASE(eof_after_peer_shutdown)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int a, b;
 	tcp_pair(&a, &b);
 	struct reader r = { .fd = a };
-	pthread_t t = spawn(read_to_end, &r);
-	msleep(30);
+	pthread_t t = tc_spawn(read_to_end, &r);
+	tc_msleep(30);
 	write_all(b, "hello", 5);
-	msleep(30);
+	tc_msleep(30);
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(shutdown(b, SHUT_WR), 0);
-	join(t);
+	tc_join(t);
 	CHECK_EQ(r.last, 0);
 	CHECK_EQ(r.got, 5);
 	CHECK(memcmp(r.buf, "hello", 5) == 0);
@@ -511,17 +385,17 @@ static void reset_by_peer(int fd)
 
 TCASE(reset_gives_econnreset)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int a, b;
 
 	/* a reader blocked when the reset comes */
 	tcp_pair(&a, &b);
 	struct reader r = { .fd = a };
-	pthread_t t = spawn(read_to_end, &r);
-	msleep(30);
+	pthread_t t = tc_spawn(read_to_end, &r);
+	tc_msleep(30);
 	uint64_t t0 = tc_now_ns();
 	reset_by_peer(b);
-	join(t);
+	tc_join(t);
 	CHECK_EQ(r.last, -1);
 	if (r.err != ECONNRESET)
 		TFAIL("blocked read after a reset: %s, wanted ECONNRESET", strerror(r.err));
@@ -531,7 +405,7 @@ TCASE(reset_gives_econnreset)
 	/* a reset already there when recv is called */
 	tcp_pair(&a, &b);
 	reset_by_peer(b);
-	msleep(10);
+	tc_msleep(10);
 	char c;
 	errno = 0;
 	CHECK_EQ(recv(a, &c, 1, 0), -1);
@@ -541,7 +415,7 @@ TCASE(reset_gives_econnreset)
 	/* send on a reset connection */
 	tcp_pair(&a, &b);
 	reset_by_peer(b);
-	msleep(10);
+	tc_msleep(10);
 	errno = 0;
 	CHECK_EQ(send(a, "x", 1, MSG_NOSIGNAL), -1);
 	if (errno != EPIPE && errno != ECONNRESET)
@@ -581,7 +455,7 @@ static void *xfer_writer(void *arg)
 	for (uint64_t off = 0; off < x->total;) {
 		size_t len = x->total - off < CHUNK ? (size_t)(x->total - off) : CHUNK;
 		for (size_t i = 0; i < len; i++)
-			buf[i] = pattern(x->seed, off + i);
+			buf[i] = tc_pattern(x->seed, off + i);
 		h = fnv(h, buf, len);
 		for (size_t done = 0; done < len;) {
 			ssize_t w = write(x->fd, buf + done, len - done);
@@ -616,7 +490,7 @@ static void xfer_read_all(struct xfer *x)
 			break;
 		x->calls++;
 		for (ssize_t i = 0; i < r; i++)
-			if (buf[i] != pattern(x->seed, pos + (uint64_t)i))
+			if (buf[i] != tc_pattern(x->seed, pos + (uint64_t)i))
 				TFAIL("reader: byte %llu is wrong", (unsigned long long)(pos + (uint64_t)i));
 		h = fnv(h, buf, (size_t)r);
 		pos += (uint64_t)r;
@@ -631,9 +505,9 @@ static void transfer(int wfd, int rfd, uint64_t total, const char *what)
 	struct xfer w = { .fd = wfd, .total = total, .seed = total ^ 77 };
 	struct xfer r = { .fd = rfd, .seed = w.seed };
 	uint64_t t0 = tc_now_ns();
-	pthread_t t = spawn(xfer_writer, &w);
+	pthread_t t = tc_spawn(xfer_writer, &w);
 	xfer_read_all(&r);
-	join(t);
+	tc_join(t);
 	uint64_t el = tc_now_ns() - t0;
 	CHECK_EQ(r.total, total);
 	CHECK(r.sum == w.sum);
@@ -644,7 +518,7 @@ static void transfer(int wfd, int rfd, uint64_t total, const char *what)
 
 TCASE(large_transfer_unix_small_buffers)
 {
-	case_limit(60);
+	tc_case_limit(60);
 	int sv[2];
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 	set_bufs(sv[0], 4096);
@@ -656,7 +530,7 @@ TCASE(large_transfer_unix_small_buffers)
 
 TCASE(large_transfer_tcp_small_buffers)
 {
-	case_limit(60);
+	tc_case_limit(60);
 	int port;
 	int l = listen_tcp(1, &port);
 	/* buffer sizes must be set before the handshake to shape the window */
@@ -686,14 +560,14 @@ struct delayed_write {
 static void *delayed_write_main(void *arg)
 {
 	struct delayed_write *d = arg;
-	msleep(d->after_ms);
+	tc_msleep(d->after_ms);
 	write_all(d->fd, d->data, strlen(d->data));
 	return NULL;
 }
 
 TCASE(rcvtimeo_on_recv_and_read)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int a, b;
 	tcp_pair(&a, &b);
 	set_timeo(a, SO_RCVTIMEO, 200);
@@ -724,13 +598,13 @@ TCASE(rcvtimeo_on_recv_and_read)
 
 	/* data before the timeout ends the wait with the data */
 	struct delayed_write d = { b, 50, "ping" };
-	pthread_t t = spawn(delayed_write_main, &d);
+	pthread_t t = tc_spawn(delayed_write_main, &d);
 	t0 = tc_now_ns();
 	CHECK_EQ(recv(a, buf, sizeof buf, 0), 4);
 	el = tc_now_ns() - t0;
 	CHECK(memcmp(buf, "ping", 4) == 0);
 	CHECK_MS_RANGE(el, 40, 190);
-	join(t);
+	tc_join(t);
 
 	/* a timed-out call lost nothing: the stream is intact */
 	write_all(b, "abc", 3);
@@ -740,20 +614,20 @@ TCASE(rcvtimeo_on_recv_and_read)
 	/* a zero timeout means none: this recv outwaits the old 200 ms */
 	set_timeo(a, SO_RCVTIMEO, 0);
 	d = (struct delayed_write){ b, 400, "late" };
-	t = spawn(delayed_write_main, &d);
+	t = tc_spawn(delayed_write_main, &d);
 	t0 = tc_now_ns();
 	CHECK_EQ(recv(a, buf, sizeof buf, 0), 4);
 	el = tc_now_ns() - t0;
 	CHECK(memcmp(buf, "late", 4) == 0);
 	CHECK_MS_RANGE(el, 390, 700);
-	join(t);
+	tc_join(t);
 	CHECK_EQ(close(a), 0);
 	CHECK_EQ(close(b), 0);
 }
 
 TCASE(rcvtimeo_on_accept)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int port;
 	int l = listen_tcp(8, &port);
 	set_timeo(l, SO_RCVTIMEO, 150);
@@ -788,7 +662,7 @@ TCASE(rcvtimeo_on_accept)
 
 TCASE(sndtimeo_on_send_that_cannot_progress)
 {
-	case_limit(30);
+	tc_case_limit(30);
 	int port;
 	int l = listen_tcp(1, &port);
 	set_bufs(l, 4096);
@@ -842,7 +716,7 @@ TCASE(sndtimeo_on_send_that_cannot_progress)
 
 TCASE(sndtimeo_on_connect_gives_einprogress)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	/* a listener with a full accept queue drops further SYNs, so a
 	 * connect to it cannot complete */
 	int port;
@@ -871,7 +745,7 @@ TCASE(sndtimeo_on_connect_gives_einprogress)
 
 TCASE(connect_to_closed_port_refused)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	/* bound but not listening: the port stays ours and refuses */
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	CHECK(s >= 0);
@@ -978,7 +852,7 @@ static void expect_no_wait(enum nb_call call, int fd, int want_errno,
 	struct nb_try *t = calloc(1, sizeof *t); /* a stuck caller keeps it */
 	CHECK(t != NULL);
 	*t = (struct nb_try){ .call = call, .fd = fd, .addr = addr };
-	pthread_t th = spawn(nb_try_main, t);
+	pthread_t th = tc_spawn(nb_try_main, t);
 	uint64_t give_up = tc_now_ns() + 300 * MS;
 	while (!__atomic_load_n(&t->done, __ATOMIC_ACQUIRE)) {
 		if (tc_now_ns() > give_up) {
@@ -987,9 +861,9 @@ static void expect_no_wait(enum nb_call call, int fd, int want_errno,
 			CHECK_OK(pthread_detach(th));
 			return;
 		}
-		msleep(1);
+		tc_msleep(1);
 	}
-	join(th);
+	tc_join(th);
 	if (t->r != -1 || t->err != want_errno)
 		nb_fail("  %s on fd %d: %ld (%s), wanted -1 (%s)", nb_names[call], fd, t->r,
 		        strerror(t->err), strerror(want_errno));
@@ -1010,7 +884,7 @@ static uint64_t fill_nonblocking(int fd)
 		if (w < 0) {
 			CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
 			quiet++;
-			msleep(20);
+			tc_msleep(20);
 			continue;
 		}
 		quiet = 0;
@@ -1022,7 +896,7 @@ static uint64_t fill_nonblocking(int fd)
 
 TCASE(nonblocking_socket_never_waits)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	/* each part on fresh sockets: a call that wrongly waits stays
 	 * blocked and must not swallow a later part's data */
 	int a, b;
@@ -1044,7 +918,7 @@ TCASE(nonblocking_socket_never_waits)
 	while ((r = recv(c, buf, sizeof buf, 0)) < 0) {
 		CHECK_EQ(errno, EAGAIN);
 		CHECK(tc_now_ns() < give_up);
-		msleep(1);
+		tc_msleep(1);
 	}
 	CHECK_EQ(r, 4);
 	CHECK(memcmp(buf, "data", 4) == 0);
@@ -1109,7 +983,7 @@ TCASE(nonblocking_socket_never_waits)
 	while ((s = accept(l, NULL, NULL)) < 0) {
 		CHECK_EQ(errno, EAGAIN);
 		CHECK(tc_now_ns() < give_up);
-		msleep(1);
+		tc_msleep(1);
 	}
 	int fds[] = { a, b, c, d, u, l, full, first, k, e, s, ac, as, l2 };
 	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
@@ -1118,7 +992,7 @@ TCASE(nonblocking_socket_never_waits)
 
 TCASE(accept4_flags_respected)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int port;
 	int l = listen_tcp(8, &port);
 
@@ -1193,17 +1067,17 @@ static void *udp_recv_main(void *arg)
 
 TCASE(udp_sendto_recvfrom_peer_address)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int a = udp_bound(), b = udp_bound();
 	int pa = port_of(a), pb = port_of(b);
 
 	/* b is blocked in recvfrom when the datagram comes */
 	struct udp_recv ur = { .fd = b };
-	pthread_t t = spawn(udp_recv_main, &ur);
-	msleep(30);
+	pthread_t t = tc_spawn(udp_recv_main, &ur);
+	tc_msleep(30);
 	struct sockaddr_in to = loopback(pb);
 	CHECK_EQ(sendto(a, "question", 8, 0, (struct sockaddr *)&to, sizeof to), 8);
-	join(t);
+	tc_join(t);
 	CHECK_EQ(ur.r, 8);
 	CHECK(memcmp(ur.buf, "question", 8) == 0);
 	CHECK_EQ(ur.fromlen, sizeof(struct sockaddr_in));
@@ -1249,7 +1123,7 @@ TCASE(udp_sendto_recvfrom_peer_address)
 
 TCASE(sendmsg_recvmsg_two_iovecs)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	/* stream: the bytes flow across iovec boundaries in order */
 	int a, b;
 	tcp_pair(&a, &b);
@@ -1349,7 +1223,7 @@ static int broken_unix(void)
 
 TCASE(sigpipe_exactly_once_without_msg_nosignal)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	count_sigpipe();
 	int fd = broken_unix();
 
@@ -1409,7 +1283,7 @@ TCASE(sigpipe_exactly_once_without_msg_nosignal)
 
 TCASE(sigpipe_tcp_one_signal_per_epipe)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	count_sigpipe();
 	/* the peer closes; the first sends may still succeed, one of them
 	 * may meet the reset (ECONNRESET, no signal), the rest are EPIPE,
@@ -1430,7 +1304,7 @@ TCASE(sigpipe_tcp_one_signal_per_epipe)
 		else
 			TFAIL("send %d: %zd (%s)", i, r, strerror(errno));
 		CHECK_EQ(sigpipes_now(), epipes);
-		msleep(1);
+		tc_msleep(1);
 	}
 	CHECK(epipes >= 10);
 	CHECK_EQ(close(a), 0);
@@ -1447,7 +1321,7 @@ TCASE(sigpipe_tcp_one_signal_per_epipe)
 			epipes++;
 		else if (!(r == 4 || (r == -1 && errno == ECONNRESET)))
 			TFAIL("send %d: %zd (%s)", i, r, strerror(errno));
-		msleep(1);
+		tc_msleep(1);
 	}
 	CHECK(epipes >= 10);
 	CHECK_EQ(sigpipes_now(), before);
@@ -1485,29 +1359,29 @@ static void check_sockets_still_work(void)
 	int a, b;
 	tcp_pair(&a, &b);
 	struct delayed_write d = { a, 20, "alive" };
-	pthread_t t = spawn(delayed_write_main, &d);
+	pthread_t t = tc_spawn(delayed_write_main, &d);
 	char buf[8];
 	read_exact(b, buf, 5);
 	CHECK(memcmp(buf, "alive", 5) == 0);
-	join(t);
+	tc_join(t);
 	CHECK_EQ(close(a), 0);
 	CHECK_EQ(close(b), 0);
 }
 
 TCASE(close_wakes_thread_blocked_in_recv)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	for (int round = 0; round < 5; round++) {
 		int a, b;
 		tcp_pair(&a, &b);
 		struct blocked_call bc = { .fd = a };
-		pthread_t t = spawn(blocked_call_main, &bc);
+		pthread_t t = tc_spawn(blocked_call_main, &bc);
 		await_flag(&bc.started, 1000, "the receiver starting");
-		msleep(30);
+		tc_msleep(30);
 		uint64_t t0 = tc_now_ns();
 		CHECK_EQ(close(a), 0);
 		uint64_t closed = tc_now_ns() - t0;
-		join_within(t, 2000, "recv on a socket closed by another thread");
+		tc_join_within(t, 2000, "recv on a socket closed by another thread");
 		CHECK_EQ(bc.r, -1);
 		if (bc.err != EBADF)
 			TFAIL("recv on a descriptor closed under it: %s, wanted EBADF",
@@ -1524,17 +1398,17 @@ TCASE(close_wakes_thread_blocked_in_recv)
 
 TCASE(close_wakes_thread_blocked_in_accept)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	for (int round = 0; round < 5; round++) {
 		int port;
 		int l = listen_tcp(8, &port);
 		struct blocked_call bc = { .fd = l, .accept = 1 };
-		pthread_t t = spawn(blocked_call_main, &bc);
+		pthread_t t = tc_spawn(blocked_call_main, &bc);
 		await_flag(&bc.started, 1000, "the acceptor starting");
-		msleep(30);
+		tc_msleep(30);
 		uint64_t t0 = tc_now_ns();
 		CHECK_EQ(close(l), 0);
-		join_within(t, 2000, "accept on a listener closed by another thread");
+		tc_join_within(t, 2000, "accept on a listener closed by another thread");
 		CHECK_EQ(bc.r, -1);
 		if (bc.err != EBADF)
 			TFAIL("accept on a listener closed under it: %s, wanted EBADF",
@@ -1554,7 +1428,7 @@ TCASE(close_wakes_thread_blocked_in_accept)
 
 TCASE(close_wakes_many_blocked_threads)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	/* several threads, on both workers, blocked on one descriptor */
 	enum { N = 16 };
 	int a, b;
@@ -1563,15 +1437,15 @@ TCASE(close_wakes_many_blocked_threads)
 	pthread_t t[N];
 	for (int i = 0; i < N; i++) {
 		bc[i] = (struct blocked_call){ .fd = a };
-		t[i] = spawn(blocked_call_main, &bc[i]);
+		t[i] = tc_spawn(blocked_call_main, &bc[i]);
 	}
 	for (int i = 0; i < N; i++)
 		await_flag(&bc[i].started, 1000, "a receiver starting");
-	msleep(50);
+	tc_msleep(50);
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(close(a), 0);
 	for (int i = 0; i < N; i++) {
-		join_within(t[i], 2000, "recv on a socket closed by another thread");
+		tc_join_within(t[i], 2000, "recv on a socket closed by another thread");
 		CHECK_EQ(bc[i].r, -1);
 		CHECK_EQ(bc[i].err, EBADF);
 		CHECK_MS_RANGE(bc[i].ended_at - t0, 0, 100);
@@ -1624,7 +1498,7 @@ static void *sleeper_main(void *arg)
 {
 	int *count = arg;
 	for (int i = 0; i < 20; i++) {
-		msleep(2);
+		tc_msleep(2);
 		__atomic_add_fetch(count, 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
@@ -1642,11 +1516,11 @@ static void others_progress_while_blocked(void)
 	for (int i = 0; i < READERS; i++) {
 		CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]) == 0);
 		ir[i] = (struct idle_reader){ .fd = sv[i][0] };
-		rt[i] = spawn(idle_reader_main, &ir[i]);
+		rt[i] = tc_spawn(idle_reader_main, &ir[i]);
 	}
 	for (int i = 0; i < READERS; i++)
 		await_flag(&ir[i].started, 1000, "a reader starting");
-	msleep(20);
+	tc_msleep(20);
 
 	int p1[2], p2[2];
 	CHECK(pipe2(p1, O_CLOEXEC) == 0);
@@ -1655,12 +1529,12 @@ static void others_progress_while_blocked(void)
 	struct pingpong pong = { p2[0], p1[1], ROUNDS, 0 };
 	int slept = 0;
 	uint64_t t0 = tc_now_ns();
-	pthread_t a = spawn(pingpong_main, &ping);
-	pthread_t b = spawn(pingpong_main, &pong);
-	pthread_t s = spawn(sleeper_main, &slept);
-	join(a);
-	join(b);
-	join(s);
+	pthread_t a = tc_spawn(pingpong_main, &ping);
+	pthread_t b = tc_spawn(pingpong_main, &pong);
+	pthread_t s = tc_spawn(sleeper_main, &slept);
+	tc_join(a);
+	tc_join(b);
+	tc_join(s);
 	uint64_t el = tc_now_ns() - t0;
 	CHECK_EQ(slept, 20);
 	for (int i = 0; i < READERS; i++)
@@ -1672,7 +1546,7 @@ static void others_progress_while_blocked(void)
 		write_all(sv[i][1], msg, strlen(msg));
 	}
 	for (int i = 0; i < READERS; i++) {
-		join(rt[i]);
+		tc_join(rt[i]);
 		char msg[8];
 		snprintf(msg, sizeof msg, "r%d", i);
 		CHECK_EQ(ir[i].r, (ssize_t)strlen(msg));
@@ -1689,14 +1563,14 @@ static void others_progress_while_blocked(void)
 
 TCASE(blocked_read_parks_only_its_thread)
 {
-	case_limit(30);
+	tc_case_limit(30);
 	others_progress_while_blocked();
 }
 
 TCASE(blocked_read_parks_only_its_thread_one_worker)
 {
-	case_limit(30);
-	if (in_child()) {
+	tc_case_limit(30);
+	if (tc_in_child()) {
 		CHECK_EQ(caprice_worker_count(), 1);
 		others_progress_while_blocked();
 		printf("child ok\n");
@@ -1704,7 +1578,7 @@ TCASE(blocked_read_parks_only_its_thread_one_worker)
 	}
 	static const char *const env[] = { "CAPRICE_WORKERS=1", NULL };
 	static char out[16384];
-	int st = run_self("blocked_read_parks_only_its_thread_one_worker", env, out, sizeof out, 25);
+	int st = tc_run_self("blocked_read_parks_only_its_thread_one_worker", env, out, sizeof out, 25);
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !strstr(out, "child ok"))
 		TFAIL("child with CAPRICE_WORKERS=1 failed (status %#x):\n%s", st, out);
 	fputs(out, stdout);
@@ -1716,7 +1590,7 @@ TCASE(blocked_read_parks_only_its_thread_one_worker)
  * ones). */
 TCASE(nonblock_through_dup_and_only_there)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	int a, b;
 	tcp_pair(&a, &b);
 	int d = dup(a);
@@ -1740,12 +1614,12 @@ TCASE(nonblock_through_dup_and_only_there)
 	set_nonblock(c);
 	CHECK_OK(fcntl(a, F_SETFL, fcntl(a, F_GETFL) & ~O_NONBLOCK) == 0 ? 0 : errno);
 	struct delayed_write dw = { b, 100, "late" };
-	pthread_t t = spawn(delayed_write_main, &dw);
+	pthread_t t = tc_spawn(delayed_write_main, &dw);
 	t0 = tc_now_ns();
 	CHECK_EQ(recv(a, buf, 4, MSG_WAITALL), 4); /* blocking again: waits */
 	CHECK_MS_RANGE(tc_now_ns() - t0, 90, 1000);
 	CHECK(memcmp(buf, "late", 4) == 0);
-	join(t);
+	tc_join(t);
 	errno = 0;
 	CHECK_EQ(recv(c, buf, sizeof buf, 0), -1);
 	CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
@@ -1789,7 +1663,7 @@ static void *drain_main(void *arg)
  * another user thread). */
 TCASE(sendfile_file_to_socket)
 {
-	case_limit(30);
+	tc_case_limit(30);
 	char path[] = "/tmp/caprice-sendfile-XXXXXX";
 	int f = mkstemp(path);
 	CHECK(f >= 0);
@@ -1798,7 +1672,7 @@ TCASE(sendfile_file_to_socket)
 	uint8_t *data = malloc(size);
 	CHECK(data != NULL);
 	for (size_t i = 0; i < size; i++)
-		data[i] = pattern(7, i);
+		data[i] = tc_pattern(7, i);
 	write_all(f, data, size);
 	int a, b;
 	tcp_pair(&a, &b);
@@ -1806,14 +1680,14 @@ TCASE(sendfile_file_to_socket)
 	/* explicit offset: the file position does not move */
 	off_t off = 100;
 	struct drain_arg d = { b, size - 100, 0, 0 };
-	pthread_t t = spawn(drain_main, &d);
+	pthread_t t = tc_spawn(drain_main, &d);
 	size_t sent = 0;
 	while (sent < size - 100) {
 		ssize_t n = sendfile(a, f, &off, size); /* asks past the end */
 		CHECK(n > 0);
 		sent += (size_t)n;
 	}
-	join(t);
+	tc_join(t);
 	CHECK_EQ(d.got, size - 100);
 	CHECK_EQ(d.hash, fnv(1469598103934665603ull, data + 100, size - 100));
 	CHECK_EQ(off, (off_t)size);
@@ -1846,7 +1720,7 @@ TCASE(sendfile_file_to_socket)
  * kernel's sendfile raises it (ignored here). */
 TCASE(sendfile_to_closed_peer)
 {
-	case_limit(20);
+	tc_case_limit(20);
 	signal(SIGPIPE, SIG_IGN);
 	char path[] = "/tmp/caprice-sendfile-XXXXXX";
 	int f = mkstemp(path);
@@ -1857,7 +1731,7 @@ TCASE(sendfile_to_closed_peer)
 	int a, b;
 	tcp_pair(&a, &b);
 	CHECK_EQ(close(b), 0);
-	msleep(20);
+	tc_msleep(20);
 	off_t off = 0;
 	ssize_t n;
 	int tries = 0;

@@ -10,13 +10,6 @@
 
 #include "tcase.h"
 
-static void msleep(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 TCASE(create_set_get_delete)
 {
 	pthread_key_t k;
@@ -261,7 +254,7 @@ static void *set_and_wait(void *arg)
 {
 	pthread_key_t k = (pthread_key_t)(long)arg;
 	pthread_setspecific(k, (void *)0x99);
-	msleep(100); /* the key is deleted meanwhile */
+	tc_msleep(100); /* the key is deleted meanwhile */
 	/* the key may have been recreated with the same index: the old value
 	 * must not show through */
 	return pthread_getspecific(k);
@@ -274,7 +267,7 @@ TCASE(delete_forgets_values)
 	CHECK_OK(pthread_setspecific(k, (void *)0x55));
 	pthread_t t;
 	CHECK_OK(pthread_create(&t, NULL, set_and_wait, (void *)(long)k));
-	msleep(30);
+	tc_msleep(30);
 	CHECK_OK(pthread_key_delete(k));
 	/* make a new key, likely in the same slot */
 	pthread_key_t k2;
@@ -294,7 +287,7 @@ TCASE(delete_forgets_values)
 static void *set_then_exit_after(void *arg)
 {
 	pthread_setspecific(dkey, arg);
-	msleep(60);
+	tc_msleep(60);
 	return NULL;
 }
 
@@ -305,7 +298,7 @@ TCASE(delete_skips_destructor)
 	CHECK_OK(pthread_key_create(&dkey, record_dtor));
 	pthread_t t;
 	CHECK_OK(pthread_create(&t, NULL, set_then_exit_after, (void *)0x42));
-	msleep(20);
+	tc_msleep(20);
 	CHECK_OK(pthread_key_delete(dkey));
 	CHECK_OK(pthread_join(t, NULL));
 	CHECK_EQ(dtor_calls, 0);
@@ -487,7 +480,7 @@ static int once_done;
 static void slow_init(void)
 {
 	__atomic_add_fetch(&once_runs, 1, __ATOMIC_RELAXED);
-	msleep(50); /* the others arrive meanwhile and must wait */
+	tc_msleep(50); /* the others arrive meanwhile and must wait */
 	__atomic_store_n(&once_done, 1, __ATOMIC_RELEASE);
 }
 
@@ -557,7 +550,7 @@ static void init_cancelled_first(void)
 	if (__atomic_add_fetch(&cancel_once_runs, 1, __ATOMIC_RELAXED) == 1) {
 		for (;;) {
 			pthread_testcancel();
-			msleep(1);
+			tc_msleep(1);
 		}
 	}
 }
@@ -574,7 +567,7 @@ TCASE(once_cancelled_runs_again)
 	pthread_t t;
 	CHECK_OK(pthread_create(&t, NULL, run_cancel_once, NULL));
 	while (__atomic_load_n(&cancel_once_runs, __ATOMIC_RELAXED) == 0)
-		msleep(1);
+		tc_msleep(1);
 	CHECK_OK(pthread_cancel(t));
 	void *r;
 	CHECK_OK(pthread_join(t, &r));

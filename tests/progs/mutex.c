@@ -9,28 +9,6 @@
 
 #include "tcase.h"
 
-static void msleep(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-/* An absolute time `ms` milliseconds ago on `clock` (tc_abs_ms wants
- * ms >= 0). */
-static struct timespec abs_ms_ago(clockid_t clock, long ms)
-{
-	struct timespec ts;
-	clock_gettime(clock, &ts);
-	ts.tv_sec -= ms / 1000;
-	ts.tv_nsec -= (ms % 1000) * 1000000L;
-	if (ts.tv_nsec < 0) {
-		ts.tv_sec--;
-		ts.tv_nsec += 1000000000L;
-	}
-	return ts;
-}
-
 static void init_typed(pthread_mutex_t *m, int type)
 {
 	pthread_mutexattr_t a;
@@ -225,10 +203,10 @@ static void *hold_for(void *arg)
 	pthread_mutex_lock(h->m);
 	__atomic_store_n(&h->locked, 1, __ATOMIC_RELEASE);
 	if (h->hold_ms >= 0)
-		msleep(h->hold_ms);
+		tc_msleep(h->hold_ms);
 	else
 		while (!__atomic_load_n(&h->release, __ATOMIC_ACQUIRE))
-			msleep(1);
+			tc_msleep(1);
 	pthread_mutex_unlock(h->m);
 	return NULL;
 }
@@ -394,7 +372,7 @@ static void check_timed(clockid_t clock, bool clocklock, int type)
 		TFAIL("timed out after %llu ms for a 100 ms deadline", (unsigned long long)(el / 1000000));
 
 	/* already past */
-	dl = abs_ms_ago(clock, 50);
+	dl = tc_abs_ms_ago(clock, 50);
 	t0 = tc_now_ns();
 	e = clocklock ? pthread_mutex_clocklock(&m, clock, &dl) : pthread_mutex_timedlock(&m, &dl);
 	CHECK_EQ(e, ETIMEDOUT);
@@ -420,7 +398,7 @@ static void check_timed(clockid_t clock, bool clocklock, int type)
 	CHECK_OK(pthread_join(th, NULL));
 
 	/* free: taken at once, even with a deadline already past */
-	dl = abs_ms_ago(clock, 1000);
+	dl = tc_abs_ms_ago(clock, 1000);
 	e = clocklock ? pthread_mutex_clocklock(&m, clock, &dl) : pthread_mutex_timedlock(&m, &dl);
 	CHECK_OK(e);
 	CHECK_OK(pthread_mutex_unlock(&m));
@@ -482,7 +460,7 @@ static void *timed_contender(void *arg)
 		int e = pthread_mutex_clocklock(a->m, CLOCK_MONOTONIC, &dl);
 		if (e == 0) {
 			a->gets++;
-			msleep(2);
+			tc_msleep(2);
 			pthread_mutex_unlock(a->m);
 		} else if (e == ETIMEDOUT) {
 			uint64_t now = tc_now_ns();

@@ -65,70 +65,15 @@ static void await_eq(const int *p, int v)
 
 static uint64_t workers_seen, workers_spread;
 
-static void note(uint64_t *mask)
-{
-	int w = caprice_worker_index();
-	if (w >= 0 && w < 64)
-		__atomic_fetch_or(mask, 1ull << w, __ATOMIC_RELAXED);
-}
-
-/* Records where the work under test ran. */
-static void note_worker(void)
-{
-	note(&workers_seen);
-}
-
-static int count_workers(const uint64_t *mask)
-{
-	return __builtin_popcountll(__atomic_load_n(mask, __ATOMIC_RELAXED));
-}
-
-/* Stress threads all start on their creator's worker; idle workers steal
- * only now and then.  Each one yields here until a second worker has
- * taken some of them, so the stress really runs in parallel. */
-static void spread(void)
-{
-	uint64_t t0 = tc_now_ns();
-	note(&workers_spread);
-	while (caprice_worker_count() >= 2 && count_workers(&workers_spread) < 2 &&
-	       tc_now_ns() - t0 < 2000000000ull) {
-		sched_yield();
-		note(&workers_spread);
-	}
-}
-
 /* Then all wait for each other, so the stress starts all at once. */
 static int gate_in;
 
 static void start_gate(int threads)
 {
-	spread();
+	tc_spread(&workers_spread);
 	__atomic_add_fetch(&gate_in, 1, __ATOMIC_ACQ_REL);
 	while (__atomic_load_n(&gate_in, __ATOMIC_ACQUIRE) < threads)
 		sched_yield();
-}
-
-/* ...and checks afterwards that the work itself ran on more than one. */
-static void check_spread(void)
-{
-	if (caprice_worker_count() >= 2)
-		CHECK(count_workers(&workers_seen) >= 2);
-}
-
-static void on_alarm(int sig)
-{
-	(void)sig;
-	static const char msg[] = "watchdog: the case hung (a lost wakeup?)\n";
-	if (write(2, msg, sizeof msg - 1) < 0)
-		_exit(4);
-	_exit(3);
-}
-
-/* A lost wakeup shows as a hang: fail after `s` seconds instead. */
-static void watchdog(unsigned s)
-{
-	signal(SIGALRM, on_alarm);
-	alarm(s);
 }
 
 /* A thread that takes the lock, says so, and keeps it until released. */
@@ -629,7 +574,7 @@ static void *stress_reader(void *p)
 			sched_yield(); /* let others in while we hold it */
 		if (S.b != a || S.a != a)
 			TFAIL("a reader saw a half-done write: a=%ld b=%ld", a, S.b);
-		note_worker();
+		tc_note_worker(&workers_seen);
 		__atomic_sub_fetch(&S.readers_in, 1, __ATOMIC_ACQ_REL);
 		__atomic_add_fetch(&S.reads, 1, __ATOMIC_RELAXED);
 		CHECK_OK(pthread_rwlock_unlock(&S.l));
@@ -651,7 +596,7 @@ static void *stress_writer(void *p)
 		if (i % 16 == 0)
 			sched_yield();
 		S.b++;
-		note_worker();
+		tc_note_worker(&workers_seen);
 		__atomic_sub_fetch(&S.writers_in, 1, __ATOMIC_ACQ_REL);
 		CHECK_OK(pthread_rwlock_unlock(&S.l));
 	}
@@ -660,7 +605,7 @@ static void *stress_writer(void *p)
 
 static void stress(int kind)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	init_kind(&S.l, kind);
 	pthread_t r[READERS], w[WRITERS];
 	for (long i = 0; i < READERS; i++)
@@ -675,7 +620,7 @@ static void stress(int kind)
 	CHECK_EQ(S.b, S.a);
 	CHECK_EQ(S.reads, (long)READERS * READ_ITERS);
 	CHECK_OK(pthread_rwlock_destroy(&S.l));
-	check_spread();
+	tc_check_spread(&workers_seen);
 }
 
 TCASE(stress_prefer_reader)
@@ -718,7 +663,7 @@ static void storm_body(bool write)
 		if (__atomic_load_n(&T.writers_in, __ATOMIC_ACQUIRE))
 			TFAIL("a reader is in with a writer");
 	}
-	note_worker();
+	tc_note_worker(&workers_seen);
 	if (write)
 		__atomic_sub_fetch(&T.writers_in, 1, __ATOMIC_ACQ_REL);
 	else
@@ -785,7 +730,7 @@ static void *storm_timed(void *p)
 
 static void storm(int kind)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	init_kind(&T.l, kind);
 	T.plain_running = PLAIN;
 	T.timed_short = TIMED;
@@ -804,7 +749,7 @@ static void storm(int kind)
 	CHECK_OK(pthread_rwlock_trywrlock(&T.l)); /* nothing left behind */
 	CHECK_OK(pthread_rwlock_unlock(&T.l));
 	CHECK_OK(pthread_rwlock_destroy(&T.l));
-	check_spread();
+	tc_check_spread(&workers_seen);
 }
 
 TCASE(timeout_storm_prefer_reader)
@@ -869,7 +814,7 @@ static void *foreign_side(void *p)
 
 TCASE(kernel_thread_locks_and_waits)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	create_fn create = (create_fn)libc_sym("pthread_create");
 	join_fn join = (join_fn)libc_sym("pthread_join");
 	CHECK((void *)create != (void *)pthread_create);

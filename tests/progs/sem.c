@@ -52,54 +52,6 @@ static int load(const int *p)
 
 static uint64_t workers_seen, workers_spread;
 
-static void note(uint64_t *mask)
-{
-	int w = caprice_worker_index();
-	if (w >= 0 && w < 64)
-		__atomic_fetch_or(mask, 1ull << w, __ATOMIC_RELAXED);
-}
-
-static int count_workers(const uint64_t *mask)
-{
-	return __builtin_popcountll(__atomic_load_n(mask, __ATOMIC_RELAXED));
-}
-
-/* Threads start on their creator's worker and idle workers steal only
- * now and then: yield until a second worker has taken some, so the
- * stress really runs in parallel. */
-static void spread(void)
-{
-	uint64_t t0 = tc_now_ns();
-	note(&workers_spread);
-	while (caprice_worker_count() >= 2 && count_workers(&workers_spread) < 2 &&
-	       tc_now_ns() - t0 < 2000000000ull) {
-		sched_yield();
-		note(&workers_spread);
-	}
-}
-
-static void check_spread(void)
-{
-	if (caprice_worker_count() >= 2)
-		CHECK(count_workers(&workers_seen) >= 2);
-}
-
-static void on_alarm(int sig)
-{
-	(void)sig;
-	static const char msg[] = "watchdog: the case hung (a lost wakeup?)\n";
-	if (write(2, msg, sizeof msg - 1) < 0)
-		_exit(4);
-	_exit(3);
-}
-
-/* A lost wakeup shows as a hang: fail after `s` seconds instead. */
-static void watchdog(unsigned s)
-{
-	signal(SIGALRM, on_alarm);
-	alarm(s);
-}
-
 TCASE(init_errors)
 {
 	sem_t s;
@@ -359,13 +311,13 @@ static void take(sem_t *s, int i)
 static void *producer(void *p)
 {
 	long id = (long)p;
-	spread();
+	tc_spread(&workers_spread);
 	for (int i = 0; i < PER_PRODUCER; i++) {
 		take(&Q.slots, i + (int)id);
 		CHECK_OK(pthread_mutex_lock(&Q.lock));
 		Q.ring[Q.tail++ % RING] = (int)id * PER_PRODUCER + i;
 		CHECK_OK(pthread_mutex_unlock(&Q.lock));
-		note(&workers_seen);
+		tc_note_worker(&workers_seen);
 		CHECK_SEM(sem_post(&Q.items));
 	}
 	return NULL;
@@ -374,7 +326,7 @@ static void *producer(void *p)
 static void *consumer(void *p)
 {
 	long id = (long)p;
-	spread();
+	tc_spread(&workers_spread);
 	for (int i = 0; i < PER_CONSUMER; i++) {
 		take(&Q.items, i + (int)id);
 		CHECK_OK(pthread_mutex_lock(&Q.lock));
@@ -383,7 +335,7 @@ static void *consumer(void *p)
 			TFAIL("item %d consumed twice or never produced", v);
 		Q.sum += v;
 		CHECK_OK(pthread_mutex_unlock(&Q.lock));
-		note(&workers_seen);
+		tc_note_worker(&workers_seen);
 		CHECK_SEM(sem_post(&Q.slots));
 	}
 	return NULL;
@@ -391,7 +343,7 @@ static void *consumer(void *p)
 
 TCASE(producer_consumer_exact_counts)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	CHECK_SEM(sem_init(&Q.slots, 0, RING));
 	CHECK_SEM(sem_init(&Q.items, 0, 0));
 	pthread_t p[PRODUCERS], c[CONSUMERS];
@@ -410,7 +362,7 @@ TCASE(producer_consumer_exact_counts)
 	CHECK_EQ(value(&Q.slots), RING);
 	CHECK_SEM(sem_destroy(&Q.items));
 	CHECK_SEM(sem_destroy(&Q.slots));
-	check_spread();
+	tc_check_spread(&workers_seen);
 }
 
 /* ---- timed waiters racing posts ----
@@ -430,10 +382,10 @@ static struct {
 static void *race_plain(void *p)
 {
 	(void)p;
-	spread();
+	tc_spread(&workers_spread);
 	for (int i = 0; i < PLAIN_WAITS; i++) {
 		CHECK_SEM(sem_wait(&R.s));
-		note(&workers_seen);
+		tc_note_worker(&workers_seen);
 	}
 	__atomic_sub_fetch(&R.plain_running, 1, __ATOMIC_RELEASE);
 	return NULL;
@@ -446,7 +398,7 @@ static void *race_timed(void *p)
 {
 	long id = (long)p;
 	unsigned seed = (unsigned)id * 2654435761u + 7;
-	spread();
+	tc_spread(&workers_spread);
 	for (int i = 0;; i++) {
 		if (i == TIMED_MIN)
 			__atomic_sub_fetch(&R.timed_short, 1, __ATOMIC_RELEASE);
@@ -475,7 +427,7 @@ static void *race_timed(void *p)
 static void *race_poster(void *p)
 {
 	(void)p;
-	spread();
+	tc_spread(&workers_spread);
 	for (int i = 0; i < PLAIN * PLAIN_WAITS / POSTERS; i++) {
 		/* hold back until the timed waiters are racing too */
 		while (i == 100 && load(&R.timed_short))
@@ -489,7 +441,7 @@ static void *race_poster(void *p)
 
 TCASE(timed_waiters_racing_posts)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	CHECK_SEM(sem_init(&R.s, 0, 0));
 	R.plain_running = PLAIN;
 	R.timed_short = TIMED;
@@ -510,7 +462,7 @@ TCASE(timed_waiters_racing_posts)
 	CHECK(R.timeouts > 0);
 	CHECK(R.timed_ok > 0);
 	CHECK_SEM(sem_destroy(&R.s));
-	check_spread();
+	tc_check_spread(&workers_seen);
 }
 
 /* The sharpest form of that race, with nothing to paper over a lost
@@ -588,7 +540,7 @@ static void *edge_b(void *p)
 
 TCASE(post_passes_over_waiter_timing_out)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	CHECK_SEM(sem_init(&E.s, 0, 0));
 	pthread_t a, b;
 	CHECK_OK(pthread_create(&a, NULL, edge_a, NULL));
@@ -680,7 +632,7 @@ static void *foreign_side(void *p)
 
 TCASE(kernel_thread_waits_and_wakes)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	CHECK_SEM(sem_init(&ping, 0, 0));
 	CHECK_SEM(sem_init(&pong, 0, 0));
 	pthread_t t;

@@ -7,17 +7,12 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "caprice.h"
 #include "tcase.h"
-
-extern char **environ;
 
 #define MS 1000000ull
 /* How late a sleep may end.  Generous: the suite runs two test programs
@@ -34,87 +29,14 @@ extern char **environ;
 			TFAIL("slept %.3f ms, wanted %.3f ms", el_ / 1e6, w_ / 1e6); \
 	} while (0)
 
-static bool in_child(void)
-{
-	const char *c = getenv("TC_CHILD");
-	return c && strcmp(c, "1") == 0;
-}
-
-/* Runs this program's case again with TC_CHILD=1 and the given
- * NAME=VALUE settings; returns its wait status, its output in out. */
-static int run_child(const char *case_name, const char *const *extra, char *out, size_t outsz)
-{
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	CHECK(n > 0);
-	exe[n] = 0;
-	size_t nenv = 0, nextra = 0;
-	while (environ[nenv])
-		nenv++;
-	while (extra && extra[nextra])
-		nextra++;
-	char **env = calloc(nenv + nextra + 2, sizeof *env);
-	CHECK(env != NULL);
-	size_t k = 0;
-	for (size_t i = 0; i < nenv; i++) {
-		bool replaced = strncmp(environ[i], "TC_CHILD=", 9) == 0;
-		for (size_t j = 0; j < nextra && !replaced; j++)
-			replaced = strncmp(environ[i], extra[j], strcspn(extra[j], "=") + 1) == 0;
-		if (!replaced)
-			env[k++] = environ[i];
-	}
-	for (size_t j = 0; j < nextra; j++)
-		env[k++] = (char *)extra[j];
-	env[k++] = "TC_CHILD=1";
-	env[k] = NULL;
-
-	/* the output goes to a memory file, read once the child is gone: no
-	 * pipe or poll() here, so these cases do not depend on the I/O layer */
-	int ofd = memfd_create("tc-child-output", MFD_CLOEXEC);
-	CHECK(ofd >= 0);
-	posix_spawn_file_actions_t fa;
-	CHECK_OK(posix_spawn_file_actions_init(&fa));
-	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, ofd, 1));
-	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, ofd, 2));
-	char *argv[] = { exe, (char *)case_name, NULL };
-	pid_t pid;
-	CHECK_OK(posix_spawn(&pid, exe, &fa, NULL, argv, env));
-	posix_spawn_file_actions_destroy(&fa);
-	free(env);
-	int status = 0;
-	pid_t w;
-	uint64_t give_up = tc_now_ns() + 30000000000ull;
-	while ((w = waitpid(pid, &status, WNOHANG)) == 0) {
-		if (tc_now_ns() > give_up) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			ssize_t got = syscall(SYS_pread64, ofd, out, outsz - 1, 0L);
-			out[got > 0 ? got : 0] = 0;
-			TFAIL("child %s ran over 30 s; its output:\n%s", case_name, out);
-		}
-		usleep(5000);
-	}
-	CHECK(w == pid);
-	ssize_t got = syscall(SYS_pread64, ofd, out, outsz - 1, 0L);
-	out[got > 0 ? got : 0] = 0;
-	close(ofd);
-	return status;
-}
-
 static void run_one_worker_child(const char *case_name)
 {
 	const char *env[] = { "CAPRICE_WORKERS=1", NULL };
 	char out[8192];
-	int st = run_child(case_name, env, out, sizeof out);
+	int st = tc_run_self(case_name, env, out, sizeof out, 30);
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		TFAIL("child with CAPRICE_WORKERS=1 failed (status %#x):\n%s", st, out);
 	CHECK(strstr(out, "child ok") != NULL);
-}
-
-/* One raw write: independent of stdio and of the I/O layer. */
-static void say(const char *s)
-{
-	(void)syscall(SYS_write, 1, s, strlen(s));
 }
 
 static uint64_t ts_ns(const struct timespec *ts)
@@ -331,10 +253,10 @@ TCASE(sleep_parks_only_caller)
 
 TCASE(sleep_parks_only_caller_one_worker)
 {
-	if (in_child()) {
+	if (tc_in_child()) {
 		CHECK_EQ(caprice_worker_count(), 1);
 		all_progress_checks();
-		say("child ok\n");
+		tc_say("child ok\n");
 		return;
 	}
 	run_one_worker_child("sleep_parks_only_caller_one_worker");
@@ -373,9 +295,9 @@ TCASE(thread_sleeps_main_runs)
 
 TCASE(thread_sleeps_main_runs_one_worker)
 {
-	if (in_child()) {
+	if (tc_in_child()) {
 		sleeper_thread_case();
-		say("child ok\n");
+		tc_say("child ok\n");
 		return;
 	}
 	run_one_worker_child("thread_sleeps_main_runs_one_worker");
@@ -415,9 +337,9 @@ TCASE(many_concurrent_sleepers)
 
 TCASE(many_concurrent_sleepers_one_worker)
 {
-	if (in_child()) {
+	if (tc_in_child()) {
 		many_sleepers();
-		say("child ok\n");
+		tc_say("child ok\n");
 		return;
 	}
 	run_one_worker_child("many_concurrent_sleepers_one_worker");

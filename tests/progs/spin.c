@@ -11,55 +11,6 @@
 
 static uint64_t workers_seen;
 
-static void note_worker(void)
-{
-	int w = caprice_worker_index();
-	if (w >= 0 && w < 64)
-		__atomic_fetch_or(&workers_seen, 1ull << w, __ATOMIC_RELAXED);
-}
-
-static int spread_seen(void)
-{
-	return __builtin_popcountll(__atomic_load_n(&workers_seen, __ATOMIC_RELAXED));
-}
-
-/* Stress threads all start on their creator's worker; idle workers steal
- * only now and then.  Each one yields here until a second worker has
- * taken some of them, so the stress really runs in parallel. */
-static void spread(void)
-{
-	uint64_t t0 = tc_now_ns();
-	note_worker();
-	while (caprice_worker_count() >= 2 && spread_seen() < 2 &&
-	       tc_now_ns() - t0 < 2000000000ull) {
-		sched_yield();
-		note_worker();
-	}
-}
-
-/* ...and checks afterwards that work was done on more than one. */
-static void check_spread(void)
-{
-	if (caprice_worker_count() >= 2)
-		CHECK(spread_seen() >= 2);
-}
-
-static void on_alarm(int sig)
-{
-	(void)sig;
-	static const char msg[] = "watchdog: the case hung (a lost wakeup?)\n";
-	if (write(2, msg, sizeof msg - 1) < 0)
-		_exit(4);
-	_exit(3);
-}
-
-/* A lost wakeup shows as a hang: fail after `s` seconds instead. */
-static void watchdog(unsigned s)
-{
-	signal(SIGALRM, on_alarm);
-	alarm(s);
-}
-
 TCASE(init_destroy)
 {
 	pthread_spinlock_t l;
@@ -121,7 +72,7 @@ static int inside;
 static void *hammer(void *p)
 {
 	long id = (long)p;
-	spread();
+	tc_spread(&workers_seen);
 	for (int i = 0; i < ITERS; i++) {
 		if ((i + id) % 5 == 0) {
 			while (pthread_spin_trylock(&L) == EBUSY)
@@ -135,7 +86,7 @@ static void *hammer(void *p)
 		if (i % 64 == 0)
 			sched_yield();
 		counter = c + 1;
-		note_worker();
+		tc_note_worker(&workers_seen);
 		__atomic_sub_fetch(&inside, 1, __ATOMIC_RELAXED);
 		CHECK_OK(pthread_spin_unlock(&L));
 	}
@@ -144,7 +95,7 @@ static void *hammer(void *p)
 
 TCASE(contended_counter)
 {
-	watchdog(20);
+	tc_watchdog(20);
 	CHECK_OK(pthread_spin_init(&L, PTHREAD_PROCESS_PRIVATE));
 	pthread_t t[THREADS];
 	for (long i = 0; i < THREADS; i++)
@@ -153,7 +104,7 @@ TCASE(contended_counter)
 		CHECK_OK(pthread_join(t[i], NULL));
 	CHECK_EQ(counter, (long)THREADS * ITERS);
 	CHECK_OK(pthread_spin_destroy(&L));
-	check_spread();
+	tc_check_spread(&workers_seen);
 }
 
 /* Runs the rest of this case again with one worker, so that every thread
@@ -165,10 +116,8 @@ static void on_one_worker(const char *name)
 		CHECK_EQ(caprice_worker_count(), 1);
 		return;
 	}
-	char exe[4096];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	CHECK(n > 0);
-	exe[n] = 0;
+	char exe[PATH_MAX];
+	tc_self_exe(exe);
 	setenv("CAPRICE_WORKERS", "1", 1);
 	fflush(NULL);
 	execl(exe, exe, name, (char *)NULL);
@@ -189,7 +138,7 @@ static void *spinner(void *p)
 TCASE(holder_asleep_on_same_worker)
 {
 	on_one_worker("holder_asleep_on_same_worker");
-	watchdog(10);
+	tc_watchdog(10);
 	CHECK_OK(pthread_spin_init(&L, PTHREAD_PROCESS_PRIVATE));
 	CHECK_OK(pthread_spin_lock(&L));
 	pthread_t t;
@@ -206,7 +155,7 @@ TCASE(holder_asleep_on_same_worker)
 TCASE(contended_counter_one_worker)
 {
 	on_one_worker("contended_counter_one_worker");
-	watchdog(20);
+	tc_watchdog(20);
 	CHECK_OK(pthread_spin_init(&L, PTHREAD_PROCESS_PRIVATE));
 	pthread_t t[THREADS];
 	for (long i = 0; i < THREADS; i++)

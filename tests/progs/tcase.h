@@ -10,6 +10,9 @@
 #define CAPRICE_TCASE_H
 
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,5 +116,93 @@ static inline struct timespec tc_abs_ms(clockid_t clock, long ms)
 	}
 	return ts;
 }
+
+
+/* An absolute time `ms` milliseconds ago on `clock` (tc_abs_ms wants
+ * ms >= 0). */
+static inline struct timespec tc_abs_ms_ago(clockid_t clock, long ms)
+{
+	struct timespec ts;
+	clock_gettime(clock, &ts);
+	ts.tv_sec -= ms / 1000;
+	ts.tv_nsec -= (ms % 1000) * 1000000L;
+	if (ts.tv_nsec < 0) {
+		ts.tv_sec--;
+		ts.tv_nsec += 1000000000L;
+	}
+	return ts;
+}
+
+/* Sleeps ms milliseconds, resuming after signals. */
+static inline void tc_msleep(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* A case that hangs because of a runtime bug ends itself (SIGALRM's
+ * default action) well before the runner's limit. */
+static inline void tc_case_limit(unsigned s)
+{
+	alarm(s);
+}
+
+/* The byte at offset i of a test stream: no short period, so a lost,
+ * duplicated or reordered chunk shows. */
+static inline uint8_t tc_pattern(uint64_t seed, uint64_t i)
+{
+	uint64_t x = (i + seed * 0x9e3779b97f4a7c15ull) * 0xff51afd7ed558ccdull;
+	return (uint8_t)(x >> 56 ^ x >> 29);
+}
+
+/* ---- tcase_util.c ---- */
+
+/* pthread_create/pthread_join that must succeed. */
+pthread_t tc_spawn(void *(*fn)(void *), void *arg);
+void *tc_join(pthread_t t);
+/* Joins t, failing the case if it has not ended within ms. */
+void tc_join_within(pthread_t t, long ms, const char *what);
+/* A thread body: stores its scheduling policy and priority in
+ * ((int *)arg)[0] and [1]; returns 1 if it cannot read them. */
+void *tc_report_sched(void *arg);
+
+/* Writes all n bytes (any short or failed write fails the case; EINTR
+ * is not retried). */
+void tc_write_all(int fd, const void *buf, size_t n);
+/* Writes a line to stdout with one write(2), unbuffered and apart from
+ * the I/O layer, so it survives however the process ends. */
+void tc_say(const char *s);
+
+/* Cases that run this program again: the child has TC_CHILD=1. */
+bool tc_in_child(void);
+/* This program's path, from /proc/self/exe. */
+void tc_self_exe(char exe[PATH_MAX]);
+/* A calloc'd environment for a child: this one without TC_CHILD and
+ * without the names set in extra (NAME=VALUE strings, NULL-terminated,
+ * may be NULL), then extra, then TC_CHILD=1.  Free the array only. */
+char **tc_child_env(const char *const *extra);
+/* Runs `this-program case_name` in the environment of tc_child_env(extra)
+ * and waits for it; its stdout+stderr go to a memory file (no pipe or
+ * poll(), so this does not depend on the I/O layer), of which up to
+ * outsz - 1 bytes come back in out, NUL-terminated.  Returns its wait
+ * status; kills it and fails the case if it runs over limit_s seconds. */
+int tc_run_self(const char *case_name, const char *const *extra, char *out, size_t outsz,
+                int limit_s);
+
+/* A lost wakeup shows as a hang: after `s` seconds the case fails (exit
+ * 3, with a message) instead. */
+void tc_watchdog(unsigned s);
+/* Sets the bit of the worker this runs on in *mask. */
+void tc_note_worker(uint64_t *mask);
+/* How many workers *mask has seen. */
+int tc_count_workers(const uint64_t *mask);
+/* Threads start on their creator's worker and idle workers steal only
+ * now and then: noting each worker in *mask, yields (for 2 s at most)
+ * until a second one has taken some, so that stress really runs in
+ * parallel. */
+void tc_spread(uint64_t *mask);
+/* With two workers or more, *mask must have seen at least two. */
+void tc_check_spread(const uint64_t *mask);
 
 #endif

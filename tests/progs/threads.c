@@ -11,32 +11,20 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "caprice.h"
 #include "tcase.h"
 
-extern char **environ;
-
 /* ------------------------------------------------------------------ */
 /* helpers                                                            */
-
-static bool in_child(void)
-{
-	const char *c = getenv("TC_CHILD");
-	return c && strcmp(c, "1") == 0;
-}
 
 struct child {
 	int status;
 	char out[16384];
-	size_t len;
 };
 
 /* Runs this program again as `prog case_name` with TC_CHILD=1 and the
@@ -44,66 +32,7 @@ struct child {
  * collecting its stdout+stderr; fails the case if it runs over 30 s. */
 static void run_child(const char *case_name, const char *const *extra, struct child *c)
 {
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	CHECK(n > 0);
-	exe[n] = 0;
-
-	size_t nenv = 0;
-	while (environ[nenv])
-		nenv++;
-	size_t nextra = 0;
-	while (extra && extra[nextra])
-		nextra++;
-	char **env = calloc(nenv + nextra + 2, sizeof *env);
-	CHECK(env != NULL);
-	size_t k = 0;
-	for (size_t i = 0; i < nenv; i++) {
-		bool replaced = strncmp(environ[i], "TC_CHILD=", 9) == 0;
-		for (size_t j = 0; j < nextra && !replaced; j++) {
-			size_t len = strcspn(extra[j], "=") + 1;
-			replaced = strncmp(environ[i], extra[j], len) == 0;
-		}
-		if (!replaced)
-			env[k++] = environ[i];
-	}
-	for (size_t j = 0; j < nextra; j++)
-		env[k++] = (char *)extra[j];
-	env[k++] = "TC_CHILD=1";
-	env[k] = NULL;
-
-	/* the output goes to a memory file, read once the child is gone: no
-	 * pipe or poll() here, so these cases do not depend on the I/O layer */
-	int ofd = memfd_create("tc-child-output", MFD_CLOEXEC);
-	CHECK(ofd >= 0);
-	posix_spawn_file_actions_t fa;
-	CHECK_OK(posix_spawn_file_actions_init(&fa));
-	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, ofd, 1));
-	CHECK_OK(posix_spawn_file_actions_adddup2(&fa, ofd, 2));
-	char *argv[] = { exe, (char *)case_name, NULL };
-	pid_t pid;
-	CHECK_OK(posix_spawn(&pid, exe, &fa, NULL, argv, env));
-	posix_spawn_file_actions_destroy(&fa);
-	free(env);
-	int status = 0;
-	pid_t w;
-	uint64_t give_up = tc_now_ns() + 30000000000ull;
-	while ((w = waitpid(pid, &status, WNOHANG)) == 0) {
-		if (tc_now_ns() > give_up) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			ssize_t got = syscall(SYS_pread64, ofd, c->out, sizeof c->out - 1, 0L);
-			c->out[got > 0 ? got : 0] = 0;
-			TFAIL("child %s ran over 30 s; its output:\n%s", case_name, c->out);
-		}
-		usleep(5000);
-	}
-	CHECK(w == pid);
-	ssize_t got = syscall(SYS_pread64, ofd, c->out, sizeof c->out - 1, 0L);
-	c->out[got > 0 ? got : 0] = 0;
-	close(ofd);
-	c->len = got > 0 ? (size_t)got : 0;
-	c->status = status;
+	c->status = tc_run_self(case_name, extra, c->out, sizeof c->out, 30);
 }
 
 static size_t count_substr(const char *hay, const char *needle)
@@ -114,28 +43,6 @@ static size_t count_substr(const char *hay, const char *needle)
 	return n;
 }
 
-/* Writes a line with one write(2), unbuffered, so it survives however
- * the process ends. */
-static void say(const char *s)
-{
-	(void)syscall(SYS_write, 1, s, strlen(s));
-}
-
-/* An absolute time `ms` milliseconds ago on `clock` (tc_abs_ms wants
- * ms >= 0). */
-static struct timespec abs_ms_ago(clockid_t clock, long ms)
-{
-	struct timespec ts;
-	clock_gettime(clock, &ts);
-	ts.tv_sec -= ms / 1000;
-	ts.tv_nsec -= (ms % 1000) * 1000000L;
-	if (ts.tv_nsec < 0) {
-		ts.tv_sec--;
-		ts.tv_nsec += 1000000000L;
-	}
-	return ts;
-}
-
 static long rss_kib(void)
 {
 	FILE *f = fopen("/proc/self/statm", "r");
@@ -144,13 +51,6 @@ static long rss_kib(void)
 	CHECK_EQ(fscanf(f, "%ld %ld", &size, &resident), 2);
 	fclose(f);
 	return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static void msleep(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
 }
 
 /* A gate: threads block in gate_wait until gate_open. */
@@ -295,7 +195,7 @@ TCASE(join_already_finished)
 		CHECK(tc_now_ns() < give_up);
 		sched_yield();
 	}
-	msleep(20); /* let it get off its stack and finish for good */
+	tc_msleep(20); /* let it get off its stack and finish for good */
 	void *r;
 	CHECK_OK(pthread_join(t, &r));
 	CHECK_EQ((long)r, 77);
@@ -347,7 +247,7 @@ static void *join_partner(void *arg)
 		/* let 0 block in its join first */
 		while (!__atomic_load_n(&pj[0].ready, __ATOMIC_ACQUIRE))
 			sched_yield();
-		msleep(50);
+		tc_msleep(50);
 	}
 	__atomic_store_n(&pj[me].ready, 1, __ATOMIC_RELEASE);
 	void *r = NULL;
@@ -376,7 +276,7 @@ TCASE(mutual_join_edeadlk)
 		if (tc_now_ns() > give_up)
 			TFAIL("mutual join: done %d/%d, results %d/%d", pj[0].done, pj[1].done,
 			      pj[0].result, pj[1].result);
-		msleep(1);
+		tc_msleep(1);
 	}
 	int d = pj[0].result == EDEADLK ? 0 : 1; /* the refused one */
 	int p = !d;
@@ -409,7 +309,7 @@ TCASE(mutual_join_with_main_edeadlk)
 	CHECK_OK(pthread_create(&t, NULL, join_main, NULL));
 	while (!__atomic_load_n(&main_join_ready, __ATOMIC_ACQUIRE))
 		sched_yield();
-	msleep(50); /* t is now blocked joining main */
+	tc_msleep(50); /* t is now blocked joining main */
 	void *r = NULL;
 	int e = pthread_join(t, &r);
 	if (e == EDEADLK) {
@@ -436,7 +336,7 @@ static long cj_target_body(void)
 {
 	while (!__atomic_load_n(&cj_ready, __ATOMIC_ACQUIRE))
 		sched_yield();
-	msleep(20); /* the joiner is blocked joining us */
+	tc_msleep(20); /* the joiner is blocked joining us */
 	int e = pthread_cancel(cj_joiner);
 	if (e)
 		return 1000 + e;
@@ -476,7 +376,7 @@ TCASE(join_cancelled_joiner)
 		uint64_t give_up = tc_now_ns() + 10000000000ull;
 		while (__atomic_load_n(&cj_result, __ATOMIC_ACQUIRE) == -1) {
 			CHECK(tc_now_ns() < give_up);
-			msleep(1);
+			tc_msleep(1);
 		}
 		CHECK_OK(pthread_join(target, NULL));
 		if (cj_result == 2000 + EDEADLK)
@@ -497,7 +397,7 @@ TCASE(join_detached_einval)
 	CHECK_EQ(pthread_detach(t), EINVAL); /* twice */
 	gate_await_waiters(&g, 1);
 	gate_open(&g);
-	msleep(20); /* g must outlive t */
+	tc_msleep(20); /* g must outlive t */
 }
 
 struct joiner_arg {
@@ -527,7 +427,7 @@ TCASE(second_joiner_einval)
 	int e;
 	while ((e = pthread_tryjoin_np(j.target, NULL)) == EBUSY) {
 		CHECK(tc_now_ns() < give_up);
-		msleep(1);
+		tc_msleep(1);
 	}
 	CHECK_EQ(e, EINVAL);
 	gate_open(&g);
@@ -591,7 +491,7 @@ TCASE(tryjoin_busy_then_ok)
 	int e;
 	while ((e = pthread_tryjoin_np(t, &r)) == EBUSY) {
 		CHECK(tc_now_ns() < give_up);
-		msleep(1);
+		tc_msleep(1);
 	}
 	CHECK_OK(e);
 	CHECK_EQ((long)r, 0x5eed);
@@ -615,7 +515,7 @@ static void check_timed_join(bool realtime)
 	CHECK(el >= 99000000ull);
 	CHECK(el < tc_late_ns(600));
 	/* a deadline already past: no wait at all */
-	dl = abs_ms_ago(clk, 10);
+	dl = tc_abs_ms_ago(clk, 10);
 	t0 = tc_now_ns();
 	e = realtime ? pthread_timedjoin_np(t, &r, &dl)
 	             : pthread_clockjoin_np(t, &r, CLOCK_MONOTONIC, &dl);
@@ -679,7 +579,7 @@ TCASE(detach_running_thread)
 	pthread_attr_destroy(&a);
 	gate_await_waiters(&g, 1);
 	gate_open(&g);
-	msleep(20);
+	tc_msleep(20);
 }
 
 TCASE(detach_finished_thread)
@@ -689,7 +589,7 @@ TCASE(detach_finished_thread)
 	CHECK_OK(pthread_create(&t, NULL, set_flag_and_return, &done));
 	while (!__atomic_load_n(&done, __ATOMIC_ACQUIRE))
 		sched_yield();
-	msleep(20);
+	tc_msleep(20);
 	CHECK_OK(pthread_detach(t)); /* frees it now */
 }
 
@@ -728,7 +628,7 @@ TCASE(detached_resources_come_back)
 		while (detached_done < (w + 1) * WAVE)
 			CHECK(pthread_cond_timedwait(&detached_c, &detached_m, &dl) != ETIMEDOUT);
 		pthread_mutex_unlock(&detached_m);
-		msleep(5);
+		tc_msleep(5);
 		long rss = rss_kib();
 		if (w == 2)
 			base = rss;
@@ -782,23 +682,23 @@ TCASE(pthread_exit_value)
 
 static void *slow_worker(void *arg)
 {
-	msleep(100 + 20 * (long)arg);
+	tc_msleep(100 + 20 * (long)arg);
 	char line[32];
 	snprintf(line, sizeof line, "worker %ld done\n", (long)arg);
-	say(line);
+	tc_say(line);
 	return NULL;
 }
 
 static void at_exit_note(void)
 {
-	say("atexit ran\n");
+	tc_say("atexit ran\n");
 }
 
 /* main calls pthread_exit while four threads still work: they finish, and
  * the process then exits 0 the ordinary way (atexit handlers run). */
 TCASE(main_pthread_exit_waits_for_threads)
 {
-	if (in_child()) {
+	if (tc_in_child()) {
 		atexit(at_exit_note);
 		for (long i = 0; i < 4; i++) {
 			pthread_t t;
@@ -825,21 +725,21 @@ TCASE(main_pthread_exit_waits_for_threads)
 static void *exit_seven(void *arg)
 {
 	(void)arg;
-	msleep(50);
+	tc_msleep(50);
 	exit(7);
 }
 
 /* exit() from a thread ends the whole process with that status. */
 TCASE(exit_from_thread_ends_process)
 {
-	if (in_child()) {
+	if (tc_in_child()) {
 		atexit(at_exit_note);
 		pthread_t t, busy;
 		struct gate g = GATE_INIT;
 		CHECK_OK(pthread_create(&busy, NULL, gate_then_return, &g));
 		CHECK_OK(pthread_create(&t, NULL, exit_seven, NULL));
 		pthread_join(t, NULL);
-		say("main continued\n");
+		tc_say("main continued\n");
 		return;
 	}
 	struct child c;
@@ -873,14 +773,14 @@ static void *overflow(void *arg)
  * message naming the thread. */
 TCASE(stack_overflow_reported)
 {
-	if (in_child()) {
+	if (tc_in_child()) {
 		pthread_attr_t a;
 		CHECK_OK(pthread_attr_init(&a));
 		CHECK_OK(pthread_attr_setstacksize(&a, 128 * 1024));
 		pthread_t t;
 		CHECK_OK(pthread_create(&t, &a, overflow, NULL));
 		pthread_join(t, NULL);
-		say("survived the overflow\n");
+		tc_say("survived the overflow\n");
 		return;
 	}
 	struct child c;
@@ -895,11 +795,11 @@ TCASE(stack_overflow_reported)
 /* The same with a default-sized stack, from the pools. */
 TCASE(stack_overflow_reported_default_stack)
 {
-	if (in_child()) {
+	if (tc_in_child()) {
 		pthread_t t;
 		CHECK_OK(pthread_create(&t, NULL, overflow, NULL));
 		pthread_join(t, NULL);
-		say("survived the overflow\n");
+		tc_say("survived the overflow\n");
 		return;
 	}
 	struct child c;
@@ -1066,16 +966,6 @@ TCASE(kill_sig0_and_bad_signal)
 	CHECK_OK(pthread_join(t, NULL));
 }
 
-static void *report_sched(void *arg)
-{
-	int *out = arg;
-	struct sched_param p;
-	if (pthread_getschedparam(pthread_self(), &out[0], &p) != 0)
-		return (void *)1;
-	out[1] = p.sched_priority;
-	return NULL;
-}
-
 static void sched_params_of_self(void)
 {
 	struct sched_param p = { .sched_priority = 0 };
@@ -1110,7 +1000,7 @@ static void sched_params_of_self(void)
 	int seen[2] = { -1, -1 };
 	pthread_t t;
 	void *r;
-	CHECK_OK(pthread_create(&t, NULL, report_sched, seen));
+	CHECK_OK(pthread_create(&t, NULL, tc_report_sched, seen));
 	CHECK_OK(pthread_join(t, &r));
 	CHECK_EQ((long)r, 0);
 	CHECK_EQ(seen[0], SCHED_FIFO);
@@ -1152,7 +1042,7 @@ TCASE(concurrency_hint)
 
 static void *set_flag_late(void *arg)
 {
-	msleep(10);
+	tc_msleep(10);
 	__atomic_store_n((int *)arg, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
@@ -1177,7 +1067,7 @@ TCASE(yield_lets_others_run)
 
 TCASE(yield_lets_others_run_one_worker)
 {
-	if (in_child()) {
+	if (tc_in_child()) {
 		CHECK_EQ(caprice_worker_count(), 1);
 		int flag = 0;
 		pthread_t t;
@@ -1188,7 +1078,7 @@ TCASE(yield_lets_others_run_one_worker)
 			CHECK(tc_now_ns() < give_up);
 		}
 		CHECK_OK(pthread_join(t, NULL));
-		say("one-worker ok\n");
+		tc_say("one-worker ok\n");
 		return;
 	}
 	const char *env[] = { "CAPRICE_WORKERS=1", NULL };
@@ -1315,7 +1205,7 @@ TCASE(eagain_when_address_space_runs_out)
 	uint64_t give_up = tc_now_ns() + 3000000000ull;
 	do {
 		prev = vm;
-		msleep(30);
+		tc_msleep(30);
 		vm = vm_kib();
 	} while (vm != prev && tc_now_ns() < give_up);
 
