@@ -24,12 +24,18 @@ typedef struct {
  * is always released on the kernel thread that took it (a waiter's lock
  * is released right after its switch, on the same worker), so the count
  * stays balanced.  Read through asm: a user thread may resume on another
- * kernel thread, and the compiler must not reuse a TLS address. */
+ * kernel thread, and the compiler must not reuse a TLS address.
+ *
+ * The lock lives here, below every layer, so that stackalloc can use it
+ * alone; what the deferred work is belongs to the scheduler, which
+ * registers it (cp_spin_set_deferred_hook) before it defers anything. */
 extern __thread uint32_t cp_locks_held
 	__attribute__((tls_model("initial-exec"))) __attribute__((visibility("hidden")));
 extern __thread uint32_t cp_deferred_work
 	__attribute__((tls_model("initial-exec"))) __attribute__((visibility("hidden")));
+/* Runs the deferred work once the last lock is released. */
 void cp_run_deferred_work(void) __attribute__((visibility("hidden")));
+void cp_spin_set_deferred_hook(void (*hook)(void)) __attribute__((visibility("hidden")));
 
 static inline void cp_locks_held_inc(void)
 {

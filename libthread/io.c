@@ -33,7 +33,7 @@ static struct io_uring_sqe *begin(const char *call, struct lt_io *io, int fd,
 	/* runtime locks held: a signal handler interrupted the runtime
 	 * itself (a handler's write to a self-pipe, say); parking there
 	 * would switch away in the middle of a queue update */
-	if (cp_unlikely(cp_locks_held != 0))
+	if (cp_unlikely(cp_in_runtime()))
 		return NULL;
 	if (!t) {
 		if (lt_main)

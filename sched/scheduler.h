@@ -78,6 +78,14 @@ static inline struct cp_thread *cp_self(void)
 	CP_TLS_LOAD_PTR(cp_tls_thread, t);
 	return t;
 }
+/* True while this kernel thread is inside the runtime (holds one of its
+ * locks): a signal handler that interrupted the runtime itself must not
+ * park, or it would switch away in the middle of a queue update. */
+static inline bool cp_in_runtime(void)
+{
+	return cp_locks_held != 0;
+}
+
 /* Index of this worker, or -1 on a foreign thread. */
 int cp_worker_index(void);
 

@@ -170,8 +170,6 @@ static inline void local_push(struct cp_worker *w, struct cp_thread *t)
 	w->in_sched = was;
 }
 
-__thread uint32_t cp_locks_held __attribute__((tls_model("initial-exec")));
-__thread uint32_t cp_deferred_work __attribute__((tls_model("initial-exec")));
 /* workers to kick once this kernel thread holds no runtime lock */
 #define MAX_DEFERRED 8
 static __thread struct cp_worker *deferred_kicks[MAX_DEFERRED]
@@ -185,7 +183,8 @@ static void kick_now(struct cp_worker *w)
 	}
 }
 
-void cp_run_deferred_work(void)
+/* spinlock.h's deferred work: the kicks held back under a lock */
+static void run_deferred_kicks(void)
 {
 	uint32_t n = cp_deferred_work;
 	cp_deferred_work = 0;
@@ -1014,6 +1013,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 		*refused = e;
 		return NULL;
 	}
+	cp_spin_set_deferred_hook(run_deferred_kicks);
 	nworkers = parse_workers();
 	parse_spin();
 	/* the mask the process started with is the program's; workers
