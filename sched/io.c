@@ -138,13 +138,3 @@ void cp_io_cancel(struct cp_io_op *op)
 	                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
 	cp_worker_kick(w);
 }
-
-void cp_io_stats(struct cp_io_stats *out)
-{
-	out->ops = out->enters = 0;
-	for (int i = 0; i < cp_worker_count(); i++) {
-		struct cp_worker *w = cp_worker_get(i);
-		out->ops += __atomic_load_n(&w->st.io_ops, __ATOMIC_RELAXED);
-		out->enters += __atomic_load_n(&w->ring.enters, __ATOMIC_RELAXED);
-	}
-}

@@ -65,11 +65,4 @@ void cp_io_release(struct cp_io_op *op);
  * op's owner takes before returning). */
 void cp_io_cancel(struct cp_io_op *op);
 
-/* Submissions and io_uring_enter calls made by this process's workers,
- * for syscall-per-request accounting. */
-struct cp_io_stats {
-	uint64_t ops, enters;
-};
-void cp_io_stats(struct cp_io_stats *out);
-
 #endif

@@ -35,9 +35,24 @@ struct cp_thread {
 	struct cp_io_op *io_waiting; /* a cancellable I/O wait in progress */
 	uint64_t switches;           /* times switched in */
 	char name[16];               /* pthread_setname_np; shown in fatal messages */
+	uint32_t state;              /* enum cp_thread_state: for debuggers only */
+	/* the registry of live threads, for debuggers (sched/caprice-gdb.py):
+	 * on the list of the worker that made the thread, changed only by it */
+	struct cp_thread *reg_prev, *reg_next;
+	struct cp_worker *reg_owner; /* NULL: made on a foreign kernel thread */
 #ifdef CP_ASAN
 	void *asan_fake_stack;
 #endif
+};
+
+/* What a thread is doing, as a debugger shows it.  Written with plain
+ * stores where it changes anyway (no decision reads it). */
+enum cp_thread_state {
+	CP_TS_NEW = 0,   /* made, never run */
+	CP_TS_RUNNING,   /* some worker's current thread */
+	CP_TS_RUNNABLE,  /* on a run queue or in an inbox */
+	CP_TS_PARKED,    /* waiting: a wait queue, I/O, a timer */
+	CP_TS_DONE,      /* finished; its record awaits join or release */
 };
 
 #define CP_TF_MAIN 1u     /* the process's initial thread, on the kernel's stack */
@@ -53,8 +68,10 @@ struct cp_thread {
  * nothing; other failures (memory, kernel threads) end the process with
  * a message. */
 struct cp_thread *cp_runtime_start(size_t thread_size, int *refused);
-bool cp_runtime_started(void);
 int cp_worker_count(void);
+/* Runs fn in the child of fork(), once the runtime is rebuilt there, after
+ * the hooks registered before it (sched/fork.c states the whole order). */
+void cp_at_fork_child(void (*fn)(void));
 /* Signal masks are per process here: a user thread moves between
  * workers, so a mask set on one kernel thread would follow nobody.  This
  * changes the mask (bit n-1 for signal n) every worker applies, as
@@ -184,8 +201,9 @@ static inline struct cp_waiter *cp_waitq_next(const struct cp_waitq *q, const st
 /* Appends w (data preset by the caller) and sleeps until woken, the
  * monotonic deadline passes, or (if cancellable) the thread is
  * interrupted.  `lk` must be held on entry; it is released while asleep
- * and NOT held on return.  Returns 0, ETIMEDOUT or EINTR.  On return w is
- * off the queue. */
+ * and NOT held on return.  Returns 0, ETIMEDOUT, EINTR, or ENOMEM when a
+ * deadline needs a timer and the worker's timer heap cannot grow (then
+ * the thread did not sleep).  On return w is off the queue. */
 int cp_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
             uint64_t deadline, bool cancellable);
 

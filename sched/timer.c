@@ -1,10 +1,21 @@
-/* timer.c: the binary min-heap behind each worker's timers. */
+/* timer.c: each worker's timers: the clock, the binary min-heap, and
+ * adding, cancelling and firing them (see timer.h for why a heap). */
 #include "timer.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "compiler.h"
+#include "timespec.h"
+#include "worker.h"
+
+uint64_t cp_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return cp_ts_to_ns(&ts);
+}
 
 static inline void place(struct cp_timer_heap *h, uint32_t i, struct cp_timer *t)
 {
@@ -70,4 +81,56 @@ void cp_heap_remove(struct cp_timer_heap *h, struct cp_timer *t)
 		sift_up(h, i);
 	else
 		sift_down(h, i);
+}
+
+/* With w's timer lock held: the heap minimum, as the relaxed copy that
+ * lets every look around skip the lock when nothing is due. */
+static void publish_next_deadline(struct cp_worker *w)
+{
+	struct cp_timer *m = cp_heap_min(&w->timers);
+	__atomic_store_n(&w->next_deadline, m ? m->deadline : CP_NO_DEADLINE, __ATOMIC_RELAXED);
+}
+
+int cp_timer_add(struct cp_worker *w, struct cp_timer *t)
+{
+	t->owner = w;
+	cp_spin_lock(&w->timer_lock);
+	int e = cp_heap_insert(&w->timers, t);
+	if (!e && cp_heap_min(&w->timers) == t)
+		__atomic_store_n(&w->next_deadline, t->deadline, __ATOMIC_RELAXED);
+	cp_spin_unlock(&w->timer_lock);
+	return e;
+}
+
+void cp_timer_cancel(struct cp_timer *t)
+{
+	struct cp_worker *w = t->owner;
+	cp_spin_lock(&w->timer_lock);
+	if (t->heap_idx != CP_TIMER_NONE) {
+		cp_heap_remove(&w->timers, t);
+		publish_next_deadline(w);
+	}
+	cp_spin_unlock(&w->timer_lock);
+}
+
+bool cp_timers_fire(struct cp_worker *w, uint64_t now, bool from_handler)
+{
+	/* a poke handler may have interrupted cp_timer_add on this very
+	 * worker, with the lock held: only try it there (the thief pokes
+	 * again if this failed) */
+	if (from_handler) {
+		if (!cp_spin_trylock(&w->timer_lock))
+			return false;
+	} else {
+		cp_spin_lock(&w->timer_lock);
+	}
+	struct cp_timer *t;
+	while ((t = cp_heap_min(&w->timers)) && t->deadline <= now) {
+		cp_heap_remove(&w->timers, t);
+		t->fire(t); /* under the lock: a canceller waits for us */
+		w->st.timers_fired++;
+	}
+	publish_next_deadline(w);
+	cp_spin_unlock(&w->timer_lock);
+	return true;
 }

@@ -16,7 +16,7 @@ struct cp_timer_heap {
 	uint32_t n, cap;
 };
 
-/* All four expect the owning worker's timer lock held. */
+/* All three expect the owning worker's timer lock held. */
 int cp_heap_insert(struct cp_timer_heap *h, struct cp_timer *t); /* 0 or ENOMEM */
 void cp_heap_remove(struct cp_timer_heap *h, struct cp_timer *t);
 static inline struct cp_timer *cp_heap_min(const struct cp_timer_heap *h)

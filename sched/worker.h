@@ -4,12 +4,14 @@
 #define CAPRICE_WORKER_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <sys/types.h>
 
 #include "ring.h"
 #include "runq.h"
 #include "scheduler.h"
 #include "timer.h"
+#include "compiler.h"
 
 struct cp_worker {
 	/* ---- touched only by this worker ---- */
@@ -34,6 +36,7 @@ struct cp_worker {
 	struct cp_worker_stats st;
 	uint64_t spin_ns;               /* idle polling window, adaptive */
 	uint64_t next_id, id_limit;     /* thread ids handed out in blocks */
+	struct cp_thread *registry;     /* live threads made here (threads.c) */
 
 	/* ---- timers: the owner fires them, anyone may cancel ---- */
 	cp_spinlock timer_lock;
@@ -46,11 +49,16 @@ struct cp_worker {
 	struct cp_worker *steal_req;    /* an idle worker asking for threads */
 	uint64_t heartbeat;             /* switches, published for thieves */
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
+	struct cp_thread *released;     /* our registry's threads, freed elsewhere */
 	pid_t tid;
 
 	_Alignas(CP_CACHELINE) struct cp_ring ring;
 	pthread_t kthread;
 };
+
+/* All workers, for thieves, kicks and debuggers (sched/caprice-gdb.py). */
+extern struct cp_worker **cp_workers CP_HIDDEN;
+extern int cp_nworkers CP_HIDDEN;
 
 /* The worker of the calling kernel thread.  Read through asm so that the
  * compiler never reuses a value from before a context switch: a user
@@ -66,19 +74,132 @@ static inline struct cp_worker *cp_worker_self(void)
 }
 
 struct cp_worker *cp_worker_get(int idx);
+
+/* ---- the switch (sched.c) ---- */
+
+#define CP_POLL_EVERY 64 /* switches between a busy worker's clock/ring looks */
+
 /* Parks the current thread; `lk` (may be NULL) is released after the
  * switch, when the thread can safely be woken elsewhere. */
 void cp_park(cp_spinlock *lk);
 
-/* Wakes w if it sleeps in its ring (after new work was handed to it). */
+/* How much a worker hands to a thief that asked (steal.c). */
+enum cp_donation {
+	CP_DONATE_FLOOR_HALF, /* at a park or idle: a lone queued thread stays,
+	                         or communicating pairs would be split across
+	                         workers and pay a kick per handoff */
+	CP_DONATE_CEIL_HALF,  /* at a yield: everything stays runnable, so a
+	                         lone queued thread is better run elsewhere */
+	CP_DONATE_ALL,        /* stuck (poke): nothing here will run for a while */
+};
+
+/* Takes in wakeups, answers a thief, and now and then looks at the clock
+ * and the ring (what every switch does before it picks). */
+void cp_sched_look_around(struct cp_worker *w, enum cp_donation how);
+/* From the worker's scheduler loop (w->idle) to next, and back. */
+void cp_sched_run(struct cp_worker *w, struct cp_thread *next);
+/* First code of a fresh context: finishes the switch that led here. */
+void cp_sched_arrived(struct cp_worker *w);
+/* The entry of every new user thread's context (threads.c makes them). */
+void cp_sched_thread_begin(void *arg);
+
+/* A push onto the caller's own run queue, safe against a steal poke. */
+static inline void cp_local_push(struct cp_worker *w, struct cp_thread *t)
+{
+	uint32_t was = w->in_sched;
+	w->in_sched = 1;
+	cp_barrier();
+	t->state = CP_TS_RUNNABLE;
+	cp_runq_push(&w->rq, t);
+	cp_barrier();
+	w->in_sched = was;
+}
+
+/* ---- wakeups (wake.c) ---- */
+
+/* Wakes w if it sleeps in its ring (after new work was handed to it);
+ * under a runtime lock, only once the last one is released. */
 void cp_worker_kick(struct cp_worker *w);
-/* Submits the cancellations other threads queued on w (io.c). */
-struct cp_io_op;
-void cp_io_run_cancels(struct cp_worker *w);
+/* Hands a chain of runnable threads to w's inbox and kicks it. */
+void cp_inbox_push(struct cp_worker *w, struct cp_thread *first, struct cp_thread *last);
+/* Moves the inbox, in arrival order, onto the run queue. */
+void cp_inbox_drain(struct cp_worker *w);
+/* Registers the kick deferral with the spinlock (at start-up). */
+void cp_wake_init(void);
+
+/* ---- stealing and burst sharing (steal.c) ---- */
+
+/* Hands part of our queue (all of it and the inbox, when stuck) to a
+ * worker that asked for work. */
+void cp_steal_serve(struct cp_worker *w, enum cp_donation how);
+/* Wakes one sleeping worker so it can come and steal. */
+void cp_steal_wake_thief(struct cp_worker *self);
+/* Idle: asks a busy worker for work, or pokes one that stopped switching. */
+void cp_steal_look_for_work(struct cp_worker *w, uint64_t now);
+/* After a batch of completions: share them when 4+ threads wait here. */
+#define CP_SHARE_AT 4
+void cp_steal_share_burst(struct cp_worker *w);
+/* A victim silent this long is stuck and gets poked (see steal.c). */
+#define CP_POKE_AFTER_NS 20000000ull
+
+/* ---- the scheduler loop and idle policy (idle.c) ---- */
+_Noreturn void cp_idle_loop(struct cp_worker *w);
+void cp_idle_entry(void *arg);
+void cp_idle_configure(void);   /* CAPRICE_IDLE_SPIN_US */
+
+/* ---- timers (timer.c) ---- */
 
 /* Timers, on the calling worker's heap (cp_timer_add) or on whichever
  * heap holds t (cp_timer_cancel; a no-op if it already fired). */
 int cp_timer_add(struct cp_worker *w, struct cp_timer *t);
 void cp_timer_cancel(struct cp_timer *t);
+/* Fires w's timers due by now.  From a signal handler (the interrupted
+ * code may hold the heap lock) only try the lock: false if it was busy. */
+bool cp_timers_fire(struct cp_worker *w, uint64_t now, bool from_handler);
+
+/* ---- signals (signals.c, sigmask.c) ---- */
+#define CP_POKE_SIGNAL SIGURG         /* ignored by default, rarely used */
+void cp_signals_install(void);        /* overflow report and poke handler */
+void cp_signals_bind_worker(void);    /* this kernel thread's altstack */
+/* Applies the program's signal mask on w if it changed since. */
+void cp_sigmask_apply(struct cp_worker *w);
+static inline void cp_sigmask_check(struct cp_worker *w);
+/* Records the mask the process started with (at start-up). */
+void cp_sigmask_init(void);
+
+/* ---- I/O (io.c) ---- */
+/* Submits the cancellations other threads queued on w. */
+struct cp_io_op;
+void cp_io_run_cancels(struct cp_worker *w);
+
+/* ---- threads (threads.c) ---- */
+
+/* Puts t on w's registry of live threads (NULL w: the foreign one). */
+void cp_registry_add(struct cp_worker *w, struct cp_thread *t);
+/* Frees the records other workers released for w (owner only). */
+void cp_registry_reap(struct cp_worker *w);
+
+/* ---- start-up and fork (runtime.c, fork.c) ---- */
+
+/* A thread record that does not live on its own stack (main's, or a
+ * forking kernel thread's in the child), aligned like the ones that do. */
+struct cp_thread *cp_record_alloc(void);
+/* Makes the workers around `current`, which becomes worker 0's first
+ * user thread on this kernel thread (worker 0 already made: made0). */
+void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0);
+/* Where the C library put this kernel thread's stack. */
+void cp_native_stack_bounds(struct cp_stack *st);
+/* Takes a block of fresh thread ids (threads.c's per-worker blocks). */
+uint64_t cp_thread_ids_take(uint64_t n);
+void cp_fork_init(void);
+
+/* ---- the program's signal mask, inline part ---- */
+extern uint32_t cp_program_sigmask_gen CP_HIDDEN;
+static inline void cp_sigmask_check(struct cp_worker *w)
+{
+	if (cp_unlikely(__atomic_load_n(&cp_program_sigmask_gen, __ATOMIC_RELAXED) !=
+	                w->sigmask_gen))
+		cp_sigmask_apply(w);
+}
 
 #endif

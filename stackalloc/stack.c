@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "env.h"
 #include "spinlock.h"
 
 #ifndef MADV_GUARD_INSTALL
@@ -39,22 +40,6 @@ static int guard_mode; /* 0 unknown, 1 MADV_GUARD_INSTALL, 2 mprotect */
 static cp_spinlock depot_lock = CP_SPINLOCK_INIT;
 static struct cp_free_stack *depot;
 static uint64_t depot_hot, depot_cold;
-static uint64_t n_slabs, n_made;
-
-static size_t parse_size(const char *s)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (end == s)
-		return 0;
-	switch (*end) {
-	case 'k': case 'K': v <<= 10; break;
-	case 'm': case 'M': v <<= 20; break;
-	case 'g': case 'G': v <<= 30; break;
-	default: break;
-	}
-	return (size_t)v;
-}
 
 static size_t round_pages(size_t n)
 {
@@ -66,16 +51,7 @@ static void geometry_init(void)
 	if (__atomic_load_n(&page_size, __ATOMIC_ACQUIRE))
 		return;
 	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
-	size_t sz = DEFAULT_STACK_SIZE;
-	const char *env = getenv("CAPRICE_STACK_SIZE");
-	if (env) {
-		size_t v = parse_size(env);
-		if (v >= MIN_STACK_SIZE && v <= (1ul << 30))
-			sz = v;
-		else
-			cp_warn("CAPRICE_STACK_SIZE=%s ignored: want %u bytes to 1 GiB",
-			        env, MIN_STACK_SIZE);
-	}
+	size_t sz = cp_env_size("CAPRICE_STACK_SIZE", MIN_STACK_SIZE, 1ul << 30, DEFAULT_STACK_SIZE);
 	default_size = (sz + ps - 1) & ~(ps - 1);
 	default_guard = ps;
 	__atomic_store_n(&page_size, ps, __ATOMIC_RELEASE);
@@ -108,7 +84,8 @@ static int map_errno(int e)
 	return e == ENOMEM ? EAGAIN : e;
 }
 
-/* Maps `n` stacks of the default geometry and threads them onto `list`.
+/* Maps a slab of default stacks (as many as fit in SLAB_BYTES, at most 64)
+ * and threads them into a chain from *first to *last, counted in *count.
  * Called without locks held: mmap can take microseconds. */
 static int slab_new(struct cp_free_stack **first, struct cp_free_stack **last, unsigned *count)
 {
@@ -145,8 +122,6 @@ static int slab_new(struct cp_free_stack **first, struct cp_free_stack **last, u
 		tail = f;
 		(*count)++;
 	}
-	__atomic_add_fetch(&n_slabs, 1, __ATOMIC_RELAXED);
-	__atomic_add_fetch(&n_made, *count, __ATOMIC_RELAXED);
 	*first = head;
 	*last = tail;
 	return 0;
@@ -166,7 +141,6 @@ static int map_single(size_t size, size_t guard, struct cp_stack *out)
 		}
 	}
 	*out = (struct cp_stack){ base + guard, size, guard, CP_STACK_MAPPED };
-	__atomic_add_fetch(&n_made, 1, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -292,16 +266,4 @@ void cp_stack_put(struct cp_stack_pool *pool, struct cp_stack *s)
 void cp_stack_after_fork(void)
 {
 	depot_lock = (cp_spinlock)CP_SPINLOCK_INIT;
-}
-
-void cp_stack_stats(struct cp_stack_stats *out)
-{
-	geometry_init();
-	cp_spin_lock(&depot_lock);
-	out->depot_hot = depot_hot;
-	out->depot_cold = depot_cold;
-	cp_spin_unlock(&depot_lock);
-	out->slabs = __atomic_load_n(&n_slabs, __ATOMIC_RELAXED);
-	out->stacks_made = __atomic_load_n(&n_made, __ATOMIC_RELAXED);
-	out->light_guards = __atomic_load_n(&guard_mode, __ATOMIC_RELAXED) == 1;
 }

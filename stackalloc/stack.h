@@ -71,14 +71,4 @@ static inline bool cp_stack_guard_hit(const struct cp_stack *s, const void *addr
  * thread that does not exist there. */
 void cp_stack_after_fork(void);
 
-/* Statistics, for caprice_stats and the benchmarks. */
-struct cp_stack_stats {
-	uint64_t slabs;        /* slab mappings made */
-	uint64_t stacks_made;  /* stacks carved from slabs or mapped alone */
-	uint64_t depot_hot;    /* free stacks in the depot still committed */
-	uint64_t depot_cold;   /* free stacks in the depot given back */
-	bool light_guards;     /* MADV_GUARD_INSTALL in use */
-};
-void cp_stack_stats(struct cp_stack_stats *out);
-
 #endif

@@ -1,0 +1,121 @@
+/* idle.c: a worker's scheduler loop, and what it does when nothing is
+ * runnable: poll the ring for a while, ask for work, then sleep in the
+ * ring until a kick, a completion, the next timer, or the next look.
+ *
+ * The spin window adapts.  Under load the next completion is microseconds
+ * away, and a sleep plus wake-up costs more than that; at low load the
+ * polling is wasted CPU.  A sleep that ends early (work came soon) doubles
+ * the window, up to SPIN_MAX_NS; a window that found nothing halves it.
+ * CAPRICE_IDLE_SPIN_US fixes it instead (0: never poll). */
+#include "worker.h"
+
+#include "compiler.h"
+#include "env.h"
+
+#define IDLE_MIN_NS    1000000ull  /* idle look-around period, doubling */
+#define IDLE_MAX_NS    64000000ull
+#define SPIN_MAX_NS    100000ull
+#define SPIN_START_NS  2000ull
+#define SHORT_SLEEP_NS 200000ull
+
+static int64_t fixed_spin_ns = -1;
+
+void cp_idle_configure(void)
+{
+	long us = cp_env_long("CAPRICE_IDLE_SPIN_US", 0, 1000000, -1);
+	fixed_spin_ns = us < 0 ? -1 : us * 1000;
+}
+
+static bool has_news(struct cp_worker *w)
+{
+	return cp_runq_len(&w->rq) || __atomic_load_n(&w->inbox, __ATOMIC_RELAXED) ||
+	       __atomic_load_n(&w->steal_req, __ATOMIC_RELAXED) ||
+	       __atomic_load_n(&w->cancels, __ATOMIC_RELAXED);
+}
+
+/* Polls the ring for up to the spin window; true if work turned up. */
+static bool idle_spin(struct cp_worker *w, uint64_t now)
+{
+	uint64_t window = fixed_spin_ns >= 0 ? (uint64_t)fixed_spin_ns : w->spin_ns;
+	if (!window || !w->ring.inflight)
+		return false;
+	uint64_t until = now + window;
+	do {
+		if (cp_ring_poll(&w->ring) || has_news(w))
+			return true;
+		cp_cpu_relax();
+	} while (cp_now_ns() < until);
+	if (fixed_spin_ns < 0)
+		w->spin_ns /= 2;
+	return false;
+}
+
+/* Nothing to run: ask for work, then sleep in the ring until a kick, a
+ * completion, the next timer, or the next look around. */
+static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
+{
+	if (idle_spin(w, now))
+		return;
+	cp_steal_look_for_work(w, now);
+	uint64_t timeout = w->victim ? CP_POKE_AFTER_NS : *idle_period;
+	uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
+	if (nd != CP_NO_DEADLINE && nd - now < timeout)
+		timeout = nd > now ? nd - now : 0;
+	__atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
+	if (!__atomic_load_n(&w->inbox, __ATOMIC_SEQ_CST) &&
+	    !__atomic_load_n(&w->steal_req, __ATOMIC_SEQ_CST) &&
+	    !__atomic_load_n(&w->cancels, __ATOMIC_SEQ_CST)) {
+		w->st.sleeps++;
+		uint64_t before = cp_now_ns();
+		cp_ring_wait(&w->ring, timeout);
+		if (cp_now_ns() - before < SHORT_SLEEP_NS && w->ring.inflight) {
+			/* work came back soon: poll longer next time */
+			w->spin_ns = w->spin_ns ? w->spin_ns * 2 : SPIN_START_NS;
+			if (w->spin_ns > SPIN_MAX_NS)
+				w->spin_ns = SPIN_MAX_NS;
+		}
+		if (*idle_period < IDLE_MAX_NS)
+			*idle_period *= 2;
+	}
+	__atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
+}
+
+_Noreturn void cp_idle_loop(struct cp_worker *w)
+{
+	uint64_t idle_period = IDLE_MIN_NS;
+	w->in_sched = 1;
+	for (;;) {
+		/* work at hand (a finished thread's joiner, a wakeup): run it
+		 * with no more than a busy switch's look around */
+		cp_sched_look_around(w, CP_DONATE_FLOOR_HALF);
+		struct cp_thread *next = cp_runq_pop(&w->rq);
+		if (!next) {
+			/* nothing queued: look at the clock and the ring */
+			cp_sigmask_check(w);
+			uint64_t now = cp_now_ns();
+			if (now >= __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED))
+				cp_timers_fire(w, now, false);
+			if (__atomic_load_n(&w->released, __ATOMIC_RELAXED))
+				cp_registry_reap(w);
+			if (cp_ring_poll(&w->ring) >= CP_SHARE_AT)
+				cp_steal_share_burst(w);
+			next = cp_runq_pop(&w->rq);
+			if (!next) {
+				idle_sleep(w, now, &idle_period);
+				cp_steal_share_burst(w); /* what the sleep's wait reaped */
+				continue;
+			}
+		}
+		idle_period = IDLE_MIN_NS;
+		cp_sched_run(w, next);
+		cp_assert(cp_worker_self() == w);
+		w->in_sched = 1;
+	}
+}
+
+void cp_idle_entry(void *arg)
+{
+	struct cp_worker *w = arg;
+	cp_sched_arrived(w);
+	cp_idle_loop(w);
+}

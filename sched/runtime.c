@@ -1,0 +1,200 @@
+/* runtime.c: starting the runtime: making the workers and their kernel
+ * threads, reading the environment, and answering questions about
+ * workers (count, index, statistics). */
+#include "worker.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "compiler.h"
+#include "context.h"
+#include "env.h"
+#include "kthread.h"
+
+#define IDLE_STACK_SIZE (64u * 1024)
+#define MAX_WORKERS     256
+
+struct cp_worker **cp_workers;
+int cp_nworkers;
+static struct cp_thread *main_thread;
+static int runtime_state;             /* 0 none, 1 starting, 2 running */
+static size_t thread_size_in_use;     /* the layer above's thread record */
+
+/* Where the C library put this kernel thread's stack, asked of its own
+ * pthread_getattr_np (libthread's serves user threads).  Fatal messages
+ * and ASan need the bounds of every stack a context runs on. */
+void cp_native_stack_bounds(struct cp_stack *st)
+{
+	typedef int (*getattr_fn)(pthread_t, pthread_attr_t *);
+	typedef int (*attr_fn)(pthread_attr_t *);
+	typedef int (*getstack_fn)(const pthread_attr_t *, void **, size_t *);
+	typedef pthread_t (*self_fn)(void);
+	getattr_fn getattr = (getattr_fn)dlsym(RTLD_NEXT, "pthread_getattr_np");
+	attr_fn destroy = (attr_fn)dlsym(RTLD_NEXT, "pthread_attr_destroy");
+	getstack_fn getstack = (getstack_fn)dlsym(RTLD_NEXT, "pthread_attr_getstack");
+	self_fn self = (self_fn)dlsym(RTLD_NEXT, "pthread_self");
+	pthread_attr_t a;
+	void *lo;
+	size_t size;
+	st->kind = CP_STACK_USER;
+	if (getattr && destroy && getstack && self && getattr(self(), &a) == 0) {
+		if (getstack(&a, &lo, &size) == 0) {
+			st->lo = lo;
+			st->size = size;
+		}
+		destroy(&a);
+	}
+}
+
+static void worker_bind(struct cp_worker *w)
+{
+	cp_tls_worker = w;
+	w->errno_loc = __errno_location();
+	w->tid = (pid_t)syscall(SYS_gettid);
+	cp_signals_bind_worker();
+	int e = w->ring.ready ? 0 : cp_ring_init(&w->ring); /* worker 0's is made at start */
+	if (e)
+		cp_die("worker %d: io_uring_setup refused (%s); Caprice needs io_uring "
+		       "(Linux 5.19+, kernel.io_uring_disabled=0, enough RLIMIT_MEMLOCK)",
+		       w->index, strerror(-e));
+}
+
+static void *worker_main(void *arg)
+{
+	struct cp_worker *w = arg;
+	worker_bind(w);
+	w->current = &w->idle;
+	w->idle.home = w;
+	cp_native_stack_bounds(&w->idle.stack);
+	cp_idle_loop(w); /* on the kernel thread's own stack */
+}
+
+static struct cp_worker *worker_alloc(int idx)
+{
+	struct cp_worker *w = aligned_alloc(CP_CACHELINE, (sizeof *w + CP_CACHELINE - 1) &
+	                                                  ~(size_t)(CP_CACHELINE - 1));
+	if (!w)
+		cp_die("cannot allocate worker %d: out of memory", idx);
+	memset(w, 0, sizeof *w);
+	w->index = idx;
+	w->poll_countdown = CP_POLL_EVERY;
+	w->next_deadline = CP_NO_DEADLINE;
+	w->idle.id = 0;
+	memcpy(w->idle.name, "caprice-idle", 13);
+	int e = cp_ring_prepare(&w->ring);
+	if (e)
+		cp_die("worker %d: eventfd failed: %s", idx, strerror(-e));
+	return w;
+}
+
+struct cp_thread *cp_record_alloc(void)
+{
+	size_t size = (thread_size_in_use + 63) & ~(size_t)63;
+	struct cp_thread *t = aligned_alloc(64, size);
+	if (t)
+		memset(t, 0, size);
+	return t;
+}
+
+void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
+{
+	cp_workers = calloc((size_t)cp_nworkers, sizeof *cp_workers);
+	if (!cp_workers)
+		cp_die("cannot start: out of memory for %d workers", cp_nworkers);
+	for (int i = 0; i < cp_nworkers; i++)
+		cp_workers[i] = i == 0 && made0 ? made0 : worker_alloc(i);
+	struct cp_worker *w0 = cp_workers[0];
+	worker_bind(w0);
+	current->home = w0;
+	current->state = CP_TS_RUNNING;
+	w0->current = current;
+	cp_registry_add(w0, current);
+	cp_tls_thread = current;
+	int e = cp_stack_get(NULL, IDLE_STACK_SIZE, cp_page_size(), &w0->idle.stack);
+	if (e)
+		cp_die("cannot map worker 0's scheduler stack: %s", strerror(e));
+	w0->idle.home = w0;
+	w0->idle.sp = cp_ctx_make(cp_stack_top(&w0->idle.stack), cp_idle_entry, w0);
+
+	/* NULL attributes: pthread_attr_* are libthread's, with its own layout */
+	cp_real_pthread_create_fn create = cp_real_pthread_create();
+	for (int i = 1; i < cp_nworkers; i++) {
+		e = create(&cp_workers[i]->kthread, NULL, worker_main, cp_workers[i]);
+		if (e)
+			cp_die("cannot start worker %d's kernel thread: %s", i, strerror(e));
+	}
+}
+
+static int online_cpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;
+}
+
+struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
+{
+	int expect = 0;
+	if (!__atomic_compare_exchange_n(&runtime_state, &expect, 1, false,
+	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		while (__atomic_load_n(&runtime_state, __ATOMIC_ACQUIRE) != 2)
+			cp_cpu_relax();
+		return main_thread;
+	}
+	/* this kernel thread becomes worker 0: its ring is made first, so a
+	 * refused io_uring leaves nothing behind and can be answered */
+	struct cp_worker *w0 = worker_alloc(0);
+	int e = cp_ring_init(&w0->ring);
+	if (e) {
+		syscall(SYS_close, w0->ring.kick_fd);
+		free(w0);
+		__atomic_store_n(&runtime_state, 0, __ATOMIC_RELEASE);
+		*refused = e;
+		return NULL;
+	}
+	cp_wake_init();
+	cp_nworkers = (int)cp_env_long("CAPRICE_WORKERS", 1, MAX_WORKERS, online_cpus());
+	cp_idle_configure();
+	cp_sigmask_init();
+	thread_size_in_use = thread_size;
+	main_thread = cp_record_alloc();
+	if (!main_thread)
+		cp_die("cannot start: out of memory");
+	main_thread->id = 1;
+	main_thread->flags = CP_TF_MAIN;
+	cp_native_stack_bounds(&main_thread->stack);
+	memcpy(main_thread->name, "main", 5);
+	cp_signals_install();
+	cp_runtime_build(main_thread, w0);
+	cp_fork_init();
+	__atomic_store_n(&runtime_state, 2, __ATOMIC_RELEASE);
+	return main_thread;
+}
+
+int cp_worker_count(void) { return cp_nworkers; }
+
+struct cp_worker *cp_worker_get(int idx)
+{
+	return idx >= 0 && idx < cp_nworkers ? cp_workers[idx] : NULL;
+}
+
+int cp_worker_index(void)
+{
+	struct cp_worker *w = cp_worker_self();
+	return w ? w->index : -1;
+}
+
+void cp_worker_stats(int idx, struct cp_worker_stats *out)
+{
+	struct cp_worker *w = cp_worker_get(idx);
+	if (!w) {
+		memset(out, 0, sizeof *out);
+		return;
+	}
+	*out = w->st; /* racy snapshot; good enough for counters */
+	out->runq_len = cp_runq_len(&w->rq);
+	out->enters = __atomic_load_n(&w->ring.enters, __ATOMIC_RELAXED);
+}

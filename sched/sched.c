@@ -1,0 +1,273 @@
+/* sched.c: the switch between user threads: park, yield, finish, and the
+ * look around every switch makes.
+ *
+ * ---- How the scheduler works ----
+ *
+ * Workers.  One worker kernel thread per core (runtime.c).  Each owns a
+ * run queue, a timer heap (timer.c), an io_uring ring (ring.c), a pool of
+ * stacks, and a scheduler context `idle` whose loop (idle.c) runs when
+ * nothing else does.  Worker 0 is the kernel thread that started the
+ * runtime; main became its first user thread.
+ *
+ * Thread states (cp_thread.state shows them to debuggers; the truth is
+ * where the thread is linked):
+ *   running   w->current of exactly one worker.  Only that worker's code
+ *             runs it; it leaves by park, yield or finish, all here.
+ *   queued    on w->rq.  Only w pushes, pops or takes from its rq, so the
+ *             switch path has no atomic.  Thieves never touch it: they
+ *             ask (steal.c), and w donates at its next look around, or
+ *             its poke handler does when w stopped switching.
+ *   inbox     on w->inbox, a lock-free LIFO any thread may push to (a
+ *             cross-worker wakeup, a donation, a start from a foreign
+ *             thread); w drains it into rq, in arrival order (wake.c).
+ *   parked    linked from what it waits for: a wait queue (wait.c), an
+ *             I/O operation (io.c), a timer.  Exactly one party wakes it
+ *             (wait.c's CAS on the waiter's state decides which), by
+ *             cp_wake / cp_wake_pinned / cp_wake_here.
+ *   done      switched out for good; on_dead ran in the next context.
+ * Who moves a thread: its own worker moves it between running, queued
+ * and parked; a waker moves it from parked to queued (its own worker's
+ * rq with cp_wake_here, else its home's inbox); a donor moves queued
+ * threads to a thief's inbox.
+ *
+ * Which worker owns which field: see struct cp_worker (worker.h): the
+ * first block is the owner's alone; timers take timer_lock; the last
+ * blocks are shared and accessed atomically, each on its own line.  A
+ * thread's `home` is the worker it last ran on (set by finish_switch);
+ * wakeups through the inbox go there.
+ *
+ * Protocols:
+ *  - in_sched: 1 while the worker is inside the scheduler or its rq may be
+ *    mid-update.  The poke handler (signals.c) interrupts a worker at any
+ *    instruction; it touches the rq only when in_sched is 0.
+ *  - unlock_after: a parking thread still holds the lock of the queue it
+ *    parks on (so no waker can see it before its context is saved); the
+ *    next context releases it in finish_switch.  While it is set, the
+ *    periodic poll is deferred until after the switch (poll_deferred),
+ *    since a completion may need that very lock.
+ *  - pinned: a thread woken from I/O returns with errno set, and its
+ *    caller may hold errno's address from before the call (glibc declares
+ *    __errno_location const), which is this worker's; it may not be
+ *    donated until it has run here.  finish_switch clears it.
+ *
+ * Lock order (outermost first): a primitive's queue lock (mutex, condvar,
+ * fd entry, join lock) -> a thread's wait_lock -> a worker's timer_lock.
+ * The depot lock (stackalloc) and the program mask lock are leaves.  No
+ * runtime lock is held across a switch except the one unlock_after
+ * releases.  Kicks (eventfd writes) are deferred until a kernel thread
+ * holds no runtime lock (wake.c, spinlock.h).
+ *
+ * Fork: fork.c holds the one atfork registration of the runtime and its
+ * order: stacks, then the workers (rebuilt around the forking thread),
+ * then the layers above in the order they registered (libthread: the
+ * descriptor table, then threads and offload helpers).
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "compiler.h"
+#include "context.h"
+#include "io.h"
+
+#ifdef CP_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+
+
+__thread struct cp_worker *cp_tls_worker __attribute__((tls_model("initial-exec")));
+__thread struct cp_thread *cp_tls_thread __attribute__((tls_model("initial-exec")));
+
+static void poll_events(struct cp_worker *w);
+
+static inline void asan_leave(struct cp_worker *w, struct cp_thread *prev,
+                              struct cp_thread *next, bool dying)
+{
+#ifdef CP_ASAN
+	w->switched_from = prev;
+	__sanitizer_start_switch_fiber(dying ? NULL : &prev->asan_fake_stack,
+	                               next->stack.lo, next->stack.size);
+#else
+	(void)w; (void)prev; (void)next; (void)dying;
+#endif
+}
+
+static inline void asan_arrive(struct cp_worker *w)
+{
+#ifdef CP_ASAN
+	const void *bottom;
+	size_t size;
+	__sanitizer_finish_switch_fiber(w->current->asan_fake_stack, &bottom, &size);
+	struct cp_thread *from = w->switched_from;
+	if (from && !from->stack.lo) {
+		/* first switch away from a kernel-made stack: learn its bounds */
+		from->stack.lo = (char *)bottom;
+		from->stack.size = size;
+	}
+#else
+	(void)w;
+#endif
+}
+
+/* Runs first thing in whatever context a switch lands in. */
+static inline void finish_switch(struct cp_worker *w)
+{
+	struct cp_thread *cur = w->current;
+	cur->home = w;
+	cur->pinned = 0;
+	cur->state = CP_TS_RUNNING;
+	cp_tls_thread = cur == &w->idle ? NULL : cur;
+	*w->errno_loc = cur->saved_errno;
+	cur->switches++;
+	w->st.switches++;
+	__atomic_store_n(&w->heartbeat, w->st.switches, __ATOMIC_RELAXED);
+	if (w->unlock_after) {
+		cp_spin_unlock(w->unlock_after);
+		w->unlock_after = NULL;
+	}
+	if (cp_unlikely(w->poll_deferred)) {
+		w->poll_deferred = 0;
+		poll_events(w);
+	}
+	if (cp_unlikely(w->dead != NULL)) {
+		struct cp_thread *d = w->dead;
+		w->dead = NULL;
+		w->on_dead(d);
+	}
+	cp_barrier();
+	if (cur != &w->idle)
+		w->in_sched = 0;
+}
+
+static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
+                             struct cp_thread *next, bool dying)
+{
+	if (cp_unlikely(prev == next)) {
+		finish_switch(w);
+		return;
+	}
+	prev->saved_errno = *w->errno_loc;
+	w->current = next;
+	asan_leave(w, prev, next, dying);
+	cp_ctx_switch(&prev->sp, next->sp);
+	w = cp_worker_self(); /* we may have resumed on another worker */
+	asan_arrive(w);
+	finish_switch(w);
+}
+
+void cp_sched_arrived(struct cp_worker *w)
+{
+	asan_arrive(w);
+	finish_switch(w);
+}
+
+void cp_sched_thread_begin(void *arg)
+{
+	struct cp_thread *t = arg;
+	cp_sched_arrived(cp_worker_self());
+	t->entry(t);
+	cp_die("thread %llu returned from its entry function", (unsigned long long)t->id);
+}
+
+void cp_sched_run(struct cp_worker *w, struct cp_thread *next)
+{
+	switch_to(w, &w->idle, next, false);
+}
+
+/* The periodic look around a busy worker takes every CP_POLL_EVERY switches. */
+static void poll_events(struct cp_worker *w)
+{
+	w->poll_countdown = CP_POLL_EVERY;
+	cp_sigmask_check(w);
+	uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
+	if (nd != CP_NO_DEADLINE) {
+		uint64_t now = cp_now_ns();
+		if (now >= nd)
+			cp_timers_fire(w, now, false);
+	}
+	if (w->ring.inflight || w->ring.unsubmitted)
+		cp_ring_poll(&w->ring);
+	if (cp_unlikely(__atomic_load_n(&w->released, __ATOMIC_RELAXED) != NULL))
+		cp_registry_reap(w);
+	if (cp_runq_len(&w->rq) >= 2)
+		cp_steal_wake_thief(w);
+}
+
+/* Takes in wakeups, answers a thief, and now and then looks at the clock
+ * and the ring.  The caller must not be on the run queue yet: a thief
+ * must never be handed the thread that is still running. */
+static inline void look_around(struct cp_worker *w, enum cp_donation how)
+{
+	if (__atomic_load_n(&w->inbox, __ATOMIC_RELAXED))
+		cp_inbox_drain(w);
+	if (cp_unlikely(__atomic_load_n(&w->cancels, __ATOMIC_RELAXED) != NULL))
+		cp_io_run_cancels(w);
+	if (cp_unlikely(__atomic_load_n(&w->steal_req, __ATOMIC_RELAXED) != NULL))
+		cp_steal_serve(w, how);
+	if (cp_unlikely(--w->poll_countdown == 0)) {
+		/* a parking thread still holds its wait lock, and what the
+		 * ring completes may need that lock: look after the switch */
+		if (w->unlock_after)
+			w->poll_deferred = 1;
+		else
+			poll_events(w);
+	}
+}
+
+void cp_sched_look_around(struct cp_worker *w, enum cp_donation how)
+{
+	look_around(w, how);
+}
+
+static inline struct cp_thread *pick_next(struct cp_worker *w)
+{
+	look_around(w, CP_DONATE_FLOOR_HALF);
+	return cp_runq_pop(&w->rq);
+}
+
+void cp_park(cp_spinlock *lk)
+{
+	struct cp_worker *w = cp_worker_self();
+	cp_assert(w && w->current != &w->idle);
+	struct cp_thread *cur = w->current;
+	w->in_sched = 1;
+	cp_barrier();
+	cur->state = CP_TS_PARKED;
+	w->unlock_after = lk;
+	w->st.parks++;
+	struct cp_thread *next = pick_next(w);
+	switch_to(w, cur, next ? next : &w->idle, false);
+}
+
+void cp_yield(void)
+{
+	struct cp_worker *w = cp_worker_self();
+	if (cp_unlikely(!w)) {
+		syscall(SYS_sched_yield);
+		return;
+	}
+	struct cp_thread *cur = w->current;
+	w->in_sched = 1;
+	cp_barrier();
+	look_around(w, CP_DONATE_CEIL_HALF);
+	cur->state = CP_TS_RUNNABLE;
+	cp_runq_push(&w->rq, cur);
+	switch_to(w, cur, cp_runq_pop(&w->rq), false);
+}
+
+_Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *))
+{
+	struct cp_worker *w = cp_worker_self();
+	struct cp_thread *cur = w->current;
+	w->in_sched = 1;
+	cp_barrier();
+	cur->state = CP_TS_DONE;
+	w->dead = cur;
+	w->on_dead = on_dead;
+	struct cp_thread *next = pick_next(w);
+	switch_to(w, cur, next ? next : &w->idle, true);
+	cp_die("finished thread %llu was resumed", (unsigned long long)cur->id);
+}

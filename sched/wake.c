@@ -1,0 +1,117 @@
+/* wake.c: making parked threads runnable, and waking sleeping workers.
+ *
+ * A wakeup on the waker's own worker is a push onto its run queue.  One
+ * for another worker goes through that worker's inbox, a lock-free stack
+ * any thread may push to, and kicks it if it sleeps in its ring (an
+ * eventfd write).  A kick made under a runtime lock is deferred until the
+ * last lock is released (spinlock.h says why). */
+#include "worker.h"
+
+#include "compiler.h"
+
+/* workers to kick once this kernel thread holds no runtime lock */
+#define MAX_DEFERRED 8
+static __thread struct cp_worker *deferred_kicks[MAX_DEFERRED]
+	__attribute__((tls_model("initial-exec")));
+
+static void kick_now(struct cp_worker *w)
+{
+	if (__atomic_exchange_n(&w->sleeping, 0, __ATOMIC_ACQ_REL)) {
+		__atomic_add_fetch(&w->st.kicks, 1, __ATOMIC_RELAXED);
+		cp_ring_kick(&w->ring);
+	}
+}
+
+/* spinlock.h's deferred work: the kicks held back under a lock */
+static void run_deferred_kicks(void)
+{
+	uint32_t n = cp_deferred_work;
+	cp_deferred_work = 0;
+	for (uint32_t i = 0; i < n && i < MAX_DEFERRED; i++)
+		kick_now(deferred_kicks[i]);
+}
+
+void cp_wake_init(void)
+{
+	cp_spin_set_deferred_hook(run_deferred_kicks);
+}
+
+void cp_worker_kick(struct cp_worker *w)
+{
+	if (!__atomic_load_n(&w->sleeping, __ATOMIC_SEQ_CST))
+		return;
+	if (!cp_in_runtime()) {
+		kick_now(w);
+		return;
+	}
+	uint32_t n = cp_deferred_work;
+	for (uint32_t i = 0; i < n; i++)
+		if (deferred_kicks[i] == w)
+			return;
+	if (n == MAX_DEFERRED) {
+		kick_now(w); /* rare: many targets at once */
+		return;
+	}
+	deferred_kicks[n] = w;
+	cp_deferred_work = n + 1;
+}
+
+void cp_inbox_push(struct cp_worker *w, struct cp_thread *first, struct cp_thread *last)
+{
+	struct cp_thread *old = __atomic_load_n(&w->inbox, __ATOMIC_RELAXED);
+	do
+		last->next = old;
+	while (!__atomic_compare_exchange_n(&w->inbox, &old, first, true,
+	                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+	cp_worker_kick(w);
+}
+
+void cp_inbox_drain(struct cp_worker *w)
+{
+	struct cp_thread *list = __atomic_exchange_n(&w->inbox, NULL, __ATOMIC_ACQUIRE);
+	struct cp_thread *rev = NULL;
+	while (list) { /* the inbox is LIFO; run wakeups in the order they came */
+		struct cp_thread *n = list->next;
+		list->next = rev;
+		rev = list;
+		list = n;
+	}
+	while (rev) {
+		struct cp_thread *n = rev->next;
+		cp_runq_push(&w->rq, rev);
+		rev = n;
+	}
+}
+
+void cp_wake(struct cp_thread *t)
+{
+	struct cp_worker *self = cp_worker_self();
+	struct cp_worker *home = t->home;
+	if (self == home) {
+		self->st.wakes_local++;
+		cp_local_push(self, t);
+		return;
+	}
+	if (self)
+		self->st.wakes_remote++;
+	t->state = CP_TS_RUNNABLE;
+	t->next = NULL;
+	cp_inbox_push(home, t, t);
+}
+
+void cp_wake_pinned(struct cp_thread *t)
+{
+	t->pinned = 1;
+	cp_wake(t);
+}
+
+void cp_wake_here(struct cp_thread *t)
+{
+	struct cp_worker *self = cp_worker_self();
+	if (!self) {
+		cp_wake(t);
+		return;
+	}
+	self->st.wakes_local++;
+	cp_local_push(self, t);
+}
