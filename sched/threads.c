@@ -5,8 +5,10 @@
  * worker, changed only by that worker, so creating and releasing a thread
  * on the same worker costs no atomic: a record released on another worker
  * is handed back to its maker (w->released), which unlinks it and takes
- * the stack back at its next periodic look.  Threads made on kernel
- * threads that are not workers share one list under a lock. */
+ * the stack back at its next periodic look.  Threads whose memory must go
+ * back at once (a stack of its own mapping, or the caller's), and threads
+ * made on kernel threads that are not workers, share one list under a
+ * lock instead. */
 #include "worker.h"
 
 #include <errno.h>
@@ -15,8 +17,8 @@
 #include "compiler.h"
 #include "context.h"
 
-struct cp_thread *cp_foreign_registry CP_HIDDEN;
-static cp_spinlock foreign_lock = CP_SPINLOCK_INIT;
+struct cp_thread *cp_shared_registry CP_HIDDEN;
+static cp_spinlock shared_lock = CP_SPINLOCK_INIT;
 static uint64_t next_thread_id = 2;   /* 1 is main */
 static unsigned foreign_rr;
 
@@ -41,14 +43,16 @@ static void list_unlink(struct cp_thread **head, struct cp_thread *t)
 
 void cp_registry_add(struct cp_worker *w, struct cp_thread *t)
 {
+	if (t->stack.kind != CP_STACK_POOLED)
+		w = NULL;
 	t->reg_owner = w;
 	if (w) {
 		list_add(&w->registry, t);
 		return;
 	}
-	cp_spin_lock(&foreign_lock);
-	list_add(&cp_foreign_registry, t);
-	cp_spin_unlock(&foreign_lock);
+	cp_spin_lock(&shared_lock);
+	list_add(&cp_shared_registry, t);
+	cp_spin_unlock(&shared_lock);
 }
 
 static void release_stack(struct cp_worker *self, struct cp_thread *t)
@@ -128,9 +132,9 @@ void cp_thread_release(struct cp_thread *t)
 		return;
 	}
 	if (!owner) {
-		cp_spin_lock(&foreign_lock);
-		list_unlink(&cp_foreign_registry, t);
-		cp_spin_unlock(&foreign_lock);
+		cp_spin_lock(&shared_lock);
+		list_unlink(&cp_shared_registry, t);
+		cp_spin_unlock(&shared_lock);
 		release_stack(self, t);
 		return;
 	}

@@ -174,7 +174,8 @@ void cp_io_run_cancels(struct cp_worker *w);
 
 /* ---- threads (threads.c) ---- */
 
-/* Puts t on w's registry of live threads (NULL w: the foreign one). */
+/* Puts t on w's registry of live threads, or on the shared one (no w, or
+ * a stack that is not pooled). */
 void cp_registry_add(struct cp_worker *w, struct cp_thread *t);
 /* Frees the records other workers released for w (owner only). */
 void cp_registry_reap(struct cp_worker *w);
