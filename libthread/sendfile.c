@@ -58,11 +58,21 @@ static void pipe_put(int p[2], bool empty)
 	syscall(SYS_close, p[1]);
 }
 
+/* One splice; the result or -errno.  reg_fd is the end that may wait
+ * (the input, or the destination).  When it has O_NONBLOCK (or the caller
+ * cannot park) this is the plain splice, which answers -EAGAIN at once
+ * where it would wait. */
 static long splice_op(int fd_in, int64_t off_in, int fd_out, unsigned n, int reg_fd,
                       enum lt_io_dir dir)
 {
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin(&io, reg_fd, dir);
+	if (!sqe) {
+		loff_t off = off_in;
+		long r = syscall(SYS_splice, fd_in, off_in < 0 ? NULL : &off, fd_out, NULL,
+		                 (size_t)n, 0U);
+		return r < 0 ? -errno : r;
+	}
 	io_uring_prep_splice(sqe, fd_in, off_in, fd_out, -1, n, 0);
 	return lt_io_finish(&io);
 }
@@ -135,12 +145,7 @@ CP_EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count)
 	int p[2];
 	if (pipe_get(p) < 0)
 		return -1; /* EMFILE/ENFILE from pipe2 */
-	int64_t off = offset ? *offset : -1;
-	if (offset && off < 0) {
-		pipe_put(p, true);
-		errno = EINVAL;
-		return -1;
-	}
+	int64_t off = offset ? *offset : -1; /* *offset >= 0: checked above */
 	size_t total = 0;
 	long err = 0;
 	bool empty = true;
