@@ -25,9 +25,10 @@
 #include "debug.h"
 #include "lt_io.h"
 
-/* timeout: UINT64_MAX to take the socket's own for dir */
+/* timeout: UINT64_MAX to take the socket's own for dir; poll: arm the
+ * op on an O_NONBLOCK fd too */
 static struct io_uring_sqe *begin(const char *call, struct lt_io *io, int fd,
-                                  enum lt_io_dir dir, uint64_t timeout)
+                                  enum lt_io_dir dir, uint64_t timeout, bool poll)
 {
 	struct lt_thread *t = lt_self();
 	/* runtime locks held: a signal handler interrupted the runtime
@@ -43,7 +44,7 @@ static struct io_uring_sqe *begin(const char *call, struct lt_io *io, int fd,
 	}
 	lt_testcancel(t);
 	io->f = lt_fd_get(fd);
-	if (io->f && lt_fd_nonblocking(io->f, fd))
+	if (!poll && io->f && lt_fd_nonblocking(io->f, fd))
 		return NULL; /* the plain call answers at once */
 	if (io->f) {
 		lt_fd_begin(io->f, &io->op);
@@ -59,13 +60,13 @@ static struct io_uring_sqe *begin(const char *call, struct lt_io *io, int fd,
 struct io_uring_sqe *lt_io_begin_at(const char *call, struct lt_io *io, int fd,
                                     enum lt_io_dir dir)
 {
-	return begin(call, io, fd, dir, UINT64_MAX);
+	return begin(call, io, fd, dir, UINT64_MAX, false);
 }
 
-struct io_uring_sqe *lt_io_begin_timeout_at(const char *call, struct lt_io *io, int fd,
-                                            uint64_t timeout_ns)
+struct io_uring_sqe *lt_io_begin_poll_at(const char *call, struct lt_io *io, int fd,
+                                         uint64_t timeout_ns)
 {
-	return begin(call, io, fd, LT_IO_NONE, timeout_ns);
+	return begin(call, io, fd, LT_IO_NONE, timeout_ns, true);
 }
 
 long lt_io_finish(struct lt_io *io)

@@ -22,10 +22,13 @@ struct lt_io {
 struct io_uring_sqe *lt_io_begin_at(const char *call, struct lt_io *io, int fd,
                                     enum lt_io_dir dir) CP_HIDDEN;
 #define lt_io_begin(io, fd, dir) lt_io_begin_at(__func__, io, fd, dir)
-/* The same with an explicit timeout (0: none) instead of a socket's. */
-struct io_uring_sqe *lt_io_begin_timeout_at(const char *call, struct lt_io *io, int fd,
-                                            uint64_t timeout_ns) CP_HIDDEN;
-#define lt_io_begin_timeout(io, fd, t) lt_io_begin_timeout_at(__func__, io, fd, t)
+/* The same for a poll of fd, with an explicit timeout (0: none) instead
+ * of a socket's.  O_NONBLOCK does not make a poll answer at once, so this
+ * arms one on a non-blocking fd too: NULL only where the caller cannot
+ * park (not a user thread, or inside the runtime). */
+struct io_uring_sqe *lt_io_begin_poll_at(const char *call, struct lt_io *io, int fd,
+                                         uint64_t timeout_ns) CP_HIDDEN;
+#define lt_io_begin_poll(io, fd, t) lt_io_begin_poll_at(__func__, io, fd, t)
 /* Parks until done; returns the result or -errno (a timed-out op gives
  * -EAGAIN, one cancelled by close() -EBADF). */
 long lt_io_finish(struct lt_io *io) CP_HIDDEN;

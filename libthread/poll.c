@@ -283,9 +283,15 @@ static int epoll_ns(int epfd, struct epoll_event *ev, int max, int64_t ns, const
 		uint64_t now = cp_now_ns();
 		if (deadline != CP_NO_DEADLINE && now >= deadline)
 			return 0;
+		uint64_t left = deadline == CP_NO_DEADLINE ? 0 : deadline - now;
 		struct lt_io io;
-		struct io_uring_sqe *sqe = lt_io_begin_timeout(
-			&io, epfd, deadline == CP_NO_DEADLINE ? 0 : deadline - now);
+		/* armed on an O_NONBLOCK epoll fd too: the flag does not make
+		 * epoll_wait answer at once */
+		struct io_uring_sqe *sqe = lt_io_begin_poll(&io, epfd, left);
+		if (!sqe) /* inside the runtime (a signal handler): wait the plain way */
+			return (int)syscall(SYS_epoll_pwait, epfd, ev, max,
+			                    left ? (int)((left + 999999) / 1000000) : -1, mask,
+			                    (long)(_NSIG / 8));
 		io_uring_prep_poll_add(sqe, epfd, POLLIN);
 		long res = lt_io_finish(&io);
 		if (res < 0 && res != -EAGAIN)
