@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "lt_io.h"
 
 /* the C library's: prints "*** buffer overflow detected ***" and aborts */
 extern void __chk_fail(void) __attribute__((noreturn));
@@ -125,16 +126,11 @@ CP_EXPORT ssize_t __pwrite64(int fd, const void *buf, size_t n, off64_t off)
 	return pwrite64(fd, buf, n, off);
 }
 
-static mode_t mode_arg(int flags, va_list ap)
-{
-	return (flags & O_CREAT) || (flags & __O_TMPFILE) == __O_TMPFILE ? va_arg(ap, mode_t) : 0;
-}
-
 CP_EXPORT int __open(const char *path, int flags, ...)
 {
 	va_list ap;
 	va_start(ap, flags);
-	mode_t mode = mode_arg(flags, ap);
+	mode_t mode = lt_open_mode(flags, ap);
 	va_end(ap);
 	return open(path, flags, mode);
 }
@@ -143,7 +139,7 @@ CP_EXPORT int __open64(const char *path, int flags, ...)
 {
 	va_list ap;
 	va_start(ap, flags);
-	mode_t mode = mode_arg(flags, ap);
+	mode_t mode = lt_open_mode(flags, ap);
 	va_end(ap);
 	return open64(path, flags, mode);
 }

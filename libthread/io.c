@@ -422,16 +422,11 @@ static int open_op(int dfd, const char *path, int flags, mode_t mode)
 	return lt_fd_fresh((int)lt_io_ret(lt_io_finish(&io)));
 }
 
-static mode_t open_mode(int flags, va_list ap)
-{
-	return (flags & O_CREAT) || (flags & __O_TMPFILE) == __O_TMPFILE ? va_arg(ap, mode_t) : 0;
-}
-
 CP_EXPORT int open(const char *path, int flags, ...)
 {
 	va_list ap;
 	va_start(ap, flags);
-	mode_t mode = open_mode(flags, ap);
+	mode_t mode = lt_open_mode(flags, ap);
 	va_end(ap);
 	return open_op(AT_FDCWD, path, flags, mode);
 }
@@ -441,7 +436,7 @@ CP_EXPORT int openat(int dfd, const char *path, int flags, ...)
 {
 	va_list ap;
 	va_start(ap, flags);
-	mode_t mode = open_mode(flags, ap);
+	mode_t mode = lt_open_mode(flags, ap);
 	va_end(ap);
 	return open_op(dfd, path, flags, mode);
 }

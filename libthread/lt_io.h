@@ -4,6 +4,10 @@
 #ifndef CAPRICE_LT_IO_H
 #define CAPRICE_LT_IO_H
 
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/types.h>
+
 #include "fdtable.h"
 
 enum lt_io_dir {
@@ -34,5 +38,11 @@ struct io_uring_sqe *lt_io_begin_poll_at(const char *call, struct lt_io *io, int
 long lt_io_finish(struct lt_io *io) CP_HIDDEN;
 /* -errno to -1 with errno set, as the C library returns. */
 long lt_io_ret(long res) CP_HIDDEN;
+
+/* open's mode argument, there only with O_CREAT or O_TMPFILE. */
+static inline mode_t lt_open_mode(int flags, va_list ap)
+{
+	return (flags & O_CREAT) || (flags & __O_TMPFILE) == __O_TMPFILE ? va_arg(ap, mode_t) : 0;
+}
 
 #endif
