@@ -98,14 +98,10 @@ CP_EXPORT int pthread_barrierattr_destroy(pthread_barrierattr_t *attr)
 	return 0;
 }
 
-/* Process-shared barriers would need waiters that live outside one
- * process's memory: refused rather than silently broken. */
 CP_EXPORT int pthread_barrierattr_setpshared(pthread_barrierattr_t *attr, int pshared)
 {
 	(void)attr;
-	if (pshared == PTHREAD_PROCESS_PRIVATE)
-		return 0;
-	return pshared == PTHREAD_PROCESS_SHARED ? ENOTSUP : EINVAL;
+	return lt_pshared_check(pshared);
 }
 
 CP_EXPORT int pthread_barrierattr_getpshared(const pthread_barrierattr_t *attr, int *pshared)

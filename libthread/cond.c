@@ -139,9 +139,7 @@ CP_EXPORT int pthread_condattr_getclock(const pthread_condattr_t *attr, clockid_
 CP_EXPORT int pthread_condattr_setpshared(pthread_condattr_t *attr, int pshared)
 {
 	(void)attr;
-	if (pshared == PTHREAD_PROCESS_PRIVATE)
-		return 0;
-	return pshared == PTHREAD_PROCESS_SHARED ? ENOTSUP : EINVAL;
+	return lt_pshared_check(pshared);
 }
 
 CP_EXPORT int pthread_condattr_getpshared(const pthread_condattr_t *attr, int *pshared)

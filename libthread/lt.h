@@ -4,6 +4,7 @@
 #ifndef CAPRICE_LT_H
 #define CAPRICE_LT_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -130,6 +131,17 @@ void lt_keys_adopt_foreign(struct lt_thread *t) CP_HIDDEN;
 /* Called as each user thread starts: forgets sanitizer thread state left
  * on this kernel thread by the previous one (see key.c). */
 void lt_keys_thread_start(void) CP_HIDDEN;
+
+/* The pshared argument of pthread_{mutex,cond,rwlock,barrier}attr_setpshared
+ * and sem_init: 0, or an errno.  Process-shared objects would need
+ * waiters that live outside one process's memory: refused (ENOTSUP)
+ * rather than silently broken; a value that is neither is EINVAL. */
+static inline int lt_pshared_check(int pshared)
+{
+	if (pshared == PTHREAD_PROCESS_PRIVATE)
+		return 0;
+	return pshared == PTHREAD_PROCESS_SHARED ? ENOTSUP : EINVAL;
+}
 
 /* Absolute timespec on `clock` to a CLOCK_MONOTONIC deadline in ns.
  * EINVAL for a malformed timespec or clock. */

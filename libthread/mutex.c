@@ -229,14 +229,10 @@ CP_EXPORT int pthread_mutexattr_gettype(const pthread_mutexattr_t *attr, int *ty
 	return 0;
 }
 
-/* Process-shared mutexes would need waiters that live outside one
- * process's memory: refused rather than silently broken. */
 CP_EXPORT int pthread_mutexattr_setpshared(pthread_mutexattr_t *attr, int pshared)
 {
 	(void)attr;
-	if (pshared == PTHREAD_PROCESS_PRIVATE)
-		return 0;
-	return pshared == PTHREAD_PROCESS_SHARED ? ENOTSUP : EINVAL;
+	return lt_pshared_check(pshared);
 }
 
 CP_EXPORT int pthread_mutexattr_getpshared(const pthread_mutexattr_t *attr, int *pshared)

@@ -305,14 +305,10 @@ CP_EXPORT int pthread_rwlockattr_getkind_np(const pthread_rwlockattr_t *attr, in
 	return 0;
 }
 
-/* Process-shared locks would need waiters that live outside one
- * process's memory: refused rather than silently broken. */
 CP_EXPORT int pthread_rwlockattr_setpshared(pthread_rwlockattr_t *attr, int pshared)
 {
 	(void)attr;
-	if (pshared == PTHREAD_PROCESS_PRIVATE)
-		return 0;
-	return pshared == PTHREAD_PROCESS_SHARED ? ENOTSUP : EINVAL;
+	return lt_pshared_check(pshared);
 }
 
 CP_EXPORT int pthread_rwlockattr_getpshared(const pthread_rwlockattr_t *attr, int *pshared)

@@ -97,9 +97,10 @@ CP_EXPORT int sem_init(sem_t *sem, int pshared, unsigned int value)
 {
 	if (value > SEM_VALUE_MAX)
 		return fail(EINVAL);
-	/* waiters live in one process's memory: refused, not silently broken */
-	if (pshared)
-		return fail(ENOTSUP);
+	/* here pshared is a flag: nonzero asks for a process-shared one */
+	int e = lt_pshared_check(pshared ? PTHREAD_PROCESS_SHARED : PTHREAD_PROCESS_PRIVATE);
+	if (e)
+		return fail(e);
 	*sem = (sem_t){ 0 };
 	S(sem)->word = value;
 	return 0;
