@@ -1,7 +1,9 @@
 /* fdcalls.c: the calls that create descriptors or change their status
  * flags, seen here only to keep the per-fd caches in fdtable.c true.
- * Each is the plain system call; none blocks (F_SETLKW excepted, which
- * stays a plain blocking call). */
+ * Each is the plain system call and none blocks, except fcntl's
+ * F_SETLKW and F_OFD_SETLKW: those may wait for another process's lock,
+ * so they run on a helper kernel thread (offload.c) and park only the
+ * caller. */
 #undef _FILE_OFFSET_BITS /* defines fcntl and fcntl64 both */
 #include <errno.h>
 #include <fcntl.h>

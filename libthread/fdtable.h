@@ -16,9 +16,11 @@ struct lt_fd {
 	                               waiting for a close to finish */
 	uint64_t rcvtimeo_ns;       /* SO_RCVTIMEO, 0: none */
 	uint64_t sndtimeo_ns;       /* SO_SNDTIMEO */
-	/* caches, each one syscall to fill: valid while flags_gen matches
-	 * the global generation (O_NONBLOCK lives in the open file
-	 * description, shared by dups, so any F_SETFL bumps it) */
+	/* caches, each one syscall to fill.  nonblock is valid while
+	 * flags_gen matches the global generation: O_NONBLOCK lives in the
+	 * open file description, which dups share, so an F_SETFL (or
+	 * FIONBIO) on a dup'd fd bumps the generation and every fd asks
+	 * again; on any other fd it updates only that fd's cache */
 	uint32_t flags_gen;
 	uint8_t nonblock;
 	uint8_t seek_state;         /* 0 unknown, 1 seekable, 2 a stream */
@@ -32,8 +34,9 @@ void lt_fd_init(void) CP_HIDDEN;
 /* The entry for fd, made on first use; NULL for a negative or huge fd. */
 struct lt_fd *lt_fd_get(int fd) CP_HIDDEN;
 
-/* Whether fd has O_NONBLOCK (then the plain syscall is the right call:
- * io_uring would wait on it regardless). */
+/* Whether fd has O_NONBLOCK.  Then a read, write, accept... is the plain
+ * syscall, which answers at once: io_uring would answer -EAGAIN the same
+ * way, a round trip later.  A poll waits whatever the flag says. */
 bool lt_fd_nonblocking(struct lt_fd *f, int fd) CP_HIDDEN;
 /* Whether positional I/O makes sense on fd (false: pipes, sockets). */
 bool lt_fd_seekable(struct lt_fd *f, int fd) CP_HIDDEN;

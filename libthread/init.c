@@ -37,8 +37,9 @@ void lt_start(void)
 		cp_spin_unlock(&start_lock);
 		if (lt_runtime_refused)
 			lt_runtime_refused(-refused); /* the shim: runs the program without us */
-		cp_die("io_uring_setup refused (%s); Caprice needs io_uring (Linux 6.1+, "
-		       "kernel.io_uring_disabled=0, no seccomp filter denying it)",
+		cp_die("io_uring_setup refused (%s); Caprice needs io_uring (Linux 5.7+, "
+		       "6.1+ for its fastest rings; kernel.io_uring_disabled=0; no seccomp "
+		       "filter denying it; before 5.12, enough RLIMIT_MEMLOCK)",
 		       strerror(-refused));
 	}
 	m->magic = LT_MAGIC;
