@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "lt.h"
 #include "offload.h"
 
@@ -94,8 +95,7 @@ static void print_stats(void)
 
 void lt_stats_init(void)
 {
-	const char *env = getenv("CAPRICE_STATS");
-	if (env && *env && strcmp(env, "0") != 0) {
+	if (cp_env_long("CAPRICE_STATS", 0, 1, 0)) {
 		long fd = syscall(SYS_fcntl, 2, F_DUPFD_CLOEXEC, 100);
 		if (fd >= 0)
 			stats_fd = (int)fd;

@@ -3,16 +3,15 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 
+#include "env.h"
 #include "spinlock.h"
 
 int lt_debug_level;
 
 void lt_debug_init(void)
 {
-	const char *env = getenv("CAPRICE_DEBUG");
-	lt_debug_level = env && *env ? atoi(env) : 0;
+	lt_debug_level = (int)cp_env_long("CAPRICE_DEBUG", 0, 2, 0);
 }
 
 /* said == NULL: once per distinct `call` string (a few dozen at most) */

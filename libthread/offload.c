@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "debug.h"
+#include "env.h"
 #include "kthread.h"
 #include "lt.h"
 
@@ -96,9 +97,7 @@ static void *helper_main(void *unused)
 
 static unsigned helper_cap(void)
 {
-	const char *env = getenv("CAPRICE_HELPERS");
-	long n = env && *env ? strtol(env, NULL, 10) : 32;
-	return n < 1 ? 1 : n > 1024 ? 1024 : (unsigned)n;
+	return (unsigned)cp_env_long("CAPRICE_HELPERS", 1, 1024, 32);
 }
 
 /* Queues j; makes a helper when none is idle and the cap allows. */

@@ -6,9 +6,7 @@
  * (the rest of start-up, then main) into user thread 1.  Wrapping
  * __libc_start_main makes that certain before main whatever order the
  * dynamic linker ran constructors in. */
-#include <stdlib.h>
-#include <string.h>
-
+#include "debug.h"
 #include "lt.h"
 #include "real.h"
 
@@ -21,8 +19,7 @@ CP_EXPORT int __libc_start_main(main_fn main, int argc, char **argv, void (*init
                                 void (*fini)(void), void (*rtld_fini)(void), void *stack_end)
 {
 	lt_ensure_started();
-	const char *dbg = getenv("CAPRICE_DEBUG");
-	if (dbg && *dbg && strcmp(dbg, "0") != 0)
+	if (lt_debug_level) /* CAPRICE_DEBUG, read as the runtime started */
 		cp_warn("%s: main runs as a user thread on %d workers", argv[0], cp_worker_count());
 	return PL_CALL(__libc_start_main)(main, argc, argv, init, fini, rtld_fini, stack_end);
 }

@@ -1,5 +1,5 @@
 /* nonblock.c: calls on descriptors with O_NONBLOCK that libthread does
- * not hand to io_uring the usual way.
+ * not hand to io_uring the usual way, and the CAPRICE_* knobs' parsing.
  *
  * sendfile from a pipe: the kernel's own sendfile refuses a pipe as its
  * input (EINVAL, Linux 5.10 on), but Caprice's splices it through a pipe
@@ -9,13 +9,19 @@
  * epoll_wait on an epoll fd with O_NONBLOCK: the flag does not change
  * epoll_wait (the kernel waits out the timeout all the same), so the
  * answers must be the plain epoll_pwait's, and the wait must park only
- * the caller. */
+ * the caller.
+ *
+ * The knobs: a refused value (CAPRICE_HELPERS=banana) gets a one-line
+ * warning and the default; the cases run this program again with the
+ * variable set. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "caprice.h"
@@ -302,4 +308,93 @@ TCASE(epoll_wait_nonblocking_epfd_parks_only_the_caller)
 	tc_join(tk);
 	tc_join(wr);
 	ep_close(&x);
+}
+
+/* ------------------------------------------------------------------ */
+/* CAPRICE_* knobs                                                    */
+
+static char lock_path[] = "/tmp/caprice-nonblock-XXXXXX";
+
+/* Run as a child: makes one offloaded call (a flock that must wait runs
+ * on a helper kernel thread, so the pool reads CAPRICE_HELPERS), then
+ * says it ran. */
+TCASE(knob_child_offloads_a_call)
+{
+	tc_case_limit(20);
+	int fd = mkstemp(lock_path);
+	CHECK(fd >= 0);
+	unlink(lock_path);
+	CHECK_EQ(flock(fd, LOCK_EX), 0);
+	CHECK_EQ(flock(fd, LOCK_UN), 0);
+	close(fd);
+	tc_say("knob child ran\n");
+}
+
+/* Runs the child with `setting`; it must exit 0 having run, and its
+ * output must hold `warning` (NULL: no "caprice:" line at all). */
+static void knob_run(const char *setting, const char *warning)
+{
+	const char *env[] = { setting, NULL };
+	char out[4096];
+	int st = tc_run_self("knob_child_offloads_a_call", env, out, sizeof out, 30);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		TFAIL("child with %s failed (status %#x):\n%s", setting, st, out);
+	if (!strstr(out, "knob child ran\n"))
+		TFAIL("child with %s did not run to the end:\n%s", setting, out);
+	if (warning && !strstr(out, warning))
+		TFAIL("child with %s: no \"%s\" in its output:\n%s", setting, warning, out);
+	if (!warning && strstr(out, "caprice:"))
+		TFAIL("child with %s said something:\n%s", setting, out);
+	if (warning) {
+		/* one line, said once */
+		const char *first = strstr(out, warning);
+		CHECK(strstr(first + 1, warning) == NULL);
+	}
+}
+
+TCASE(helpers_banana_warns_and_runs)
+{
+	knob_run("CAPRICE_HELPERS=banana",
+	         "caprice: CAPRICE_HELPERS=banana ignored: want a whole number from 1 to 1024\n");
+}
+
+TCASE(helpers_junk_or_out_of_range_warns)
+{
+	knob_run("CAPRICE_HELPERS=7x", "caprice: CAPRICE_HELPERS=7x ignored: ");
+	knob_run("CAPRICE_HELPERS=0", "caprice: CAPRICE_HELPERS=0 ignored: ");
+	knob_run("CAPRICE_HELPERS=1025", "caprice: CAPRICE_HELPERS=1025 ignored: ");
+	knob_run("CAPRICE_HELPERS=99999999999999999999", "caprice: CAPRICE_HELPERS=9999");
+}
+
+TCASE(helpers_good_or_empty_is_silent)
+{
+	knob_run("CAPRICE_HELPERS=1", NULL);
+	knob_run("CAPRICE_HELPERS=1024", NULL);
+	knob_run("CAPRICE_HELPERS=", NULL);
+}
+
+TCASE(stats_and_debug_refused_values_warn)
+{
+	/* a refused CAPRICE_STATS is off: the warning and no stats */
+	knob_run("CAPRICE_STATS=yes",
+	         "caprice: CAPRICE_STATS=yes ignored: want a whole number from 0 to 1\n");
+	const char *env[] = { "CAPRICE_STATS=yes", NULL };
+	char out[4096];
+	tc_run_self("knob_child_offloads_a_call", env, out, sizeof out, 30);
+	CHECK(strstr(out, "stats:") == NULL);
+	knob_run("CAPRICE_DEBUG=banana",
+	         "caprice: CAPRICE_DEBUG=banana ignored: want a whole number from 0 to 2\n");
+	knob_run("CAPRICE_DEBUG=0", NULL);
+	knob_run("CAPRICE_STATS=0", NULL);
+}
+
+TCASE(stats_1_still_prints)
+{
+	const char *env[] = { "CAPRICE_STATS=1", NULL };
+	char out[8192];
+	int st = tc_run_self("knob_child_offloads_a_call", env, out, sizeof out, 30);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK(strstr(out, "caprice: stats: worker 0:") != NULL);
+	/* the flock ran on a helper */
+	CHECK(strstr(out, "calls ran on 1 helper kernel threads") != NULL);
 }
