@@ -12,6 +12,7 @@
 #include "debug.h"
 #include "fdtable.h"
 #include "lt.h"
+#include "timespec.h"
 
 struct lt_thread *lt_main;
 struct lt_defaults lt_defaults;
@@ -62,13 +63,9 @@ __attribute__((constructor(101))) static void lt_constructor(void)
 
 int lt_deadline(clockid_t clock, const struct timespec *abs, uint64_t *out)
 {
-	if (!abs || abs->tv_nsec < 0 || abs->tv_nsec >= 1000000000L)
+	if (!abs || !cp_ts_valid(abs))
 		return EINVAL;
-	if (abs->tv_sec < 0) {
-		*out = 0; /* long past */
-		return 0;
-	}
-	uint64_t want = (uint64_t)abs->tv_sec * 1000000000u + (uint64_t)abs->tv_nsec;
+	uint64_t want = cp_ts_to_ns_sat(abs); /* before the epoch: 0, long past */
 	if (clock == CLOCK_MONOTONIC) {
 		*out = want;
 		return 0;
@@ -78,8 +75,8 @@ int lt_deadline(clockid_t clock, const struct timespec *abs, uint64_t *out)
 	/* convert once; a later jump of the wall clock is not followed */
 	struct timespec now_rt;
 	clock_gettime(CLOCK_REALTIME, &now_rt);
-	uint64_t rt = (uint64_t)now_rt.tv_sec * 1000000000u + (uint64_t)now_rt.tv_nsec;
+	uint64_t rt = cp_ts_to_ns(&now_rt);
 	uint64_t mono = cp_now_ns();
-	*out = want <= rt ? 0 : mono + (want - rt);
+	*out = want <= rt ? 0 : cp_ns_add_sat(mono, want - rt);
 	return 0;
 }

@@ -24,6 +24,7 @@
 #include "fdtable.h"
 #include "debug.h"
 #include "lt_io.h"
+#include "timespec.h"
 
 /* timeout: UINT64_MAX to take the socket's own for dir; poll: arm the
  * op on an O_NONBLOCK fd too */
@@ -391,7 +392,7 @@ CP_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t
 	if (r == 0 && level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO) &&
 	    len >= sizeof(struct timeval)) {
 		const struct timeval *tv = val;
-		uint64_t ns = (uint64_t)tv->tv_sec * 1000000000u + (uint64_t)tv->tv_usec * 1000u;
+		uint64_t ns = cp_tv_to_ns(tv); /* tv_sec < 0: UINT64_MAX, none */
 		struct lt_fd *f = lt_fd_get(fd);
 		if (f) {
 			cp_spin_lock(&f->lock);

@@ -21,6 +21,7 @@
 
 #include "fdtable.h"
 #include "lt_io.h"
+#include "timespec.h"
 
 #define STACK_ITEMS 16
 
@@ -52,7 +53,26 @@ static void item_done(struct cp_io_op *op)
 
 static uint64_t deadline_after_ns(int64_t ns)
 {
-	return ns < 0 ? CP_NO_DEADLINE : cp_now_ns() + (uint64_t)ns;
+	return ns < 0 ? CP_NO_DEADLINE : cp_ns_add_sat(cp_now_ns(), (uint64_t)ns);
+}
+
+/* A timeout in ms as poll and epoll_wait take it (< 0: none) in ns (-1:
+ * none). */
+static int64_t ms_timeout_ns(int ms)
+{
+	return ms < 0 ? -1 : (int64_t)ms * (int64_t)CP_NS_PER_MS;
+}
+
+/* A timeout as ppoll, pselect and epoll_pwait2 take it (NULL: none) in
+ * ns: -1 none, -2 invalid (EINVAL). */
+static int64_t ts_timeout_ns(const struct timespec *ts)
+{
+	if (!ts)
+		return -1;
+	if (!cp_ts_valid_rel(ts))
+		return -2;
+	uint64_t ns = cp_ts_to_ns_sat(ts);
+	return ns > INT64_MAX ? -1 : (int64_t)ns; /* 292 years: none */
 }
 
 /* The non-blocking checks retry EINTR: they never wait, and a worker
@@ -82,7 +102,7 @@ static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigse
 {
 	struct lt_thread *self = lt_self();
 	if (!self) {
-		struct timespec ts = { timeout_ns / 1000000000, timeout_ns % 1000000000 };
+		struct timespec ts = cp_ns_to_ts((uint64_t)timeout_ns);
 		return (int)syscall(SYS_ppoll, fds, n, timeout_ns < 0 ? NULL : &ts, mask,
 		                    mask ? (long)(_NSIG / 8) : 0L);
 	}
@@ -149,21 +169,12 @@ static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigse
 
 CP_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout_ms)
 {
-	return poll_ns(fds, n, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000, NULL);
-}
-
-static int64_t ts_to_ns(const struct timespec *ts)
-{
-	if (!ts)
-		return -1;
-	if (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)
-		return -2;
-	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+	return poll_ns(fds, n, ms_timeout_ns(timeout_ms), NULL);
 }
 
 CP_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask)
 {
-	int64_t ns = ts_to_ns(ts);
+	int64_t ns = ts_timeout_ns(ts);
 	if (ns == -2) {
 		errno = EINVAL;
 		return -1;
@@ -238,20 +249,18 @@ CP_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeva
 {
 	int64_t ns = -1;
 	if (tv) {
-		if (tv->tv_sec < 0 || tv->tv_usec < 0 || tv->tv_usec >= 1000000) {
+		if (!cp_tv_valid_rel(tv)) {
 			errno = EINVAL;
 			return -1;
 		}
-		ns = (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000;
+		uint64_t t = cp_tv_to_ns(tv);
+		ns = t > INT64_MAX ? -1 : (int64_t)t; /* 292 years: none */
 	}
 	uint64_t start = cp_now_ns();
 	int r = select_ns(nfds, rd, wr, ex, ns, NULL);
-	if (tv) { /* Linux reports the time left */
-		int64_t left = ns - (int64_t)(cp_now_ns() - start);
-		if (left < 0)
-			left = 0;
-		tv->tv_sec = left / 1000000000;
-		tv->tv_usec = (left % 1000000000) / 1000;
+	if (tv && ns >= 0) { /* Linux reports the time left */
+		uint64_t spent = cp_now_ns() - start;
+		*tv = cp_ns_to_tv((uint64_t)ns > spent ? (uint64_t)ns - spent : 0);
 	}
 	return r;
 }
@@ -259,7 +268,7 @@ CP_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeva
 CP_EXPORT int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *ts,
                       const sigset_t *mask)
 {
-	int64_t ns = ts_to_ns(ts);
+	int64_t ns = ts_timeout_ns(ts);
 	if (ns == -2) {
 		errno = EINVAL;
 		return -1;
@@ -271,7 +280,7 @@ static int epoll_ns(int epfd, struct epoll_event *ev, int max, int64_t ns, const
 {
 	struct lt_thread *self = lt_self();
 	if (!self || max <= 0) {
-		int ms = ns < 0 ? -1 : (int)((ns + 999999) / 1000000);
+		int ms = ns < 0 ? -1 : cp_ns_to_ms_ceil((uint64_t)ns);
 		return (int)syscall(SYS_epoll_pwait, epfd, ev, max, ms, mask, (long)(_NSIG / 8));
 	}
 	lt_testcancel(self);
@@ -290,8 +299,7 @@ static int epoll_ns(int epfd, struct epoll_event *ev, int max, int64_t ns, const
 		struct io_uring_sqe *sqe = lt_io_begin_poll(&io, epfd, left);
 		if (!sqe) /* inside the runtime (a signal handler): wait the plain way */
 			return (int)syscall(SYS_epoll_pwait, epfd, ev, max,
-			                    left ? (int)((left + 999999) / 1000000) : -1, mask,
-			                    (long)(_NSIG / 8));
+			                    left ? cp_ns_to_ms_ceil(left) : -1, mask, (long)(_NSIG / 8));
 		io_uring_prep_poll_add(sqe, epfd, POLLIN);
 		long res = lt_io_finish(&io);
 		if (res < 0 && res != -EAGAIN)
@@ -301,22 +309,22 @@ static int epoll_ns(int epfd, struct epoll_event *ev, int max, int64_t ns, const
 
 CP_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout_ms)
 {
-	return epoll_ns(epfd, ev, max, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000, NULL);
+	return epoll_ns(epfd, ev, max, ms_timeout_ns(timeout_ms), NULL);
 }
 
 CP_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout_ms,
                           const sigset_t *mask)
 {
-	return epoll_ns(epfd, ev, max, timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000, mask);
+	return epoll_ns(epfd, ev, max, ms_timeout_ns(timeout_ms), mask);
 }
 
 CP_EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *ts,
                            const sigset_t *mask)
 {
-	if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
+	int64_t ns = ts_timeout_ns(ts);
+	if (ns == -2) {
 		errno = EINVAL;
 		return -1;
 	}
-	int64_t ns = ts ? ts->tv_sec * 1000000000LL + ts->tv_nsec : -1;
 	return epoll_ns(epfd, ev, max, ns, mask);
 }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "lt.h"
+#include "timespec.h"
 
 static uint64_t to_bits(const sigset_t *set)
 {
@@ -107,8 +108,7 @@ static int ms_of(const struct timespec *ts)
 {
 	if (!ts)
 		return -1;
-	long long ms = ts->tv_sec * 1000LL + (ts->tv_nsec + 999999) / 1000000;
-	return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+	return cp_ns_to_ms_ceil(cp_ts_to_ns_sat(ts));
 }
 
 CP_EXPORT int sigwait(const sigset_t *set, int *sig)
@@ -144,7 +144,7 @@ CP_EXPORT int sigtimedwait(const sigset_t *set, siginfo_t *info, const struct ti
 {
 	if (!lt_self())
 		return (int)syscall(SYS_rt_sigtimedwait, set, info, ts, sizeof(uint64_t));
-	if (ts && (ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)) {
+	if (ts && !cp_ts_valid_rel(ts)) {
 		errno = EINVAL;
 		return -1;
 	}

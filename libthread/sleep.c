@@ -7,11 +7,7 @@
 #include <unistd.h>
 
 #include "lt.h"
-
-static uint64_t ts_ns(const struct timespec *ts)
-{
-	return (uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec;
-}
+#include "timespec.h"
 
 /* Sleeps until the monotonic deadline; 0, or acts on cancellation. */
 static void sleep_until(uint64_t deadline)
@@ -22,15 +18,18 @@ static void sleep_until(uint64_t deadline)
 		lt_testcancel(self);
 }
 
-static uint64_t add_sat(uint64_t a, uint64_t b)
+/* The deadline ns from now; one past 64 bits is the last one there is
+ * (CP_NO_DEADLINE would be no deadline at all). */
+static uint64_t deadline_in(uint64_t ns)
 {
-	return a + b < a ? CP_NO_DEADLINE - 1 : a + b;
+	uint64_t d = cp_ns_add_sat(cp_now_ns(), ns);
+	return d == CP_NO_DEADLINE ? CP_NO_DEADLINE - 1 : d;
 }
 
 CP_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec *req,
                               struct timespec *rem)
 {
-	if (req->tv_nsec < 0 || req->tv_nsec >= 1000000000L || req->tv_sec < 0)
+	if (!cp_ts_valid_rel(req))
 		return EINVAL;
 	if (clock == CLOCK_THREAD_CPUTIME_ID)
 		return EINVAL;
@@ -41,10 +40,10 @@ CP_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec 
 	if (flags & TIMER_ABSTIME) {
 		struct timespec now;
 		clock_gettime(clock, &now);
-		uint64_t want = ts_ns(req), have = ts_ns(&now);
-		deadline = want <= have ? 0 : add_sat(cp_now_ns(), want - have);
+		uint64_t want = cp_ts_to_ns_sat(req), have = cp_ts_to_ns(&now);
+		deadline = want <= have ? 0 : deadline_in(want - have);
 	} else {
-		deadline = add_sat(cp_now_ns(), ts_ns(req));
+		deadline = deadline_in(cp_ts_to_ns_sat(req));
 	}
 	if (deadline)
 		sleep_until(deadline);
@@ -65,12 +64,12 @@ CP_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem)
 
 CP_EXPORT int usleep(useconds_t us)
 {
-	sleep_until(add_sat(cp_now_ns(), (uint64_t)us * 1000u));
+	sleep_until(deadline_in((uint64_t)us * CP_NS_PER_US));
 	return 0;
 }
 
 CP_EXPORT unsigned int sleep(unsigned int s)
 {
-	sleep_until(add_sat(cp_now_ns(), (uint64_t)s * 1000000000u));
+	sleep_until(deadline_in((uint64_t)s * CP_NS_PER_SEC));
 	return 0;
 }
