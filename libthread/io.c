@@ -3,8 +3,9 @@
  * io_uring operation that parks only the calling user thread.
  *
  * On a kernel thread that is not a user thread (or before the runtime
- * runs) each call is the plain system call.  O_NONBLOCK descriptors keep
- * their meaning: io_uring answers -EAGAIN for them instead of waiting.
+ * runs) each call is the plain system call.  So it is on an O_NONBLOCK
+ * descriptor, which answers at once (io_uring would only say -EAGAIN the
+ * same way, a round trip later); a poll is armed on one all the same.
  * The calls are cancellation points. */
 /* Both names of each large-file pair are defined here (off_t is 64 bits
  * on x86-64 either way), so the headers must not rename one into the
