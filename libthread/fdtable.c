@@ -59,7 +59,7 @@ static void after_fork_child(void)
 
 void lt_fd_init(void)
 {
-	pthread_atfork(NULL, NULL, after_fork_child);
+	cp_at_fork_child(after_fork_child);
 }
 
 static uint32_t flags_generation = 1;

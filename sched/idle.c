@@ -80,7 +80,7 @@ static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
 	__atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
 }
 
-_Noreturn void cp_idle_loop(struct cp_worker *w)
+void cp_idle_loop(struct cp_worker *w)
 {
 	uint64_t idle_period = IDLE_MIN_NS;
 	w->in_sched = 1;

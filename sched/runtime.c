@@ -59,7 +59,8 @@ static void worker_bind(struct cp_worker *w)
 	int e = w->ring.ready ? 0 : cp_ring_init(&w->ring); /* worker 0's is made at start */
 	if (e)
 		cp_die("worker %d: io_uring_setup refused (%s); Caprice needs io_uring "
-		       "(Linux 5.19+, kernel.io_uring_disabled=0, enough RLIMIT_MEMLOCK)",
+		       "(Linux 5.7+, 6.1+ for its fastest rings; kernel.io_uring_disabled=0; "
+		       "no seccomp filter denying it; before 5.12, enough RLIMIT_MEMLOCK)",
 		       w->index, strerror(-e));
 }
 
@@ -70,7 +71,8 @@ static void *worker_main(void *arg)
 	w->current = &w->idle;
 	w->idle.home = w;
 	cp_native_stack_bounds(&w->idle.stack);
-	cp_idle_loop(w); /* on the kernel thread's own stack */
+	cp_idle_loop(w); /* on the kernel thread's own stack; never returns */
+	return NULL;
 }
 
 static struct cp_worker *worker_alloc(int idx)

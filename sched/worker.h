@@ -143,7 +143,11 @@ void cp_steal_share_burst(struct cp_worker *w);
 #define CP_POKE_AFTER_NS 20000000ull
 
 /* ---- the scheduler loop and idle policy (idle.c) ---- */
-_Noreturn void cp_idle_loop(struct cp_worker *w);
+/* Never returns.  Not declared _Noreturn: ASan would then call
+ * __asan_handle_no_return before it, which asks pthread_getattr_np about
+ * the calling kernel thread, and that name is libthread's (user threads
+ * only) in a sanitized build. */
+void cp_idle_loop(struct cp_worker *w);
 void cp_idle_entry(void *arg);
 void cp_idle_configure(void);   /* CAPRICE_IDLE_SPIN_US */
 
