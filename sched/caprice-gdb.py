@@ -199,14 +199,20 @@ def _gdb_thread_for(worker):
     return None
 
 
+def _address_of(name):
+    try:
+        return int(gdb.parse_and_eval("(long)&%s" % name))
+    except gdb.error:
+        return None
+
+
 def _ctx_switch_ret():
     """The address of cp_ctx_switch's final `ret`, or None.  Resuming a
     saved context there (rsp at the return address) shows cp_ctx_switch as
     frame 0 and its caller with the right line; the default CFI is exact at
     a `ret`."""
-    try:
-        start = int(gdb.parse_and_eval("(long)&cp_ctx_switch"))
-    except gdb.error:
+    start = _address_of("cp_ctx_switch")
+    if start is None:
         return None
     if start in _ret_cache:
         return _ret_cache[start]
@@ -290,7 +296,12 @@ class _InContext(object):
         new = {"r15": words[1], "r14": words[2], "r13": words[3], "r12": words[4],
                "rbx": words[5], "rbp": words[6]}
         ret = _ctx_switch_ret()
-        if ret is not None:
+        if words[7] == _address_of("cp_ctx_trampoline"):
+            # a context that never ran (cp_ctx_make): frame 0 is the
+            # trampoline itself, the outermost frame; as a return address
+            # its first byte would be looked up as cp_ctx_switch's last
+            new["rsp"], new["rip"] = t.sp + 64, words[7]
+        elif ret is not None:
             new["rsp"], new["rip"] = t.sp + 56, ret
         else:
             new["rsp"], new["rip"] = t.sp + 64, words[7]
