@@ -8,8 +8,8 @@
 #                                outside the runtime)
 #   caprice workers              the workers: kernel thread, what runs there
 #   caprice bt THREAD [BT-ARGS]  a user thread's backtrace
-#   caprice apply all|THREAD... CMD
-#                                runs a gdb command in user threads' contexts
+#   caprice apply all CMD        runs a gdb command in each user thread's
+#   caprice apply THREAD... -- CMD   context (or in some)
 #
 # THREAD is a Caprice thread id (1 = main), a name as pthread_setname_np
 # set it, or a pthread_t value (0x...).
@@ -450,7 +450,7 @@ def _describe(t):
 
 
 class CapriceCommand(gdb.Command):
-    """Caprice user threads: caprice threads | workers | bt THREAD | apply all|THREAD... CMD.
+    """Caprice user threads: caprice threads | workers | bt THREAD | apply all CMD.
 
 THREAD is a Caprice thread id (1 = main), a thread name, or a pthread_t (0x...)."""
 
