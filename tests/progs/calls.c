@@ -4,9 +4,9 @@
  * (__read_chk, __poll_chk, __open_2), and recvmmsg/sendmmsg, epoll_pwait2
  * and preadv2.
  *
- * Cases that show "only the caller waits" run on one worker (they start
- * themselves again with CAPRICE_WORKERS=1): a ticker thread must keep
- * ticking while the call waits, which it could not if the worker did. */
+ * Cases that show "only the caller waits" run on one worker (again, in a
+ * child: tc_rerun_on_workers): a ticker thread must keep ticking while
+ * the call waits, which it could not if the worker did. */
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -22,17 +22,6 @@
 #include "tcase.h"
 
 #define MS 1000000ull
-
-/* Runs this case again on one worker, unless it already is on one. */
-static void one_worker(const char *case_name)
-{
-	if (caprice_worker_count() == 1)
-		return;
-	setenv("CAPRICE_WORKERS", "1", 1);
-	char *argv[] = { "/proc/self/exe", (char *)case_name, NULL };
-	execv(argv[0], argv);
-	TFAIL("execv: %s", strerror(errno));
-}
 
 static volatile int ticker_stop;
 static volatile long ticks;
@@ -108,7 +97,8 @@ static int lock_file(void)
 
 TCASE(flock_waits_for_another_process_parking_only_the_caller)
 {
-	one_worker("flock_waits_for_another_process_parking_only_the_caller");
+	if (tc_rerun_on_workers(1, 30))
+		return;
 	int fd = lock_file();
 	pid_t pid = child_holding_lock(lock_path, BY_FLOCK, 300);
 	CHECK_EQ(flock(fd, LOCK_EX | LOCK_NB), -1);
@@ -129,7 +119,8 @@ TCASE(flock_waits_for_another_process_parking_only_the_caller)
 
 TCASE(fcntl_setlkw_and_lockf_park_only_the_caller)
 {
-	one_worker("fcntl_setlkw_and_lockf_park_only_the_caller");
+	if (tc_rerun_on_workers(1, 30))
+		return;
 	int fd = lock_file();
 	pid_t pid = child_holding_lock(lock_path, BY_FCNTL, 300);
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
@@ -169,7 +160,8 @@ TCASE(fcntl_setlkw_and_lockf_park_only_the_caller)
 
 TCASE(waitpid_parks_only_the_caller)
 {
-	one_worker("waitpid_parks_only_the_caller");
+	if (tc_rerun_on_workers(1, 30))
+		return;
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
@@ -208,7 +200,8 @@ static void *sigwaiter(void *arg)
 
 TCASE(sigmask_is_process_wide_and_sigwait_parks)
 {
-	one_worker("sigmask_is_process_wide_and_sigwait_parks");
+	if (tc_rerun_on_workers(1, 30))
+		return;
 	sigset_t set, old, now;
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
@@ -270,7 +263,8 @@ static void *late_writer(void *arg)
 
 TCASE(fortified_names_park_like_the_plain_ones)
 {
-	one_worker("fortified_names_park_like_the_plain_ones");
+	if (tc_rerun_on_workers(1, 30))
+		return;
 	int p[2];
 	CHECK_EQ(pipe(p), 0);
 	late_fd = p[1];

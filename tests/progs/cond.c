@@ -713,27 +713,11 @@ TCASE(signal_racing_wait_entry_not_lost)
 	signal_race(2000000000ull);
 }
 
-/* Runs this program's case again with TC_CHILD=1 and CAPRICE_WORKERS=n. */
-static int run_child_workers(const char *case_name, const char *workers, char *out, size_t outsz)
-{
-	char wenv[64];
-	snprintf(wenv, sizeof wenv, "CAPRICE_WORKERS=%s", workers);
-	const char *extra[] = { wenv, NULL };
-	return tc_run_self(case_name, extra, out, outsz, 30);
-}
-
 /* More workers than CPUs: a worker can lose its CPU anywhere, which
  * widens every race window. */
 TCASE(signal_racing_wait_entry_not_lost_4_workers)
 {
-	if (tc_in_child()) {
-		CHECK_EQ(caprice_worker_count(), 4);
-		signal_race(2000000000ull);
-		tc_say("child ok\n");
+	if (tc_rerun_on_workers(4, 30))
 		return;
-	}
-	char out[8192];
-	int st = run_child_workers("signal_racing_wait_entry_not_lost_4_workers", "4", out, sizeof out);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !strstr(out, "child ok"))
-		TFAIL("child with 4 workers failed (status %#x):\n%s", st, out);
+	signal_race(2000000000ull);
 }

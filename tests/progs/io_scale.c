@@ -12,9 +12,9 @@
  * client says "ready" on its stdout once all are connected, the server
  * checks its counts and answers "go" on the client's stdin.
  *
- * The one-worker variant runs the server itself again with
- * CAPRICE_WORKERS=1 (the runtime reads it before main) and
- * TC_ROLE=server. */
+ * The one-worker variant runs the whole case again on one worker
+ * (tc_rerun_on_workers: a child with CAPRICE_WORKERS=1, which the runtime
+ * reads before main, and TC_CHILD=1), and that child is the server. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -477,35 +477,10 @@ TCASE(echo_2000_connections_one_worker)
 		run_clients();
 		return;
 	}
-	if (!strcmp(role(), "server")) {
-		tc_case_limit(100);
-		CHECK_EQ(caprice_worker_count(), 1);
-		run_server("echo_2000_connections_one_worker", 2000, 8, 80);
-		return;
-	}
-	/* run the server with one worker, its output passed through */
 	tc_case_limit(110);
-	char exe[PATH_MAX];
-	tc_self_exe(exe);
-	const char *extra[] = { "CAPRICE_WORKERS=1", "TC_ROLE=server", NULL };
-	char **env = tc_child_env(extra);
-	char *argv[] = { exe, "echo_2000_connections_one_worker", NULL };
-	pid_t pid;
-	CHECK_OK(posix_spawn(&pid, exe, NULL, NULL, argv, env));
-	free(env);
-	int status;
-	uint64_t give_up = tc_now_ns() + 100000 * MS;
-	pid_t r;
-	while ((r = waitpid(pid, &status, WNOHANG)) == 0) {
-		if (tc_now_ns() > give_up) {
-			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
-			TFAIL("the one-worker server ran over 100 s");
-		}
-		struct timespec ts = { 0, 20 * 1000000L };
-		nanosleep(&ts, NULL);
-	}
-	CHECK(r == pid);
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		TFAIL("the one-worker server failed (status %#x)", status);
+	if (tc_rerun_on_workers(1, 100))
+		return;
+	/* the server, on one worker (alarms do not reach a spawned child) */
+	tc_case_limit(100);
+	run_server("echo_2000_connections_one_worker", 2000, 8, 80);
 }

@@ -1570,18 +1570,9 @@ TCASE(blocked_read_parks_only_its_thread)
 TCASE(blocked_read_parks_only_its_thread_one_worker)
 {
 	tc_case_limit(30);
-	if (tc_in_child()) {
-		CHECK_EQ(caprice_worker_count(), 1);
-		others_progress_while_blocked();
-		printf("child ok\n");
+	if (tc_rerun_on_workers(1, 25))
 		return;
-	}
-	static const char *const env[] = { "CAPRICE_WORKERS=1", NULL };
-	static char out[16384];
-	int st = tc_run_self("blocked_read_parks_only_its_thread_one_worker", env, out, sizeof out, 25);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !strstr(out, "child ok"))
-		TFAIL("child with CAPRICE_WORKERS=1 failed (status %#x):\n%s", st, out);
-	fputs(out, stdout);
+	others_progress_while_blocked();
 }
 
 /* O_NONBLOCK lives in the open file description: set through a dup, it

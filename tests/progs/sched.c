@@ -123,56 +123,50 @@ TCASE(idle_workers_sleep)
 		TFAIL("an idle process burned %.3f s of CPU in 0.5 s", used);
 }
 
-/* Runs this program again with an environment change and a case name. */
-static int rerun(const char *env, const char *arg, char *out, size_t outlen)
-{
-	int p[2];
-	CHECK(pipe(p) == 0);
-	pid_t pid = fork(); /* no threads created yet in this case */
-	CHECK(pid >= 0);
-	if (pid == 0) {
-		dup2(p[1], 1);
-		dup2(p[1], 2);
-		putenv((char *)env);
-		execl("/proc/self/exe", "sched", arg, (char *)NULL);
-		_exit(127);
-	}
-	close(p[1]);
-	size_t got = 0;
-	ssize_t n;
-	while (got < outlen - 1 && (n = read(p[0], out + got, outlen - 1 - got)) > 0)
-		got += (size_t)n;
-	out[got] = 0;
-	close(p[0]);
-	int status;
-	CHECK(waitpid(pid, &status, 0) == pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-TCASE(print_worker_count)
+/* What the children of the CAPRICE_WORKERS cases run (TC_CHILD=1): no
+ * case of its own, so that it is never counted as one. */
+static void print_worker_count(void)
 {
 	printf("workers=%d\n", caprice_worker_count());
 }
 
+/* Runs this case again as a child with `env` (CAPRICE_WORKERS=...), which
+ * prints its worker count; returns its exit status (128 + the signal if
+ * one ended it), its output in out. */
+static int rerun(const char *env, char *out, size_t outlen)
+{
+	const char *const extra[] = { env, NULL };
+	int st = tc_run_self(tcase_current(), extra, out, outlen, 30);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 TCASE(workers_env_honoured)
 {
+	if (tc_in_child()) {
+		print_worker_count();
+		return;
+	}
 	char out[4096];
-	CHECK_EQ(rerun("CAPRICE_WORKERS=3", "print_worker_count", out, sizeof out), 0);
+	CHECK_EQ(rerun("CAPRICE_WORKERS=3", out, sizeof out), 0);
 	CHECK(strstr(out, "workers=3") != NULL);
-	CHECK_EQ(rerun("CAPRICE_WORKERS=1", "print_worker_count", out, sizeof out), 0);
+	CHECK_EQ(rerun("CAPRICE_WORKERS=1", out, sizeof out), 0);
 	CHECK(strstr(out, "workers=1") != NULL);
 }
 
 TCASE(workers_env_refused_with_message)
 {
+	if (tc_in_child()) {
+		print_worker_count();
+		return;
+	}
 	char out[4096];
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	char want[64];
 	snprintf(want, sizeof want, "workers=%ld", cpus);
-	CHECK_EQ(rerun("CAPRICE_WORKERS=banana", "print_worker_count", out, sizeof out), 0);
+	CHECK_EQ(rerun("CAPRICE_WORKERS=banana", out, sizeof out), 0);
 	CHECK(strstr(out, "CAPRICE_WORKERS=banana ignored") != NULL);
 	CHECK(strstr(out, want) != NULL);
-	CHECK_EQ(rerun("CAPRICE_WORKERS=0", "print_worker_count", out, sizeof out), 0);
+	CHECK_EQ(rerun("CAPRICE_WORKERS=0", out, sizeof out), 0);
 	CHECK(strstr(out, "CAPRICE_WORKERS=0 ignored") != NULL);
 }
 
@@ -344,6 +338,14 @@ static void refuse_io_uring(void)
 
 TCASE(io_uring_refused_is_reported_at_startup)
 {
+	if (tc_in_child()) {
+		print_worker_count(); /* it should never get here */
+		return;
+	}
+	/* not tc_run_self: the filter goes in between fork and exec */
+	char exe[PATH_MAX];
+	tc_self_exe(exe);
+	char **env = tc_child_env(NULL);
 	int p[2];
 	CHECK(pipe(p) == 0);
 	pid_t pid = fork();
@@ -351,9 +353,10 @@ TCASE(io_uring_refused_is_reported_at_startup)
 	if (pid == 0) {
 		dup2(p[1], 2);
 		refuse_io_uring();
-		execl("/proc/self/exe", "sched", "print_worker_count", (char *)NULL);
+		execle(exe, exe, tcase_current(), (char *)NULL, env);
 		_exit(127);
 	}
+	free(env);
 	close(p[1]);
 	char out[4096];
 	size_t got = 0;

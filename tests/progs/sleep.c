@@ -29,16 +29,6 @@
 			TFAIL("slept %.3f ms, wanted %.3f ms", el_ / 1e6, w_ / 1e6); \
 	} while (0)
 
-static void run_one_worker_child(const char *case_name)
-{
-	const char *env[] = { "CAPRICE_WORKERS=1", NULL };
-	char out[8192];
-	int st = tc_run_self(case_name, env, out, sizeof out, 30);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		TFAIL("child with CAPRICE_WORKERS=1 failed (status %#x):\n%s", st, out);
-	CHECK(strstr(out, "child ok") != NULL);
-}
-
 static uint64_t ts_ns(const struct timespec *ts)
 {
 	return (uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec;
@@ -253,13 +243,9 @@ TCASE(sleep_parks_only_caller)
 
 TCASE(sleep_parks_only_caller_one_worker)
 {
-	if (tc_in_child()) {
-		CHECK_EQ(caprice_worker_count(), 1);
-		all_progress_checks();
-		tc_say("child ok\n");
+	if (tc_rerun_on_workers(1, 30))
 		return;
-	}
-	run_one_worker_child("sleep_parks_only_caller_one_worker");
+	all_progress_checks();
 }
 
 /* Also from a thread that is not main, with main the one making
@@ -295,12 +281,9 @@ TCASE(thread_sleeps_main_runs)
 
 TCASE(thread_sleeps_main_runs_one_worker)
 {
-	if (tc_in_child()) {
-		sleeper_thread_case();
-		tc_say("child ok\n");
+	if (tc_rerun_on_workers(1, 30))
 		return;
-	}
-	run_one_worker_child("thread_sleeps_main_runs_one_worker");
+	sleeper_thread_case();
 }
 
 /* Many sleepers at once sleep side by side, not one after another. */
@@ -337,10 +320,7 @@ TCASE(many_concurrent_sleepers)
 
 TCASE(many_concurrent_sleepers_one_worker)
 {
-	if (tc_in_child()) {
-		many_sleepers();
-		tc_say("child ok\n");
+	if (tc_rerun_on_workers(1, 30))
 		return;
-	}
-	run_one_worker_child("many_concurrent_sleepers_one_worker");
+	many_sleepers();
 }

@@ -107,23 +107,6 @@ TCASE(contended_counter)
 	tc_check_spread(&workers_seen);
 }
 
-/* Runs the rest of this case again with one worker, so that every thread
- * shares it: the deterministic form of the hazard. */
-static void on_one_worker(const char *name)
-{
-	const char *w = getenv("CAPRICE_WORKERS");
-	if (w && strcmp(w, "1") == 0) {
-		CHECK_EQ(caprice_worker_count(), 1);
-		return;
-	}
-	char exe[PATH_MAX];
-	tc_self_exe(exe);
-	setenv("CAPRICE_WORKERS", "1", 1);
-	fflush(NULL);
-	execl(exe, exe, name, (char *)NULL);
-	TFAIL("exec %s: %s", exe, strerror(errno));
-}
-
 static int spinner_done;
 
 static void *spinner(void *p)
@@ -135,9 +118,12 @@ static void *spinner(void *p)
 	return NULL;
 }
 
+/* The case runs again on one worker, so that every thread shares it: the
+ * deterministic form of the hazard. */
 TCASE(holder_asleep_on_same_worker)
 {
-	on_one_worker("holder_asleep_on_same_worker");
+	if (tc_rerun_on_workers(1, 30))
+		return;
 	tc_watchdog(10);
 	CHECK_OK(pthread_spin_init(&L, PTHREAD_PROCESS_PRIVATE));
 	CHECK_OK(pthread_spin_lock(&L));
@@ -154,7 +140,8 @@ TCASE(holder_asleep_on_same_worker)
 
 TCASE(contended_counter_one_worker)
 {
-	on_one_worker("contended_counter_one_worker");
+	if (tc_rerun_on_workers(1, 30))
+		return;
 	tc_watchdog(20);
 	CHECK_OK(pthread_spin_init(&L, PTHREAD_PROCESS_PRIVATE));
 	pthread_t t[THREADS];

@@ -22,6 +22,13 @@
 
 typedef void (*tcase_fn)(void);
 void tcase_register(const char *name, tcase_fn fn);
+/* The name of the case this process runs. */
+const char *tcase_current(void);
+/* Set: once the case returns, main writes TCASE_RETURNED_LINE to stdout
+ * (tc_rerun_on_workers's child, so its parent can tell a case that ran
+ * to its end from a process that exited 0 halfway). */
+extern bool tcase_report_return;
+#define TCASE_RETURNED_LINE "tcase: the case returned\n"
 
 #define TCASE(name)                                                         \
 	static void tcase_##name(void);                                     \
@@ -189,6 +196,18 @@ char **tc_child_env(const char *const *extra);
  * status; kills it and fails the case if it runs over limit_s seconds. */
 int tc_run_self(const char *case_name, const char *const *extra, char *out, size_t outsz,
                 int limit_s);
+
+/* Runs the calling case again on `workers` workers: in the case's own
+ * process it runs `this-program CASE` with CAPRICE_WORKERS=workers
+ * (tc_run_self, with limit_s), passes the child's output on, fails the
+ * case unless the child ran the case to its end and exited 0, and
+ * returns true: the caller then returns.  In that child it checks the
+ * worker count and returns false: the caller goes on with the case's
+ * body.  So:
+ *     if (tc_rerun_on_workers(1, 30))
+ *             return;
+ *     ...the body, run on one worker... */
+__attribute__((warn_unused_result)) bool tc_rerun_on_workers(int workers, int limit_s);
 
 /* A lost wakeup shows as a hang: after `s` seconds the case fails (exit
  * 3, with a message) instead. */

@@ -8,6 +8,14 @@ static struct {
 	tcase_fn fn;
 } cases[MAX_CASES];
 static int ncases;
+static const char *current;
+
+bool tcase_report_return;
+
+const char *tcase_current(void)
+{
+	return current;
+}
 
 void tcase_register(const char *name, tcase_fn fn)
 {
@@ -33,8 +41,12 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < ncases; i++) {
 		if (strcmp(cases[i].name, argv[1]) == 0) {
+			current = cases[i].name;
 			cases[i].fn();
 			fflush(NULL);
+			if (tcase_report_return &&
+			    write(1, TCASE_RETURNED_LINE, strlen(TCASE_RETURNED_LINE)) < 0)
+				return 1;
 			return 0;
 		}
 	}

@@ -154,6 +154,27 @@ int tc_run_self(const char *case_name, const char *const *extra, char *out, size
 	return status;
 }
 
+bool tc_rerun_on_workers(int workers, int limit_s)
+{
+	if (tc_in_child()) {
+		CHECK_EQ(caprice_worker_count(), workers);
+		tcase_report_return = true;
+		return false;
+	}
+	char wenv[32];
+	snprintf(wenv, sizeof wenv, "CAPRICE_WORKERS=%d", workers);
+	const char *const extra[] = { wenv, NULL };
+	static char out[65536];
+	int st = tc_run_self(tcase_current(), extra, out, sizeof out, limit_s);
+	fputs(out, stdout);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		TFAIL("the case on %d worker(s) failed (status %#x); its output is above", workers,
+		      st);
+	if (!strstr(out, TCASE_RETURNED_LINE))
+		TFAIL("the case on %d worker(s) exited 0 before its end; its output is above", workers);
+	return true;
+}
+
 /* ------------------------------------------------------------------ */
 /* stress cases                                                       */
 
