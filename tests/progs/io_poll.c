@@ -116,7 +116,7 @@ TCASE(poll_mixed_fds_revents)
 	};
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(poll(pf, 4, 1000), 2);
-	CHECK_MS_RANGE(tc_now_ns() - t0, 0, 50);
+	CHECK_AT_ONCE(tc_now_ns() - t0);
 	CHECK_EQ(pf[0].revents, 0);
 	CHECK_EQ(pf[1].revents, 0);
 	CHECK_EQ(pf[2].revents, POLLIN | POLLOUT);
@@ -141,7 +141,7 @@ TCASE(poll_mixed_fds_revents)
 	uint64_t woke = tc_now_ns();
 	tc_join(t);
 	CHECK_MS_RANGE(woke - t0, 40, 200);
-	CHECK_MS_RANGE(woke - l.at, 0, 100);
+	CHECK_AT_ONCE(woke - l.at);
 	CHECK_EQ(two[0].revents, POLLIN);
 	CHECK_EQ(two[1].revents, 0);
 	drain(p[0], 1);
@@ -253,8 +253,11 @@ TCASE(poll_timeout_zero_never_blocks)
 			worst = el;
 	}
 	t_all = tc_now_ns() - t_all;
-	/* a call that waited would wait for good (nothing ever arrives);
-	 * the bounds leave room for the process being preempted */
+	/* a call that waited would wait for good (nothing ever arrives).
+	 * Not CHECK_AT_ONCE: over 2000 calls the process is all but sure to
+	 * lose its CPU now and then (the slowest call took up to 28 ms, 40 ms
+	 * with ASan, on a loaded 2-core machine) and those losses add up in
+	 * t_all, so both keep the late slack */
 	CHECK_MS_RANGE(worst, 0, 50);
 	CHECK_MS_RANGE(t_all, 0, 500);
 	/* and it reports what is ready */
@@ -354,7 +357,7 @@ TCASE(poll_fd_closed_while_polling)
 		uint64_t t0 = tc_now_ns();
 		CHECK_EQ(close(p[0]), 0);
 		tc_join_within(t, 2000, "poll on a descriptor closed by another thread");
-		CHECK_MS_RANGE(pl.ended_at - t0, 0, 100);
+		CHECK_AT_ONCE(pl.ended_at - t0);
 		CHECK_EQ(pl.r, 1);
 		CHECK_EQ(pl.pf[0].revents, POLLNVAL);
 		CHECK_EQ(pl.pf[1].revents, 0);
@@ -446,6 +449,9 @@ TCASE(poll_many_threads)
 		CHECK_EQ(m[i].revents, POLLIN);
 		close_all(p[i], 2);
 	}
+	/* 200 wakeups, joins and closes in all: on a loaded machine their
+	 * time adds up, so this keeps the late slack; the pollers' own
+	 * timeout (10 s) is far off still */
 	CHECK_MS_RANGE(tc_now_ns() - t0, 0, 2000);
 }
 
@@ -467,7 +473,7 @@ TCASE(ppoll_with_timespec)
 	struct timespec zero = { 0, 0 };
 	t0 = tc_now_ns();
 	CHECK_EQ(ppoll(&pf, 1, &zero, NULL), 0);
-	CHECK_MS_RANGE(tc_now_ns() - t0, 0, 5);
+	CHECK_AT_ONCE(tc_now_ns() - t0);
 
 	/* no timespec: waits for the writer, with a signal mask given */
 	sigset_t mask;
@@ -560,7 +566,7 @@ TCASE(select_readability_and_timeval)
 	tv = (struct timeval){ 0, 0 };
 	t0 = tc_now_ns();
 	CHECK_EQ(select(p[0] + 1, &rd, NULL, NULL, &tv), 0);
-	CHECK_MS_RANGE(tc_now_ns() - t0, 0, 5);
+	CHECK_AT_ONCE(tc_now_ns() - t0);
 
 	/* high descriptor numbers */
 	int hi = fcntl(p[0], F_DUPFD_CLOEXEC, 900);
@@ -753,7 +759,7 @@ static void epoll_while_others_run(void)
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(write(s.p[5][1], "e", 1), 1);
 	tc_join(wt);
-	CHECK_MS_RANGE(w.ended_at - t0, 0, 100);
+	CHECK_AT_ONCE(w.ended_at - t0);
 	CHECK_EQ(w.r, 1);
 	CHECK_EQ(w.ev[0].data.u32, 105);
 	CHECK_EQ(w.ev[0].events, EPOLLIN);
@@ -902,12 +908,13 @@ TCASE(epoll_wait_timeout_zero)
 			worst = el;
 	}
 	t_all = tc_now_ns() - t_all;
+	/* the late slack, as in poll_timeout_zero_never_blocks */
 	CHECK_MS_RANGE(worst, 0, 50);
 	CHECK_MS_RANGE(t_all, 0, 500);
 	CHECK_EQ(write(s.p[4][1], "z", 1), 1);
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(epoll_wait(s.ep, ev, EP_PIPES, 0), 1);
-	CHECK_MS_RANGE(tc_now_ns() - t0, 0, 5);
+	CHECK_AT_ONCE(tc_now_ns() - t0);
 	CHECK_EQ(ev[0].data.u32, 104);
 	epoll_set_close(&s);
 }
@@ -924,7 +931,7 @@ TCASE(epoll_wait_epfd_closed_while_waiting)
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(close(s.ep), 0);
 	tc_join_within(t, 2000, "epoll_wait on an epoll descriptor closed by another thread");
-	CHECK_MS_RANGE(w.ended_at - t0, 0, 100);
+	CHECK_AT_ONCE(w.ended_at - t0);
 	CHECK_EQ(w.r, -1);
 	CHECK_EQ(w.err, EBADF);
 	/* epoll works on afterwards */
@@ -986,7 +993,7 @@ static void expect_eagain(int fd, int write_it, const char *what)
 	if (n->r != -1 || n->err != EAGAIN)
 		TFAIL("O_NONBLOCK pipe: %s gave %zd (%s), wanted -1 (EAGAIN)", what, n->r,
 		      strerror(n->err));
-	CHECK_MS_RANGE(n->took, 0, 5);
+	CHECK_AT_ONCE(n->took);
 	free(n);
 }
 

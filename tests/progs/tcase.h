@@ -110,6 +110,45 @@ static inline void tc_check_ms_range(const char *file, int line, const char *wha
 	}
 }
 
+/* "At once": how long a call that must not wait at all may take (a zero
+ * timeout, descriptors already ready, EAGAIN, a refused connect, a close
+ * beside a blocked call), and how long after its cause a blocked call
+ * must end (a write, close or reset waking it).  Not tc_slack_ms(): with
+ * a second of slack, a call that waited a whole timeout for nothing
+ * would still pass.
+ *
+ * Measured on a 2-core machine running two cases at once (as the runner
+ * does) and two busy loops besides: the slowest of these took 0.15 ms
+ * optimized and 4.7 ms with ASan+UBSan.  What can make one late is losing
+ * the CPU to a neighbour for a scheduler slice or two: loops of 2000 such
+ * calls, which are all but sure to be preempted, saw a slowest call of
+ * 28 ms (40 ms with ASan) there.  So 50 ms, and 150 ms in a sanitized
+ * build (CAPRICE_TEST_SANITIZED), where everything is slower.
+ * CAPRICE_TEST_AT_ONCE_MS overrides them; CAPRICE_TEST_SHOW_TIMES=1
+ * prints every such time, to measure them again. */
+static inline long tc_at_once_ms(void)
+{
+	const char *env = getenv("CAPRICE_TEST_AT_ONCE_MS");
+	if (env && *env)
+		return atol(env);
+	return getenv("CAPRICE_TEST_SANITIZED") ? 150 : 50;
+}
+
+/* elapsed (ns) must be at most tc_at_once_ms() */
+#define CHECK_AT_ONCE(elapsed) tc_check_at_once(__FILE__, __LINE__, #elapsed, (elapsed))
+
+static inline void tc_check_at_once(const char *file, int line, const char *what, uint64_t el)
+{
+	if (getenv("CAPRICE_TEST_SHOW_TIMES"))
+		fprintf(stderr, "%s:%d: %s took %.3f ms (at once)\n", file, line, what, el / 1e6);
+	if (el > (uint64_t)tc_at_once_ms() * 1000000u) {
+		fprintf(stderr, "%s:%d: %s took %.3f ms, wanted at once (%ld ms at most)\n", file,
+		        line, what, el / 1e6, tc_at_once_ms());
+		fflush(NULL);
+		_exit(1);
+	}
+}
+
 /* An absolute time `ms` from now on `clock`, for timed calls. */
 static inline struct timespec tc_abs_ms(clockid_t clock, long ms)
 {
