@@ -2,8 +2,13 @@
  * under Criterion, so the suite ends in one Synthesis line.  The runner
  * itself runs on the C library's threads; only the programs it starts
  * link libthread.  Each case gets a time limit and its output is shown
- * when it fails. */
+ * when it fails.  A case that skips itself (TSKIP in tcase.h: a line
+ * "tcase-skip: REASON" and exit status 77) is a skip in Criterion's
+ * count, not a pass, and gets a line "SKIPPED prog case: REASON" here
+ * (Criterion itself names skips only with --verbose); scripts/test
+ * collects those lines. */
 #include <criterion/criterion.h>
+#include <criterion/hooks.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +25,11 @@
 #endif
 
 #define CASE_TIMEOUT_S 120
+
+/* as in tcase.h, which this runner does not include (it is no test
+ * program) */
+#define TCASE_SKIP_EXIT 77
+#define TCASE_SKIP_MARK "tcase-skip: "
 
 struct tcase_param {
 	char *prog;
@@ -80,6 +90,31 @@ static struct criterion_test_params list_cases(const char *prog)
 	return cr_make_param_array(struct tcase_param, p, count, free_params);
 }
 
+/* The reason a skipped case gave: the rest of its last line starting
+ * with TCASE_SKIP_MARK in the output file fd, or NULL.  Reads the whole
+ * file (the line comes last, however much the case printed first). */
+static char *skip_reason(int fd)
+{
+	FILE *f = fdopen(dup(fd), "r");
+	if (!f)
+		return NULL;
+	rewind(f);
+	char *line = NULL, *reason = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	size_t mlen = strlen(TCASE_SKIP_MARK);
+	while ((n = getline(&line, &cap, f)) > 0) {
+		if (strncmp(line, TCASE_SKIP_MARK, mlen) != 0)
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		free(reason);
+		reason = strdup(line + mlen);
+	}
+	free(line);
+	fclose(f);
+	return reason;
+}
+
 static void run_case(const struct tcase_param *tc)
 {
 	char path[1024], out[] = "/tmp/caprice-case-XXXXXX";
@@ -112,6 +147,13 @@ static void run_case(const struct tcase_param *tc)
 		}
 		usleep(2000);
 	}
+	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == TCASE_SKIP_EXIT) {
+		char *reason = skip_reason(fd);
+		if (reason) {
+			close(fd);
+			cr_skip_test("%s %s: %s", tc->prog, tc->name, reason);
+		}
+	}
 	char buf[8192];
 	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
 	buf[n > 0 ? n : 0] = 0;
@@ -138,3 +180,11 @@ static void run_case(const struct tcase_param *tc)
 	}
 
 #include "programs.h"
+
+/* Criterion names skipped tests only with --verbose: name them always,
+ * once each, as they end. */
+ReportHook(POST_TEST)(struct criterion_test_stats *st)
+{
+	if (st->test_status == CR_STATUS_SKIPPED)
+		fprintf(stderr, "SKIPPED %s\n", st->message ? st->message : "(no reason given)");
+}

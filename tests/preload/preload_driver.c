@@ -1021,7 +1021,7 @@ TCASE(waiters_20000_on_one_condvar)
 TCASE(static_binary_runs_without_shim)
 {
 #ifdef NO_STATIC_PROG
-	printf("SKIP: no static test program in this build (%s)\n", NO_STATIC_PROG);
+	TSKIP("no static test program in this build (%s)", NO_STATIC_PROG);
 #else
 	struct child c;
 	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_static", ENV(W2, "CAPRICE_STATS=1")), &c, 60000);
@@ -1338,9 +1338,8 @@ TCASE(real_curl_threaded_resolver)
 			kill(-p.pid, SIGKILL);
 			kill(p.pid, SIGKILL);
 			waitpid(p.pid, &st, 0);
-			printf("SKIP: curl --version does not finish with only libasan preloaded "
-			       "(no shim), so curl cannot run in a sanitized build\n");
-			return;
+			TSKIP("curl --version does not finish with only libasan preloaded "
+			      "(no shim), so curl cannot run in a sanitized build");
 		}
 		close(p.out);
 		close(p.err);
@@ -1395,10 +1394,8 @@ TCASE(real_curl_threaded_resolver)
  * must keep an LD_PRELOAD=libasan... it is given in front of its shim. */
 TCASE(launcher_sanitized_build)
 {
-	if (!sanitized()) {
-		printf("SKIP: not a sanitized build\n");
-		return;
-	}
+	if (!sanitized())
+		TSKIP("not a sanitized build");
 	struct child c;
 	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_prodcons", ENV(W2), .keep_launcher = true), &c,
 	    90000);

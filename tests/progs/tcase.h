@@ -4,8 +4,9 @@
  * own threads would run on it), so each test program is an ordinary
  * program linked with -lthread holding many cases; tests/runner.c runs
  * every case as its own process under Criterion.  `prog --list` names the
- * cases, `prog CASE` runs one: exit 0 is a pass, anything else (a failed
- * CHECK, a crash, the runner's timeout) a failure. */
+ * cases, `prog CASE` runs one: exit 0 is a pass, TSKIP's exit a skip,
+ * anything else (a failed CHECK, a crash, the runner's timeout) a
+ * failure. */
 #ifndef CAPRICE_TCASE_H
 #define CAPRICE_TCASE_H
 
@@ -45,6 +46,22 @@ extern bool tcase_report_return;
 		fputc('\n', stderr);                                        \
 		fflush(NULL);                                               \
 		_exit(1);                                                   \
+	} while (0)
+
+/* Ends the case as skipped, saying why (it cannot run in this build or on
+ * this machine): a line TCASE_SKIP_MARK + the reason, then exit status
+ * TCASE_SKIP_EXIT.  The runner counts the case as skipped, not passed,
+ * and prints it with its reason; scripts/test lists the skips at the end. */
+#define TCASE_SKIP_EXIT 77
+#define TCASE_SKIP_MARK "tcase-skip: "
+#define TSKIP(...)                                                          \
+	do {                                                                \
+		fflush(NULL);                                               \
+		printf(TCASE_SKIP_MARK);                                    \
+		printf(__VA_ARGS__);                                        \
+		putchar('\n');                                              \
+		fflush(NULL);                                               \
+		_exit(TCASE_SKIP_EXIT);                                     \
 	} while (0)
 
 #define CHECK(c)                                                            \
