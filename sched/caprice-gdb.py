@@ -98,6 +98,18 @@ def _chain(head, link):
         p = p.dereference()[link]
 
 
+def _slots(w):
+    """The threads in a worker's registry table (free slots are odd)."""
+    table = w["registry"]
+    if int(table) == 0:
+        return
+    n = min(int(w["reg_used"]), _MAX_THREADS)
+    for i in range(n):
+        p = table[i]
+        if int(p) != 0 and int(p) & 1 == 0:
+            yield p
+
+
 class UThread(object):
     """One user thread as the listing shows it."""
 
@@ -149,7 +161,7 @@ def threads():
             found[a] = UThread(p, running.get(a))
 
     for w in ws:
-        for p in _chain(w["registry"], "reg_next"):
+        for p in _slots(w):
             add(p)
     # threads made off the workers (and those on stacks not from a pool)
     for name in ("cp_shared_registry", "cp_foreign_registry"):

@@ -85,6 +85,7 @@ static struct cp_worker *worker_alloc(int idx)
 	w->index = idx;
 	w->poll_countdown = CP_POLL_EVERY;
 	w->next_deadline = CP_NO_DEADLINE;
+	w->reg_free = CP_SLOT_NONE;
 	w->idle.id = 0;
 	memcpy(w->idle.name, "caprice-idle", 13);
 	int e = cp_ring_prepare(&w->ring);

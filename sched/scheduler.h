@@ -25,6 +25,8 @@ struct cp_thread {
 	uint32_t flags;              /* CP_TF_* */
 	uint32_t pinned;             /* woken from I/O: stays on this worker
 	                                until it has run (see cp_wake_pinned) */
+	uint32_t state;              /* enum cp_thread_state: for debuggers only
+	                                (on the line every switch writes) */
 	uint64_t id;                 /* 1 = main, then increasing */
 	struct cp_stack stack;       /* this record lives at the stack's top */
 	void (*entry)(struct cp_thread *);
@@ -35,11 +37,12 @@ struct cp_thread {
 	struct cp_io_op *io_waiting; /* a cancellable I/O wait in progress */
 	uint64_t switches;           /* times switched in */
 	char name[16];               /* pthread_setname_np; shown in fatal messages */
-	uint32_t state;              /* enum cp_thread_state: for debuggers only */
 	/* the registry of live threads, for debuggers (sched/caprice-gdb.py):
-	 * on the list of the worker that made the thread, changed only by it */
-	struct cp_thread *reg_prev, *reg_next;
-	struct cp_worker *reg_owner; /* NULL: made on a foreign kernel thread */
+	 * a slot in the table of the worker that made the thread, changed
+	 * only by that worker; or (reg_owner NULL) the shared list */
+	struct cp_worker *reg_owner;
+	uint32_t reg_slot;
+	struct cp_thread *reg_prev, *reg_next; /* the shared list only */
 #ifdef CP_ASAN
 	void *asan_fake_stack;
 #endif

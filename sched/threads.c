@@ -1,17 +1,21 @@
 /* threads.c: thread records: making them, starting them, ids, and the
  * registry of live threads that debuggers walk.
  *
- * A record lives at the top of its own stack.  The registry is a list per
- * worker, changed only by that worker, so creating and releasing a thread
- * on the same worker costs no atomic: a record released on another worker
- * is handed back to its maker (w->released), which unlinks it and takes
- * the stack back at its next periodic look.  Threads whose memory must go
- * back at once (a stack of its own mapping, or the caller's), and threads
- * made on kernel threads that are not workers, share one list under a
- * lock instead. */
+ * A record lives at the top of its own stack.  The registry is a table
+ * per worker, changed only by that worker, so creating and releasing a
+ * thread on the same worker costs no atomic and touches no other thread's
+ * record: a slot is taken from the table's free list (free slots hold the
+ * next free index, shifted and tagged odd) and given back to it.  A
+ * record released on another worker is handed back to its maker
+ * (w->released), which frees the slot and takes the stack back at its
+ * next periodic look.  Threads whose memory must go back at once (a stack
+ * of its own mapping, or the caller's), threads made on kernel threads
+ * that are not workers, and any thread a full table could not take share
+ * one list under a lock instead. */
 #include "worker.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "compiler.h"
@@ -21,6 +25,8 @@ struct cp_thread *cp_shared_registry CP_HIDDEN;
 static cp_spinlock shared_lock = CP_SPINLOCK_INIT;
 static uint64_t next_thread_id = 2;   /* 1 is main */
 static unsigned foreign_rr;
+
+#define SLOTS_FIRST 256
 
 static void list_add(struct cp_thread **head, struct cp_thread *t)
 {
@@ -41,15 +47,43 @@ static void list_unlink(struct cp_thread **head, struct cp_thread *t)
 		t->reg_next->reg_prev = t->reg_prev;
 }
 
+/* A free slot in w's table, or CP_SLOT_NONE when it cannot grow. */
+static uint32_t slot_take(struct cp_worker *w)
+{
+	uint32_t i = w->reg_free;
+	if (i != CP_SLOT_NONE && w->registry) {
+		w->reg_free = (uint32_t)((uintptr_t)w->registry[i] >> 1);
+		return i;
+	}
+	if (w->reg_used == w->reg_cap) {
+		uint32_t cap = w->reg_cap ? w->reg_cap * 2 : SLOTS_FIRST;
+		struct cp_thread **v = realloc(w->registry, cap * sizeof *v);
+		if (!v)
+			return CP_SLOT_NONE;
+		w->registry = v;
+		w->reg_cap = cap;
+	}
+	return w->reg_used++;
+}
+
+static void slot_give_back(struct cp_worker *w, uint32_t i)
+{
+	w->registry[i] = (struct cp_thread *)(((uintptr_t)w->reg_free << 1) | 1);
+	w->reg_free = i;
+}
+
 void cp_registry_add(struct cp_worker *w, struct cp_thread *t)
 {
-	if (t->stack.kind != CP_STACK_POOLED)
-		w = NULL;
-	t->reg_owner = w;
-	if (w) {
-		list_add(&w->registry, t);
+	uint32_t i = CP_SLOT_NONE;
+	if (w && t->stack.kind == CP_STACK_POOLED)
+		i = slot_take(w);
+	if (i != CP_SLOT_NONE) {
+		t->reg_owner = w;
+		t->reg_slot = i;
+		w->registry[i] = t;
 		return;
 	}
+	t->reg_owner = NULL;
 	cp_spin_lock(&shared_lock);
 	list_add(&cp_shared_registry, t);
 	cp_spin_unlock(&shared_lock);
@@ -66,7 +100,7 @@ void cp_registry_reap(struct cp_worker *w)
 	struct cp_thread *t = __atomic_exchange_n(&w->released, NULL, __ATOMIC_ACQUIRE);
 	while (t) {
 		struct cp_thread *next = t->next;
-		list_unlink(&w->registry, t);
+		slot_give_back(w, t->reg_slot);
 		release_stack(w, t);
 		t = next;
 	}
@@ -127,7 +161,7 @@ void cp_thread_release(struct cp_thread *t)
 	struct cp_worker *self = cp_worker_self();
 	struct cp_worker *owner = t->reg_owner;
 	if (owner == self && self) {
-		list_unlink(&self->registry, t);
+		slot_give_back(self, t->reg_slot);
 		release_stack(self, t);
 		return;
 	}

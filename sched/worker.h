@@ -36,7 +36,10 @@ struct cp_worker {
 	struct cp_worker_stats st;
 	uint64_t spin_ns;               /* idle polling window, adaptive */
 	uint64_t next_id, id_limit;     /* thread ids handed out in blocks */
-	struct cp_thread *registry;     /* live threads made here (threads.c) */
+	/* live threads made here (threads.c): a table, free slots odd */
+	struct cp_thread **registry;
+	uint32_t reg_cap, reg_used, reg_free; /* reg_free: CP_SLOT_NONE or a
+	                                         free slot's index */
 
 	/* ---- timers: the owner fires them, anyone may cancel ---- */
 	cp_spinlock timer_lock;
@@ -178,6 +181,7 @@ void cp_io_run_cancels(struct cp_worker *w);
 
 /* ---- threads (threads.c) ---- */
 
+#define CP_SLOT_NONE UINT32_MAX
 /* Puts t on w's registry of live threads, or on the shared one (no w, or
  * a stack that is not pooled). */
 void cp_registry_add(struct cp_worker *w, struct cp_thread *t);
