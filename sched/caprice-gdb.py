@@ -36,7 +36,6 @@ import gdb
 # the real pthread_cond_wait and friends), so they count too.
 _RUNTIME_LIBS = ("libthread.so", "libthread-preload.so",
                  "libasan.so", "libubsan.so", "libtsan.so")
-_STATES = ("new", "running", "runnable", "parked", "done")
 _MAX_THREADS = 1000000      # list walks stop here (a corrupt list loops)
 _MAX_WHERE_FRAMES = 64
 
@@ -98,22 +97,42 @@ def _chain(head, link):
         p = p.dereference()[link]
 
 
-def _slots(w):
-    """The threads in a worker's registry table (free slots are odd)."""
-    table = w["registry"]
-    if int(table) == 0:
+def _slab_threads():
+    """Live records on pooled stacks: each slab of stacks (stackalloc's
+    cp_stack_slabs) holds a record at every stack's top, and `live` equals
+    cp_live_tag while a thread owns it."""
+    slab = _var("cp_stack_slabs")
+    rec_size = _var("cp_thread_record_size")
+    tag = _var("cp_live_tag")
+    if slab is None or rec_size is None or tag is None:
         return
-    n = min(int(w["reg_used"]), _MAX_THREADS)
-    for i in range(n):
-        p = table[i]
-        if int(p) != 0 and int(p) & 1 == 0:
-            yield p
+    rec = (int(rec_size) + 63) & ~63
+    tag = int(tag)
+    tptr = gdb.lookup_type("struct cp_thread").pointer()
+    live_off = int(gdb.parse_and_eval("(long)&((struct cp_thread *)0)->live"))
+    inf = gdb.selected_inferior()
+    seen = 0
+    while int(slab) != 0 and seen < _MAX_THREADS:
+        s = slab.dereference()
+        base, stride = int(s["base"]), int(s["stride"])
+        guard, size = int(s["guard"]), int(s["size"])
+        for i in range(int(s["count"])):
+            top = base + i * stride + guard + size
+            addr = (top - rec) & ~63
+            try:
+                word = int.from_bytes(bytes(inf.read_memory(addr + live_off, 4)), "little")
+            except gdb.MemoryError:
+                continue
+            if word == tag:
+                seen += 1
+                yield gdb.Value(addr).cast(tptr)
+        slab = s["next"]
 
 
 class UThread(object):
     """One user thread as the listing shows it."""
 
-    def __init__(self, ptr, on_worker):
+    def __init__(self, ptr, on_worker, queued=frozenset()):
         self.ptr = ptr                      # struct cp_thread *
         self.addr = int(ptr)
         t = ptr.dereference()
@@ -124,12 +143,15 @@ class UThread(object):
         self.home = int(home.dereference()["index"]) if int(home) != 0 else -1
         # the worker whose kernel thread is running it right now
         self.worker = on_worker
-        s = int(t["state"])
-        self.state = _STATES[s] if 0 <= s < len(_STATES) else "state %d" % s
-        if self.worker is not None:
-            # the worker's kernel thread shows it, whatever the (plainly
-            # stored) state says in the middle of a switch
+        # no field holds the state: it is where the thread is linked
+        if int(t["done"]):
+            self.state = "done"
+        elif self.worker is not None:
             self.state = "running"
+        elif self.addr in queued:
+            self.state = "runnable"
+        else:
+            self.state = "parked"
 
     @property
     def worker_index(self):
@@ -153,18 +175,23 @@ def threads():
         cur = w["current"]
         if int(cur) != 0 and int(cur) != int(w["idle"].address):
             running[int(cur)] = w
+    # runnable: on some worker's run queue or in its inbox
+    queued = set()
+    for w in ws:
+        for head in (w["rq"]["head"], w["inbox"]):
+            for p in _chain(head, "next"):
+                queued.add(int(p))
     found = {}
 
     def add(p):
         a = int(p)
         if a not in found and a != 0:
-            found[a] = UThread(p, running.get(a))
+            found[a] = UThread(p, running.get(a), queued)
 
-    for w in ws:
-        for p in _slots(w):
-            add(p)
+    for p in _slab_threads():
+        add(p)
     # threads made off the workers (and those on stacks not from a pool)
-    for name in ("cp_shared_registry", "cp_foreign_registry"):
+    for name in ("cp_shared_registry",):
         shared = _var(name)
         if shared is not None:
             for p in _chain(shared, "reg_next"):

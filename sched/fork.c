@@ -50,6 +50,7 @@ static void after_fork_child(void)
 		syscall(SYS_close, w->ring.kick_fd);
 	}
 	cp_stack_after_fork();
+	cp_registry_after_fork(cur);
 	cur->flags |= CP_TF_MAIN;
 	cp_runtime_build(cur, NULL);
 	for (unsigned i = 0; i < nhooks; i++)

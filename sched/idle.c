@@ -1,4 +1,4 @@
-/* idle.c: a worker's scheduler loop, and what it does when nothing is
+/* idle.c: what a worker's scheduler loop (sched.c) does when nothing is
  * runnable: poll the ring for a while, ask for work, then sleep in the
  * ring until a kick, a completion, the next timer, or the next look.
  *
@@ -12,7 +12,6 @@
 #include "compiler.h"
 #include "env.h"
 
-#define IDLE_MIN_NS    1000000ull  /* idle look-around period, doubling */
 #define IDLE_MAX_NS    64000000ull
 #define SPIN_MAX_NS    100000ull
 #define SPIN_START_NS  2000ull
@@ -80,42 +79,18 @@ static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
 	__atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
 }
 
-void cp_idle_loop(struct cp_worker *w)
+bool cp_idle_nothing_queued(struct cp_worker *w, uint64_t *idle_period)
 {
-	uint64_t idle_period = IDLE_MIN_NS;
-	w->in_sched = 1;
-	for (;;) {
-		/* work at hand (a finished thread's joiner, a wakeup): run it
-		 * with no more than a busy switch's look around */
-		cp_sched_look_around(w, CP_DONATE_FLOOR_HALF);
-		struct cp_thread *next = cp_runq_pop(&w->rq);
-		if (!next) {
-			/* nothing queued: look at the clock and the ring */
-			cp_sigmask_check(w);
-			uint64_t now = cp_now_ns();
-			if (now >= __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED))
-				cp_timers_fire(w, now, false);
-			if (__atomic_load_n(&w->released, __ATOMIC_RELAXED))
-				cp_registry_reap(w);
-			if (cp_ring_poll(&w->ring) >= CP_SHARE_AT)
-				cp_steal_share_burst(w);
-			next = cp_runq_pop(&w->rq);
-			if (!next) {
-				idle_sleep(w, now, &idle_period);
-				cp_steal_share_burst(w); /* what the sleep's wait reaped */
-				continue;
-			}
-		}
-		idle_period = IDLE_MIN_NS;
-		cp_sched_run(w, next);
-		cp_assert(cp_worker_self() == w);
-		w->in_sched = 1;
-	}
-}
-
-void cp_idle_entry(void *arg)
-{
-	struct cp_worker *w = arg;
-	cp_sched_arrived(w);
-	cp_idle_loop(w);
+	/* look at the clock and the ring */
+	cp_sigmask_check(w);
+	uint64_t now = cp_now_ns();
+	if (now >= __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED))
+		cp_timers_fire(w, now, false);
+	if (cp_ring_poll(&w->ring) >= CP_SHARE_AT)
+		cp_steal_share_burst(w);
+	if (cp_runq_len(&w->rq))
+		return true;
+	idle_sleep(w, now, idle_period);
+	cp_steal_share_burst(w); /* what the sleep's wait reaped */
+	return false;
 }

@@ -22,7 +22,7 @@ struct cp_worker **cp_workers;
 int cp_nworkers;
 static struct cp_thread *main_thread;
 static int runtime_state;             /* 0 none, 1 starting, 2 running */
-static size_t thread_size_in_use;     /* the layer above's thread record */
+size_t cp_thread_record_size;          /* the layer above's thread record */
 
 /* Where the C library put this kernel thread's stack, asked of its own
  * pthread_getattr_np (libthread's serves user threads).  Fatal messages
@@ -85,7 +85,6 @@ static struct cp_worker *worker_alloc(int idx)
 	w->index = idx;
 	w->poll_countdown = CP_POLL_EVERY;
 	w->next_deadline = CP_NO_DEADLINE;
-	w->reg_free = CP_SLOT_NONE;
 	w->idle.id = 0;
 	memcpy(w->idle.name, "caprice-idle", 13);
 	int e = cp_ring_prepare(&w->ring);
@@ -96,7 +95,7 @@ static struct cp_worker *worker_alloc(int idx)
 
 struct cp_thread *cp_record_alloc(void)
 {
-	size_t size = (thread_size_in_use + 63) & ~(size_t)63;
+	size_t size = (cp_thread_record_size + 63) & ~(size_t)63;
 	struct cp_thread *t = aligned_alloc(64, size);
 	if (t)
 		memset(t, 0, size);
@@ -113,9 +112,7 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 	struct cp_worker *w0 = cp_workers[0];
 	worker_bind(w0);
 	current->home = w0;
-	current->state = CP_TS_RUNNING;
 	w0->current = current;
-	cp_registry_add(w0, current);
 	cp_tls_thread = current;
 	int e = cp_stack_get(NULL, IDLE_STACK_SIZE, cp_page_size(), &w0->idle.stack);
 	if (e)
@@ -162,7 +159,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 	cp_nworkers = (int)cp_env_long("CAPRICE_WORKERS", 1, MAX_WORKERS, online_cpus());
 	cp_idle_configure();
 	cp_sigmask_init();
-	thread_size_in_use = thread_size;
+	cp_thread_record_size = thread_size;
 	main_thread = cp_record_alloc();
 	if (!main_thread)
 		cp_die("cannot start: out of memory");
@@ -170,6 +167,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 	main_thread->flags = CP_TF_MAIN;
 	cp_native_stack_bounds(&main_thread->stack);
 	memcpy(main_thread->name, "main", 5);
+	cp_registry_add(main_thread);
 	cp_signals_install();
 	cp_runtime_build(main_thread, w0);
 	cp_fork_init();

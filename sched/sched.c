@@ -9,8 +9,9 @@
  * nothing else does.  Worker 0 is the kernel thread that started the
  * runtime; main became its first user thread.
  *
- * Thread states (cp_thread.state shows them to debuggers; the truth is
- * where the thread is linked):
+ * Thread states (no field holds them, so the switch path stores nothing
+ * for them; a debugger reads them off where the thread is linked, as
+ * sched/caprice-gdb.py does):
  *   running   w->current of exactly one worker.  Only that worker's code
  *             runs it; it leaves by park, yield or finish, all here.
  *   queued    on w->rq.  Only w pushes, pops or takes from its rq, so the
@@ -118,7 +119,6 @@ static inline void finish_switch(struct cp_worker *w)
 	struct cp_thread *cur = w->current;
 	cur->home = w;
 	cur->pinned = 0;
-	cur->state = CP_TS_RUNNING;
 	cp_tls_thread = cur == &w->idle ? NULL : cur;
 	*w->errno_loc = cur->saved_errno;
 	cur->switches++;
@@ -172,11 +172,6 @@ void cp_sched_thread_begin(void *arg)
 	cp_die("thread %llu returned from its entry function", (unsigned long long)t->id);
 }
 
-void cp_sched_run(struct cp_worker *w, struct cp_thread *next)
-{
-	switch_to(w, &w->idle, next, false);
-}
-
 /* The periodic look around a busy worker takes every CP_POLL_EVERY switches. */
 static void poll_events(struct cp_worker *w)
 {
@@ -190,8 +185,6 @@ static void poll_events(struct cp_worker *w)
 	}
 	if (w->ring.inflight || w->ring.unsubmitted)
 		cp_ring_poll(&w->ring);
-	if (cp_unlikely(__atomic_load_n(&w->released, __ATOMIC_RELAXED) != NULL))
-		cp_registry_reap(w);
 	if (cp_runq_len(&w->rq) >= 2)
 		cp_steal_wake_thief(w);
 }
@@ -217,9 +210,36 @@ static inline void look_around(struct cp_worker *w, enum cp_donation how)
 	}
 }
 
-void cp_sched_look_around(struct cp_worker *w, enum cp_donation how)
+/* A worker's scheduler loop, in its `idle` context: runs what is queued,
+ * and when nothing is, the idle policy (idle.c).  Here rather than there
+ * so that the look around and the switch are inlined: every park that
+ * finds nothing queued comes through it. */
+void cp_idle_loop(struct cp_worker *w)
 {
-	look_around(w, how);
+	uint64_t idle_period = CP_IDLE_MIN_NS;
+	w->in_sched = 1;
+	for (;;) {
+		/* work at hand (a finished thread's joiner, a wakeup): run it
+		 * with no more than a busy switch's look around */
+		look_around(w, CP_DONATE_FLOOR_HALF);
+		struct cp_thread *next = cp_runq_pop(&w->rq);
+		if (!next) {
+			if (!cp_idle_nothing_queued(w, &idle_period))
+				continue;
+			next = cp_runq_pop(&w->rq);
+		}
+		idle_period = CP_IDLE_MIN_NS;
+		switch_to(w, &w->idle, next, false);
+		cp_assert(cp_worker_self() == w);
+		w->in_sched = 1;
+	}
+}
+
+void cp_idle_entry(void *arg)
+{
+	struct cp_worker *w = arg;
+	cp_sched_arrived(w);
+	cp_idle_loop(w);
 }
 
 static inline struct cp_thread *pick_next(struct cp_worker *w)
@@ -235,7 +255,6 @@ void cp_park(cp_spinlock *lk)
 	struct cp_thread *cur = w->current;
 	w->in_sched = 1;
 	cp_barrier();
-	cur->state = CP_TS_PARKED;
 	w->unlock_after = lk;
 	w->st.parks++;
 	struct cp_thread *next = pick_next(w);
@@ -253,7 +272,6 @@ void cp_yield(void)
 	w->in_sched = 1;
 	cp_barrier();
 	look_around(w, CP_DONATE_CEIL_HALF);
-	cur->state = CP_TS_RUNNABLE;
 	cp_runq_push(&w->rq, cur);
 	switch_to(w, cur, cp_runq_pop(&w->rq), false);
 }
@@ -264,7 +282,7 @@ _Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *))
 	struct cp_thread *cur = w->current;
 	w->in_sched = 1;
 	cp_barrier();
-	cur->state = CP_TS_DONE;
+	cur->done = 1;
 	w->dead = cur;
 	w->on_dead = on_dead;
 	struct cp_thread *next = pick_next(w);

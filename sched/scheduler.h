@@ -25,8 +25,9 @@ struct cp_thread {
 	uint32_t flags;              /* CP_TF_* */
 	uint32_t pinned;             /* woken from I/O: stays on this worker
 	                                until it has run (see cp_wake_pinned) */
-	uint32_t state;              /* enum cp_thread_state: for debuggers only
-	                                (on the line every switch writes) */
+	uint32_t done;               /* finished (for debuggers, who tell the other
+	                                states from where the thread is linked) */
+	uint32_t live;               /* cp_live_tag from creation to release */
 	uint64_t id;                 /* 1 = main, then increasing */
 	struct cp_stack stack;       /* this record lives at the stack's top */
 	void (*entry)(struct cp_thread *);
@@ -37,26 +38,15 @@ struct cp_thread {
 	struct cp_io_op *io_waiting; /* a cancellable I/O wait in progress */
 	uint64_t switches;           /* times switched in */
 	char name[16];               /* pthread_setname_np; shown in fatal messages */
-	/* the registry of live threads, for debuggers (sched/caprice-gdb.py):
-	 * a slot in the table of the worker that made the thread, changed
-	 * only by that worker; or (reg_owner NULL) the shared list */
-	struct cp_worker *reg_owner;
-	uint32_t reg_slot;
-	struct cp_thread *reg_prev, *reg_next; /* the shared list only */
+	/* records not on a pooled stack: the list debuggers walk besides
+	 * the stack slabs (sched/threads.c) */
+	struct cp_thread *reg_prev, *reg_next;
 #ifdef CP_ASAN
 	void *asan_fake_stack;
 #endif
 };
 
-/* What a thread is doing, as a debugger shows it.  Written with plain
- * stores where it changes anyway (no decision reads it). */
-enum cp_thread_state {
-	CP_TS_NEW = 0,   /* made, never run */
-	CP_TS_RUNNING,   /* some worker's current thread */
-	CP_TS_RUNNABLE,  /* on a run queue or in an inbox */
-	CP_TS_PARKED,    /* waiting: a wait queue, I/O, a timer */
-	CP_TS_DONE,      /* finished; its record awaits join or release */
-};
+#define CP_THREAD_LIVE 0x6576696cu /* "live": a debugger's test for a record */
 
 #define CP_TF_MAIN 1u     /* the process's initial thread, on the kernel's stack */
 

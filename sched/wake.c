@@ -94,7 +94,6 @@ void cp_wake(struct cp_thread *t)
 	}
 	if (self)
 		self->st.wakes_remote++;
-	t->state = CP_TS_RUNNABLE;
 	t->next = NULL;
 	cp_inbox_push(home, t, t);
 }

@@ -36,10 +36,6 @@ struct cp_worker {
 	struct cp_worker_stats st;
 	uint64_t spin_ns;               /* idle polling window, adaptive */
 	uint64_t next_id, id_limit;     /* thread ids handed out in blocks */
-	/* live threads made here (threads.c): a table, free slots odd */
-	struct cp_thread **registry;
-	uint32_t reg_cap, reg_used, reg_free; /* reg_free: CP_SLOT_NONE or a
-	                                         free slot's index */
 
 	/* ---- timers: the owner fires them, anyone may cancel ---- */
 	cp_spinlock timer_lock;
@@ -52,7 +48,6 @@ struct cp_worker {
 	struct cp_worker *steal_req;    /* an idle worker asking for threads */
 	uint64_t heartbeat;             /* switches, published for thieves */
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
-	struct cp_thread *released;     /* our registry's threads, freed elsewhere */
 	pid_t tid;
 
 	_Alignas(CP_CACHELINE) struct cp_ring ring;
@@ -62,6 +57,9 @@ struct cp_worker {
 /* All workers, for thieves, kicks and debuggers (sched/caprice-gdb.py). */
 extern struct cp_worker **cp_workers CP_HIDDEN;
 extern int cp_nworkers CP_HIDDEN;
+/* The layer above's thread record size: where a record sits at a stack's
+ * top (threads.c; debuggers read it too). */
+extern size_t cp_thread_record_size CP_HIDDEN;
 
 /* The worker of the calling kernel thread.  Read through asm so that the
  * compiler never reuses a value from before a context switch: a user
@@ -96,11 +94,6 @@ enum cp_donation {
 	CP_DONATE_ALL,        /* stuck (poke): nothing here will run for a while */
 };
 
-/* Takes in wakeups, answers a thief, and now and then looks at the clock
- * and the ring (what every switch does before it picks). */
-void cp_sched_look_around(struct cp_worker *w, enum cp_donation how);
-/* From the worker's scheduler loop (w->idle) to next, and back. */
-void cp_sched_run(struct cp_worker *w, struct cp_thread *next);
 /* First code of a fresh context: finishes the switch that led here. */
 void cp_sched_arrived(struct cp_worker *w);
 /* The entry of every new user thread's context (threads.c makes them). */
@@ -112,7 +105,6 @@ static inline void cp_local_push(struct cp_worker *w, struct cp_thread *t)
 	uint32_t was = w->in_sched;
 	w->in_sched = 1;
 	cp_barrier();
-	t->state = CP_TS_RUNNABLE;
 	cp_runq_push(&w->rq, t);
 	cp_barrier();
 	w->in_sched = was;
@@ -145,7 +137,11 @@ void cp_steal_share_burst(struct cp_worker *w);
 /* A victim silent this long is stuck and gets poked (see steal.c). */
 #define CP_POKE_AFTER_NS 20000000ull
 
-/* ---- the scheduler loop and idle policy (idle.c) ---- */
+/* ---- the scheduler loop (sched.c) and idle policy (idle.c) ---- */
+#define CP_IDLE_MIN_NS 1000000ull  /* idle look-around period, doubling */
+/* Nothing queued: fire timers, reap the ring and, if still nothing, poll,
+ * ask for work and sleep.  True when threads are queued now. */
+bool cp_idle_nothing_queued(struct cp_worker *w, uint64_t *idle_period);
 /* Never returns.  Not declared _Noreturn: ASan would then call
  * __asan_handle_no_return before it, which asks pthread_getattr_np about
  * the calling kernel thread, and that name is libthread's (user threads
@@ -181,12 +177,11 @@ void cp_io_run_cancels(struct cp_worker *w);
 
 /* ---- threads (threads.c) ---- */
 
-#define CP_SLOT_NONE UINT32_MAX
-/* Puts t on w's registry of live threads, or on the shared one (no w, or
- * a stack that is not pooled). */
-void cp_registry_add(struct cp_worker *w, struct cp_thread *t);
-/* Frees the records other workers released for w (owner only). */
-void cp_registry_reap(struct cp_worker *w);
+/* Marks a record live for debuggers; one not on a pooled stack (main's,
+ * a stack of its own mapping or the caller's) also goes on their list. */
+void cp_registry_add(struct cp_thread *t);
+/* In the child of fork: only the surviving thread is live. */
+void cp_registry_after_fork(struct cp_thread *survivor);
 
 /* ---- start-up and fork (runtime.c, fork.c) ---- */
 

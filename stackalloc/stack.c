@@ -37,6 +37,7 @@ static size_t default_size;
 static size_t default_guard;
 static int guard_mode; /* 0 unknown, 1 MADV_GUARD_INSTALL, 2 mprotect */
 
+struct cp_stack_slab *cp_stack_slabs;
 static cp_spinlock depot_lock = CP_SPINLOCK_INIT;
 static struct cp_free_stack *depot;
 static uint64_t depot_hot, depot_cold;
@@ -121,6 +122,14 @@ static int slab_new(struct cp_free_stack **first, struct cp_free_stack **last, u
 			head = f;
 		tail = f;
 		(*count)++;
+	}
+	struct cp_stack_slab *slab = malloc(sizeof *slab);
+	if (slab) { /* for debuggers only: without it the slab just goes unlisted */
+		*slab = (struct cp_stack_slab){ NULL, base, stride, default_guard, default_size, *count };
+		slab->next = __atomic_load_n(&cp_stack_slabs, __ATOMIC_RELAXED);
+		while (!__atomic_compare_exchange_n(&cp_stack_slabs, &slab->next, slab, true,
+		                                    __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+			;
 	}
 	*first = head;
 	*last = tail;

@@ -67,6 +67,20 @@ static inline bool cp_stack_guard_hit(const struct cp_stack *s, const void *addr
 	return s->guard && a >= s->lo - s->guard && a < s->lo;
 }
 
+/* Every slab of pooled stacks, newest first.  Debuggers find the live
+ * user threads by walking them (a thread record sits at the top of its
+ * stack), which costs a thread's creation nothing, where a registry of
+ * threads would cost every creation and exit (sched/caprice-gdb.py). */
+struct cp_stack_slab {
+	struct cp_stack_slab *next;
+	char *base;      /* the first stack's guard */
+	size_t stride;   /* guard + stack */
+	size_t guard;    /* below each stack */
+	size_t size;     /* usable bytes of each stack */
+	unsigned count;
+};
+extern struct cp_stack_slab *cp_stack_slabs __attribute__((visibility("hidden")));
+
 /* In the child of fork(): the depot's lock may have been held by a
  * thread that does not exist there. */
 void cp_stack_after_fork(void);
