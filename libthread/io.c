@@ -45,6 +45,7 @@ static struct io_uring_sqe *begin(const char *call, struct lt_io *io, int fd,
 		return NULL;
 	}
 	lt_testcancel(t);
+	cp_safe_point(); /* fast paths too: a loop of nonblocking calls yields */
 	io->f = lt_fd_get(fd);
 	if (!poll && io->f && lt_fd_nonblocking(io->f, fd))
 		return NULL; /* the plain call answers at once */

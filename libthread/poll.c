@@ -107,6 +107,7 @@ static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigse
 		                    mask ? (long)(_NSIG / 8) : 0L);
 	}
 	lt_testcancel(self);
+	cp_safe_point(); /* poll(0) in a loop yields too */
 	int r = raw_poll(fds, n, mask);
 	if (r != 0 || timeout_ns == 0)
 		return r;
@@ -284,6 +285,7 @@ static int epoll_ns(int epfd, struct epoll_event *ev, int max, int64_t ns, const
 		return (int)syscall(SYS_epoll_pwait, epfd, ev, max, ms, mask, (long)(_NSIG / 8));
 	}
 	lt_testcancel(self);
+	cp_safe_point(); /* an event loop whose events are always ready yields */
 	uint64_t deadline = deadline_after_ns(ns);
 	for (;;) {
 		int r = raw_epoll_check(epfd, ev, max, mask);

@@ -53,6 +53,7 @@ static void after_fork_child(void)
 	cp_registry_after_fork(cur);
 	cur->flags |= CP_TF_MAIN;
 	cp_runtime_build(cur, NULL);
+	cp_monitor_start(); /* the parent's monitor did not come along */
 	for (unsigned i = 0; i < nhooks; i++)
 		hooks[i]();
 }

@@ -49,6 +49,7 @@ struct io_uring_sqe *cp_io_prep(struct cp_io_op *op, uint64_t timeout_ns)
 	/* the op and its timeout must be adjacent and go out together */
 	if (timeout_ns && io_uring_sq_space_left(&r->uring) < 2)
 		cp_ring_poll(r);
+	w->ring_busy = 1; /* until this thread switches: see monitor.c */
 	op->sqe = cp_ring_sqe(r);
 	r->inflight++;
 	w->st.io_ops++;

@@ -170,6 +170,14 @@ void cp_ring_wait(struct cp_ring *r, uint64_t timeout_ns)
 	reap(r);
 }
 
+bool cp_ring_completions_pending(struct cp_ring *r)
+{
+	if (io_uring_cq_ready(&r->uring))
+		return true;
+	return (r->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
+	       (IO_URING_READ_ONCE(*r->uring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
 void cp_ring_kick(struct cp_ring *r)
 {
 	uint64_t one = 1;

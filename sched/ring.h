@@ -44,6 +44,9 @@ unsigned cp_ring_poll(struct cp_ring *r);
 /* Submits what is prepared and sleeps until a completion, a kick, or
  * timeout_ns (UINT64_MAX: no timeout), then runs completions. */
 void cp_ring_wait(struct cp_ring *r, uint64_t timeout_ns);
+/* From any thread (racy, for the monitor): do completions wait for the
+ * owner to reap them, or for an enter to post them (DEFER_TASKRUN)? */
+bool cp_ring_completions_pending(struct cp_ring *r);
 /* Wakes the owner from cp_ring_wait; callable from any thread or a
  * signal handler. */
 void cp_ring_kick(struct cp_ring *r);

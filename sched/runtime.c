@@ -171,6 +171,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 	cp_signals_install();
 	cp_runtime_build(main_thread, w0);
 	cp_fork_init();
+	cp_monitor_start();
 	__atomic_store_n(&runtime_state, 2, __ATOMIC_RELEASE);
 	return main_thread;
 }

@@ -194,6 +194,9 @@ static void poll_events(struct cp_worker *w)
  * must never be handed the thread that is still running. */
 static inline void look_around(struct cp_worker *w, enum cp_donation how)
 {
+	w->ring_busy = 0; /* whatever the leaving thread prepared is whole */
+	if (cp_unlikely(__atomic_load_n(&w->preempt, __ATOMIC_RELAXED)))
+		__atomic_store_n(&w->preempt, 0, __ATOMIC_RELAXED);
 	if (__atomic_load_n(&w->inbox, __ATOMIC_RELAXED))
 		cp_inbox_drain(w);
 	if (cp_unlikely(__atomic_load_n(&w->cancels, __ATOMIC_RELAXED) != NULL))
@@ -259,6 +262,17 @@ void cp_park(cp_spinlock *lk)
 	w->st.parks++;
 	struct cp_thread *next = pick_next(w);
 	switch_to(w, cur, next ? next : &w->idle, false);
+}
+
+void cp_safe_point(void)
+{
+	struct cp_worker *w = cp_worker_self();
+	if (cp_likely(!w || !__atomic_load_n(&w->preempt, __ATOMIC_RELAXED)) ||
+	    w->current == &w->idle || cp_in_runtime())
+		return;
+	w->st.preempts++;
+	w->poll_countdown = 1; /* fire due timers and reap before picking */
+	cp_yield();
 }
 
 void cp_yield(void)

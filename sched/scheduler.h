@@ -123,6 +123,11 @@ int cp_thread_kernel_tid(const struct cp_thread *t);
 /* The index of the worker t last ran on, or -1 if it has not run. */
 int cp_thread_worker_index(const struct cp_thread *t);
 
+/* A safe point: every call into the library passes one.  If the monitor
+ * found this worker running one thread for a time slice while others
+ * wait, the caller yields here (monitor.c). */
+void cp_safe_point(void);
+
 /* Puts the caller at the back of its worker's run queue. */
 void cp_yield(void);
 
@@ -232,6 +237,7 @@ struct cp_worker_stats {
 	uint64_t switches, parks, wakes_local, wakes_remote, kicks;
 	uint64_t steals_in, steals_out, sleeps, timers_fired, io_ops;
 	uint64_t enters;             /* io_uring_enter system calls */
+	uint64_t pokes, preempts;    /* monitor signals; yields at safe points */
 	uint32_t runq_len;
 };
 void cp_worker_stats(int idx, struct cp_worker_stats *out);

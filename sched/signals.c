@@ -37,16 +37,26 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 	signal(SIGSEGV, SIG_DFL); /* re-faults on return, then dumps core */
 }
 
-/* A thief found this worker silent: fire its overdue timers and hand over
- * everything runnable, unless the worker is inside the scheduler (then it
- * will look around by itself in a moment). */
+/* The monitor or a thief found this worker silent while work waits on
+ * it: fire its overdue timers, submit and reap its ring (this handler
+ * runs on the ring's owner), and hand what is runnable to other workers.
+ * Not while the worker is inside the scheduler (it will look around by
+ * itself in a moment), holds a runtime lock, or has SQEs half-prepared. */
 static void on_poke(int sig, siginfo_t *si, void *uc)
 {
 	struct cp_worker *w = cp_worker_self();
 	if (w && !w->in_sched) {
+		if (w->ring_busy || cp_in_runtime())
+			return; /* the monitor pokes again */
 		int saved = errno;
+		w->in_sched = 1;
+		cp_barrier();
 		cp_timers_fire(w, cp_now_ns(), true);
-		cp_steal_serve(w, CP_DONATE_ALL);
+		if (w->ring.ready)
+			cp_ring_poll(&w->ring);
+		cp_steal_hand_off(w);
+		cp_barrier();
+		w->in_sched = 0;
 		errno = saved;
 		return;
 	}

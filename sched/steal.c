@@ -14,16 +14,16 @@
 
 #include "compiler.h"
 
-void cp_steal_serve(struct cp_worker *w, enum cp_donation how)
+/* Moves part of w's queue (and with CP_DONATE_ALL, its inbox) to
+ * thief's inbox. */
+static void give(struct cp_worker *w, struct cp_worker *thief, enum cp_donation how)
 {
-	struct cp_worker *thief = __atomic_exchange_n(&w->steal_req, NULL, __ATOMIC_ACQ_REL);
-	if (!thief)
-		return;
 	bool include_inbox = how == CP_DONATE_ALL;
 	struct cp_thread *last = NULL, *chain = NULL;
 	uint32_t k = 0;
 	uint32_t len = cp_runq_len(&w->rq);
-	uint32_t n = how == CP_DONATE_ALL ? len : how == CP_DONATE_CEIL_HALF ? (len + 1) / 2 : len / 2;
+	uint32_t n = how == CP_DONATE_ALL || how == CP_DONATE_MOVABLE ? len
+	           : how == CP_DONATE_CEIL_HALF ? (len + 1) / 2 : len / 2;
 	if (n)
 		chain = cp_runq_take(&w->rq, n, how == CP_DONATE_ALL, &last, &k);
 	if (include_inbox) {
@@ -46,6 +46,36 @@ void cp_steal_serve(struct cp_worker *w, enum cp_donation how)
 	w->st.steals_out += k;
 	__atomic_add_fetch(&thief->st.steals_in, k, __ATOMIC_RELAXED);
 	cp_inbox_push(thief, chain, last);
+}
+
+void cp_steal_serve(struct cp_worker *w, enum cp_donation how)
+{
+	struct cp_worker *thief = __atomic_exchange_n(&w->steal_req, NULL, __ATOMIC_ACQ_REL);
+	if (thief)
+		give(w, thief, how);
+}
+
+void cp_steal_hand_off(struct cp_worker *w)
+{
+	if (__atomic_load_n(&w->steal_req, __ATOMIC_RELAXED)) {
+		cp_steal_serve(w, CP_DONATE_ALL);
+		return;
+	}
+	if (cp_runq_len(&w->rq) == 0)
+		return;
+	/* nobody asked: the worker that sleeps, else the shortest queue */
+	struct cp_worker *best = NULL;
+	uint32_t best_len = UINT32_MAX;
+	for (int i = 1; i < cp_nworkers; i++) {
+		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
+		uint32_t len = __atomic_load_n(&v->sleeping, __ATOMIC_RELAXED) ? 0 : cp_runq_len(&v->rq) + 1;
+		if (len < best_len) {
+			best = v;
+			best_len = len;
+		}
+	}
+	if (best)
+		give(w, best, CP_DONATE_MOVABLE);
 }
 
 void cp_steal_wake_thief(struct cp_worker *self)

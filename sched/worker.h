@@ -47,6 +47,9 @@ struct cp_worker {
 	uint32_t sleeping;              /* 1 while asleep in the ring */
 	struct cp_worker *steal_req;    /* an idle worker asking for threads */
 	uint64_t heartbeat;             /* switches, published for thieves */
+	uint32_t preempt;               /* the monitor asks: yield at a safe point */
+	uint32_t ring_busy;             /* SQEs half-prepared: a poke leaves the
+	                                   ring alone (cleared at every switch) */
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
 	pid_t tid;
 
@@ -92,6 +95,9 @@ enum cp_donation {
 	CP_DONATE_CEIL_HALF,  /* at a yield: everything stays runnable, so a
 	                         lone queued thread is better run elsewhere */
 	CP_DONATE_ALL,        /* stuck (poke): nothing here will run for a while */
+	CP_DONATE_MOVABLE,    /* the monitor's poke: every thread that may move
+	                         (not the pinned ones, whose errno address is
+	                         this worker's) */
 };
 
 /* First code of a fresh context: finishes the switch that led here. */
@@ -149,6 +155,12 @@ bool cp_idle_nothing_queued(struct cp_worker *w, uint64_t *idle_period);
 void cp_idle_loop(struct cp_worker *w);
 void cp_idle_entry(void *arg);
 void cp_idle_configure(void);   /* CAPRICE_IDLE_SPIN_US */
+
+/* ---- the monitor (monitor.c) ---- */
+void cp_monitor_start(void);
+/* From the poke handler: gives every runnable thread that may move to
+ * another worker (steal.c). */
+void cp_steal_hand_off(struct cp_worker *w);
 
 /* ---- timers (timer.c) ---- */
 

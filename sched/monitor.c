@@ -1,0 +1,111 @@
+/* monitor.c: no worker is held hostage.
+ *
+ * Scheduling is cooperative: a worker gets control back only when its
+ * current user thread parks.  A thread that never parks (a loop over
+ * nonblocking descriptors, a long computation) or blocks in a call the
+ * runtime cannot see (a raw futex, the program's own io_uring wait) would
+ * hold everything else on its worker: queued threads, SQEs prepared but
+ * not submitted, completions not reaped (the rings are SINGLE_ISSUER and
+ * DEFER_TASKRUN, so only the owner may do either).
+ *
+ * So a monitor kernel thread, like Go's sysmon, looks at every worker
+ * about every millisecond.  A worker that has not switched for a time
+ * slice while something waits on it is asked to yield at its next safe
+ * point (any call into the library: cp_safe_point); one still silent after
+ * another slice is poked with CP_POKE_SIGNAL, and the handler, which runs
+ * on the owning kernel thread (so SINGLE_ISSUER holds), submits and reaps
+ * its ring, fires its timers and hands its runnable threads to another
+ * worker (signals.c).  Never asynchronous preemption of the user thread
+ * itself: glibc's internal locks belong to the kernel thread.
+ *
+ * The monitor sleeps longer while every worker sleeps, so an idle process
+ * costs a wake-up every 20 ms at most. */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "compiler.h"
+#include "env.h"
+#include "kthread.h"
+#include "timespec.h"
+
+#define TICK_NS      1000000ull   /* look at every worker this often */
+#define IDLE_TICK_NS 20000000ull  /* when every worker sleeps */
+
+static uint64_t slice_ns = 2000000ull;
+
+struct watch {
+	uint64_t beat;       /* heartbeat at the last look */
+	uint64_t since;      /* when it last changed */
+	uint64_t poked_at;
+};
+
+/* Does anything wait on w that only w can move? */
+static bool has_waiting_work(struct cp_worker *w, uint64_t now)
+{
+	if (cp_runq_len(&w->rq) || __atomic_load_n(&w->inbox, __ATOMIC_RELAXED))
+		return true;
+	if (__atomic_load_n(&w->ring.unsubmitted, __ATOMIC_RELAXED))
+		return true;
+	if (w->ring.ready && cp_ring_completions_pending(&w->ring))
+		return true;
+	uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
+	return nd != CP_NO_DEADLINE && nd <= now;
+}
+
+static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
+{
+	uint64_t beat = __atomic_load_n(&w->heartbeat, __ATOMIC_RELAXED);
+	if (beat != wt->beat || __atomic_load_n(&w->sleeping, __ATOMIC_RELAXED)) {
+		wt->beat = beat;
+		wt->since = now;
+		return;
+	}
+	uint64_t silent = now - wt->since;
+	if (silent < slice_ns || !has_waiting_work(w, now))
+		return;
+	/* a safe point will yield; if none comes, the signal services it */
+	__atomic_store_n(&w->preempt, 1, __ATOMIC_RELAXED);
+	if (silent >= 2 * slice_ns && now - wt->poked_at >= slice_ns) {
+		wt->poked_at = now;
+		__atomic_add_fetch(&w->st.pokes, 1, __ATOMIC_RELAXED);
+		syscall(SYS_tgkill, getpid(), w->tid, CP_POKE_SIGNAL);
+	}
+}
+
+static void *monitor_main(void *arg)
+{
+	(void)arg;
+	int n = cp_nworkers;
+	struct watch *watches = calloc((size_t)n, sizeof *watches);
+	if (!watches)
+		cp_die("monitor: out of memory for %d workers", n);
+	for (;;) {
+		uint64_t now = cp_now_ns();
+		bool all_asleep = true;
+		for (int i = 0; i < n; i++) {
+			struct cp_worker *w = cp_workers[i];
+			if (!__atomic_load_n(&w->sleeping, __ATOMIC_RELAXED))
+				all_asleep = false;
+			if (w->tid)
+				look_at(w, &watches[i], now);
+		}
+		struct timespec ts = cp_ns_to_ts(all_asleep ? IDLE_TICK_NS : TICK_NS);
+		syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &ts, NULL);
+	}
+	return NULL;
+}
+
+void cp_monitor_start(void)
+{
+	long us = cp_env_long("CAPRICE_SLICE_US", 100, 1000000, (long)(slice_ns / 1000));
+	slice_ns = (uint64_t)us * 1000;
+	int e = cp_kthread_spawn(monitor_main, NULL);
+	if (e)
+		cp_die("cannot start the monitor kernel thread: %s", strerror(e));
+}
