@@ -27,7 +27,10 @@ static void timeout_done(struct cp_io_req *req, int res, uint32_t flags)
 {
 	(void)flags;
 	struct cp_io_op *op = cp_container_of(req, struct cp_io_op, timeout_req);
-	op->timed_out = res == -ETIME;
+	/* -ECANCELED: the op completed first.  Otherwise it fired: -ETIME
+	 * as a rule, but the result of cancelling the op for some kinds (a
+	 * futex wait's cancel answers 1, the number cancelled) */
+	op->timed_out = res != -ECANCELED;
 	op_settle(op);
 }
 

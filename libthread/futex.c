@@ -1,0 +1,136 @@
+/* futex.c: a program's own futex waits park only the calling user thread.
+ *
+ * Programs that build their own locks (InnoDB's srw_lock, Folly, Abseil,
+ * Rust's std) call syscall(SYS_futex, FUTEX_WAIT...) through libc's
+ * syscall(), which would block the whole worker, and every thread queued
+ * behind it, until some other thread wakes the word; if that thread is
+ * queued on the same worker, forever.  So libthread defines syscall():
+ * a FUTEX_WAIT or FUTEX_WAIT_BITSET made on a user thread becomes an
+ * IORING_OP_FUTEX_WAIT (Linux 6.7+) on the worker's ring.  The kernel
+ * matches it with any FUTEX_WAKE, from a user thread, a plain kernel
+ * thread or (shared futexes) another process, so wakers need nothing from
+ * us.  Everything else goes to the kernel unchanged.  Where the ring
+ * refuses the operation (an older kernel) the wait stays a plain syscall,
+ * as before, and CAPRICE_DEBUG says so. */
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#include "compiler.h"
+#include "debug.h"
+#include "io.h"
+#include "lt.h"
+#include "lt_io.h"
+#include "timespec.h"
+
+/* liburing 2.3 predates these (kernel 6.7) */
+#define OP_FUTEX_WAIT      51
+#define FUTEX2_SIZE_U32    0x02
+#define FUTEX2_PRIVATE_    128
+
+static int ring_futex_refused; /* the kernel said EINVAL to the opcode */
+
+static long raw_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
+{
+	register long r10 __asm__("r10") = a4;
+	register long r8 __asm__("r8") = a5;
+	register long r9 __asm__("r9") = a6;
+	long ret;
+	__asm__ volatile("syscall"
+	                 : "=a"(ret)
+	                 : "a"(nr), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
+	                 : "rcx", "r11", "memory");
+	if (ret < 0 && ret > -4096) {
+		errno = (int)-ret;
+		return -1;
+	}
+	return ret;
+}
+
+/* The wait as a ring operation; false when it must be the plain call. */
+static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts,
+                      uint32_t mask, long *out)
+{
+	int cmd = op & FUTEX_CMD_MASK;
+	if (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET)
+		return false;
+	if (cmd == FUTEX_WAIT)
+		mask = FUTEX_BITSET_MATCH_ANY;
+	if (__atomic_load_n(&ring_futex_refused, __ATOMIC_RELAXED) || !lt_self() ||
+	    cp_in_runtime())
+		return false;
+	if (mask == 0) {
+		*out = lt_io_ret(-EINVAL);
+		return true;
+	}
+	uint64_t timeout = 0; /* 0: none */
+	if (ts) {
+		if (cmd == FUTEX_WAIT ? !cp_ts_valid_rel(ts) : !cp_ts_valid(ts)) {
+			*out = lt_io_ret(-EINVAL);
+			return true;
+		}
+		if (cmd == FUTEX_WAIT) {
+			timeout = cp_ts_to_ns(ts);
+		} else {
+			clockid_t clock = op & FUTEX_CLOCK_REALTIME ? CLOCK_REALTIME : CLOCK_MONOTONIC;
+			struct timespec now;
+			clock_gettime(clock, &now);
+			uint64_t at = cp_ts_to_ns_sat(ts), n = cp_ts_to_ns(&now);
+			if (at <= n) {
+				*out = lt_io_ret(-ETIMEDOUT);
+				return true;
+			}
+			timeout = at - n;
+		}
+		if (timeout == 0) {
+			*out = lt_io_ret(-ETIMEDOUT);
+			return true;
+		}
+	}
+	cp_safe_point();
+	struct cp_io_op io;
+	struct io_uring_sqe *sqe = cp_io_prep(&io, timeout);
+	if (!sqe)
+		return false;
+	io_uring_prep_rw(OP_FUTEX_WAIT, sqe,
+	                 FUTEX2_SIZE_U32 | (op & FUTEX_PRIVATE_FLAG ? FUTEX2_PRIVATE_ : 0),
+	                 uaddr, 0, val);
+	sqe->rw_flags = 0;
+	sqe->addr3 = mask;
+	int res = cp_io_wait(&io, false);
+	cp_io_release(&io);
+	if (res == -EINVAL && !io.timed_out) {
+		/* an unknown opcode, or a bad argument: ask the kernel the
+		 * plain way, which tells them apart */
+		long r = raw_syscall6(SYS_futex, (long)uaddr, op, val, (long)ts, 0, mask);
+		if (r == 0 || errno != EINVAL) {
+			__atomic_store_n(&ring_futex_refused, 1, __ATOMIC_RELAXED);
+			LT_DEBUG("syscall", "futex: this kernel's io_uring has no FUTEX_WAIT; "
+			         "futex waits block their worker");
+		}
+		*out = r;
+		return true;
+	}
+	if (res == -ECANCELED && io.timed_out)
+		res = -ETIMEDOUT;
+	*out = lt_io_ret(res);
+	return true;
+}
+
+CP_EXPORT long syscall(long nr, ...)
+{
+	va_list ap;
+	va_start(ap, nr);
+	long a1 = va_arg(ap, long), a2 = va_arg(ap, long), a3 = va_arg(ap, long);
+	long a4 = va_arg(ap, long), a5 = va_arg(ap, long), a6 = va_arg(ap, long);
+	va_end(ap);
+	long r;
+	if (nr == SYS_futex &&
+	    ring_wait((uint32_t *)a1, (int)a2, (uint32_t)a3, (const struct timespec *)a4,
+	              (uint32_t)a6, &r))
+		return r;
+	return raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
+}
