@@ -183,6 +183,14 @@ struct cp_worker *cp_worker_get(int idx)
 	return idx >= 0 && idx < cp_nworkers ? cp_workers[idx] : NULL;
 }
 
+bool cp_is_runtime_ring(const void *ring)
+{
+	for (int i = 0; i < cp_nworkers; i++)
+		if (ring == &cp_workers[i]->ring.uring)
+			return true;
+	return false;
+}
+
 int cp_worker_index(void)
 {
 	struct cp_worker *w = cp_worker_self();

@@ -96,6 +96,9 @@ static inline bool cp_in_runtime(void)
 	return cp_locks_held != 0;
 }
 
+/* Is ring (a struct io_uring *) one of the workers' own? */
+bool cp_is_runtime_ring(const void *ring);
+
 /* Index of this worker, or -1 on a foreign thread. */
 int cp_worker_index(void);
 

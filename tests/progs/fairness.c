@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tcase.h"
@@ -88,30 +87,23 @@ static void ticker_beside(enum spin_kind kind)
 	CHECK(worst < MAX_GAP_MS * 1000000ull);
 }
 
-static void on_one_worker(const char *name, enum spin_kind kind)
-{
-	if (tc_in_child()) {
-		ticker_beside(kind);
-		return;
-	}
-	char out[4096];
-	const char *env[] = { "CAPRICE_WORKERS=1", NULL };
-	int st = tc_run_self(name, env, out, sizeof out, 30);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		TFAIL("one-worker run failed (status %#x):\n%s", st, out);
-}
-
 TCASE(nonblocking_read_loop_does_not_starve_a_sleeper)
 {
-	on_one_worker("nonblocking_read_loop_does_not_starve_a_sleeper", SPIN_READ);
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	ticker_beside(SPIN_READ);
 }
 
 TCASE(poll_zero_loop_does_not_starve_a_sleeper)
 {
-	on_one_worker("poll_zero_loop_does_not_starve_a_sleeper", SPIN_POLL0);
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	ticker_beside(SPIN_POLL0);
 }
 
 TCASE(ready_epoll_loop_does_not_starve_a_sleeper)
 {
-	on_one_worker("ready_epoll_loop_does_not_starve_a_sleeper", SPIN_EPOLL_READY);
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	ticker_beside(SPIN_EPOLL_READY);
 }

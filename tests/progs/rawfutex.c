@@ -55,15 +55,9 @@ static void one_worker_wait_parks_only_the_caller(void)
 
 TCASE(futex_wait_parks_only_the_caller)
 {
-	if (tc_in_child()) {
-		one_worker_wait_parks_only_the_caller();
+	if (tc_rerun_on_workers(1, 30))
 		return;
-	}
-	char out[4096];
-	const char *env[] = { "CAPRICE_WORKERS=1", NULL };
-	int st = tc_run_self("futex_wait_parks_only_the_caller", env, out, sizeof out, 30);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		TFAIL("one-worker run failed (status %#x):\n%s", st, out);
+	one_worker_wait_parks_only_the_caller();
 }
 
 TCASE(shared_futex_woken_by_another_process)
