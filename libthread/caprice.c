@@ -56,6 +56,8 @@ CP_EXPORT int caprice_worker_stats(int idx, struct caprice_worker_stats *out)
 	out->runq_len = s.runq_len;
 	out->io_ops = s.io_ops;
 	out->enters = s.enters;
+	out->pokes = s.pokes;
+	out->preempts = s.preempts;
 	return 0;
 }
 
@@ -73,13 +75,14 @@ static void print_stats(void)
 		caprice_worker_stats(i, &s);
 		cp_warn_to(stats_fd, "stats: worker %d: switches %llu parks %llu wakes %llu local %llu remote "
 		        "kicks %llu steals %llu in %llu out sleeps %llu timers %llu io-ops %llu "
-		        "enters %llu",
+		        "enters %llu pokes %llu preempts %llu",
 		        i, (unsigned long long)s.switches, (unsigned long long)s.parks,
 		        (unsigned long long)s.wakes_local, (unsigned long long)s.wakes_remote,
 		        (unsigned long long)s.kicks, (unsigned long long)s.steals_in,
 		        (unsigned long long)s.steals_out, (unsigned long long)s.sleeps,
 		        (unsigned long long)s.timers_fired, (unsigned long long)s.io_ops,
-		        (unsigned long long)s.enters);
+		        (unsigned long long)s.enters, (unsigned long long)s.pokes,
+		        (unsigned long long)s.preempts);
 		ops += s.io_ops;
 		enters += s.enters;
 	}

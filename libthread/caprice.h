@@ -39,6 +39,8 @@ struct caprice_worker_stats {
 	uint32_t runq_len;     /* runnable threads waiting now */
 	uint64_t io_ops;       /* I/O operations submitted to its ring */
 	uint64_t enters;       /* io_uring_enter system calls it made */
+	uint64_t pokes;        /* times the monitor signalled it (held too long) */
+	uint64_t preempts;     /* threads asked to yield at a safe point */
 };
 /* 0, or EINVAL for an index out of range. */
 int caprice_worker_stats(int worker, struct caprice_worker_stats *out);
