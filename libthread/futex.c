@@ -120,6 +120,19 @@ static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timesp
 	return true;
 }
 
+long lt_futex_wait(uint32_t *word, uint32_t val)
+{
+	long r;
+	if (ring_wait(word, FUTEX_WAIT_PRIVATE, val, NULL, 0, &r))
+		return r;
+	return raw_syscall6(SYS_futex, (long)word, FUTEX_WAIT_PRIVATE, val, 0, 0, 0);
+}
+
+long lt_futex_wake_all(uint32_t *word)
+{
+	return raw_syscall6(SYS_futex, (long)word, FUTEX_WAKE_PRIVATE, INT32_MAX, 0, 0, 0);
+}
+
 CP_EXPORT long syscall(long nr, ...)
 {
 	va_list ap;

@@ -93,6 +93,13 @@ void lt_start(void) CP_HIDDEN;
 void lt_runtime_refused(int err) CP_HIDDEN __attribute__((weak));
 void lt_stats_init(void) CP_HIDDEN;
 void lt_threads_after_fork(void) CP_HIDDEN;
+/* A futex wait that parks only the calling user thread (futex.c); 0 or -1
+ * with errno (EAGAIN: *word was not val). */
+long lt_futex_wait(uint32_t *word, uint32_t val) CP_HIDDEN;
+long lt_futex_wake_all(uint32_t *word) CP_HIDDEN;
+/* Bumped after every program signal handler returns (sighandler.c):
+ * pause and sigsuspend wait for it to move. */
+extern uint32_t lt_signal_gen CP_HIDDEN;
 static inline void lt_ensure_started(void)
 {
 	if (cp_unlikely(!__atomic_load_n(&lt_main, __ATOMIC_ACQUIRE)))
