@@ -66,6 +66,7 @@ TCASE(shared_futex_woken_by_another_process)
 	uint32_t *word = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	CHECK(word != MAP_FAILED);
 	*word = 0;
+	uint64_t t0 = tc_now_ns(); /* before fork: the child's sleep starts there */
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
@@ -75,7 +76,6 @@ TCASE(shared_futex_woken_by_another_process)
 		syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
 		_exit(0);
 	}
-	uint64_t t0 = tc_now_ns();
 	while (__atomic_load_n(word, __ATOMIC_ACQUIRE) == 0)
 		CHECK(futex(word, FUTEX_WAIT, 0, NULL, 0) == 0 || errno == EAGAIN || errno == EINTR);
 	CHECK(tc_now_ns() - t0 >= 50 * 1000000ull);
