@@ -45,14 +45,19 @@ struct watch {
 	uint64_t poked_at;
 };
 
-/* Does anything wait on w that only w can move? */
+/* Does anything wait on w that only w can move?  Strictly: a poke cuts
+ * short a blocking system call the program made outside the library
+ * (nanosleep, poll... answer EINTR after a handler), so it is sent only
+ * for threads that wait.  The ring's own wake-up read is always pending
+ * (and after a wake-up, unsubmitted), so the ring counts only while some
+ * thread's operation is in flight. */
 static bool has_waiting_work(struct cp_worker *w, uint64_t now)
 {
 	if (cp_runq_len(&w->rq) || __atomic_load_n(&w->inbox, __ATOMIC_RELAXED))
 		return true;
-	if (__atomic_load_n(&w->ring.unsubmitted, __ATOMIC_RELAXED))
-		return true;
-	if (w->ring.ready && cp_ring_completions_pending(&w->ring))
+	if (__atomic_load_n(&w->ring.inflight, __ATOMIC_RELAXED) &&
+	    (__atomic_load_n(&w->ring.unsubmitted, __ATOMIC_RELAXED) ||
+	     (w->ring.ready && cp_ring_completions_pending(&w->ring))))
 		return true;
 	uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
 	return nd != CP_NO_DEADLINE && nd <= now;
