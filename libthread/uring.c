@@ -22,6 +22,8 @@
 #include "lt_io.h"
 #include "timespec.h"
 
+#define RECHECK_NS 10000000ull /* see park_until_ready */
+
 typedef int (*get_cqe_fn)(struct io_uring *, struct io_uring_cqe **, unsigned, unsigned,
                           sigset_t *);
 typedef int (*submit_fn)(struct io_uring *);
@@ -73,12 +75,17 @@ static int park_until_ready(struct io_uring *ring, unsigned want, uint64_t deadl
 			get_cqe(ring, &cqe, 0, 0, NULL);
 		if (io_uring_cq_ready(ring) >= want)
 			return 0;
-		uint64_t timeout = 0;
+		/* a poll of a ring descriptor from another ring can miss a
+		 * wake-up that races with its arming (the kernel activates a
+		 * ring's poll wake-ups lazily), so look again at least this
+		 * often rather than trust one */
+		uint64_t timeout = RECHECK_NS;
 		if (deadline != CP_NO_DEADLINE) {
 			uint64_t now = cp_now_ns();
 			if (now >= deadline)
 				return -ETIME;
-			timeout = deadline - now;
+			if (deadline - now < timeout)
+				timeout = deadline - now;
 		}
 		struct lt_io io;
 		struct io_uring_sqe *sqe = lt_io_begin_poll(&io, ring->ring_fd, timeout);
