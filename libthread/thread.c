@@ -98,6 +98,7 @@ _Noreturn void lt_exit(struct lt_thread *t, void *retval)
 	t->retval = retval;
 	t->exiting = 1;
 	lt_keys_run_destructors(t);
+	cp_tls_thread_exit(); /* C++ thread_local destructors, with TLS per thread */
 	if (__atomic_sub_fetch(&live_threads, 1, __ATOMIC_ACQ_REL) == 0)
 		exit(0); /* main left with pthread_exit and we were the last */
 	cp_thread_finish(lt_on_dead);

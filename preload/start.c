@@ -23,3 +23,7 @@ CP_EXPORT int __libc_start_main(main_fn main, int argc, char **argv, void (*init
 		cp_warn("%s: main runs as a user thread on %d workers", argv[0], cp_worker_count());
 	return PL_CALL(__libc_start_main)(main, argc, argv, init, fini, rtld_fini, stack_end);
 }
+
+/* An unmodified program's `__thread` variables must belong to its threads,
+ * as on NPTL (sched/tls.c): each user thread gets TLS of its own. */
+const bool cp_tls_thread_by_default = true;

@@ -41,6 +41,8 @@ static void after_fork_child(void)
 		if (!cur)
 			cp_die("fork: out of memory rebuilding the runtime in the child");
 		cur->id = cp_thread_ids_take(1);
+		if (cp_tls_per_thread)
+			cur->tcb = cp_tls_current();
 		cp_native_stack_bounds(&cur->stack);
 	}
 	for (int i = 0; i < cp_nworkers; i++) {

@@ -55,6 +55,7 @@ static void worker_bind(struct cp_worker *w)
 	cp_tls_worker = w;
 	w->errno_loc = __errno_location();
 	w->tid = (pid_t)syscall(SYS_gettid);
+	w->own_tcb = cp_tls_current();
 	cp_signals_bind_worker();
 	int e = w->ring.ready ? 0 : cp_ring_init(&w->ring); /* worker 0's is made at start */
 	if (e)
@@ -111,6 +112,13 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 		cp_workers[i] = i == 0 && made0 ? made0 : worker_alloc(i);
 	struct cp_worker *w0 = cp_workers[0];
 	worker_bind(w0);
+	if (cp_tls_per_thread) {
+		/* this kernel thread's TCB is `current`'s, which may go on to
+		 * run on another worker: worker 0's scheduler gets its own */
+		if (cp_tls_make(&w0->idle))
+			cp_die("cannot start: out of memory for worker 0's TLS");
+		w0->own_tcb = w0->idle.tcb;
+	}
 	current->home = w0;
 	w0->current = current;
 	cp_tls_thread = current;
@@ -156,6 +164,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 		return NULL;
 	}
 	cp_wake_init();
+	cp_tls_configure();
 	cp_nworkers = (int)cp_env_long("CAPRICE_WORKERS", 1, MAX_WORKERS, online_cpus());
 	cp_idle_configure();
 	cp_sigmask_init();
@@ -166,6 +175,8 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 	main_thread->id = 1;
 	main_thread->flags = CP_TF_MAIN;
 	cp_native_stack_bounds(&main_thread->stack);
+	if (cp_tls_per_thread)
+		main_thread->tcb = cp_tls_current(); /* the initial thread's */
 	memcpy(main_thread->name, "main", 5);
 	cp_registry_add(main_thread);
 	cp_signals_install();

@@ -150,6 +150,11 @@ static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
 		return;
 	}
 	prev->saved_errno = *w->errno_loc;
+	if (cp_unlikely(cp_tls_per_thread)) {
+		void *tcb = next->tcb ? next->tcb : w->own_tcb;
+		if (tcb != cp_tls_current())
+			cp_tls_load(w, tcb);
+	}
 	w->current = next;
 	asan_leave(w, prev, next, dying);
 	cp_ctx_switch(&prev->sp, next->sp);

@@ -38,6 +38,8 @@ struct cp_thread {
 	struct cp_io_op *io_waiting; /* a cancellable I/O wait in progress */
 	uint64_t switches;           /* times switched in */
 	char name[16];               /* pthread_setname_np; shown in fatal messages */
+	void *tcb;                   /* its own TCB (CAPRICE_TLS=thread), or NULL */
+	void *tls_mem;               /* what holds the TCB and its static TLS */
 	/* records not on a pooled stack: the list debuggers walk besides
 	 * the stack slabs (sched/threads.c) */
 	struct cp_thread *reg_prev, *reg_next;
@@ -150,6 +152,10 @@ void cp_wake_pinned(struct cp_thread *t);
  * waker that holds the lock the sleeper released after switching out
  * (a wait queue's): t's context must already be saved. */
 void cp_wake_here(struct cp_thread *t);
+
+/* Runs the calling thread's C++ thread_local destructors when each user
+ * thread has TLS of its own (CAPRICE_TLS=thread); else nothing. */
+void cp_tls_thread_exit(void);
 
 /* ---- time ---- */
 uint64_t cp_now_ns(void);    /* CLOCK_MONOTONIC in ns */

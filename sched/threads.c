@@ -112,6 +112,11 @@ struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t gu
 	t->stack = st;
 	t->entry = entry;
 	t->id = new_thread_id(w);
+	if (cp_unlikely(cp_tls_per_thread) && !stack_addr && cp_tls_make(t)) {
+		cp_stack_put(w ? &w->stacks : NULL, &st);
+		*err = EAGAIN;
+		return NULL;
+	}
 	t->sp = cp_ctx_make((char *)t, cp_sched_thread_begin, t);
 	registry_add(t);
 	return t;
@@ -121,6 +126,8 @@ void cp_thread_release(struct cp_thread *t)
 {
 	struct cp_worker *w = cp_worker_self();
 	t->live = 0;
+	if (cp_unlikely(t->tls_mem != NULL))
+		cp_tls_free(t);
 	if (cp_unlikely(t->stack.kind != CP_STACK_POOLED))
 		shared_remove(t);
 	struct cp_stack st = t->stack; /* t lives inside it */

@@ -52,6 +52,7 @@ struct cp_worker {
 	                                   ring alone (cleared at every switch) */
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
 	pid_t tid;
+	void *own_tcb;                  /* the kernel thread's own TCB */
 
 	_Alignas(CP_CACHELINE) struct cp_ring ring;
 	pthread_t kthread;
@@ -181,6 +182,17 @@ void cp_sigmask_apply(struct cp_worker *w);
 static inline void cp_sigmask_check(struct cp_worker *w);
 /* Records the mask the process started with (at start-up). */
 void cp_sigmask_init(void);
+
+/* ---- thread-local storage per user thread (tls.c) ---- */
+extern bool cp_tls_per_thread CP_HIDDEN;
+/* Defined (true) by the shim: unmodified programs get TLS per user thread
+ * unless CAPRICE_TLS=worker; linked programs only with CAPRICE_TLS=thread. */
+extern const bool cp_tls_thread_by_default CP_HIDDEN __attribute__((weak));
+void cp_tls_configure(void);
+void *cp_tls_current(void);
+int cp_tls_make(struct cp_thread *t);
+void cp_tls_free(struct cp_thread *t);
+void cp_tls_load(struct cp_worker *w, void *tcb);
 
 /* ---- I/O (io.c) ---- */
 /* Submits the cancellations other threads queued on w. */
