@@ -37,7 +37,7 @@ bool cp_tls_per_thread CP_HIDDEN;
 static void *(*allocate_tls)(void *);
 static void (*deallocate_tls)(void *, bool);
 static size_t static_size, static_align, tcb_size;
-static uint32_t tid_offset;
+static uint32_t tid_offset, list_offset;
 static ptrdiff_t own_block_off;   /* this module's TLS block, from the TP */
 static size_t own_block_size;
 
@@ -76,11 +76,16 @@ static int find_own_tls(struct dl_phdr_info *info, size_t size, void *arg)
 	return 0;
 }
 
+#ifdef CP_ASAN
+static const bool sanitized = true;  /* ASan keeps its own per-thread state in TLS */
+#else
+static const bool sanitized = false;
+#endif
+
 void cp_tls_configure(void)
 {
-#ifdef CP_ASAN
-	return; /* ASan keeps its own per-thread state in TLS */
-#else
+	if (sanitized)
+		return;
 	const char *mode = getenv("CAPRICE_TLS");
 	bool want = &cp_tls_thread_by_default != NULL && cp_tls_thread_by_default;
 	if (mode && *mode) {
@@ -102,14 +107,18 @@ void cp_tls_configure(void)
 	const uint32_t *sizeof_pthread = dlvsym(RTLD_DEFAULT, "_thread_db_sizeof_pthread",
 	                                        "GLIBC_PRIVATE");
 	const uint32_t *tid_desc = dlvsym(RTLD_DEFAULT, "_thread_db_pthread_tid", "GLIBC_PRIVATE");
-	if (!get_info || !allocate_tls || !deallocate_tls || !sizeof_pthread || !tid_desc) {
+	const uint32_t *list_desc = dlvsym(RTLD_DEFAULT, "_thread_db_pthread_list", "GLIBC_PRIVATE");
+	if (!get_info || !allocate_tls || !deallocate_tls || !sizeof_pthread || !tid_desc ||
+	    !list_desc) {
 		cp_warn("CAPRICE_TLS=thread ignored: this C library does not offer what it needs "
 		        "(_dl_allocate_tls and friends)");
 		return;
 	}
 	get_info(&static_size, &static_align);
 	tcb_size = *sizeof_pthread;
+	/* libthread_db's descriptors: bits, count, offset */
 	tid_offset = tid_desc[2];
+	list_offset = list_desc[2];
 	/* this module's own block: its offset from the thread pointer is the
 	 * same in every TCB (static TLS) */
 	struct own_module m = { (uintptr_t)&cp_tls_configure, 0, 0 };
@@ -131,7 +140,6 @@ void cp_tls_configure(void)
 	own_block_off = (char *)block - thread_pointer();
 	own_block_size = m.tls_size;
 	cp_tls_per_thread = true;
-#endif
 }
 
 void *cp_tls_current(void)
@@ -157,6 +165,11 @@ int cp_tls_make(struct cp_thread *t)
 	memcpy(tcb + 16, &tcb, sizeof tcb);              /* header.self */
 	int one = 1;
 	memcpy(tcb + 24, &one, sizeof one);              /* multiple_threads */
+	/* the descriptor's list link, empty: fork's child unlinks the
+	 * forking thread's descriptor from glibc's list of stacks */
+	char *link = tcb + list_offset;
+	memcpy(link, &link, sizeof link);
+	memcpy(link + sizeof link, &link, sizeof link);
 	memcpy(tcb + 0x28, tp + 0x28, 2 * sizeof(void *)); /* stack and pointer guards */
 	t->tcb = tcb;
 	t->tls_mem = mem;

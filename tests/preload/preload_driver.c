@@ -969,6 +969,39 @@ TCASE(cxx_std_thread)
 	EXPECT_OUT(&c, "cxx items 80000 sum 3199960000 want 3199960000");
 }
 
+/* __thread, thread_local (with its destructor) and errno belong to each
+ * thread, as on NPTL, across parks and moves between workers: the shim
+ * gives every user thread TLS of its own (sched/tls.c).  The same binary
+ * on NPTL is the reference. */
+TCASE(thread_local_storage_per_thread)
+{
+	if (sanitized())
+		TSKIP("TLS per user thread is off in sanitized builds (ASan keeps its own "
+		      "per-thread state in TLS)");
+	struct child c;
+	run(&SPAWN(.mode = PLAIN, .prog = "pl_tls"), &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_OUT(&c, "tls ok 1000 dtors 1000 bad 0");
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_tls", ENV(W2)), &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_OUT(&c, "tls ok 1000 dtors 1000 bad 0");
+	run(&SPAWN(.mode = PRELOAD, .prog = "pl_tls", ENV(W2)), &c, 90000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_OUT(&c, "tls ok 1000 dtors 1000 bad 0");
+}
+
+/* CAPRICE_TLS=worker keeps the worker's TLS (faster switches, and what a
+ * program that never relies on thread-local state needs): the same
+ * program then sees other threads' values, which shows what the default
+ * protects. */
+TCASE(thread_local_storage_worker_mode_is_shared)
+{
+	struct child c;
+	run(&SPAWN(.mode = LAUNCHER, .prog = "pl_tls", ENV(W2, "CAPRICE_TLS=worker")), &c, 90000);
+	EXPECT_MSG(&c, c.reaped && WIFEXITED(c.status) && WEXITSTATUS(c.status) == 1,
+	           "with worker TLS the program was expected to see other threads' values");
+}
+
 TCASE(threads_from_constructor)
 {
 	struct child c;
