@@ -51,6 +51,13 @@
  *    __errno_location const), which is this worker's; it may not be
  *    donated until it has run here.  finish_switch clears it.
  *
+ *  - TLS per user thread (tls.c, when on): a switch to a thread whose TCB
+ *    is not loaded loads it, after copying the runtime's own TLS block into
+ *    it; the scheduler's context runs on the worker's own TCB, so a TCB is
+ *    loaded only where its thread runs.
+ *  - the monitor (monitor.c) only sets `preempt` (read at safe points) and
+ *    sends the poke; everything else a poke does runs on the worker.
+ *
  * Lock order (outermost first): a primitive's queue lock (mutex, condvar,
  * fd entry, join lock) -> a thread's wait_lock -> a worker's timer_lock.
  * The depot lock (stackalloc) and the program mask lock are leaves.  No
