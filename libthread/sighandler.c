@@ -71,6 +71,17 @@ static bool wraps(int sig, const struct sigaction *act)
 	return fn != (void *)SIG_DFL && fn != (void *)SIG_IGN;
 }
 
+/* What sigaction answers for a handler the trampoline stands in for. */
+static void report(const struct program_handler *h, struct sigaction *old)
+{
+	old->sa_flags = h->flags;
+	old->sa_mask = h->mask;
+	if (h->flags & SA_SIGINFO)
+		old->sa_sigaction = (void (*)(int, siginfo_t *, void *))h->fn;
+	else
+		old->sa_handler = (void (*)(int))h->fn;
+}
+
 CP_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
 	if (!act) {
@@ -79,14 +90,8 @@ CP_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *
 			cp_spin_lock(&handlers_lock);
 			struct program_handler h = handlers[sig];
 			cp_spin_unlock(&handlers_lock);
-			if (h.wrapped) {
-				old->sa_flags = h.flags;
-				old->sa_mask = h.mask;
-				if (h.flags & SA_SIGINFO)
-					old->sa_sigaction = (void (*)(int, siginfo_t *, void *))h.fn;
-				else
-					old->sa_handler = (void (*)(int))h.fn;
-			}
+			if (h.wrapped)
+				report(&h, old);
 		}
 		return r;
 	}
@@ -114,14 +119,8 @@ CP_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *
 	else if (r == 0 && !wrap && sig > 0 && sig < _NSIG)
 		handlers[sig].wrapped = false;
 	cp_spin_unlock(&handlers_lock);
-	if (r == 0 && old && before.wrapped) {
-		old->sa_flags = before.flags;
-		old->sa_mask = before.mask;
-		if (before.flags & SA_SIGINFO)
-			old->sa_sigaction = (void (*)(int, siginfo_t *, void *))before.fn;
-		else
-			old->sa_handler = (void (*)(int))before.fn;
-	}
+	if (r == 0 && old && before.wrapped)
+		report(&before, old);
 	return r;
 }
 
