@@ -63,19 +63,19 @@ void cp_steal_hand_off(struct cp_worker *w)
 	}
 	if (cp_runq_len(&w->rq) == 0)
 		return;
-	/* nobody asked: the worker that sleeps, else the shortest queue */
-	struct cp_worker *best = NULL;
-	uint32_t best_len = UINT32_MAX;
+	/* nobody asked: only a worker with nothing to do takes them.  Moving
+	 * a queue to a busy worker puts every thread at the back of another
+	 * queue, and two busy workers poking each other would pass the same
+	 * threads back and forth behind everyone else (a stress test saw a
+	 * new thread never run that way); a busy worker that runs dry asks
+	 * for work itself (cp_steal_look_for_work). */
 	for (int i = 1; i < cp_nworkers; i++) {
 		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
-		uint32_t len = __atomic_load_n(&v->sleeping, __ATOMIC_RELAXED) ? 0 : cp_runq_len(&v->rq) + 1;
-		if (len < best_len) {
-			best = v;
-			best_len = len;
+		if (__atomic_load_n(&v->sleeping, __ATOMIC_RELAXED)) {
+			give(w, v, CP_DONATE_MOVABLE);
+			return;
 		}
 	}
-	if (best)
-		give(w, best, CP_DONATE_MOVABLE);
 }
 
 void cp_steal_wake_thief(struct cp_worker *self)
