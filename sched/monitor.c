@@ -14,8 +14,8 @@
  * point (any call into the library: cp_safe_point); one still silent after
  * another slice is poked with CP_POKE_SIGNAL, and the handler, which runs
  * on the owning kernel thread (so SINGLE_ISSUER holds), submits and reaps
- * its ring, fires its timers and hands its runnable threads to another
- * worker (signals.c).  Never asynchronous preemption of the user thread
+ * its ring, fires its timers and hands its runnable threads to a worker
+ * that sleeps (signals.c, steal.c).  Never asynchronous preemption of the user thread
  * itself: glibc's internal locks belong to the kernel thread.
  *
  * The monitor sleeps longer while every worker sleeps, so an idle process
