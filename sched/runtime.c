@@ -65,6 +65,12 @@ static void worker_bind(struct cp_worker *w)
 		       w->index, strerror(-e));
 }
 
+/* Workers whose kernel thread has made its ring: start-up waits for all
+ * of them, so the runtime opens no descriptor behind the program's back
+ * once main runs (a program that closes fd 0 and opens /dev/null expects
+ * to get 0 back). */
+static int workers_bound;
+
 static void *worker_main(void *arg)
 {
 	struct cp_worker *w = arg;
@@ -72,6 +78,7 @@ static void *worker_main(void *arg)
 	w->current = &w->idle;
 	w->idle.home = w;
 	cp_native_stack_bounds(&w->idle.stack);
+	__atomic_add_fetch(&workers_bound, 1, __ATOMIC_RELEASE);
 	cp_idle_loop(w); /* on the kernel thread's own stack; never returns */
 	return NULL;
 }
@@ -105,6 +112,7 @@ struct cp_thread *cp_record_alloc(void)
 
 void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 {
+	__atomic_store_n(&workers_bound, 0, __ATOMIC_RELAXED); /* again in a fork's child */
 	cp_workers = calloc((size_t)cp_nworkers, sizeof *cp_workers);
 	if (!cp_workers)
 		cp_die("cannot start: out of memory for %d workers", cp_nworkers);
@@ -135,6 +143,8 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 		if (e)
 			cp_die("cannot start worker %d's kernel thread: %s", i, strerror(e));
 	}
+	while (__atomic_load_n(&workers_bound, __ATOMIC_ACQUIRE) < cp_nworkers - 1)
+		syscall(SYS_sched_yield);
 }
 
 static int online_cpus(void)

@@ -2,6 +2,7 @@
  * stranded behind a worker stuck in a computation or in a call the
  * runtime cannot see; idle workers sleep; CAPRICE_WORKERS is honoured;
  * many sleepers wake in deadline order. */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/resource.h>
@@ -371,4 +372,28 @@ TCASE(io_uring_refused_is_reported_at_startup)
 	CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 120)); /* seccomp worked */
 	if (!strstr(out, "io_uring_setup refused") || !strstr(out, "Operation not permitted"))
 		TFAIL("no clear message; stderr was: %s", out);
+}
+
+/* The lowest descriptor number above `at` that is not open. */
+static int lowest_free_after(int at)
+{
+	for (int fd = at + 1;; fd++)
+		if (fcntl(fd, F_GETFD) < 0)
+			return fd;
+}
+
+/* Once main runs, the runtime opens no descriptor behind its back (every
+ * worker's ring exists before main starts): the daemon idiom of closing
+ * fd 0 and opening /dev/null gets 0 back. */
+TCASE(no_descriptor_opened_behind_main)
+{
+	if (tc_rerun_on_workers(2, 30))
+		return;
+	CHECK_EQ(close(0), 0);
+	int fd = open("/dev/null", O_RDONLY);
+	CHECK_EQ(fd, 0);
+	tc_msleep(20); /* the workers have had time to do anything they would */
+	int fd2 = open("/dev/null", O_RDONLY);
+	CHECK_EQ(fd2, lowest_free_after(0));
+	close(fd2);
 }
