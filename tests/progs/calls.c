@@ -23,34 +23,6 @@
 
 #define MS 1000000ull
 
-static volatile int ticker_stop;
-static volatile long ticks;
-
-static void *ticker(void *arg)
-{
-	(void)arg;
-	while (!ticker_stop) {
-		usleep(1000);
-		ticks++;
-	}
-	return NULL;
-}
-
-static pthread_t start_ticker(void)
-{
-	pthread_t t;
-	ticker_stop = 0;
-	ticks = 0;
-	CHECK_OK(pthread_create(&t, NULL, ticker, NULL));
-	return t;
-}
-
-static void stop_ticker(pthread_t t)
-{
-	ticker_stop = 1;
-	CHECK_OK(pthread_join(t, NULL));
-}
-
 /* A child process that holds an exclusive lock of `how` on path for
  * hold_ms, then exits; returns once the lock is held. */
 enum lock_kind { BY_FLOCK, BY_FCNTL };
@@ -103,12 +75,12 @@ TCASE(flock_waits_for_another_process_parking_only_the_caller)
 	pid_t pid = child_holding_lock(lock_path, BY_FLOCK, 300);
 	CHECK_EQ(flock(fd, LOCK_EX | LOCK_NB), -1);
 	CHECK_EQ(errno, EWOULDBLOCK);
-	pthread_t t = start_ticker();
+	pthread_t t = tc_ticker_start();
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(flock(fd, LOCK_EX), 0);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 200, 300);
-	long seen = ticks;
-	stop_ticker(t);
+	long seen = tc_ticks;
+	tc_ticker_stop(t);
 	if (seen < 20)
 		TFAIL("the ticker ticked %ld times while flock waited: the worker waited", seen);
 	CHECK_EQ(flock(fd, LOCK_UN), 0);
@@ -128,11 +100,11 @@ TCASE(fcntl_setlkw_and_lockf_park_only_the_caller)
 	CHECK(errno == EACCES || errno == EAGAIN);
 	CHECK_EQ(lockf(fd, F_TEST, 0), -1);
 	CHECK_EQ(lockf(fd, F_TLOCK, 0), -1);
-	pthread_t t = start_ticker();
+	pthread_t t = tc_ticker_start();
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(fcntl(fd, F_SETLKW, &fl), 0);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 200, 300);
-	long seen = ticks;
+	long seen = tc_ticks;
 	fl.l_type = F_UNLCK;
 	CHECK_EQ(fcntl(fd, F_SETLK, &fl), 0);
 	if (seen < 20)
@@ -141,12 +113,12 @@ TCASE(fcntl_setlkw_and_lockf_park_only_the_caller)
 
 	/* lockf(F_LOCK) waits the same way */
 	pid = child_holding_lock(lock_path, BY_FCNTL, 300);
-	ticks = 0;
+	tc_ticks = 0;
 	t0 = tc_now_ns();
 	CHECK_EQ(lockf(fd, F_LOCK, 0), 0);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 200, 300);
-	seen = ticks;
-	stop_ticker(t);
+	seen = tc_ticks;
+	tc_ticker_stop(t);
 	if (seen < 20)
 		TFAIL("the ticker ticked %ld times while lockf waited", seen);
 	CHECK_EQ(lockf(fd, F_ULOCK, 0), 0);
@@ -170,12 +142,12 @@ TCASE(waitpid_parks_only_the_caller)
 	}
 	int st = -1;
 	CHECK_EQ(waitpid(pid, &st, WNOHANG), 0); /* still running: at once */
-	pthread_t t = start_ticker();
+	pthread_t t = tc_ticker_start();
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(waitpid(pid, &st, 0), pid);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 200, 300);
-	long seen = ticks;
-	stop_ticker(t);
+	long seen = tc_ticks;
+	tc_ticker_stop(t);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 7);
 	if (seen < 20)
 		TFAIL("the ticker ticked %ld times while waitpid waited", seen);
@@ -214,16 +186,16 @@ TCASE(sigmask_is_process_wide_and_sigwait_parks)
 	CHECK_EQ(sigprocmask(12345, &set, NULL), -1);
 	CHECK_EQ(errno, EINVAL);
 
-	pthread_t t = start_ticker();
+	pthread_t t = tc_ticker_start();
 	pthread_t w;
 	CHECK_OK(pthread_create(&w, NULL, sigwaiter, &set));
 	usleep(100000); /* the ticker runs while the waiter waits */
-	CHECK(ticks >= 20);
+	CHECK(tc_ticks >= 20);
 	CHECK_EQ(kill(getpid(), SIGUSR1), 0); /* to the process, as a shell would */
 	void *r;
 	CHECK_OK(pthread_join(w, &r));
 	CHECK_EQ((long)r, SIGUSR1);
-	stop_ticker(t);
+	tc_ticker_stop(t);
 
 	/* a timed wait that times out, and bad arguments */
 	siginfo_t si;
@@ -268,16 +240,16 @@ TCASE(fortified_names_park_like_the_plain_ones)
 	int p[2];
 	CHECK_EQ(pipe(p), 0);
 	late_fd = p[1];
-	pthread_t t = start_ticker(), w;
+	pthread_t t = tc_ticker_start(), w;
 	CHECK_OK(pthread_create(&w, NULL, late_writer, NULL));
 	struct pollfd pf = { .fd = p[0], .events = POLLIN };
 	CHECK_EQ(__poll_chk(&pf, 1, -1, sizeof pf), 1);
 	char buf[8];
 	CHECK_EQ(__read_chk(p[0], buf, 4, sizeof buf), 4);
 	CHECK(memcmp(buf, "late", 4) == 0);
-	long seen = ticks;
+	long seen = tc_ticks;
 	CHECK_OK(pthread_join(w, NULL));
-	stop_ticker(t);
+	tc_ticker_stop(t);
 	if (seen < 20)
 		TFAIL("the ticker ticked %ld times while __poll_chk waited", seen);
 	int fd = __open_2("/proc/self/stat", O_RDONLY);

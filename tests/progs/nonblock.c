@@ -255,19 +255,6 @@ TCASE(epoll_wait_nonblocking_epfd_nothing_timeout_100)
 	ep_close(&x);
 }
 
-static volatile int ticker_stop;
-static volatile long ticks;
-
-static void *ticker(void *arg)
-{
-	(void)arg;
-	while (!ticker_stop) {
-		usleep(1000);
-		ticks++;
-	}
-	return NULL;
-}
-
 static void *write_later(void *arg)
 {
 	int fd = *(int *)arg;
@@ -281,31 +268,23 @@ static void *write_later(void *arg)
  * caller; the plain call would have stopped the worker). */
 TCASE(epoll_wait_nonblocking_epfd_parks_only_the_caller)
 {
-	if (caprice_worker_count() != 1) {
-		setenv("CAPRICE_WORKERS", "1", 1);
-		char *argv[] = { "/proc/self/exe",
-		                 "epoll_wait_nonblocking_epfd_parks_only_the_caller", NULL };
-		execv(argv[0], argv);
-		TFAIL("execv: %s", strerror(errno));
-	}
+	if (tc_rerun_on_workers(1, 30))
+		return;
 	tc_case_limit(20);
 	struct ep_setup x = ep_setup();
-	ticker_stop = 0;
-	ticks = 0;
-	pthread_t tk = tc_spawn(ticker, NULL);
+	pthread_t tk = tc_ticker_start();
 	pthread_t wr = tc_spawn(write_later, &x.p[1]);
 	struct epoll_event ev[4] = { 0 };
 	uint64_t t0 = tc_now_ns();
 	CHECK_EQ(epoll_wait(x.ep, ev, 4, 5000), 1);
 	CHECK_MS_RANGE(tc_now_ns() - t0, 140, 150);
 	CHECK_EQ(ev[0].data.u64, EP_TAG);
-	long seen = ticks;
+	long seen = tc_ticks;
 	/* ~150 ticks of 1 ms if nothing stopped the worker; a blocked
 	 * worker would show 0 */
 	if (seen < 20)
 		TFAIL("the ticker ticked %ld times while epoll_wait waited", seen);
-	ticker_stop = 1;
-	tc_join(tk);
+	tc_ticker_stop(tk);
 	tc_join(wr);
 	ep_close(&x);
 }

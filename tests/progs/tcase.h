@@ -265,6 +265,13 @@ int tc_run_self(const char *case_name, const char *const *extra, char *out, size
  *     ...the body, run on one worker... */
 __attribute__((warn_unused_result)) bool tc_rerun_on_workers(int workers, int limit_s);
 
+/* A thread that sleeps 1 ms at a time and counts in tc_ticks: a case on
+ * one worker shows that a call parked only its caller by the ticks that
+ * went on meanwhile (a call that held the worker would show none). */
+extern volatile long tc_ticks;
+pthread_t tc_ticker_start(void);
+void tc_ticker_stop(pthread_t t);
+
 /* A lost wakeup shows as a hang: after `s` seconds the case fails (exit
  * 3, with a message) instead. */
 void tc_watchdog(unsigned s);

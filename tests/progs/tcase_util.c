@@ -221,3 +221,29 @@ void tc_check_spread(const uint64_t *mask)
 	if (caprice_worker_count() >= 2)
 		CHECK(tc_count_workers(mask) >= 2);
 }
+
+volatile long tc_ticks;
+static volatile int ticker_stop;
+
+static void *ticker(void *arg)
+{
+	(void)arg;
+	while (!ticker_stop) {
+		usleep(1000);
+		tc_ticks++;
+	}
+	return NULL;
+}
+
+pthread_t tc_ticker_start(void)
+{
+	ticker_stop = 0;
+	tc_ticks = 0;
+	return tc_spawn(ticker, NULL);
+}
+
+void tc_ticker_stop(pthread_t t)
+{
+	ticker_stop = 1;
+	tc_join(t);
+}
