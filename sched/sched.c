@@ -127,7 +127,8 @@ static inline void finish_switch(struct cp_worker *w)
 	cur->home = w;
 	cur->pinned = 0;
 	cp_tls_thread = cur == &w->idle ? NULL : cur;
-	*w->errno_loc = cur->saved_errno;
+	if (cp_likely(!cp_tls_per_thread)) /* else errno is in the thread's own TCB */
+		*w->errno_loc = cur->saved_errno;
 	cur->switches++;
 	w->st.switches++;
 	__atomic_store_n(&w->heartbeat, w->st.switches, __ATOMIC_RELAXED);
@@ -156,11 +157,15 @@ static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
 		finish_switch(w);
 		return;
 	}
-	prev->saved_errno = *w->errno_loc;
 	if (cp_unlikely(cp_tls_per_thread)) {
+		/* errno lives in each thread's TCB: nothing to carry (and
+		 * worker 0's errno_loc is main's, which must not be touched
+		 * while main runs elsewhere) */
 		void *tcb = next->tcb ? next->tcb : w->own_tcb;
 		if (tcb != cp_tls_current())
 			cp_tls_load(w, tcb);
+	} else {
+		prev->saved_errno = *w->errno_loc;
 	}
 	w->current = next;
 	asan_leave(w, prev, next, dying);

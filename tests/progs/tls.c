@@ -31,6 +31,24 @@ static void *keep_mine(void *arg)
 	return (void *)bad;
 }
 
+enum { ROUNDS = 50 };
+static pthread_mutex_t turn_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t turn_c = PTHREAD_COND_INITIALIZER;
+static int turn;
+
+static void *signal_main(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < ROUNDS; i++) {
+		usleep(300);
+		pthread_mutex_lock(&turn_m);
+		turn++;
+		pthread_cond_signal(&turn_c);
+		pthread_mutex_unlock(&turn_m);
+	}
+	return NULL;
+}
+
 TCASE(thread_locals_belong_to_each_user_thread)
 {
 	if (getenv("CAPRICE_TEST_SANITIZED"))
@@ -49,9 +67,26 @@ TCASE(thread_locals_belong_to_each_user_thread)
 	pthread_t t[N];
 	for (long i = 0; i < N; i++)
 		t[i] = tc_spawn(keep_mine, (void *)i);
+	/* main's errno too, while it waits and the others run: woken by a
+	 * thread elsewhere, it resumes on that thread's worker (main keeps the
+	 * initial thread's TCB, which is also worker 0's own) */
+	pthread_t sig = tc_spawn(signal_main, NULL);
+	long main_bad = 0;
+	for (int i = 0; i < ROUNDS; i++) {
+		pthread_mutex_lock(&turn_m);
+		int seen = turn;
+		errno = 4242;
+		while (turn == seen)
+			pthread_cond_wait(&turn_c, &turn_m);
+		if (errno != 4242)
+			main_bad++;
+		pthread_mutex_unlock(&turn_m);
+	}
+	tc_join(sig);
 	long bad = 0;
 	for (int i = 0; i < N; i++)
 		bad += (long)tc_join(t[i]);
-	if (bad)
-		TFAIL("%ld thread-local values were another thread's", bad);
+	if (bad || main_bad)
+		TFAIL("%ld thread-local values were another thread's, and main's errno %ld times",
+		      bad, main_bad);
 }
