@@ -100,7 +100,12 @@ void cp_wake(struct cp_thread *t)
 
 void cp_wake_pinned(struct cp_thread *t)
 {
-	t->pinned = 1;
+	/* with TLS per user thread, errno (and every other __thread the
+	 * caller may hold the address of) is in the thread's own TCB, so it
+	 * may move at once; a thread without a TCB of its own (a stack the
+	 * program gave) uses the worker's */
+	if (!cp_tls_per_thread || !t->tcb)
+		t->pinned = 1;
 	cp_wake(t);
 }
 

@@ -1421,6 +1421,51 @@ TCASE(real_curl_threaded_resolver)
 	free(got);
 }
 
+/* MariaDB's server, unmodified under the shim, loaded by sysbench: the
+ * real server that once hung at start-up (a worker held by a raw
+ * io_uring or futex wait with main's I/O unsubmitted) and crashed (its
+ * thread_local session pointer shared by the threads of one worker).  The
+ * benchmark bench/mariadb/compare-mariadb does the work, in caprice mode
+ * only and with short runs; its exit status says whether the server
+ * started, ran and shut down cleanly, and its table gives sysbench's
+ * error counts, which must be 0. */
+TCASE(real_mariadb_oltp)
+{
+	require_tool("/usr/sbin/mariadbd");
+	require_tool("/usr/bin/sysbench");
+	if (geteuid() != 0)
+		TSKIP("MariaDB's server runs here with --user=root, so this test needs root");
+	char script[600], build[600], work[400];
+	snprintf(script, sizeof script, "%s/bench/mariadb/compare-mariadb", SOURCE_ROOT);
+	/* CAPRICE_BIN is BUILD/preload/caprice */
+	snprintf(build, sizeof build, "%s", CAPRICE_BIN);
+	for (int up = 0; up < 2; up++)
+		*strrchr(build, '/') = 0;
+	snprintf(work, sizeof work, "%s/mariadb", make_tmpdir());
+	static char preload_asan[1100];
+	snprintf(preload_asan, sizeof preload_asan, "LD_PRELOAD=%s", LIBASAN_PATH);
+	struct child c;
+	run(&SPAWN(.mode = PLAIN, .prog = "/bin/bash",
+	           ARGS(script, "--build-dir", build, "--only", "caprice", "--duration", "8",
+	                "--threads", "64 512", "--workers", "2", "--workdir", work, "--no-diagnose"),
+	           /* an unsanitized server loads a sanitized shim only behind
+	            * libasan (the launcher keeps what it is given in front) */
+	           ENV(sanitized() && *LIBASAN_PATH ? preload_asan : NULL)),
+	    &c, 110000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_OUT(&c, "caprice: ok");
+	int rows = 0;
+	for (const char *l = bstr(&c.o); (l = strstr(l, " errors ")) != NULL; l++) {
+		long n = -1;
+		/* "errors  PLAIN  CAPRICE": plain is "-" here */
+		EXPECT_MSG(&c, sscanf(l, " errors %*s %ld", &n) == 1 && n == 0,
+		           "sysbench counted errors under the shim");
+		rows++;
+	}
+	EXPECT_MSG(&c, rows == 2, "wanted an errors row for 64 and 512 threads, found %d", rows);
+	printf("%s", bstr(&c.o));
+}
+
 /* ---- the launcher in a sanitized build ----------------------------------------- */
 
 /* An ASan-built shim works only behind the ASan runtime, so the launcher
