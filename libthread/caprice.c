@@ -58,6 +58,8 @@ CP_EXPORT int caprice_worker_stats(int idx, struct caprice_worker_stats *out)
 	out->enters = s.enters;
 	out->pokes = s.pokes;
 	out->preempts = s.preempts;
+	out->yields = s.yields;
+	out->tls_loads = s.tls_loads;
 	return 0;
 }
 
@@ -75,14 +77,15 @@ static void print_stats(void)
 		caprice_worker_stats(i, &s);
 		cp_warn_to(stats_fd, "stats: worker %d: switches %llu parks %llu wakes %llu local %llu remote "
 		        "kicks %llu steals %llu in %llu out sleeps %llu timers %llu io-ops %llu "
-		        "enters %llu pokes %llu preempts %llu",
+		        "enters %llu pokes %llu preempts %llu yields %llu tls-loads %llu",
 		        i, (unsigned long long)s.switches, (unsigned long long)s.parks,
 		        (unsigned long long)s.wakes_local, (unsigned long long)s.wakes_remote,
 		        (unsigned long long)s.kicks, (unsigned long long)s.steals_in,
 		        (unsigned long long)s.steals_out, (unsigned long long)s.sleeps,
 		        (unsigned long long)s.timers_fired, (unsigned long long)s.io_ops,
 		        (unsigned long long)s.enters, (unsigned long long)s.pokes,
-		        (unsigned long long)s.preempts);
+		        (unsigned long long)s.preempts, (unsigned long long)s.yields,
+		        (unsigned long long)s.tls_loads);
 		ops += s.io_ops;
 		enters += s.enters;
 	}

@@ -41,6 +41,9 @@ struct caprice_worker_stats {
 	uint64_t enters;       /* io_uring_enter system calls it made */
 	uint64_t pokes;        /* times the monitor signalled it (held too long) */
 	uint64_t preempts;     /* threads asked to yield at a safe point */
+	uint64_t yields;       /* yields: sched_yield, spinning locks, preempts */
+	uint64_t tls_loads;    /* FS base loads, one system call each (TLS per
+	                          user thread) */
 };
 /* 0, or EINVAL for an index out of range. */
 int caprice_worker_stats(int worker, struct caprice_worker_stats *out);

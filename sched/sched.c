@@ -304,6 +304,7 @@ void cp_yield(void)
 	struct cp_thread *cur = w->current;
 	w->in_sched = 1;
 	cp_barrier();
+	w->st.yields++;
 	look_around(w, CP_DONATE_CEIL_HALF);
 	cp_runq_push(&w->rq, cur);
 	switch_to(w, cur, cp_runq_pop(&w->rq), false);

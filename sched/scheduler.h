@@ -247,6 +247,8 @@ struct cp_worker_stats {
 	uint64_t steals_in, steals_out, sleeps, timers_fired, io_ops;
 	uint64_t enters;             /* io_uring_enter system calls */
 	uint64_t pokes, preempts;    /* monitor signals; yields at safe points */
+	uint64_t yields;             /* cp_yield calls (sched_yield, spins, preempts) */
+	uint64_t tls_loads;          /* FS base loads (TLS per user thread) */
 	uint32_t runq_len;
 };
 void cp_worker_stats(int idx, struct cp_worker_stats *out);

@@ -225,6 +225,7 @@ void cp_tls_load(struct cp_worker *w, void *tcb)
 	/* the C library's own locks record their owner's tid from here */
 	memcpy((char *)tcb + tid_offset, &w->tid, sizeof w->tid);
 	syscall(SYS_arch_prctl, ARCH_SET_FS, tcb);
+	w->st.tls_loads++;
 }
 
 void cp_tls_thread_exit(void)

@@ -1435,6 +1435,10 @@ TCASE(real_mariadb_oltp)
 	require_tool("/usr/bin/sysbench");
 	if (geteuid() != 0)
 		TSKIP("MariaDB's server runs here with --user=root, so this test needs root");
+	if (sanitized())
+		TSKIP("MariaDB keeps its session in a thread_local, and TLS per user thread "
+		      "is off in sanitized builds (ASan keeps its own per-thread state in TLS): "
+		      "sysbench's connections are lost there, as on any shared-TLS runtime");
 	char script[600], build[600], work[400];
 	snprintf(script, sizeof script, "%s/bench/mariadb/compare-mariadb", SOURCE_ROOT);
 	/* CAPRICE_BIN is BUILD/preload/caprice */
@@ -1442,15 +1446,10 @@ TCASE(real_mariadb_oltp)
 	for (int up = 0; up < 2; up++)
 		*strrchr(build, '/') = 0;
 	snprintf(work, sizeof work, "%s/mariadb", make_tmpdir());
-	static char preload_asan[1100];
-	snprintf(preload_asan, sizeof preload_asan, "LD_PRELOAD=%s", LIBASAN_PATH);
 	struct child c;
 	run(&SPAWN(.mode = PLAIN, .prog = "/bin/bash",
 	           ARGS(script, "--build-dir", build, "--only", "caprice", "--duration", "8",
-	                "--threads", "64 512", "--workers", "2", "--workdir", work, "--no-diagnose"),
-	           /* an unsanitized server loads a sanitized shim only behind
-	            * libasan (the launcher keeps what it is given in front) */
-	           ENV(sanitized() && *LIBASAN_PATH ? preload_asan : NULL)),
+	                "--threads", "64 512", "--workers", "2", "--workdir", work, "--no-diagnose")),
 	    &c, 110000);
 	EXPECT_EXIT(&c, 0);
 	EXPECT_OUT(&c, "caprice: ok");
