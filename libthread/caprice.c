@@ -18,6 +18,12 @@ CP_EXPORT int caprice_worker_count(void)
 	return cp_worker_count();
 }
 
+CP_EXPORT int caprice_spare_worker_count(void)
+{
+	lt_ensure_started();
+	return cp_spare_worker_count();
+}
+
 CP_EXPORT int caprice_worker_index(void)
 {
 	return cp_worker_index();
@@ -39,7 +45,7 @@ CP_EXPORT int caprice_thread_stats(pthread_t h, struct caprice_thread_stats *out
 CP_EXPORT int caprice_worker_stats(int idx, struct caprice_worker_stats *out)
 {
 	lt_ensure_started();
-	if (idx < 0 || idx >= cp_worker_count())
+	if (idx < 0 || idx >= cp_worker_count() + cp_spare_worker_count())
 		return EINVAL;
 	struct cp_worker_stats s;
 	cp_worker_stats(idx, &s);
@@ -60,6 +66,7 @@ CP_EXPORT int caprice_worker_stats(int idx, struct caprice_worker_stats *out)
 	out->preempts = s.preempts;
 	out->yields = s.yields;
 	out->tls_loads = s.tls_loads;
+	out->covers = s.covers;
 	return 0;
 }
 
@@ -86,6 +93,18 @@ static void print_stats(void)
 		        (unsigned long long)s.enters, (unsigned long long)s.pokes,
 		        (unsigned long long)s.preempts, (unsigned long long)s.yields,
 		        (unsigned long long)s.tls_loads);
+		ops += s.io_ops;
+		enters += s.enters;
+	}
+	for (int i = cp_worker_count(); i < cp_worker_count() + cp_spare_worker_count(); i++) {
+		struct caprice_worker_stats s;
+		caprice_worker_stats(i, &s);
+		cp_warn_to(stats_fd, "stats: spare worker %d: covers %llu switches %llu parks %llu "
+		        "steals %llu in %llu out io-ops %llu enters %llu", i,
+		        (unsigned long long)s.covers, (unsigned long long)s.switches,
+		        (unsigned long long)s.parks, (unsigned long long)s.steals_in,
+		        (unsigned long long)s.steals_out, (unsigned long long)s.io_ops,
+		        (unsigned long long)s.enters);
 		ops += s.io_ops;
 		enters += s.enters;
 	}

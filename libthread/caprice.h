@@ -44,9 +44,15 @@ struct caprice_worker_stats {
 	uint64_t yields;       /* yields: sched_yield, spinning locks, preempts */
 	uint64_t tls_loads;    /* FS base loads, one system call each (TLS per
 	                          user thread) */
+	uint64_t covers;       /* a spare worker: times it took over the threads
+	                          of a worker blocked in the kernel */
 };
 /* 0, or EINVAL for an index out of range. */
+/* Spare workers (CAPRICE_SPARE_WORKERS) follow the regular ones: their
+ * indexes run from caprice_worker_count() to that plus
+ * caprice_spare_worker_count() - 1. */
 int caprice_worker_stats(int worker, struct caprice_worker_stats *out);
+int caprice_spare_worker_count(void);
 
 #ifdef __cplusplus
 }

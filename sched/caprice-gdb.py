@@ -66,9 +66,12 @@ def _is_runtime_file(path):
 
 
 def _workers():
-    """The workers, as struct cp_worker values, in index order."""
+    """The workers, as struct cp_worker values, in index order: the
+    regular ones, then the spares (cp_nall counts both)."""
     arr = _var("cp_workers")
-    n = _var("cp_nworkers")
+    n = _var("cp_nall")
+    if n is None:
+        n = _var("cp_nworkers")
     if arr is None or n is None:
         raise CapriceError(
             "caprice: no Caprice runtime here (cp_workers not found; is "
@@ -556,7 +559,8 @@ Usage: caprice workers"""
             else:
                 c = cur.dereference()
                 what = "thread %d \"%s\"" % (int(c["id"]), _name(c["name"]))
-            gdb.write("worker %d: LWP %d%s, running %s, %d runnable queued\n" % (
+            gdb.write("%s %d: LWP %d%s, running %s, %d runnable queued\n" % (
+                "spare worker" if bool(w["spare"]) else "worker",
                 int(w["index"]), int(w["tid"]),
                 " (gdb thread %d)" % th.num if th is not None else "",
                 what, int(w["rq"]["len"])))

@@ -45,7 +45,7 @@ static void after_fork_child(void)
 			cur->tcb = cp_tls_current();
 		cp_native_stack_bounds(&cur->stack);
 	}
-	for (int i = 0; i < cp_nworkers; i++) {
+	for (int i = 0; i < cp_nall; i++) {
 		struct cp_worker *w = cp_workers[i];
 		if (w->ring.ready)
 			io_uring_queue_exit(&w->ring.uring);

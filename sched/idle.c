@@ -55,7 +55,8 @@ static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
 {
 	if (idle_spin(w, now))
 		return;
-	cp_steal_look_for_work(w, now);
+	if (!w->spare) /* a spare is handed work, never takes it */
+		cp_steal_look_for_work(w, now);
 	uint64_t timeout = w->victim ? CP_POKE_AFTER_NS : *idle_period;
 	uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
 	if (nd != CP_NO_DEADLINE && nd - now < timeout)

@@ -15,7 +15,8 @@
  * another slice is poked with CP_POKE_SIGNAL, and the handler, which runs
  * on the owning kernel thread (so SINGLE_ISSUER holds), submits and reaps
  * its ring, fires its timers and hands its runnable threads to a worker
- * that sleeps (signals.c, steal.c).  Never asynchronous preemption of the user thread
+ * that sleeps (signals.c, steal.c), or, when none does and the worker is
+ * blocked in the kernel, to a spare worker (spare.c).  Never asynchronous preemption of the user thread
  * itself: glibc's internal locks belong to the kernel thread.
  *
  * The monitor sleeps longer while every worker sleeps, so an idle process
@@ -43,6 +44,7 @@ struct watch {
 	uint64_t beat;       /* heartbeat at the last look */
 	uint64_t since;      /* when it last changed */
 	uint64_t poked_at;
+	bool covered;        /* a spare runs its threads (spare.c) */
 };
 
 /* Does anything wait on w that only w can move?  Strictly: a poke cuts
@@ -69,6 +71,10 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 	if (beat != wt->beat || __atomic_load_n(&w->sleeping, __ATOMIC_RELAXED)) {
 		wt->beat = beat;
 		wt->since = now;
+		if (wt->covered) {
+			wt->covered = false;
+			cp_spare_release(w);
+		}
 		return;
 	}
 	uint64_t silent = now - wt->since;
@@ -78,6 +84,11 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 	__atomic_store_n(&w->preempt, 1, __ATOMIC_RELAXED);
 	if (silent >= 2 * slice_ns && now - wt->poked_at >= slice_ns) {
 		wt->poked_at = now;
+		/* blocked in the kernel, not computing: its core is free, so a
+		 * spare may run its threads (the poke's hand-off gives them) */
+		if (!wt->covered && !w->spare && cp_nall > cp_nworkers &&
+		    cp_spare_blocked_in_kernel(w) && cp_spare_cover(w))
+			wt->covered = true;
 		__atomic_add_fetch(&w->st.pokes, 1, __ATOMIC_RELAXED);
 		syscall(SYS_tgkill, getpid(), w->tid, CP_POKE_SIGNAL);
 	}
@@ -86,7 +97,7 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 static void *monitor_main(void *arg)
 {
 	(void)arg;
-	int n = cp_nworkers;
+	int n = cp_nall;
 	struct watch *watches = calloc((size_t)n, sizeof *watches);
 	if (!watches)
 		cp_die("monitor: out of memory for %d workers", n);

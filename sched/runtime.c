@@ -20,6 +20,7 @@
 
 struct cp_worker **cp_workers;
 int cp_nworkers;
+int cp_nall;
 static struct cp_thread *main_thread;
 static int runtime_state;             /* 0 none, 1 starting, 2 running */
 size_t cp_thread_record_size;          /* the layer above's thread record */
@@ -113,11 +114,13 @@ struct cp_thread *cp_record_alloc(void)
 void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 {
 	__atomic_store_n(&workers_bound, 0, __ATOMIC_RELAXED); /* again in a fork's child */
-	cp_workers = calloc((size_t)cp_nworkers, sizeof *cp_workers);
+	cp_workers = calloc((size_t)cp_nall, sizeof *cp_workers);
 	if (!cp_workers)
-		cp_die("cannot start: out of memory for %d workers", cp_nworkers);
-	for (int i = 0; i < cp_nworkers; i++)
+		cp_die("cannot start: out of memory for %d workers", cp_nall);
+	for (int i = 0; i < cp_nall; i++) {
 		cp_workers[i] = i == 0 && made0 ? made0 : worker_alloc(i);
+		cp_workers[i]->spare = i >= cp_nworkers;
+	}
 	struct cp_worker *w0 = cp_workers[0];
 	worker_bind(w0);
 	if (cp_tls_per_thread) {
@@ -138,12 +141,12 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 
 	/* NULL attributes: pthread_attr_* are libthread's, with its own layout */
 	cp_real_pthread_create_fn create = cp_real_pthread_create();
-	for (int i = 1; i < cp_nworkers; i++) {
+	for (int i = 1; i < cp_nall; i++) {
 		e = create(&cp_workers[i]->kthread, NULL, worker_main, cp_workers[i]);
 		if (e)
 			cp_die("cannot start worker %d's kernel thread: %s", i, strerror(e));
 	}
-	while (__atomic_load_n(&workers_bound, __ATOMIC_ACQUIRE) < cp_nworkers - 1)
+	while (__atomic_load_n(&workers_bound, __ATOMIC_ACQUIRE) < cp_nall - 1)
 		syscall(SYS_sched_yield);
 }
 
@@ -176,6 +179,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 	cp_wake_init();
 	cp_tls_configure();
 	cp_nworkers = (int)cp_env_long("CAPRICE_WORKERS", 1, MAX_WORKERS, online_cpus());
+	cp_nall = cp_nworkers + (int)cp_env_long("CAPRICE_SPARE_WORKERS", 0, MAX_WORKERS, 1);
 	cp_idle_configure();
 	cp_sigmask_init();
 	cp_thread_record_size = thread_size;
@@ -199,14 +203,16 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 
 int cp_worker_count(void) { return cp_nworkers; }
 
+int cp_spare_worker_count(void) { return cp_nall - cp_nworkers; }
+
 struct cp_worker *cp_worker_get(int idx)
 {
-	return idx >= 0 && idx < cp_nworkers ? cp_workers[idx] : NULL;
+	return idx >= 0 && idx < cp_nall ? cp_workers[idx] : NULL;
 }
 
 bool cp_is_runtime_ring(const void *ring)
 {
-	for (int i = 0; i < cp_nworkers; i++)
+	for (int i = 0; i < cp_nall; i++)
 		if (ring == &cp_workers[i]->ring.uring)
 			return true;
 	return false;

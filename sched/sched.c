@@ -218,6 +218,8 @@ static inline void look_around(struct cp_worker *w, enum cp_donation how)
 		__atomic_store_n(&w->preempt, 0, __ATOMIC_RELAXED);
 	if (__atomic_load_n(&w->inbox, __ATOMIC_RELAXED))
 		cp_inbox_drain(w);
+	if (cp_unlikely(w->spare))
+		cp_spare_look(w);
 	if (cp_unlikely(__atomic_load_n(&w->cancels, __ATOMIC_RELAXED) != NULL))
 		cp_io_run_cancels(w);
 	if (cp_unlikely(__atomic_load_n(&w->steal_req, __ATOMIC_RELAXED) != NULL))
@@ -248,6 +250,13 @@ void cp_idle_loop(struct cp_worker *w)
 		if (!next) {
 			if (!cp_idle_nothing_queued(w, &idle_period))
 				continue;
+			if (cp_unlikely(w->spare)) {
+				/* what its timers and ring just woke goes back
+				 * too, once it is retired */
+				cp_spare_look(w);
+				if (!cp_runq_len(&w->rq))
+					continue;
+			}
 			next = cp_runq_pop(&w->rq);
 		}
 		idle_period = CP_IDLE_MIN_NS;

@@ -64,6 +64,9 @@ struct cp_thread {
  * a message. */
 struct cp_thread *cp_runtime_start(size_t thread_size, int *refused);
 int cp_worker_count(void);
+/* Spare workers (they follow the regular ones: cp_worker_stats takes
+ * indexes up to cp_worker_count() + cp_spare_worker_count() - 1). */
+int cp_spare_worker_count(void);
 /* Runs fn in the child of fork(), once the runtime is rebuilt there, after
  * the hooks registered before it (sched/fork.c states the whole order). */
 void cp_at_fork_child(void (*fn)(void));
@@ -249,6 +252,7 @@ struct cp_worker_stats {
 	uint64_t pokes, preempts;    /* monitor signals; yields at safe points */
 	uint64_t yields;             /* cp_yield calls (sched_yield, spins, preempts) */
 	uint64_t tls_loads;          /* FS base loads (TLS per user thread) */
+	uint64_t covers;             /* spare: times it took a blocked worker's threads */
 	uint32_t runq_len;
 };
 void cp_worker_stats(int idx, struct cp_worker_stats *out);

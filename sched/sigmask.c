@@ -54,7 +54,7 @@ uint64_t cp_change_program_sigmask(int how, uint64_t bits)
 	struct cp_worker *self = cp_worker_self();
 	if (self)
 		cp_sigmask_apply(self);
-	for (int i = 0; i < cp_nworkers; i++)
+	for (int i = 0; i < cp_nall; i++)
 		if (cp_workers[i] != self)
 			cp_worker_kick(cp_workers[i]);
 	return before;

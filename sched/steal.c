@@ -16,9 +16,11 @@
 
 /* Moves part of w's queue (and with CP_DONATE_ALL, its inbox) to
  * thief's inbox. */
-static void give(struct cp_worker *w, struct cp_worker *thief, enum cp_donation how)
+void cp_steal_give(struct cp_worker *w, struct cp_worker *thief, enum cp_donation how)
 {
 	bool include_inbox = how == CP_DONATE_ALL;
+	if (how == CP_DONATE_MOVABLE)
+		cp_inbox_drain(w); /* so that its pinned threads (if any) stay */
 	struct cp_thread *last = NULL, *chain = NULL;
 	uint32_t k = 0;
 	uint32_t len = cp_runq_len(&w->rq);
@@ -52,7 +54,7 @@ void cp_steal_serve(struct cp_worker *w, enum cp_donation how)
 {
 	struct cp_worker *thief = __atomic_exchange_n(&w->steal_req, NULL, __ATOMIC_ACQ_REL);
 	if (thief)
-		give(w, thief, how);
+		cp_steal_give(w, thief, how);
 }
 
 void cp_steal_hand_off(struct cp_worker *w)
@@ -61,7 +63,7 @@ void cp_steal_hand_off(struct cp_worker *w)
 		cp_steal_serve(w, CP_DONATE_ALL);
 		return;
 	}
-	if (cp_runq_len(&w->rq) == 0)
+	if (cp_runq_len(&w->rq) == 0 && !__atomic_load_n(&w->inbox, __ATOMIC_RELAXED))
 		return;
 	/* nobody asked: only a worker with nothing to do takes them.  Moving
 	 * a queue to a busy worker puts every thread at the back of another
@@ -72,10 +74,15 @@ void cp_steal_hand_off(struct cp_worker *w)
 	for (int i = 1; i < cp_nworkers; i++) {
 		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
 		if (__atomic_load_n(&v->sleeping, __ATOMIC_RELAXED)) {
-			give(w, v, CP_DONATE_MOVABLE);
+			cp_steal_give(w, v, CP_DONATE_MOVABLE);
 			return;
 		}
 	}
+	/* every other worker is busy: a spare runs them if this worker is
+	 * blocked in the kernel (the monitor assigned one: spare.c) */
+	struct cp_worker *s = cp_spare_of(w);
+	if (s)
+		cp_steal_give(w, s, CP_DONATE_MOVABLE);
 }
 
 void cp_steal_wake_thief(struct cp_worker *self)
@@ -95,7 +102,7 @@ void cp_steal_wake_thief(struct cp_worker *self)
  * returning from I/O resumes where it parked) while the other idles. */
 void cp_steal_share_burst(struct cp_worker *w)
 {
-	if (cp_runq_len(&w->rq) >= CP_SHARE_AT)
+	if (cp_runq_len(&w->rq) >= CP_SHARE_AT && !w->spare) /* nobody steals from a spare */
 		cp_steal_wake_thief(w);
 }
 

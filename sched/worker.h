@@ -53,14 +53,21 @@ struct cp_worker {
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
 	pid_t tid;
 	void *own_tcb;                  /* the kernel thread's own TCB */
+	bool spare;                     /* a spare worker (spare.c) */
+	struct cp_worker *covering;     /* spare: the blocked worker whose
+	                                   threads it runs (the monitor sets
+	                                   and clears it) */
+	struct cp_worker *covered_last; /* spare: where its threads go back */
 
 	_Alignas(CP_CACHELINE) struct cp_ring ring;
 	pthread_t kthread;
 };
 
-/* All workers, for thieves, kicks and debuggers (sched/caprice-gdb.py). */
+/* All workers, for thieves, kicks and debuggers (sched/caprice-gdb.py):
+ * the regular ones first, then the spares (spare.c). */
 extern struct cp_worker **cp_workers CP_HIDDEN;
-extern int cp_nworkers CP_HIDDEN;
+extern int cp_nworkers CP_HIDDEN;  /* regular workers */
+extern int cp_nall CP_HIDDEN;      /* regular and spare */
 /* The layer above's thread record size: where a record sits at a stack's
  * top (threads.c; debuggers read it too). */
 extern size_t cp_thread_record_size CP_HIDDEN;
@@ -96,9 +103,9 @@ enum cp_donation {
 	CP_DONATE_CEIL_HALF,  /* at a yield: everything stays runnable, so a
 	                         lone queued thread is better run elsewhere */
 	CP_DONATE_ALL,        /* stuck (poke): nothing here will run for a while */
-	CP_DONATE_MOVABLE,    /* the monitor's poke: every thread that may move
-	                         (not the pinned ones, whose errno address is
-	                         this worker's) */
+	CP_DONATE_MOVABLE,    /* the monitor's poke, a spare: every thread that
+	                         may move (not the pinned ones, whose errno
+	                         address is this worker's), the inbox's too */
 };
 
 /* First code of a fresh context: finishes the switch that led here. */
@@ -134,6 +141,11 @@ void cp_wake_init(void);
 /* Hands part of our queue (all of it and the inbox, when stuck) to a
  * worker that asked for work. */
 void cp_steal_serve(struct cp_worker *w, enum cp_donation how);
+/* Moves threads from w (the caller's worker) to another worker's inbox. */
+void cp_steal_give(struct cp_worker *w, struct cp_worker *to, enum cp_donation how);
+/* The poke: hands w's runnable threads to a worker that asked, else to
+ * one that sleeps, else to the spare covering w. */
+void cp_steal_hand_off(struct cp_worker *w);
 /* Wakes one sleeping worker so it can come and steal. */
 void cp_steal_wake_thief(struct cp_worker *self);
 /* Idle: asks a busy worker for work, or pokes one that stopped switching. */
@@ -143,6 +155,18 @@ void cp_steal_look_for_work(struct cp_worker *w, uint64_t now);
 void cp_steal_share_burst(struct cp_worker *w);
 /* A victim silent this long is stuck and gets poked (see steal.c). */
 #define CP_POKE_AFTER_NS 20000000ull
+
+/* ---- spare workers (spare.c) ---- */
+/* Is w's kernel thread blocked in a system call (not running)? */
+bool cp_spare_blocked_in_kernel(const struct cp_worker *w);
+/* The monitor: a spare to run blocked w's threads, or NULL if none is free. */
+struct cp_worker *cp_spare_cover(struct cp_worker *w);
+/* The monitor: w runs again; its spare gives back what it holds. */
+void cp_spare_release(struct cp_worker *w);
+/* The spare covering w, or NULL. */
+struct cp_worker *cp_spare_of(const struct cp_worker *w);
+/* At a spare's look around: once retired, give back what is runnable. */
+void cp_spare_look(struct cp_worker *s);
 
 /* ---- the scheduler loop (sched.c) and idle policy (idle.c) ---- */
 #define CP_IDLE_MIN_NS 1000000ull  /* idle look-around period, doubling */
@@ -159,9 +183,6 @@ void cp_idle_configure(void);   /* CAPRICE_IDLE_SPIN_US */
 
 /* ---- the monitor (monitor.c) ---- */
 void cp_monitor_start(void);
-/* From the poke handler: gives every runnable thread that may move to
- * another worker (steal.c). */
-void cp_steal_hand_off(struct cp_worker *w);
 
 /* ---- timers (timer.c) ---- */
 

@@ -1,0 +1,173 @@
+/* spare.c: a worker whose thread is blocked in a system call the runtime
+ * cannot see does not hold the threads queued behind it while every other
+ * worker is busy: a spare worker runs them, and gives them back once the
+ * blocked worker runs again (sched/spare.c).
+ *
+ * The scene, on two workers: a spinner computes without ever calling the
+ * library, so its worker is busy; main, which therefore runs on the other
+ * worker, queues a blocker and four tickers there and waits.  The blocker
+ * sleeps 400 ms with the raw `syscall` instruction (no libc, no
+ * interposition), blocking that worker in the kernel.  Without a spare the
+ * tickers would first run after those 400 ms. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#include "caprice.h"
+#include "tcase.h"
+
+#define BLOCK_MS  400
+#define TICKERS   4
+#define AFTER_MS  150 /* tickers keep going this long after the blocker */
+
+static long raw_syscall2(long nr, long a, long b)
+{
+	long ret;
+	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b) : "rcx", "r11", "memory");
+	return ret;
+}
+
+static atomic_int spinner_worker = -1;
+static atomic_bool stop_spinning;
+static uint64_t t_start, t_blocker_done;
+
+static void *spinner(void *arg)
+{
+	(void)arg;
+	atomic_store(&spinner_worker, caprice_worker_index());
+	while (!atomic_load_explicit(&stop_spinning, memory_order_relaxed))
+		__asm__ volatile("pause");
+	return NULL;
+}
+
+static void *blocker(void *arg)
+{
+	int *where = arg;
+	*where = caprice_worker_index();
+	uint64_t end = tc_now_ns() + BLOCK_MS * 1000000ull;
+	for (uint64_t now; (now = tc_now_ns()) < end;) {
+		/* a poke's handler cuts a sleep short (EINTR): sleep again */
+		struct timespec ts = { .tv_sec = (time_t)((end - now) / 1000000000u),
+		                       .tv_nsec = (long)((end - now) % 1000000000u) };
+		raw_syscall2(SYS_nanosleep, (long)&ts, 0);
+	}
+	__atomic_store_n(&t_blocker_done, tc_now_ns(), __ATOMIC_RELEASE);
+	return NULL;
+}
+
+struct ticker {
+	uint64_t first_run;   /* ns after t_start */
+	uint64_t max_gap;     /* longest 1 ms sleep, while the blocker blocked */
+	int last_worker;
+	long ticks;
+};
+
+static void *ticker(void *arg)
+{
+	struct ticker *k = arg;
+	uint64_t prev = tc_now_ns();
+	k->first_run = prev - t_start;
+	for (;;) {
+		tc_msleep(1);
+		uint64_t now = tc_now_ns();
+		uint64_t done = __atomic_load_n(&t_blocker_done, __ATOMIC_ACQUIRE);
+		if (!done && now - prev > k->max_gap)
+			k->max_gap = now - prev;
+		prev = now;
+		k->ticks++;
+		if (done && now - done > AFTER_MS * 1000000ull)
+			break;
+	}
+	k->last_worker = caprice_worker_index();
+	return NULL;
+}
+
+TCASE(spare_runs_threads_of_a_worker_blocked_in_the_kernel)
+{
+	if (tc_rerun_on_workers(2, 60))
+		return;
+	tc_watchdog(30);
+	if (caprice_spare_worker_count() < 1)
+		TFAIL("no spare worker (CAPRICE_SPARE_WORKERS=%s)", getenv("CAPRICE_SPARE_WORKERS"));
+	pthread_t s = tc_spawn(spinner, NULL);
+	while (atomic_load(&spinner_worker) < 0)
+		tc_msleep(1);
+	/* the spinner holds its worker for good, so main runs on the other */
+	int mine = caprice_worker_index();
+	CHECK(mine != atomic_load(&spinner_worker));
+	int blocked_worker = -1;
+	struct ticker k[TICKERS] = { 0 };
+	t_start = tc_now_ns();
+	pthread_t b = tc_spawn(blocker, &blocked_worker);
+	pthread_t kt[TICKERS];
+	for (int i = 0; i < TICKERS; i++)
+		kt[i] = tc_spawn(ticker, &k[i]);
+	tc_join(b);
+	for (int i = 0; i < TICKERS; i++)
+		tc_join(kt[i]);
+	atomic_store(&stop_spinning, true);
+	tc_join(s);
+	printf("spinner on worker %d, blocker on worker %d; blocked %.0f ms\n",
+	       atomic_load(&spinner_worker), blocked_worker, (t_blocker_done - t_start) / 1e6);
+	CHECK_EQ(blocked_worker, mine);
+	struct caprice_worker_stats st;
+	CHECK_EQ(caprice_worker_stats(caprice_worker_count(), &st), 0);
+	printf("spare: covers %llu, ran %llu switches\n", (unsigned long long)st.covers,
+	       (unsigned long long)st.switches);
+	for (int i = 0; i < TICKERS; i++) {
+		printf("ticker %d: first ran after %.1f ms, longest 1 ms sleep %.1f ms, %ld ticks, "
+		       "ended on worker %d\n",
+		       i, k[i].first_run / 1e6, k[i].max_gap / 1e6, k[i].ticks, k[i].last_worker);
+		/* a few time slices (2 ms each) for the monitor to see it, not
+		 * the 400 ms of the block */
+		CHECK(k[i].first_run < 100 * 1000000ull);
+		CHECK(k[i].max_gap < 100 * 1000000ull);
+		/* given back once the blocked worker ran again */
+		CHECK(k[i].last_worker >= 0 && k[i].last_worker < caprice_worker_count());
+	}
+	CHECK(st.covers >= 1);
+}
+
+/* A worker that computes keeps its core: no spare runs beside it (the two
+ * would only take turns on it).  The threads queued behind a spinner go to
+ * the other worker, which is free, as before there were spares. */
+static void *spinner_with_tickers(void *arg)
+{
+	struct ticker *k = arg;
+	pthread_t kt[2];
+	for (int i = 0; i < 2; i++) /* queued here, behind this spinner */
+		kt[i] = tc_spawn(ticker, &k[i]);
+	spinner(NULL);
+	for (int i = 0; i < 2; i++)
+		tc_join(kt[i]);
+	return NULL;
+}
+
+TCASE(no_spare_beside_a_worker_that_computes)
+{
+	if (tc_rerun_on_workers(2, 60))
+		return;
+	tc_watchdog(30);
+	struct ticker k[2] = { 0 };
+	t_start = tc_now_ns();
+	pthread_t s = tc_spawn(spinner_with_tickers, k);
+	for (int i = 0; i < 200; i++)
+		tc_msleep(1);
+	/* the tickers end AFTER_MS after the "blocker", which is now */
+	__atomic_store_n(&t_blocker_done, tc_now_ns(), __ATOMIC_RELEASE);
+	for (int i = 0; i < AFTER_MS + 50; i++)
+		tc_msleep(1);
+	atomic_store(&stop_spinning, true);
+	tc_join(s);
+	struct caprice_worker_stats st;
+	CHECK_EQ(caprice_worker_stats(caprice_worker_count(), &st), 0);
+	for (int i = 0; i < 2; i++) {
+		printf("ticker %d: first ran after %.1f ms, longest 1 ms sleep %.1f ms\n", i,
+		       k[i].first_run / 1e6, k[i].max_gap / 1e6);
+		CHECK(k[i].first_run < 100 * 1000000ull);
+		CHECK(k[i].max_gap < 100 * 1000000ull);
+	}
+	printf("spare: covers %llu\n", (unsigned long long)st.covers);
+	CHECK_EQ(st.covers, 0);
+}
