@@ -1226,6 +1226,60 @@ TCASE(real_xz_threads)
 	printf("xz: %ld -> %ld bytes, %ld switches\n", file_size(in), file_size(xzf), sw);
 }
 
+/* pigz: a reader, a pool of -p compressing threads handed 128 KiB blocks
+ * through its own lock and condition variables, an ordered writer.  Under
+ * the shim with -p 2, 4 and 8 (more threads than workers), the gzip
+ * stream must decompress to the input and be the bytes pigz writes
+ * without the shim.  How fast it goes is bench/pigz/compare-pigz's
+ * business: the times are printed, never judged. */
+TCASE(real_pigz_parallel)
+{
+	require_tool("/usr/bin/pigz");
+	const char *d = make_tmpdir();
+	char in[300];
+	snprintf(in, sizeof in, "%s/data", d);
+	gen_text(in, 16u << 20);
+	static const char *const procs[] = {"2", "4", "8"};
+	for (size_t i = 0; i < sizeof procs / sizeof procs[0]; i++) {
+		const char *p = procs[i];
+		char gz[300], ref[300], back[300];
+		snprintf(gz, sizeof gz, "%s/data.%s.gz", d, p);
+		snprintf(ref, sizeof ref, "%s/data.%s.plain.gz", d, p);
+		snprintf(back, sizeof back, "%s/data.%s.back", d, p);
+		struct child c, u;
+		uint64_t t0 = tc_now_ns();
+		run(&SPAWN(.mode = LAUNCHER, .prog = "/usr/bin/pigz", ARGS("-p", p, "-c", in),
+		           ENV(W2, "CAPRICE_STATS=1"), .stdout_path = gz),
+		    &c, 100000);
+		uint64_t t1 = tc_now_ns();
+		EXPECT_EXIT(&c, 0);
+		EXPECT_MSG(&c, file_size(gz) > 1000 && file_size(gz) < file_size(in),
+		           "pigz -p %s output is %ld bytes", p, file_size(gz));
+		/* decompress without the shim: the bytes must come back */
+		run(&SPAWN(.mode = PLAIN, .prog = "/usr/bin/pigz", ARGS("-dc", gz), .stdout_path = back),
+		    &u, 60000);
+		EXPECT_EXIT(&u, 0);
+		CHECK_SAME(&c, in, back);
+		/* and pigz without the shim writes the same stream */
+		uint64_t t2 = tc_now_ns();
+		run(&SPAWN(.mode = PLAIN, .prog = "/usr/bin/pigz", ARGS("-p", p, "-c", in),
+		           .stdout_path = ref),
+		    &u, 60000);
+		uint64_t t3 = tc_now_ns();
+		EXPECT_EXIT(&u, 0);
+		CHECK_SAME(&c, ref, gz);
+		/* the proof that pigz's threads were user threads */
+		long sw = stat_sum(&c.e, "switches");
+		EXPECT_MSG(&c, sw > 0,
+		           "no \"caprice: stats\" switches on stderr: did the shim run pigz's threads?");
+		printf("pigz -p %s: %ld -> %ld bytes, %ld switches; wall %.2f s under the shim, "
+		       "%.2f s plain (for information)\n",
+		       p, file_size(in), file_size(gz), sw, (double)(t1 - t0) / 1e9,
+		       (double)(t3 - t2) / 1e9);
+		unlink(back);
+	}
+}
+
 TCASE(real_sort_parallel)
 {
 	require_tool("/usr/bin/sort");
