@@ -87,6 +87,23 @@ def _workers():
     return out
 
 
+def _runq_threads(q):
+    """The threads on a run queue (sched/runq.h): the ring's slots from
+    head to tail (empty slots are ones a thief took), then the overflow
+    list behind it."""
+    size = int(q["ring"].type.range()[1]) + 1
+    head, tail = int(q["head"]), int(q["tail"])
+    out = []
+    i = head
+    while (tail - i) & 0xffffffff and len(out) <= size:
+        p = q["ring"][i & (size - 1)]
+        if int(p) != 0:
+            out.append(p)
+        i = (i + 1) & 0xffffffff
+    out.extend(_chain(q["over_head"], "next"))
+    return out
+
+
 def _chain(head, link):
     """Follows a NULL-terminated list of struct cp_thread * by field link."""
     seen = set()
@@ -181,9 +198,10 @@ def threads():
     # runnable: on some worker's run queue or in its inbox
     queued = set()
     for w in ws:
-        for head in (w["rq"]["head"], w["inbox"]):
-            for p in _chain(head, "next"):
-                queued.add(int(p))
+        for p in _runq_threads(w["rq"]):
+            queued.add(int(p))
+        for p in _chain(w["inbox"], "next"):
+            queued.add(int(p))
     found = {}
 
     def add(p):

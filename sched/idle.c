@@ -55,13 +55,16 @@ static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
 {
 	if (idle_spin(w, now))
 		return;
-	if (!w->spare) /* a spare is handed work, never takes it */
-		cp_steal_look_for_work(w, now);
+	/* a spare is handed work, never takes it */
+	if (!w->spare && cp_steal_look_for_work(w, now))
+		return;
 	uint64_t timeout = w->victim ? CP_POKE_AFTER_NS : *idle_period;
 	uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
 	if (nd != CP_NO_DEADLINE && nd - now < timeout)
 		timeout = nd > now ? nd - now : 0;
 	__atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
+	if (!w->spare)
+		__atomic_add_fetch(&cp_idle_sleepers, 1, __ATOMIC_SEQ_CST);
 	if (!__atomic_load_n(&w->inbox, __ATOMIC_SEQ_CST) &&
 	    !__atomic_load_n(&w->steal_req, __ATOMIC_SEQ_CST) &&
 	    !__atomic_load_n(&w->cancels, __ATOMIC_SEQ_CST)) {
@@ -77,7 +80,9 @@ static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
 		if (*idle_period < IDLE_MAX_NS)
 			*idle_period *= 2;
 	}
-	__atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
+	/* a kick clears it (and counts the sleeper out) first */
+	if (__atomic_exchange_n(&w->sleeping, 0, __ATOMIC_ACQ_REL) && !w->spare)
+		__atomic_sub_fetch(&cp_idle_sleepers, 1, __ATOMIC_RELAXED);
 }
 
 bool cp_idle_nothing_queued(struct cp_worker *w, uint64_t *idle_period)

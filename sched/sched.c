@@ -97,7 +97,6 @@ static inline void asan_leave(struct cp_worker *w, struct cp_thread *prev,
                               struct cp_thread *next, bool dying)
 {
 #ifdef CP_ASAN
-	w->switched_from = prev;
 	__sanitizer_start_switch_fiber(dying ? NULL : &prev->asan_fake_stack,
 	                               next->stack.lo, next->stack.size);
 #else
@@ -126,6 +125,12 @@ static inline void asan_arrive(struct cp_worker *w)
 static inline void finish_switch(struct cp_worker *w)
 {
 	struct cp_thread *cur = w->current;
+	/* the thread we left has its context saved now: thieves may take it */
+	if (w->switched_from) {
+		__atomic_store_n(&w->switched_from->on_cpu, 0, __ATOMIC_RELEASE);
+		w->switched_from = NULL;
+	}
+	cur->on_cpu = 1;
 	cur->home = w;
 	cur->pinned = 0;
 	cp_tls_thread = cur == &w->idle ? NULL : cur;
@@ -170,6 +175,7 @@ static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
 		prev->saved_errno = *w->errno_loc;
 	}
 	w->current = next;
+	w->switched_from = prev;
 	asan_leave(w, prev, next, dying);
 	cp_ctx_switch(&prev->sp, next->sp);
 	w = cp_worker_self(); /* we may have resumed on another worker */

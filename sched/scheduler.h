@@ -25,6 +25,9 @@ struct cp_thread {
 	uint32_t flags;              /* CP_TF_* */
 	uint32_t pinned;             /* woken from I/O: stays on this worker
 	                                until it has run (see cp_wake_pinned) */
+	uint32_t on_cpu;             /* running, or its context not yet saved
+	                                (a yield queues it before the switch):
+	                                thieves leave it alone */
 	uint32_t done;               /* finished (for debuggers, who tell the other
 	                                states from where the thread is linked) */
 	uint32_t live;               /* cp_live_tag from creation to release */
@@ -253,6 +256,7 @@ struct cp_worker_stats {
 	uint64_t yields;             /* cp_yield calls (sched_yield, spins, preempts) */
 	uint64_t tls_loads;          /* FS base loads (TLS per user thread) */
 	uint64_t covers;             /* spare: times it took a blocked worker's threads */
+	uint64_t steals_direct;      /* steals made without the victim's help */
 	uint32_t runq_len;
 };
 void cp_worker_stats(int idx, struct cp_worker_stats *out);

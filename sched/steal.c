@@ -45,7 +45,7 @@ void cp_steal_give(struct cp_worker *w, struct cp_worker *thief, enum cp_donatio
 	}
 	if (!chain)
 		return;
-	w->st.steals_out += k;
+	__atomic_add_fetch(&w->st.steals_out, k, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&thief->st.steals_in, k, __ATOMIC_RELAXED);
 	cp_inbox_push(thief, chain, last);
 }
@@ -85,6 +85,16 @@ void cp_steal_hand_off(struct cp_worker *w)
 		cp_steal_give(w, s, CP_DONATE_MOVABLE);
 }
 
+uint32_t cp_idle_sleepers CP_HIDDEN, cp_thieves_spinning CP_HIDDEN;
+
+void cp_steal_offer_slow(struct cp_worker *self)
+{
+	if (!cp_runq_steal_ready || self->spare ||
+	    __atomic_load_n(&cp_thieves_spinning, __ATOMIC_RELAXED))
+		return;
+	cp_steal_wake_thief(self);
+}
+
 void cp_steal_wake_thief(struct cp_worker *self)
 {
 	for (int i = 1; i < cp_nworkers; i++) {
@@ -106,8 +116,136 @@ void cp_steal_share_burst(struct cp_worker *w)
 		cp_steal_wake_thief(w);
 }
 
-void cp_steal_look_for_work(struct cp_worker *w, uint64_t now)
+/* Moves a chain (oldest first) onto w's own queue. */
+static void take_chain(struct cp_worker *w, struct cp_thread *t)
 {
+	for (struct cp_thread *n; t; t = n) {
+		n = t->next;
+		cp_runq_push(&w->rq, t);
+	}
+}
+
+/* Empties v's inbox (wakeups other workers sent it) onto w's queue. */
+static uint32_t take_inbox(struct cp_worker *w, struct cp_worker *v)
+{
+	struct cp_thread *list = __atomic_exchange_n(&v->inbox, NULL, __ATOMIC_ACQUIRE);
+	struct cp_thread *rev = NULL;
+	uint32_t k = 0;
+	while (list) { /* LIFO: take them in the order they came */
+		struct cp_thread *n = list->next;
+		if (cp_unlikely(__atomic_load_n(&list->pinned, __ATOMIC_RELAXED))) {
+			list->next = NULL;
+			cp_inbox_push(v, list, list); /* must run there */
+		} else {
+			list->next = rev;
+			rev = list;
+			k++;
+		}
+		list = n;
+	}
+	take_chain(w, rev);
+	return k;
+}
+
+/* Takes threads from a busy worker without its help: half its run queue
+ * (runq.h), and, from a worker that has not switched for
+ * CP_LONE_AFTER_NS, a lone queued thread and the wakeups waiting in its
+ * inbox.  A worker that switches will run a lone thread in a moment, and
+ * taking the partner of a ping-pong pair would split the pair across
+ * workers.  *watching: something may become takeable soon. */
+static bool steal_directly(struct cp_worker *w, uint64_t now, bool *watching)
+{
+	for (int i = 1; i < cp_nworkers; i++) {
+		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
+		uint32_t len = cp_runq_len(&v->rq);
+		bool inbox = __atomic_load_n(&v->inbox, __ATOMIC_RELAXED) != NULL;
+		/* I/O in flight there may have completed, and only v can reap
+		 * it; what it wakes may move where threads own their TLS */
+		bool io = cp_tls_per_thread && __atomic_load_n(&v->ring.inflight, __ATOMIC_RELAXED);
+		if (!len && !inbox && !io)
+			continue;
+		if (__atomic_load_n(&v->sleeping, __ATOMIC_RELAXED))
+			continue; /* it was kicked, and runs them itself */
+		struct cp_thread *first, *last;
+		uint32_t k = 0;
+		if (len >= 2)
+			k = cp_runq_steal(&v->rq, &v->in_sched, false, &first, &last);
+		if (!k) {
+			uint64_t beat = __atomic_load_n(&v->heartbeat, __ATOMIC_RELAXED);
+			if (w->lone_victim != v || w->lone_beat != beat) {
+				w->lone_victim = v;
+				w->lone_beat = beat;
+				w->lone_since = now;
+			}
+			if (now - w->lone_since < CP_LONE_AFTER_NS) {
+				*watching = true;
+				continue;
+			}
+			if (io && now - w->lone_since >= CP_REAP_POKE_NS &&
+			    now - w->asked_at >= CP_REAP_POKE_NS) {
+				/* silent with I/O in flight: its poke handler reaps
+				 * the ring, and we take what that wakes */
+				w->asked_at = now;
+				w->lone_since = now;
+				syscall(SYS_tgkill, getpid(), v->tid, CP_POKE_SIGNAL);
+				__atomic_add_fetch(&v->st.pokes, 1, __ATOMIC_RELAXED);
+				*watching = true;
+			} else if (io) {
+				*watching = true;
+			}
+			if (len)
+				k = cp_runq_steal(&v->rq, &v->in_sched, true, &first, &last);
+		}
+		if (k)
+			take_chain(w, first);
+		if (inbox && now - w->lone_since >= CP_LONE_AFTER_NS && w->lone_victim == v)
+			k += take_inbox(w, v);
+		if (!k)
+			continue;
+		w->lone_victim = NULL;
+		__atomic_add_fetch(&w->st.steals_in, k, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&v->st.steals_out, k, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&w->st.steals_direct, 1, __ATOMIC_RELAXED);
+		return true;
+	}
+	return false;
+}
+
+/* Idle: spins a while over the other workers' queues while one holds a
+ * lone thread that may become takeable, stealing as soon as it is. */
+static bool steal_watching(struct cp_worker *w, uint64_t now)
+{
+	bool watching = false;
+	if (steal_directly(w, now, &watching))
+		return true;
+	if (!watching)
+		return false;
+	__atomic_add_fetch(&cp_thieves_spinning, 1, __ATOMIC_RELAXED);
+	bool got = false;
+	for (uint64_t until = now + CP_THIEF_SPIN_NS; now < until; now = cp_now_ns()) {
+		for (int i = 0; i < 64; i++)
+			cp_cpu_relax();
+		if (__atomic_load_n(&w->inbox, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&w->steal_req, __ATOMIC_RELAXED))
+			break;
+		watching = false;
+		if (steal_directly(w, now, &watching)) {
+			got = true;
+			break;
+		}
+		if (!watching)
+			break;
+	}
+	__atomic_sub_fetch(&cp_thieves_spinning, 1, __ATOMIC_RELAXED);
+	return got;
+}
+
+bool cp_steal_look_for_work(struct cp_worker *w, uint64_t now)
+{
+	if (cp_runq_steal_ready && steal_watching(w, now))
+		return true;
+	/* what only the victim can give: its inbox, its overdue timers (and
+	 * everything, where the kernel has no expedited membarrier) */
 	struct cp_worker *v = w->victim;
 	if (v) {
 		if (__atomic_load_n(&v->steal_req, __ATOMIC_RELAXED) != w) {
@@ -117,9 +255,9 @@ void cp_steal_look_for_work(struct cp_worker *w, uint64_t now)
 			/* no switch for a while: it cannot answer by itself */
 			syscall(SYS_tgkill, getpid(), v->tid, CP_POKE_SIGNAL);
 			w->asked_at = now;
-			return;
+			return false;
 		} else {
-			return;
+			return false;
 		}
 	}
 	for (int i = 1; i < cp_nworkers; i++) {
@@ -138,7 +276,8 @@ void cp_steal_look_for_work(struct cp_worker *w, uint64_t now)
 			w->victim_beat = __atomic_load_n(&v->heartbeat, __ATOMIC_RELAXED);
 			w->asked_at = now;
 			cp_worker_kick(v); /* it may be asleep with work in its inbox */
-			return;
+			return false;
 		}
 	}
+	return false;
 }

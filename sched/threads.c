@@ -140,8 +140,7 @@ void cp_thread_start(struct cp_thread *t)
 	if (w) {
 		t->home = w;
 		cp_local_push(w, t);
-		if (cp_runq_len(&w->rq) == 2)
-			cp_steal_wake_thief(w); /* a burst of creations: let others help */
+		cp_steal_offer(w); /* a sleeping worker may come and take it */
 		return;
 	}
 	unsigned i = __atomic_fetch_add(&foreign_rr, 1, __ATOMIC_RELAXED);

@@ -17,6 +17,8 @@ static __thread struct cp_worker *deferred_kicks[MAX_DEFERRED]
 static void kick_now(struct cp_worker *w)
 {
 	if (__atomic_exchange_n(&w->sleeping, 0, __ATOMIC_ACQ_REL)) {
+		if (!w->spare)
+			__atomic_sub_fetch(&cp_idle_sleepers, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&w->st.kicks, 1, __ATOMIC_RELAXED);
 		cp_ring_kick(&w->ring);
 	}
@@ -90,6 +92,7 @@ void cp_wake(struct cp_thread *t)
 	if (self == home) {
 		self->st.wakes_local++;
 		cp_local_push(self, t);
+		cp_steal_offer(self);
 		return;
 	}
 	if (self)
@@ -118,4 +121,5 @@ void cp_wake_here(struct cp_thread *t)
 	}
 	self->st.wakes_local++;
 	cp_local_push(self, t);
+	cp_steal_offer(self);
 }

@@ -27,12 +27,15 @@ struct cp_worker {
 	cp_spinlock *unlock_after;      /* released once the switch is done */
 	struct cp_thread *dead;         /* finished thread awaiting on_dead */
 	void (*on_dead)(struct cp_thread *);
-	struct cp_thread *switched_from;/* ASan needs the stack we left */
+	struct cp_thread *switched_from;/* the thread we left, until the switch is
+	                                   done (its on_cpu; ASan's stack bounds) */
 	struct cp_stack_pool stacks;
 	struct cp_thread idle;          /* the worker's own loop, as a context */
 	struct cp_worker *victim;       /* where our steal request is pending */
 	uint64_t victim_beat;           /* its heartbeat when we asked */
 	uint64_t asked_at;
+	struct cp_worker *lone_victim;  /* a worker with one queued thread we watch */
+	uint64_t lone_beat, lone_since; /* its heartbeat, and since when unchanged */
 	struct cp_worker_stats st;
 	uint64_t spin_ns;               /* idle polling window, adaptive */
 	uint64_t next_id, id_limit;     /* thread ids handed out in blocks */
@@ -148,8 +151,29 @@ void cp_steal_give(struct cp_worker *w, struct cp_worker *to, enum cp_donation h
 void cp_steal_hand_off(struct cp_worker *w);
 /* Wakes one sleeping worker so it can come and steal. */
 void cp_steal_wake_thief(struct cp_worker *self);
-/* Idle: asks a busy worker for work, or pokes one that stopped switching. */
-void cp_steal_look_for_work(struct cp_worker *w, uint64_t now);
+/* Idle: takes threads from a busy worker's queue (runq.h), else asks one
+ * for what only it can give, or pokes one that stopped switching.  True
+ * when threads were taken onto w's queue. */
+bool cp_steal_look_for_work(struct cp_worker *w, uint64_t now);
+/* A queued thread is taken without its worker's help once that worker
+ * has not switched for this long (a lone one; two or more at once). */
+#define CP_LONE_AFTER_NS 20000ull
+/* A worker silent this long with I/O in flight is poked by an idle one
+ * (its handler reaps the ring; where threads own their TLS what that
+ * wakes may then be taken). */
+#define CP_REAP_POKE_NS 50000ull
+/* How long an idle worker watches such a queue before it sleeps. */
+#define CP_THIEF_SPIN_NS 120000ull
+/* Regular workers asleep, and idle workers watching others' queues: a
+ * wakeup that queues a thread locally wakes a thief only when some worker
+ * sleeps and none watches already (wake.c). */
+extern uint32_t cp_idle_sleepers CP_HIDDEN, cp_thieves_spinning CP_HIDDEN;
+void cp_steal_offer_slow(struct cp_worker *self);
+static inline void cp_steal_offer(struct cp_worker *self)
+{
+	if (cp_unlikely(__atomic_load_n(&cp_idle_sleepers, __ATOMIC_RELAXED) != 0))
+		cp_steal_offer_slow(self);
+}
 /* After a batch of completions: share them when 4+ threads wait here. */
 #define CP_SHARE_AT 4
 void cp_steal_share_burst(struct cp_worker *w);
