@@ -121,6 +121,7 @@ int lt_fd_fresh(int fd)
 	if (f) {
 		__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
 		f->seek_state = 0;
+		f->no_cached_read = 0;
 		f->shared = 0;
 	}
 	return fd;
@@ -141,6 +142,7 @@ static void drain(struct lt_fd *f)
 	f->rcvtimeo_ns = f->sndtimeo_ns = 0;
 	__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
 	f->seek_state = 0;
+	f->no_cached_read = 0;
 	f->shared = 0;
 }
 

@@ -24,6 +24,7 @@ struct lt_fd {
 	uint32_t flags_gen;
 	uint8_t nonblock;
 	uint8_t seek_state;         /* 0 unknown, 1 seekable, 2 a stream */
+	uint8_t no_cached_read;     /* RWF_NOWAIT refused here (io.c) */
 	uint8_t shared;             /* dup'd: its open file description (and
 	                               O_NONBLOCK) may be another fd's too */
 };

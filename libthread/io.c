@@ -113,13 +113,64 @@ static long with_sigpipe(long res, int flags)
 
 #define RAW(...) syscall(__VA_ARGS__)
 
+/* Reads of a seekable file first try the page cache: a preadv2 with
+ * RWF_NOWAIT copies what is cached at once, with no park and no ring
+ * round trip, so a thread whose data is cached keeps running (a
+ * pipeline's reader then feeds its pool at once instead of waiting for
+ * its worker to come back to the ring).  Only what the kernel would have
+ * to fetch goes through io_uring.  -EAGAIN: take the ring.  off -1: the
+ * file position, which the call advances. */
+static long cached_read(int fd, void *buf, size_t n, int64_t off)
+{
+	if (cp_unlikely(cp_in_runtime()) || !lt_self() || n == 0)
+		return -EAGAIN;
+	struct lt_fd *f = lt_fd_get(fd);
+	if (!f || f->no_cached_read || !lt_fd_seekable(f, fd) || lt_fd_nonblocking(f, fd))
+		return -EAGAIN;
+	lt_testcancel(lt_self());
+	cp_safe_point();
+	struct iovec v = { .iov_base = buf, .iov_len = n };
+	long r = RAW(SYS_preadv2, fd, &v, 1, (long)off, (long)((uint64_t)off >> 32), RWF_NOWAIT);
+	if (r >= 0)
+		return r;
+	if (errno == EOPNOTSUPP)
+		f->no_cached_read = 1; /* this file cannot: do not ask again */
+	return -EAGAIN;
+}
+
+/* The rest of a read that found only part of its range cached: a regular
+ * file returns less than asked only at its end, and callers rely on it. */
+static ssize_t finish_cached(ssize_t got, size_t n, ssize_t (*more)(int, void *, size_t, off_t),
+                             int fd, char *buf, int64_t off)
+{
+	if (got <= 0 || (size_t)got == n)
+		return got;
+	int saved = errno;
+	ssize_t rest = more(fd, buf + got, n - (size_t)got, off < 0 ? -1 : off + got);
+	errno = saved;
+	return rest > 0 ? got + rest : got;
+}
+
+static ssize_t ring_read(int fd, void *buf, size_t n, off_t off);
+
 CP_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
+	long c = cached_read(fd, buf, n, -1);
+	if (c != -EAGAIN)
+		return finish_cached(c, n, ring_read, fd, buf, -1);
+	return ring_read(fd, buf, n, -1);
+}
+
+/* read (off -1) or pread through the ring */
+static ssize_t ring_read(int fd, void *buf, size_t n, off_t off)
+{
 	struct lt_io io;
-	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_RCV);
+	struct io_uring_sqe *sqe = lt_io_begin_at(off < 0 ? "read" : "pread", &io, fd,
+	                                          off < 0 ? LT_IO_RCV : LT_IO_NONE);
 	if (!sqe)
-		return RAW(SYS_read, fd, buf, n);
-	io_uring_prep_read(sqe, fd, buf, (unsigned)(n > UINT32_MAX ? UINT32_MAX : n), -1);
+		return off < 0 ? RAW(SYS_read, fd, buf, n) : RAW(SYS_pread64, fd, buf, n, off);
+	io_uring_prep_read(sqe, fd, buf, (unsigned)(n > UINT32_MAX ? UINT32_MAX : n),
+	                   off < 0 ? (uint64_t)-1 : (uint64_t)off);
 	return lt_io_ret(lt_io_finish(&io));
 }
 
@@ -158,12 +209,10 @@ CP_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
 {
 	if (!positional_ok(fd, off))
 		return -1;
-	struct lt_io io;
-	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_NONE);
-	if (!sqe)
-		return RAW(SYS_pread64, fd, buf, n, off);
-	io_uring_prep_read(sqe, fd, buf, (unsigned)(n > UINT32_MAX ? UINT32_MAX : n), (uint64_t)off);
-	return lt_io_ret(lt_io_finish(&io));
+	long c = cached_read(fd, buf, n, off);
+	if (c != -EAGAIN)
+		return finish_cached(c, n, ring_read, fd, buf, off);
+	return ring_read(fd, buf, n, off);
 }
 CP_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off) __attribute__((alias("pread")));
 
@@ -180,6 +229,11 @@ static long vec_op(int fd, const struct iovec *iov, int cnt, int64_t off, bool o
 	if (cnt < 0 || cnt > IOV_MAX) {
 		errno = EINVAL;
 		return -1;
+	}
+	if (!out && cnt == 1) { /* one buffer: a read like any other */
+		long c = cached_read(fd, iov[0].iov_base, iov[0].iov_len, off);
+		if (c != -EAGAIN)
+			return finish_cached(c, iov[0].iov_len, ring_read, fd, iov[0].iov_base, off);
 	}
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, out ? LT_IO_SND : LT_IO_RCV);

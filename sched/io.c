@@ -95,6 +95,7 @@ int cp_io_wait(struct cp_io_op *op, bool cancellable)
 		if (cp_interrupt_pending(t))
 			cp_io_cancel(op); /* interrupted before we got here */
 	}
+	cp_steal_share_at_io_park(op->worker);
 	cp_park(NULL);
 	if (cancellable) {
 		cp_spin_lock(&t->wait_lock); /* waits out an interrupter */

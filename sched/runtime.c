@@ -120,6 +120,7 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 	cp_runq_steal_init();
 	__atomic_store_n(&cp_idle_sleepers, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&cp_thieves_spinning, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&cp_idle_workers, 0, __ATOMIC_RELAXED);
 	cp_workers = calloc((size_t)cp_nall, sizeof *cp_workers);
 	if (!cp_workers)
 		cp_die("cannot start: out of memory for %d workers", cp_nall);

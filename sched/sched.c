@@ -254,6 +254,7 @@ void cp_idle_loop(struct cp_worker *w)
 		look_around(w, CP_DONATE_FLOOR_HALF);
 		struct cp_thread *next = cp_runq_pop(&w->rq);
 		if (!next) {
+			cp_idle_enter(w);
 			if (!cp_idle_nothing_queued(w, &idle_period))
 				continue;
 			if (cp_unlikely(w->spare)) {
@@ -266,6 +267,7 @@ void cp_idle_loop(struct cp_worker *w)
 			next = cp_runq_pop(&w->rq);
 		}
 		idle_period = CP_IDLE_MIN_NS;
+		cp_idle_leave(w);
 		switch_to(w, &w->idle, next, false);
 		cp_assert(cp_worker_self() == w);
 		w->in_sched = 1;

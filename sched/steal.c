@@ -85,7 +85,25 @@ void cp_steal_hand_off(struct cp_worker *w)
 		cp_steal_give(w, s, CP_DONATE_MOVABLE);
 }
 
-uint32_t cp_idle_sleepers CP_HIDDEN, cp_thieves_spinning CP_HIDDEN;
+uint32_t cp_idle_sleepers CP_HIDDEN, cp_thieves_spinning CP_HIDDEN, cp_idle_workers CP_HIDDEN;
+
+void cp_steal_share_at_io_park_slow(struct cp_worker *w)
+{
+	if (!cp_runq_len(&w->rq) || w->spare)
+		return;
+	for (int i = 1; i < cp_nworkers; i++) {
+		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
+		if (__atomic_load_n(&v->idle_now, __ATOMIC_RELAXED)) {
+			uint32_t was = w->in_sched; /* a poke must not take the queue mid-way */
+			w->in_sched = 1;
+			cp_barrier();
+			cp_steal_give(w, v, CP_DONATE_CEIL_HALF);
+			cp_barrier();
+			w->in_sched = was;
+			return;
+		}
+	}
+}
 
 void cp_steal_offer_slow(struct cp_worker *self)
 {
@@ -164,8 +182,12 @@ static bool steal_directly(struct cp_worker *w, uint64_t now, bool *watching)
 		bool io = cp_tls_per_thread && __atomic_load_n(&v->ring.inflight, __ATOMIC_RELAXED);
 		if (!len && !inbox && !io)
 			continue;
-		if (__atomic_load_n(&v->sleeping, __ATOMIC_RELAXED))
-			continue; /* it was kicked, and runs them itself */
+		/* asleep (it was kicked), or in its scheduler loop about to run
+		 * what it has: it runs them itself in a moment.  (Its heartbeat
+		 * stands still meanwhile, which must not read as "busy".) */
+		if (__atomic_load_n(&v->sleeping, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&v->idle_now, __ATOMIC_RELAXED))
+			continue;
 		struct cp_thread *first, *last;
 		uint32_t k = 0;
 		if (len >= 2)
@@ -216,11 +238,13 @@ static bool steal_directly(struct cp_worker *w, uint64_t now, bool *watching)
 static bool steal_watching(struct cp_worker *w, uint64_t now)
 {
 	bool watching = false;
+	w->lone_victim = NULL; /* silence is timed from what we see now */
 	if (steal_directly(w, now, &watching))
 		return true;
 	if (!watching)
 		return false;
 	__atomic_add_fetch(&cp_thieves_spinning, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->watching, 1, __ATOMIC_RELAXED);
 	bool got = false;
 	for (uint64_t until = now + CP_THIEF_SPIN_NS; now < until; now = cp_now_ns()) {
 		for (int i = 0; i < 64; i++)
@@ -236,6 +260,7 @@ static bool steal_watching(struct cp_worker *w, uint64_t now)
 		if (!watching)
 			break;
 	}
+	__atomic_store_n(&w->watching, 0, __ATOMIC_RELAXED);
 	__atomic_sub_fetch(&cp_thieves_spinning, 1, __ATOMIC_RELAXED);
 	return got;
 }

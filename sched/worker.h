@@ -51,6 +51,8 @@ struct cp_worker {
 	struct cp_worker *steal_req;    /* an idle worker asking for threads */
 	uint64_t heartbeat;             /* switches, published for thieves */
 	uint32_t preempt;               /* the monitor asks: yield at a safe point */
+	uint32_t watching;              /* idle, spinning over others' queues */
+	uint32_t idle_now;              /* in its scheduler loop with nothing to run */
 	uint32_t ring_busy;             /* SQEs half-prepared: a poke leaves the
 	                                   ring alone (cleared at every switch) */
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
@@ -168,7 +170,34 @@ bool cp_steal_look_for_work(struct cp_worker *w, uint64_t now);
  * wakeup that queues a thread locally wakes a thief only when some worker
  * sleeps and none watches already (wake.c). */
 extern uint32_t cp_idle_sleepers CP_HIDDEN, cp_thieves_spinning CP_HIDDEN;
+/* Regular workers with nothing to run (asleep or not). */
+extern uint32_t cp_idle_workers CP_HIDDEN;
+static inline void cp_idle_enter(struct cp_worker *w)
+{
+	if (!w->idle_now && !w->spare) {
+		w->idle_now = 1;
+		__atomic_add_fetch(&cp_idle_workers, 1, __ATOMIC_RELAXED);
+	}
+}
+static inline void cp_idle_leave(struct cp_worker *w)
+{
+	if (w->idle_now) {
+		w->idle_now = 0;
+		__atomic_sub_fetch(&cp_idle_workers, 1, __ATOMIC_RELAXED);
+	}
+}
 void cp_steal_offer_slow(struct cp_worker *self);
+/* A thread parks on I/O while another worker idles: half of what is
+ * queued here goes there, so that this worker is free to reap the
+ * completion and run the thread again (only this worker can reap it,
+ * and a thread woken from I/O may be pinned here) instead of running a
+ * queued thread that may compute for milliseconds first. */
+void cp_steal_share_at_io_park_slow(struct cp_worker *w);
+static inline void cp_steal_share_at_io_park(struct cp_worker *w)
+{
+	if (cp_unlikely(__atomic_load_n(&cp_idle_workers, __ATOMIC_RELAXED) != 0))
+		cp_steal_share_at_io_park_slow(w);
+}
 static inline void cp_steal_offer(struct cp_worker *self)
 {
 	if (cp_unlikely(__atomic_load_n(&cp_idle_sleepers, __ATOMIC_RELAXED) != 0))
