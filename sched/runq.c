@@ -19,18 +19,86 @@ bool cp_runq_steal_init(void)
 
 void cp_runq_sync(struct cp_runq *q)
 {
-	/* a thief holds `steal` for a system call and a few slots; it is a
+	/* a thief holds the bit for a system call and a few slots; it is a
 	 * kernel thread that may lose its CPU, so back off to the kernel
 	 * after a while */
-	for (unsigned spins = 0; __atomic_load_n(&q->steal, __ATOMIC_ACQUIRE); spins++) {
-		if (spins < 4096)
+	unsigned spins = 0;
+	for (;;) {
+		uint64_t v = __atomic_load_n(&q->steal, __ATOMIC_ACQUIRE);
+		if (!(v & CP_RUNQ_STEALING)) {
+			/* what thieves took is gone from the slots; the indexes
+			 * account for it as pops pass the holes */
+			if (!v || __atomic_compare_exchange_n(&q->steal, &v, 0, false, __ATOMIC_ACQ_REL,
+			                                      __ATOMIC_RELAXED))
+				return;
+			continue;
+		}
+		if (++spins < 4096)
 			cp_cpu_relax();
 		else
 			syscall(SYS_sched_yield);
 	}
-	uint32_t gone = __atomic_exchange_n(&q->stolen, 0, __ATOMIC_ACQ_REL);
-	if (gone)
-		cp_runq_set_len(q, q->len - gone);
+}
+
+void cp_runq_push_overflow(struct cp_runq *q, struct cp_thread *t)
+{
+	t->next = NULL;
+	if (q->tail - q->head < CP_RUNQ_RING && !q->over_head) {
+		q->ring[q->tail & (CP_RUNQ_RING - 1)] = t;
+		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
+		return;
+	}
+	if (q->over_tail)
+		q->over_tail->next = t;
+	else
+		q->over_head = t;
+	q->over_tail = t;
+	__atomic_store_n(&q->over_len, q->over_len + 1, __ATOMIC_RELAXED);
+}
+
+/* Moves overflow threads into free ring slots, oldest first. */
+static void refill(struct cp_runq *q)
+{
+	while (q->over_head && q->tail - q->head < CP_RUNQ_RING) {
+		struct cp_thread *t = q->over_head;
+		q->over_head = t->next;
+		if (!q->over_head)
+			q->over_tail = NULL;
+		__atomic_store_n(&q->over_len, q->over_len - 1, __ATOMIC_RELAXED);
+		t->next = NULL;
+		q->ring[q->tail & (CP_RUNQ_RING - 1)] = t;
+		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
+	}
+}
+
+struct cp_thread *cp_runq_pop_slow(struct cp_runq *q)
+{
+	for (;;) {
+		if (__atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) != 0)
+			cp_runq_sync(q);
+		if (q->head == q->tail) {
+			if (!q->over_head)
+				return NULL;
+			refill(q);
+			continue;
+		}
+		struct cp_thread *t = __atomic_load_n(&q->ring[q->head & (CP_RUNQ_RING - 1)],
+		                                      __ATOMIC_RELAXED);
+		__atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
+		if (t) { /* else a hole a thief left */
+			refill(q);
+			return t;
+		}
+	}
+}
+
+/* Sets the stealing bit; false if another holds it. */
+static bool steal_bit_take(struct cp_runq *q)
+{
+	uint64_t v = __atomic_load_n(&q->steal, __ATOMIC_RELAXED);
+	return !(v & CP_RUNQ_STEALING) &&
+	       __atomic_compare_exchange_n(&q->steal, &v, v | CP_RUNQ_STEALING, false,
+	                                   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 
 struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
@@ -39,19 +107,12 @@ struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
 	struct cp_thread *first = NULL, *end = NULL;
 	uint32_t k = 0;
 	/* hold off thieves while we read and clear slots */
-	for (;;) {
-		uint32_t idle = 0;
-		if (__atomic_compare_exchange_n(&q->steal, &idle, 1, false, __ATOMIC_ACQUIRE,
-		                                __ATOMIC_RELAXED))
-			break;
+	while (!steal_bit_take(q))
 		cp_cpu_relax();
-	}
-	uint32_t gone = __atomic_exchange_n(&q->stolen, 0, __ATOMIC_ACQ_REL);
-	uint32_t len = q->len - gone;
 	for (uint32_t i = q->head; i != q->tail && k < n; i++) {
 		struct cp_thread **slot = &q->ring[i & (CP_RUNQ_RING - 1)];
 		struct cp_thread *c = *slot;
-		if (!c || (c->pinned && !take_pinned) || c->on_cpu)
+		if (!c || (c->pinned && !take_pinned))
 			continue;
 		*slot = NULL;
 		c->next = NULL;
@@ -75,7 +136,7 @@ struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
 			q->over_head = next;
 		if (q->over_tail == c)
 			q->over_tail = prev;
-		q->over_len--;
+		__atomic_store_n(&q->over_len, q->over_len - 1, __ATOMIC_RELAXED);
 		c->next = NULL;
 		if (end)
 			end->next = c;
@@ -86,29 +147,24 @@ struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
 	}
 	/* leading holes: pop would skip them anyway */
 	while (q->head != q->tail && !q->ring[q->head & (CP_RUNQ_RING - 1)])
-		q->head++;
-	cp_runq_set_len(q, len - k);
-	__atomic_store_n(&q->steal, 0, __ATOMIC_RELEASE);
-	cp_runq_refill(q);
+		__atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&q->steal, CP_RUNQ_STEALING, __ATOMIC_RELEASE);
+	refill(q);
 	*last = end;
 	*taken = k;
 	return first;
 }
 
-/* Not pinned to its worker, and not the thread that is still running
- * there (a yield queues the running thread before it switches away). */
+/* Not pinned to its worker (worker TLS: errno's address, after I/O). */
 static inline bool movable(struct cp_thread *c)
 {
-	return !__atomic_load_n(&c->on_cpu, __ATOMIC_ACQUIRE) &&
-	       !__atomic_load_n(&c->pinned, __ATOMIC_RELAXED);
+	return !__atomic_load_n(&c->pinned, __ATOMIC_RELAXED);
 }
 
 uint32_t cp_runq_steal(struct cp_runq *q, const volatile uint32_t *owner_in_sched,
                        bool take_lone, struct cp_thread **first, struct cp_thread **last)
 {
-	uint32_t idle = 0;
-	if (!__atomic_compare_exchange_n(&q->steal, &idle, 1, false, __ATOMIC_ACQUIRE,
-	                                 __ATOMIC_RELAXED))
+	if (!steal_bit_take(q))
 		return 0;
 	/* from here on every pop the owner starts waits for us; after the
 	 * barrier we see all it did before */
@@ -147,9 +203,8 @@ uint32_t cp_runq_steal(struct cp_runq *q, const volatile uint32_t *owner_in_sche
 		e = c;
 		k++;
 	}
-	if (k)
-		__atomic_add_fetch(&q->stolen, k, __ATOMIC_RELAXED);
-	__atomic_store_n(&q->steal, 0, __ATOMIC_RELEASE);
+	/* count them (for cp_runq_len) and let the owner go on */
+	__atomic_add_fetch(&q->steal, k * CP_RUNQ_STOLEN_ONE - CP_RUNQ_STEALING, __ATOMIC_RELEASE);
 	*first = f;
 	*last = e;
 	return k;

@@ -7,7 +7,7 @@
  * behind it for when more threads are runnable than the ring holds.
  *
  * Stealing (cp_runq_steal, from another worker) is an asymmetric Dekker
- * protocol: the thief sets `steal` and then runs membarrier(), which puts
+ * protocol: the thief sets a bit of `steal` and then runs membarrier(), which puts
  * a full memory barrier on every CPU that runs this process.  After it,
  * every pop the owner starts sees `steal` and waits for the thief, and
  * what the owner did before it is visible to the thief; at most one pop
@@ -17,6 +17,8 @@
  * predicted branch per pop, and the thief a system call per steal, which
  * is rare next to switches.  The thief takes threads out of their slots
  * (leaving holes the owner skips) and never writes the owner's indexes.
+ * The running thread is never on the queue: a yield puts it back only
+ * once its context is saved (sched.c).
  *
  * Owner-side operations that read many slots (cp_runq_take: donations)
  * hold `steal` themselves for their duration.
@@ -38,94 +40,62 @@
 struct cp_runq {
 	/* written by the owner, read by thieves */
 	uint32_t head, tail;          /* ring indexes, free-running */
-	uint32_t len;                 /* threads queued; relaxed, a hint for others */
+	uint32_t over_len;            /* threads on the overflow list */
 	/* the owner's alone */
 	struct cp_thread *over_head, *over_tail; /* behind the ring, FIFO */
-	uint32_t over_len;
-	/* the steal protocol: `steal` is 1 while a thief (or the owner's
-	 * cp_runq_take) works on the ring; `stolen` counts threads thieves
-	 * took that `len` still counts */
-	_Alignas(CP_CACHELINE) uint32_t steal;
-	uint32_t stolen;
+	/* the steal protocol, one word so that the owner's check is one
+	 * load: bit 0 is set while a thief (or the owner's cp_runq_take)
+	 * works on the ring; the high half counts threads thieves took that
+	 * the ring's indexes still count */
+	_Alignas(CP_CACHELINE) uint64_t steal;
 	_Alignas(CP_CACHELINE) struct cp_thread *ring[CP_RUNQ_RING];
 };
+#define CP_RUNQ_STEALING 1ull
+#define CP_RUNQ_STOLEN_ONE (1ull << 32)
 
-/* The owner: waits out a thief and counts what it took (runq.c). */
+/* The owner: waits out a thief and forgets what it took (runq.c). */
 void cp_runq_sync(struct cp_runq *q);
 
+/* Threads queued, as others see it (a hint: slots a thief emptied count
+ * until the owner passes them). */
 static inline uint32_t cp_runq_len(const struct cp_runq *q)
 {
-	return __atomic_load_n(&q->len, __ATOMIC_RELAXED);
+	uint32_t n = __atomic_load_n(&q->tail, __ATOMIC_RELAXED) -
+	             __atomic_load_n(&q->head, __ATOMIC_RELAXED);
+	uint32_t stolen = (uint32_t)(__atomic_load_n(&q->steal, __ATOMIC_RELAXED) >> 32);
+	n = n > stolen ? n - stolen : 0;
+	return n + __atomic_load_n(&q->over_len, __ATOMIC_RELAXED);
 }
 
-static inline void cp_runq_set_len(struct cp_runq *q, uint32_t n)
-{
-	__atomic_store_n(&q->len, n, __ATOMIC_RELAXED);
-}
+/* The slow paths (runq.c): the overflow list, holes, a thief at work. */
+void cp_runq_push_overflow(struct cp_runq *q, struct cp_thread *t);
+struct cp_thread *cp_runq_pop_slow(struct cp_runq *q);
 
-/* A thief at work, or threads it took still counted: two loads of one
- * cache line that only thieves write. */
-static inline bool cp_runq_thief_news(struct cp_runq *q)
+static inline __attribute__((always_inline)) void cp_runq_push(struct cp_runq *q,
+                                                               struct cp_thread *t)
 {
-	return __atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) |
-	       __atomic_load_n(&q->stolen, __ATOMIC_RELAXED);
-}
-
-static inline void cp_runq_push(struct cp_runq *q, struct cp_thread *t)
-{
-	t->next = NULL;
 	if (cp_likely(q->tail - q->head < CP_RUNQ_RING && !q->over_head)) {
 		q->ring[q->tail & (CP_RUNQ_RING - 1)] = t;
 		/* the slot before the index: a thief that sees the index sees
 		 * the thread */
 		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
-	} else {
-		if (q->over_tail)
-			q->over_tail->next = t;
-		else
-			q->over_head = t;
-		q->over_tail = t;
-		q->over_len++;
+		return;
 	}
-	cp_runq_set_len(q, q->len + 1);
+	cp_runq_push_overflow(q, t);
 }
 
-/* Moves overflow threads into free ring slots, oldest first. */
-static inline void cp_runq_refill(struct cp_runq *q)
+static inline __attribute__((always_inline)) struct cp_thread *cp_runq_pop(struct cp_runq *q)
 {
-	while (q->over_head && q->tail - q->head < CP_RUNQ_RING) {
-		struct cp_thread *t = q->over_head;
-		q->over_head = t->next;
-		if (!q->over_head)
-			q->over_tail = NULL;
-		q->over_len--;
-		t->next = NULL;
-		q->ring[q->tail & (CP_RUNQ_RING - 1)] = t;
-		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
-	}
-}
-
-static inline struct cp_thread *cp_runq_pop(struct cp_runq *q)
-{
-	for (;;) {
-		if (cp_unlikely(cp_runq_thief_news(q)))
-			cp_runq_sync(q);
-		if (q->head == q->tail) {
-			if (!q->over_head)
-				return NULL;
-			cp_runq_refill(q);
-			continue;
-		}
+	if (cp_likely(__atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) == 0 && q->head != q->tail &&
+	              q->over_head == NULL)) {
 		struct cp_thread *t = __atomic_load_n(&q->ring[q->head & (CP_RUNQ_RING - 1)],
 		                                      __ATOMIC_RELAXED);
-		__atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
-		if (cp_likely(t != NULL)) { /* else a hole a thief left */
-			cp_runq_set_len(q, q->len - 1);
-			if (cp_unlikely(q->over_head != NULL))
-				cp_runq_refill(q);
+		if (cp_likely(t != NULL)) {
+			__atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
 			return t;
 		}
 	}
+	return cp_runq_pop_slow(q);
 }
 
 /* The owner: detaches up to n threads, oldest first, as a NULL-terminated

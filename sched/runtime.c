@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -80,6 +81,7 @@ static void *worker_main(void *arg)
 	w->idle.home = w;
 	cp_native_stack_bounds(&w->idle.stack);
 	__atomic_add_fetch(&workers_bound, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &workers_bound, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	cp_idle_loop(w); /* on the kernel thread's own stack; never returns */
 	return NULL;
 }
@@ -153,9 +155,24 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 		if (e)
 			cp_die("cannot start worker %d's kernel thread: %s", i, strerror(e));
 	}
-	while (__atomic_load_n(&workers_bound, __ATOMIC_ACQUIRE) < cp_nall - 1)
-		syscall(SYS_sched_yield);
+	/* a futex wait, not a yield loop: under valgrind, which runs one
+	 * thread at a time, a yielding main never let the workers get there */
+	for (int n; (n = __atomic_load_n(&workers_bound, __ATOMIC_ACQUIRE)) < cp_nall - 1;)
+		syscall(SYS_futex, &workers_bound, FUTEX_WAIT_PRIVATE, n, NULL, NULL, 0);
 }
+
+/* Valgrind runs one thread at a time and holds its lock across system
+ * calls it does not know to block, io_uring_enter among them: a second
+ * worker (or a spare) asleep in its ring would keep main from ever running
+ * again.  Under valgrind the defaults are one worker and no spare, which
+ * lose nothing there (CAPRICE_WORKERS and CAPRICE_SPARE_WORKERS still
+ * apply). */
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define UNDER_VALGRIND() (RUNNING_ON_VALGRIND != 0)
+#else
+#define UNDER_VALGRIND() false
+#endif
 
 static int online_cpus(void)
 {
@@ -185,8 +202,9 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 	}
 	cp_wake_init();
 	cp_tls_configure();
-	cp_nworkers = (int)cp_env_long("CAPRICE_WORKERS", 1, MAX_WORKERS, online_cpus());
-	cp_nall = cp_nworkers + (int)cp_env_long("CAPRICE_SPARE_WORKERS", 0, MAX_WORKERS, 1);
+	bool valgrind = UNDER_VALGRIND();
+	cp_nworkers = (int)cp_env_long("CAPRICE_WORKERS", 1, MAX_WORKERS, valgrind ? 1 : online_cpus());
+	cp_nall = cp_nworkers + (int)cp_env_long("CAPRICE_SPARE_WORKERS", 0, MAX_WORKERS, valgrind ? 0 : 1);
 	cp_idle_configure();
 	cp_sigmask_init();
 	cp_thread_record_size = thread_size;

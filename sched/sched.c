@@ -97,6 +97,7 @@ static inline void asan_leave(struct cp_worker *w, struct cp_thread *prev,
                               struct cp_thread *next, bool dying)
 {
 #ifdef CP_ASAN
+	w->switched_from = prev;
 	__sanitizer_start_switch_fiber(dying ? NULL : &prev->asan_fake_stack,
 	                               next->stack.lo, next->stack.size);
 #else
@@ -125,12 +126,12 @@ static inline void asan_arrive(struct cp_worker *w)
 static inline void finish_switch(struct cp_worker *w)
 {
 	struct cp_thread *cur = w->current;
-	/* the thread we left has its context saved now: thieves may take it */
-	if (w->switched_from) {
-		__atomic_store_n(&w->switched_from->on_cpu, 0, __ATOMIC_RELEASE);
-		w->switched_from = NULL;
+	/* a thread that yielded goes back on the queue only now that its
+	 * context is saved: a thief may take it at once */
+	if (cp_unlikely(w->requeue != NULL)) {
+		cp_runq_push(&w->rq, w->requeue);
+		w->requeue = NULL;
 	}
-	cur->on_cpu = 1;
 	cur->home = w;
 	cur->pinned = 0;
 	cp_tls_thread = cur == &w->idle ? NULL : cur;
@@ -175,7 +176,6 @@ static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
 		prev->saved_errno = *w->errno_loc;
 	}
 	w->current = next;
-	w->switched_from = prev;
 	asan_leave(w, prev, next, dying);
 	cp_ctx_switch(&prev->sp, next->sp);
 	w = cp_worker_self(); /* we may have resumed on another worker */
@@ -261,10 +261,10 @@ void cp_idle_loop(struct cp_worker *w)
 				/* what its timers and ring just woke goes back
 				 * too, once it is retired */
 				cp_spare_look(w);
-				if (!cp_runq_len(&w->rq))
-					continue;
 			}
 			next = cp_runq_pop(&w->rq);
+			if (!next) /* its length counts slots a thief emptied */
+				continue;
 		}
 		idle_period = CP_IDLE_MIN_NS;
 		cp_idle_leave(w);
@@ -323,8 +323,10 @@ void cp_yield(void)
 	cp_barrier();
 	w->st.yields++;
 	look_around(w, CP_DONATE_CEIL_HALF);
-	cp_runq_push(&w->rq, cur);
-	switch_to(w, cur, cp_runq_pop(&w->rq), false);
+	struct cp_thread *next = cp_runq_pop(&w->rq);
+	if (next)
+		w->requeue = cur; /* behind what is queued, once switched out */
+	switch_to(w, cur, next ? next : cur, false);
 }
 
 _Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *))

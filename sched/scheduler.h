@@ -25,9 +25,6 @@ struct cp_thread {
 	uint32_t flags;              /* CP_TF_* */
 	uint32_t pinned;             /* woken from I/O: stays on this worker
 	                                until it has run (see cp_wake_pinned) */
-	uint32_t on_cpu;             /* running, or its context not yet saved
-	                                (a yield queues it before the switch):
-	                                thieves leave it alone */
 	uint32_t done;               /* finished (for debuggers, who tell the other
 	                                states from where the thread is linked) */
 	uint32_t live;               /* cp_live_tag from creation to release */

@@ -27,8 +27,9 @@ struct cp_worker {
 	cp_spinlock *unlock_after;      /* released once the switch is done */
 	struct cp_thread *dead;         /* finished thread awaiting on_dead */
 	void (*on_dead)(struct cp_thread *);
-	struct cp_thread *switched_from;/* the thread we left, until the switch is
-	                                   done (its on_cpu; ASan's stack bounds) */
+	struct cp_thread *switched_from;/* ASan needs the stack we left */
+	struct cp_thread *requeue;      /* a yielding thread, queued once the
+	                                   switch away from it is done */
 	struct cp_stack_pool stacks;
 	struct cp_thread idle;          /* the worker's own loop, as a context */
 	struct cp_worker *victim;       /* where our steal request is pending */
@@ -200,7 +201,11 @@ static inline void cp_steal_share_at_io_park(struct cp_worker *w)
 }
 static inline void cp_steal_offer(struct cp_worker *self)
 {
-	if (cp_unlikely(__atomic_load_n(&cp_idle_sleepers, __ATOMIC_RELAXED) != 0))
+	/* one queued thread is the partner of a ping-pong pair, or a thread
+	 * just made that its maker will join, more often than work to share:
+	 * waking a worker for it costs the waker a system call */
+	if (cp_unlikely(__atomic_load_n(&cp_idle_sleepers, __ATOMIC_RELAXED) != 0) &&
+	    cp_runq_len(&self->rq) >= 2)
 		cp_steal_offer_slow(self);
 }
 /* After a batch of completions: share them when 4+ threads wait here. */
