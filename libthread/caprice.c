@@ -67,6 +67,7 @@ CP_EXPORT int caprice_worker_stats(int idx, struct caprice_worker_stats *out)
 	out->yields = s.yields;
 	out->tls_loads = s.tls_loads;
 	out->covers = s.covers;
+	out->steals_direct = s.steals_direct;
 	return 0;
 }
 
@@ -84,7 +85,8 @@ static void print_stats(void)
 		caprice_worker_stats(i, &s);
 		cp_warn_to(stats_fd, "stats: worker %d: switches %llu parks %llu wakes %llu local %llu remote "
 		        "kicks %llu steals %llu in %llu out sleeps %llu timers %llu io-ops %llu "
-		        "enters %llu pokes %llu preempts %llu yields %llu tls-loads %llu",
+		        "enters %llu pokes %llu preempts %llu yields %llu tls-loads %llu "
+		        "direct-steals %llu",
 		        i, (unsigned long long)s.switches, (unsigned long long)s.parks,
 		        (unsigned long long)s.wakes_local, (unsigned long long)s.wakes_remote,
 		        (unsigned long long)s.kicks, (unsigned long long)s.steals_in,
@@ -92,7 +94,7 @@ static void print_stats(void)
 		        (unsigned long long)s.timers_fired, (unsigned long long)s.io_ops,
 		        (unsigned long long)s.enters, (unsigned long long)s.pokes,
 		        (unsigned long long)s.preempts, (unsigned long long)s.yields,
-		        (unsigned long long)s.tls_loads);
+		        (unsigned long long)s.tls_loads, (unsigned long long)s.steals_direct);
 		ops += s.io_ops;
 		enters += s.enters;
 	}

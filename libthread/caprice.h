@@ -46,6 +46,8 @@ struct caprice_worker_stats {
 	                          user thread) */
 	uint64_t covers;       /* a spare worker: times it took over the threads
 	                          of a worker blocked in the kernel */
+	uint64_t steals_direct; /* steals made from a busy worker's queue
+	                           without its help (part of steals_in) */
 };
 /* 0, or EINVAL for an index out of range. */
 /* Spare workers (CAPRICE_SPARE_WORKERS) follow the regular ones: their

@@ -139,16 +139,27 @@ static long cached_read(int fd, void *buf, size_t n, int64_t off)
 }
 
 /* The rest of a read that found only part of its range cached: a regular
- * file returns less than asked only at its end, and callers rely on it. */
+ * file returns less than asked only at its end, and callers rely on it.
+ * A short cached read is either that end (the next cached read says 0)
+ * or data not cached yet (it says -EAGAIN: the ring fetches the rest). */
 static ssize_t finish_cached(ssize_t got, size_t n, ssize_t (*more)(int, void *, size_t, off_t),
                              int fd, char *buf, int64_t off)
 {
-	if (got <= 0 || (size_t)got == n)
-		return got;
 	int saved = errno;
-	ssize_t rest = more(fd, buf + got, n - (size_t)got, off < 0 ? -1 : off + got);
+	while (got > 0 && (size_t)got < n) {
+		long c = cached_read(fd, buf + got, n - (size_t)got, off < 0 ? -1 : off + got);
+		if (c == 0)
+			break; /* the end of the file */
+		if (c == -EAGAIN) {
+			ssize_t rest = more(fd, buf + got, n - (size_t)got, off < 0 ? -1 : off + got);
+			if (rest > 0)
+				got += rest;
+			break;
+		}
+		got += c;
+	}
 	errno = saved;
-	return rest > 0 ? got + rest : got;
+	return got;
 }
 
 static ssize_t ring_read(int fd, void *buf, size_t n, off_t off);

@@ -1,0 +1,141 @@
+/* steal.c: work reaches an idle worker without the busy one's help
+ * (sched/runq.h, sched/steal.c), and a read whose data is in the page
+ * cache does not park (libthread/io.c).
+ *
+ * The stealing cases run with the monitor's time slice at one second, so
+ * that its poke (which would also hand the threads over, a few slices
+ * late) cannot be what moved them. */
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "caprice.h"
+#include "tcase.h"
+
+#define QUEUED 3
+
+static atomic_bool stop_spinning;
+static atomic_int spinner_worker = -1;
+static uint64_t queued_at;
+
+struct mark {
+	uint64_t ran_after;   /* ns from being queued to running */
+	int worker;
+};
+
+static void *mark_run(void *arg)
+{
+	struct mark *m = arg;
+	m->ran_after = tc_now_ns() - queued_at;
+	m->worker = caprice_worker_index();
+	return NULL;
+}
+
+/* Queues QUEUED threads on its own worker, then computes without ever
+ * calling the library until they have all run somewhere else. */
+static void *spinner(void *arg)
+{
+	struct mark *m = arg;
+	pthread_t t[QUEUED];
+	atomic_store(&spinner_worker, caprice_worker_index());
+	queued_at = tc_now_ns();
+	for (int i = 0; i < QUEUED; i++)
+		t[i] = tc_spawn(mark_run, &m[i]);
+	uint64_t give_up = tc_now_ns() + 2000000000ull;
+	for (;;) {
+		int ran = 0;
+		for (int i = 0; i < QUEUED; i++)
+			ran += __atomic_load_n(&m[i].worker, __ATOMIC_ACQUIRE) >= 0;
+		if (ran == QUEUED || atomic_load(&stop_spinning) || tc_now_ns() > give_up)
+			break;
+		__asm__ volatile("pause");
+	}
+	for (int i = 0; i < QUEUED; i++)
+		tc_join(t[i]);
+	return NULL;
+}
+
+static bool rerun_two_workers_slow_monitor(void)
+{
+	if (tc_in_child())
+		return false;
+	static const char *const extra[] = { "CAPRICE_WORKERS=2", "CAPRICE_SLICE_US=1000000", NULL };
+	static char out[65536];
+	int st = tc_run_self(tcase_current(), extra, out, sizeof out, 60);
+	fputs(out, stdout);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		TFAIL("the case on 2 workers failed (status %#x); its output is above", st);
+	return true;
+}
+
+TCASE(idle_worker_takes_threads_queued_behind_a_computing_one)
+{
+	if (rerun_two_workers_slow_monitor())
+		return;
+	tc_watchdog(30);
+	struct mark m[QUEUED];
+	for (int i = 0; i < QUEUED; i++)
+		m[i] = (struct mark){ .ran_after = 0, .worker = -1 };
+	uint64_t direct0 = 0;
+	for (int w = 0; w < caprice_worker_count(); w++) {
+		struct caprice_worker_stats st;
+		CHECK_OK(caprice_worker_stats(w, &st));
+		direct0 += st.steals_direct;
+	}
+	pthread_t s = tc_spawn(spinner, m);
+	/* main parks here, so its worker is the idle one */
+	tc_join(s);
+	uint64_t direct = 0;
+	for (int w = 0; w < caprice_worker_count(); w++) {
+		struct caprice_worker_stats st;
+		CHECK_OK(caprice_worker_stats(w, &st));
+		direct += st.steals_direct;
+	}
+	int sw = atomic_load(&spinner_worker);
+	for (int i = 0; i < QUEUED; i++) {
+		printf("thread %d: queued on worker %d, ran on worker %d after %.3f ms\n", i, sw,
+		       m[i].worker, m[i].ran_after / 1e6);
+		/* the spinner never switched: only a thief could run them, and
+		 * in far less than the monitor's one-second slice */
+		CHECK(m[i].worker >= 0 && m[i].worker != sw);
+		CHECK(m[i].ran_after < 500 * 1000000ull);
+	}
+	printf("direct steals: %llu\n", (unsigned long long)(direct - direct0));
+	CHECK(direct - direct0 >= 1);
+}
+
+/* A read of data in the page cache is copied at once: the reader never
+ * parks (its switch count does not move), and what it gets is the file,
+ * position and end of file included. */
+TCASE(cached_file_read_does_not_park)
+{
+	char path[] = "/tmp/caprice-steal-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	unlink(path);
+	static char data[256 * 1024], back[sizeof data];
+	for (size_t i = 0; i < sizeof data; i++)
+		data[i] = (char)tc_pattern(7, i);
+	tc_write_all(fd, data, sizeof data);
+	CHECK_EQ(lseek(fd, 0, SEEK_SET), 0);
+	struct caprice_thread_stats before, after;
+	CHECK_OK(caprice_thread_stats(pthread_self(), &before));
+	size_t got = 0;
+	while (got < sizeof back) {
+		ssize_t r = read(fd, back + got, 10000);
+		CHECK(r > 0);
+		got += (size_t)r;
+	}
+	CHECK_EQ(read(fd, back, 1), 0); /* end of file */
+	char one[100];
+	CHECK_EQ(pread(fd, one, sizeof one, 1000), (ssize_t)sizeof one);
+	CHECK_OK(caprice_thread_stats(pthread_self(), &after));
+	CHECK(memcmp(back, data, sizeof data) == 0);
+	CHECK(memcmp(one, data + 1000, sizeof one) == 0);
+	printf("switches during %zu cached reads: %llu\n", sizeof data / 10000 + 3,
+	       (unsigned long long)(after.switches - before.switches));
+	CHECK_EQ(after.switches, before.switches);
+	close(fd);
+}
