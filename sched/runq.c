@@ -22,38 +22,42 @@ void cp_runq_sync(struct cp_runq *q)
 	/* a thief holds the bit for a system call and a few slots; it is a
 	 * kernel thread that may lose its CPU, so back off to the kernel
 	 * after a while */
-	unsigned spins = 0;
-	for (;;) {
-		uint64_t v = __atomic_load_n(&q->steal, __ATOMIC_ACQUIRE);
-		if (!(v & CP_RUNQ_STEALING)) {
-			/* what thieves took is gone from the slots; the indexes
-			 * account for it as pops pass the holes */
-			if (!v || __atomic_compare_exchange_n(&q->steal, &v, 0, false, __ATOMIC_ACQ_REL,
-			                                      __ATOMIC_RELAXED))
-				return;
-			continue;
-		}
-		if (++spins < 4096)
+	for (unsigned spins = 0; __atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) & CP_RUNQ_STEALING;
+	     spins++) {
+		if (spins < 4096)
 			cp_cpu_relax();
 		else
 			syscall(SYS_sched_yield);
 	}
 }
 
+/* The ring is full, or the overflow list is in use (FIFO: behind it). */
 void cp_runq_push_overflow(struct cp_runq *q, struct cp_thread *t)
 {
 	t->next = NULL;
-	if (q->tail - q->head < CP_RUNQ_RING && !q->over_head) {
-		q->ring[q->tail & (CP_RUNQ_RING - 1)] = t;
-		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
-		return;
-	}
 	if (q->over_tail)
 		q->over_tail->next = t;
 	else
 		q->over_head = t;
 	q->over_tail = t;
 	__atomic_store_n(&q->over_len, q->over_len + 1, __ATOMIC_RELAXED);
+}
+
+/* A NULL-terminated chain of threads being gathered, oldest first. */
+struct chain {
+	struct cp_thread *first, *last;
+	uint32_t n;
+};
+
+static void chain_add(struct chain *ch, struct cp_thread *t)
+{
+	t->next = NULL;
+	if (ch->last)
+		ch->last->next = t;
+	else
+		ch->first = t;
+	ch->last = t;
+	ch->n++;
 }
 
 /* Moves overflow threads into free ring slots, oldest first. */
@@ -85,10 +89,11 @@ struct cp_thread *cp_runq_pop_slow(struct cp_runq *q)
 		struct cp_thread *t = __atomic_load_n(&q->ring[q->head & (CP_RUNQ_RING - 1)],
 		                                      __ATOMIC_RELAXED);
 		__atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
-		if (t) { /* else a hole a thief left */
+		if (t) {
 			refill(q);
 			return t;
 		}
+		__atomic_sub_fetch(&q->steal, CP_RUNQ_HOLE, __ATOMIC_RELAXED); /* passed a hole */
 	}
 }
 
@@ -104,27 +109,22 @@ static bool steal_bit_take(struct cp_runq *q)
 struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
                                struct cp_thread **last, uint32_t *taken)
 {
-	struct cp_thread *first = NULL, *end = NULL;
-	uint32_t k = 0;
+	struct chain ch = { 0 };
 	/* hold off thieves while we read and clear slots */
 	while (!steal_bit_take(q))
 		cp_cpu_relax();
-	for (uint32_t i = q->head; i != q->tail && k < n; i++) {
+	uint64_t holes_made = 0;
+	for (uint32_t i = q->head; i != q->tail && ch.n < n; i++) {
 		struct cp_thread **slot = &q->ring[i & (CP_RUNQ_RING - 1)];
 		struct cp_thread *c = *slot;
 		if (!c || (c->pinned && !take_pinned))
 			continue;
 		*slot = NULL;
-		c->next = NULL;
-		if (end)
-			end->next = c;
-		else
-			first = c;
-		end = c;
-		k++;
+		chain_add(&ch, c);
+		holes_made++;
 	}
 	/* the overflow list, behind the ring */
-	for (struct cp_thread *c = q->over_head, *prev = NULL, *next; c && k < n; c = next) {
+	for (struct cp_thread *c = q->over_head, *prev = NULL, *next; c && ch.n < n; c = next) {
 		next = c->next;
 		if (c->pinned && !take_pinned) {
 			prev = c;
@@ -137,22 +137,20 @@ struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
 		if (q->over_tail == c)
 			q->over_tail = prev;
 		__atomic_store_n(&q->over_len, q->over_len - 1, __ATOMIC_RELAXED);
-		c->next = NULL;
-		if (end)
-			end->next = c;
-		else
-			first = c;
-		end = c;
-		k++;
+		chain_add(&ch, c);
 	}
 	/* leading holes: pop would skip them anyway */
-	while (q->head != q->tail && !q->ring[q->head & (CP_RUNQ_RING - 1)])
+	uint64_t holes_passed = 0;
+	while (q->head != q->tail && !q->ring[q->head & (CP_RUNQ_RING - 1)]) {
 		__atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
-	__atomic_sub_fetch(&q->steal, CP_RUNQ_STEALING, __ATOMIC_RELEASE);
+		holes_passed++;
+	}
+	__atomic_add_fetch(&q->steal, (holes_made - holes_passed) * CP_RUNQ_HOLE - CP_RUNQ_STEALING,
+	                   __ATOMIC_RELEASE);
 	refill(q);
-	*last = end;
-	*taken = k;
-	return first;
+	*last = ch.last;
+	*taken = ch.n;
+	return ch.first;
 }
 
 /* Not pinned to its worker (worker TLS: errno's address, after I/O). */
@@ -187,25 +185,18 @@ uint32_t cp_runq_steal(struct cp_runq *q, const volatile uint32_t *owner_in_sche
 	uint32_t want = avail - avail / 2; /* half, rounded up */
 	if (avail == 1 && !take_lone)
 		want = 0;
-	struct cp_thread *f = NULL, *e = NULL;
-	uint32_t k = 0;
-	for (uint32_t i = head; (int32_t)(tail - i) > 0 && k < want; i++) {
+	struct chain ch = { 0 };
+	for (uint32_t i = head; (int32_t)(tail - i) > 0 && ch.n < want; i++) {
 		struct cp_thread **slot = &q->ring[i & (CP_RUNQ_RING - 1)];
 		struct cp_thread *c = __atomic_load_n(slot, __ATOMIC_RELAXED);
 		if (!c || !movable(c))
 			continue;
 		__atomic_store_n(slot, NULL, __ATOMIC_RELAXED);
-		c->next = NULL;
-		if (e)
-			e->next = c;
-		else
-			f = c;
-		e = c;
-		k++;
+		chain_add(&ch, c);
 	}
-	/* count them (for cp_runq_len) and let the owner go on */
-	__atomic_add_fetch(&q->steal, k * CP_RUNQ_STOLEN_ONE - CP_RUNQ_STEALING, __ATOMIC_RELEASE);
-	*first = f;
-	*last = e;
-	return k;
+	/* count the holes (for cp_runq_len) and let the owner go on */
+	__atomic_add_fetch(&q->steal, ch.n * CP_RUNQ_HOLE - CP_RUNQ_STEALING, __ATOMIC_RELEASE);
+	*first = ch.first;
+	*last = ch.last;
+	return ch.n;
 }

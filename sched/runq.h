@@ -45,25 +45,26 @@ struct cp_runq {
 	struct cp_thread *over_head, *over_tail; /* behind the ring, FIFO */
 	/* the steal protocol, one word so that the owner's check is one
 	 * load: bit 0 is set while a thief (or the owner's cp_runq_take)
-	 * works on the ring; the high half counts threads thieves took that
-	 * the ring's indexes still count */
+	 * works on the ring; the high half counts the holes between head and
+	 * tail (slots emptied by a thief or by cp_runq_take), so that the
+	 * length others read is exact: every emptied slot adds one, and the
+	 * owner subtracts one for each it passes */
 	_Alignas(CP_CACHELINE) uint64_t steal;
 	_Alignas(CP_CACHELINE) struct cp_thread *ring[CP_RUNQ_RING];
 };
 #define CP_RUNQ_STEALING 1ull
-#define CP_RUNQ_STOLEN_ONE (1ull << 32)
+#define CP_RUNQ_HOLE (1ull << 32)
 
-/* The owner: waits out a thief and forgets what it took (runq.c). */
+/* The owner: waits out a thief (runq.c). */
 void cp_runq_sync(struct cp_runq *q);
 
-/* Threads queued, as others see it (a hint: slots a thief emptied count
- * until the owner passes them). */
+/* Threads queued (read racily by others). */
 static inline uint32_t cp_runq_len(const struct cp_runq *q)
 {
 	uint32_t n = __atomic_load_n(&q->tail, __ATOMIC_RELAXED) -
 	             __atomic_load_n(&q->head, __ATOMIC_RELAXED);
-	uint32_t stolen = (uint32_t)(__atomic_load_n(&q->steal, __ATOMIC_RELAXED) >> 32);
-	n = n > stolen ? n - stolen : 0;
+	uint32_t holes = (uint32_t)(__atomic_load_n(&q->steal, __ATOMIC_RELAXED) >> 32);
+	n = n > holes ? n - holes : 0;
 	return n + __atomic_load_n(&q->over_len, __ATOMIC_RELAXED);
 }
 
