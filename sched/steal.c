@@ -28,19 +28,14 @@ void cp_steal_give(struct cp_worker *w, struct cp_worker *thief, enum cp_donatio
 	           : how == CP_DONATE_CEIL_HALF ? (len + 1) / 2 : len / 2;
 	if (n)
 		chain = cp_runq_take(&w->rq, n, how == CP_DONATE_ALL, &last, &k);
-	if (include_inbox) {
-		struct cp_thread *in = __atomic_exchange_n(&w->inbox, NULL, __ATOMIC_ACQUIRE);
-		if (in) {
-			struct cp_thread *l = in;
-			for (;; l = l->next) {
-				k++;
-				if (!l->next)
-					break;
-			}
-			l->next = chain;
-			if (!chain)
-				last = l;
-			chain = in;
+	if (include_inbox) { /* behind the queue: they were woken last */
+		for (struct cp_thread *t = cp_inbox_take(w), *n; t; t = n, k++) {
+			n = t->next;
+			if (last)
+				last->next = t;
+			else
+				chain = t;
+			last = t;
 		}
 	}
 	if (!chain)
@@ -134,6 +129,20 @@ void cp_steal_share_burst(struct cp_worker *w)
 		cp_steal_wake_thief(w);
 }
 
+/* Posts w's steal request on v, which donates at its next switch
+ * (cp_steal_serve); false if another thief's request is pending there. */
+static bool ask(struct cp_worker *w, struct cp_worker *v, uint64_t now)
+{
+	struct cp_worker *none = NULL;
+	if (!__atomic_compare_exchange_n(&v->steal_req, &none, w, false, __ATOMIC_ACQ_REL,
+	                                 __ATOMIC_RELAXED))
+		return false;
+	w->victim = v;
+	w->victim_beat = __atomic_load_n(&v->heartbeat, __ATOMIC_RELAXED);
+	w->asked_at = now;
+	return true;
+}
+
 /* Moves a chain (oldest first) onto w's own queue. */
 static void take_chain(struct cp_worker *w, struct cp_thread *t)
 {
@@ -146,22 +155,17 @@ static void take_chain(struct cp_worker *w, struct cp_thread *t)
 /* Empties v's inbox (wakeups other workers sent it) onto w's queue. */
 static uint32_t take_inbox(struct cp_worker *w, struct cp_worker *v)
 {
-	struct cp_thread *list = __atomic_exchange_n(&v->inbox, NULL, __ATOMIC_ACQUIRE);
-	struct cp_thread *rev = NULL;
 	uint32_t k = 0;
-	while (list) { /* LIFO: take them in the order they came */
-		struct cp_thread *n = list->next;
-		if (cp_unlikely(__atomic_load_n(&list->pinned, __ATOMIC_RELAXED))) {
-			list->next = NULL;
-			cp_inbox_push(v, list, list); /* must run there */
+	for (struct cp_thread *t = cp_inbox_take(v), *n; t; t = n) {
+		n = t->next;
+		t->next = NULL;
+		if (cp_unlikely(__atomic_load_n(&t->pinned, __ATOMIC_RELAXED))) {
+			cp_inbox_push(v, t, t); /* must run there */
 		} else {
-			list->next = rev;
-			rev = list;
+			cp_runq_push(&w->rq, t);
 			k++;
 		}
-		list = n;
 	}
-	take_chain(w, rev);
 	return k;
 }
 
@@ -204,15 +208,8 @@ static bool steal_directly(struct cp_worker *w, uint64_t now, bool *watching)
 				/* it switches: ask, and it donates at its next
 				 * switch (no system call on either side); only a
 				 * worker that stops switching is stolen from */
-				if ((len || inbox) && !w->victim) {
-					struct cp_worker *none = NULL;
-					if (__atomic_compare_exchange_n(&v->steal_req, &none, w, false,
-					                                __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-						w->victim = v;
-						w->victim_beat = beat;
-						w->asked_at = now;
-					}
-				}
+				if ((len || inbox) && !w->victim)
+					ask(w, v, now);
 				*watching = true;
 				continue;
 			}
@@ -310,12 +307,7 @@ bool cp_steal_look_for_work(struct cp_worker *w, uint64_t now)
 		if (cp_runq_len(&v->rq) == 0 && !__atomic_load_n(&v->inbox, __ATOMIC_RELAXED) &&
 		    !overdue)
 			continue;
-		struct cp_worker *none = NULL;
-		if (__atomic_compare_exchange_n(&v->steal_req, &none, w, false,
-		                                __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-			w->victim = v;
-			w->victim_beat = __atomic_load_n(&v->heartbeat, __ATOMIC_RELAXED);
-			w->asked_at = now;
+		if (ask(w, v, now)) {
 			cp_worker_kick(v); /* it may be asleep with work in its inbox */
 			return false;
 		}

@@ -68,20 +68,24 @@ void cp_inbox_push(struct cp_worker *w, struct cp_thread *first, struct cp_threa
 	cp_worker_kick(w);
 }
 
-void cp_inbox_drain(struct cp_worker *w)
+struct cp_thread *cp_inbox_take(struct cp_worker *w)
 {
 	struct cp_thread *list = __atomic_exchange_n(&w->inbox, NULL, __ATOMIC_ACQUIRE);
 	struct cp_thread *rev = NULL;
-	while (list) { /* the inbox is LIFO; run wakeups in the order they came */
+	while (list) { /* the inbox is LIFO; wakeups run in the order they came */
 		struct cp_thread *n = list->next;
 		list->next = rev;
 		rev = list;
 		list = n;
 	}
-	while (rev) {
-		struct cp_thread *n = rev->next;
-		cp_runq_push(&w->rq, rev);
-		rev = n;
+	return rev;
+}
+
+void cp_inbox_drain(struct cp_worker *w)
+{
+	for (struct cp_thread *t = cp_inbox_take(w), *n; t; t = n) {
+		n = t->next;
+		cp_runq_push(&w->rq, t);
 	}
 }
 

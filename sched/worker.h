@@ -137,6 +137,8 @@ static inline void cp_local_push(struct cp_worker *w, struct cp_thread *t)
 void cp_worker_kick(struct cp_worker *w);
 /* Hands a chain of runnable threads to w's inbox and kicks it. */
 void cp_inbox_push(struct cp_worker *w, struct cp_thread *first, struct cp_thread *last);
+/* Empties w's inbox (any thread may): a chain in arrival order. */
+struct cp_thread *cp_inbox_take(struct cp_worker *w);
 /* Moves the inbox, in arrival order, onto the run queue. */
 void cp_inbox_drain(struct cp_worker *w);
 /* Registers the kick deferral with the spinlock (at start-up). */
