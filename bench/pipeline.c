@@ -62,23 +62,8 @@ static struct {
 	bool json;
 } opt = { NULL, NULL, NULL, 64, 128, 2, 4, false };
 
-static _Noreturn void die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "pipeline-" IMPL ": ");
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	exit(2);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+#define BENCH_NAME "pipeline-" IMPL
+#include "bench_util.h"
 
 /* ---- the work ---------------------------------------------------------- */
 

@@ -68,23 +68,8 @@ static struct {
 	long stack_kib;         /* internal, census: 0 = default attributes */
 } opt = { false, 7, 100000, PID_HEADROOM, BUDGET_MS, NULL, 0 };
 
-static _Noreturn void die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "primitives-" IMPL ": ");
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	exit(2);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+#define BENCH_NAME "primitives-" IMPL
+#include "bench_util.h"
 
 /* ------------------------------------------------------------------ */
 /* results: an ordered key/value list, printed as a table or JSON, and
