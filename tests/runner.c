@@ -128,6 +128,8 @@ static void run_case(const struct tcase_param *tc)
 		dup2(fd, 1);
 		dup2(fd, 2);
 		setpgid(0, 0);
+		/* tc_run_alone()'s lock (tcase.h) */
+		setenv("TCASE_ALONE_LOCK", PROGS_DIR "/.run-alone.lock", 1);
 		execl(path, path, tc->name, (char *)NULL);
 		fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
 		_exit(127);

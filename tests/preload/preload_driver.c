@@ -1234,6 +1234,7 @@ TCASE(real_xz_threads)
  * business: the times are printed, never judged. */
 TCASE(real_pigz_parallel)
 {
+	tc_run_alone();
 	require_tool("/usr/bin/pigz");
 	const char *d = make_tmpdir();
 	char in[300];
@@ -1485,6 +1486,7 @@ TCASE(real_curl_threaded_resolver)
  * error counts, which must be 0. */
 TCASE(real_mariadb_oltp)
 {
+	tc_run_alone();
 	require_tool("/usr/sbin/mariadbd");
 	require_tool("/usr/bin/sysbench");
 	if (geteuid() != 0)

@@ -89,6 +89,7 @@ static void ticker_beside(enum spin_kind kind)
 
 TCASE(nonblocking_read_loop_does_not_starve_a_sleeper)
 {
+	tc_run_alone();
 	if (tc_rerun_on_workers(1, 30))
 		return;
 	ticker_beside(SPIN_READ);
@@ -96,6 +97,7 @@ TCASE(nonblocking_read_loop_does_not_starve_a_sleeper)
 
 TCASE(poll_zero_loop_does_not_starve_a_sleeper)
 {
+	tc_run_alone();
 	if (tc_rerun_on_workers(1, 30))
 		return;
 	ticker_beside(SPIN_POLL0);
@@ -103,6 +105,7 @@ TCASE(poll_zero_loop_does_not_starve_a_sleeper)
 
 TCASE(ready_epoll_loop_does_not_starve_a_sleeper)
 {
+	tc_run_alone();
 	if (tc_rerun_on_workers(1, 30))
 		return;
 	ticker_beside(SPIN_EPOLL_READY);

@@ -85,6 +85,7 @@ static void *ticker(void *arg)
 
 TCASE(spare_runs_threads_of_a_worker_blocked_in_the_kernel)
 {
+	tc_run_alone();
 	if (tc_rerun_on_workers(2, 60))
 		return;
 	tc_watchdog(30);
@@ -115,10 +116,12 @@ TCASE(spare_runs_threads_of_a_worker_blocked_in_the_kernel)
 	CHECK_EQ(caprice_worker_stats(caprice_worker_count(), &st), 0);
 	printf("spare: covers %llu, ran %llu switches\n", (unsigned long long)st.covers,
 	       (unsigned long long)st.switches);
-	for (int i = 0; i < TICKERS; i++) {
+	for (int i = 0; i < TICKERS; i++)
 		printf("ticker %d: first ran after %.1f ms, longest 1 ms sleep %.1f ms, %ld ticks, "
 		       "ended on worker %d\n",
 		       i, k[i].first_run / 1e6, k[i].max_gap / 1e6, k[i].ticks, k[i].last_worker);
+	fflush(stdout);
+	for (int i = 0; i < TICKERS; i++) {
 		/* a few time slices (2 ms each) for the monitor to see it, not
 		 * the 400 ms of the block */
 		CHECK(k[i].first_run < 100 * 1000000ull);
@@ -146,6 +149,7 @@ static void *spinner_with_tickers(void *arg)
 
 TCASE(no_spare_beside_a_worker_that_computes)
 {
+	tc_run_alone();
 	if (tc_rerun_on_workers(2, 60))
 		return;
 	tc_watchdog(30);
@@ -162,12 +166,14 @@ TCASE(no_spare_beside_a_worker_that_computes)
 	tc_join(s);
 	struct caprice_worker_stats st;
 	CHECK_EQ(caprice_worker_stats(caprice_worker_count(), &st), 0);
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 2; i++)
 		printf("ticker %d: first ran after %.1f ms, longest 1 ms sleep %.1f ms\n", i,
 		       k[i].first_run / 1e6, k[i].max_gap / 1e6);
+	printf("spare: covers %llu\n", (unsigned long long)st.covers);
+	fflush(stdout);
+	for (int i = 0; i < 2; i++) {
 		CHECK(k[i].first_run < 100 * 1000000ull);
 		CHECK(k[i].max_gap < 100 * 1000000ull);
 	}
-	printf("spare: covers %llu\n", (unsigned long long)st.covers);
 	CHECK_EQ(st.covers, 0);
 }

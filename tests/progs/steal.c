@@ -72,6 +72,7 @@ static bool rerun_two_workers_slow_monitor(void)
 
 TCASE(idle_worker_takes_threads_queued_behind_a_computing_one)
 {
+	tc_run_alone();
 	if (rerun_two_workers_slow_monitor())
 		return;
 	tc_watchdog(30);

@@ -272,6 +272,16 @@ extern volatile long tc_ticks;
 pthread_t tc_ticker_start(void);
 void tc_ticker_stop(pthread_t t);
 
+/* Cases that measure how soon something runs, and cases that load both
+ * cores for seconds (real servers under load), must not run beside each
+ * other: the runner runs two cases at once, and a 1 ms ticker next to
+ * MariaDB serving 512 clients waits hundreds of ms for a core whatever the
+ * runtime does.  Such a case calls this first: it waits until no other
+ * such case runs (an flock on the file the runner names in
+ * TCASE_ALONE_LOCK; nothing when run by hand).  A rerun child (TC_CHILD)
+ * runs under its parent's lock. */
+void tc_run_alone(void);
+
 /* A lost wakeup shows as a hang: after `s` seconds the case fails (exit
  * 3, with a message) instead. */
 void tc_watchdog(unsigned s);

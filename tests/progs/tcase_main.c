@@ -1,6 +1,11 @@
 /* tcase_main.c: main() for test programs (see tcase.h). */
 #include "tcase.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #define MAX_CASES 256
 
 static struct {
@@ -26,6 +31,23 @@ void tcase_register(const char *name, tcase_fn fn)
 	cases[ncases].name = name;
 	cases[ncases].fn = fn;
 	ncases++;
+}
+
+void tc_run_alone(void)
+{
+	const char *path = getenv("TCASE_ALONE_LOCK");
+	const char *child = getenv("TC_CHILD");
+	if (!path || !*path || (child && strcmp(child, "1") == 0))
+		return;
+	/* raw calls, apart from any runtime: the wait blocks the whole
+	 * process, in which nothing else runs yet; the lock is the open
+	 * file's until the process ends */
+	int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		TFAIL("cannot open the run-alone lock %s: %s", path, strerror(errno));
+	while (syscall(SYS_flock, fd, LOCK_EX) != 0)
+		if (errno != EINTR)
+			TFAIL("flock(%s): %s", path, strerror(errno));
 }
 
 int main(int argc, char **argv)
