@@ -44,6 +44,8 @@ struct watch {
 	uint64_t beat;       /* heartbeat at the last look */
 	uint64_t since;      /* when it last changed */
 	uint64_t poked_at;
+	uint64_t ran_ns;     /* its kernel thread's CPU time at the last poke */
+	bool asleep;         /* and whether it was asleep in the kernel then */
 	bool covered;        /* a spare runs its threads (spare.c) */
 };
 
@@ -71,6 +73,7 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 	if (beat != wt->beat || __atomic_load_n(&w->sleeping, __ATOMIC_RELAXED)) {
 		wt->beat = beat;
 		wt->since = now;
+		wt->asleep = false;
 		if (wt->covered) {
 			wt->covered = false;
 			cp_spare_release(w);
@@ -86,9 +89,14 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 		wt->poked_at = now;
 		/* blocked in the kernel, not computing: its core is free, so a
 		 * spare may run its threads (the poke's hand-off gives them) */
-		if (!wt->covered && !w->spare && cp_nall > cp_nworkers &&
-		    cp_spare_blocked_in_kernel(w) && cp_spare_cover(w))
-			wt->covered = true;
+		if (!wt->covered && !w->spare && cp_nall > cp_nworkers) {
+			uint64_t ran;
+			bool asleep = cp_spare_blocked_in_kernel(w, &ran);
+			if (asleep && wt->asleep && ran - wt->ran_ns < slice_ns / 4 && cp_spare_cover(w))
+				wt->covered = true;
+			wt->asleep = asleep;
+			wt->ran_ns = ran;
+		}
 		__atomic_add_fetch(&w->st.pokes, 1, __ATOMIC_RELAXED);
 		syscall(SYS_tgkill, getpid(), w->tid, CP_POKE_SIGNAL);
 	}

@@ -14,8 +14,10 @@
  *  - the monitor sees a worker silent for two time slices while threads
  *    wait on it, and its kernel thread blocked in the kernel (state S or D
  *    in /proc, not R: a worker that computes keeps its core, and a spare
- *    would only take turns with it), and assigns it a free spare
- *    (`covering`);
+ *    would only take turns with it) at two pokes a slice apart, having run
+ *    almost nothing in between (a computing thread also shows D for a
+ *    moment, waiting for a page or the mmap lock, and on a loaded machine
+ *    that moment can be long), and assigns it a free spare (`covering`);
  *  - the poke's hand-off then gives the blocked worker's movable threads,
  *    its inbox included, to that spare, which runs them like any worker;
  *  - once the blocked worker switches again, the monitor retires the
@@ -30,6 +32,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -40,18 +43,33 @@
  * the monitor's kernel thread is made without the sanitizer's knowledge,
  * and ASan, describing a stack address on it inside an interceptor, fails
  * its own check. */
-__attribute__((no_sanitize_address)) bool cp_spare_blocked_in_kernel(const struct cp_worker *w)
+__attribute__((no_sanitize_address)) static bool read_task_file(const struct cp_worker *w,
+                                                                 const char *name, char *buf,
+                                                                 size_t size)
 {
-	static char path[64], buf[256];
-	snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)w->tid);
+	static char path[64];
+	snprintf(path, sizeof path, "/proc/self/task/%d/%s", (int)w->tid, name);
 	int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	long n = syscall(SYS_read, fd, buf, sizeof buf - 1);
+	long n = syscall(SYS_read, fd, buf, size - 1);
 	syscall(SYS_close, fd);
 	if (n <= 0)
 		return false;
 	buf[n] = 0;
+	return true;
+}
+
+__attribute__((no_sanitize_address)) bool cp_spare_blocked_in_kernel(const struct cp_worker *w,
+                                                                     uint64_t *ran_ns)
+{
+	static char buf[256];
+	*ran_ns = 0;
+	/* "RUN_NS WAIT_NS SLICES": CPU time in ns, whatever the tick */
+	if (read_task_file(w, "schedstat", buf, sizeof buf))
+		*ran_ns = strtoull(buf, NULL, 10);
+	if (!read_task_file(w, "stat", buf, sizeof buf))
+		return false;
 	/* "tid (comm) S ...": comm may hold spaces and parentheses */
 	const char *p = strrchr(buf, ')');
 	return p && p[1] == ' ' && (p[2] == 'S' || p[2] == 'D');

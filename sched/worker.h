@@ -217,8 +217,9 @@ void cp_steal_share_burst(struct cp_worker *w);
 #define CP_POKE_AFTER_NS 20000000ull
 
 /* ---- spare workers (spare.c) ---- */
-/* Is w's kernel thread blocked in a system call (not running)? */
-bool cp_spare_blocked_in_kernel(const struct cp_worker *w);
+/* Is w's kernel thread asleep in the kernel (state S or D) now?  Sets
+ * *ran_ns to the CPU time it has run in all (0 if unknown). */
+bool cp_spare_blocked_in_kernel(const struct cp_worker *w, uint64_t *ran_ns);
 /* The monitor: a spare to run blocked w's threads, or NULL if none is free. */
 struct cp_worker *cp_spare_cover(struct cp_worker *w);
 /* The monitor: w runs again; its spare gives back what it holds. */
