@@ -32,28 +32,37 @@
 
 #include <fcntl.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "compiler.h"
 
-/* Only the monitor calls this.  Its buffers are static, not on the stack:
+/* The files the monitor reads are opened once, when the worker starts,
+ * like its ring: opened at each look, they would take the lowest free
+ * descriptor for a moment, and a program that just closed 0 to open
+ * something there would get another number. */
+void cp_spare_watch_open(struct cp_worker *w)
+{
+	char path[64];
+	w->stat_fd = w->schedstat_fd = -1;
+	if (cp_nall <= cp_nworkers)
+		return; /* no spares: nobody looks */
+	snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)w->tid);
+	w->stat_fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)w->tid);
+	w->schedstat_fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+}
+
+/* Only the monitor calls this.  Its buffer is static, not on the stack:
  * the monitor's kernel thread is made without the sanitizer's knowledge,
  * and ASan, describing a stack address on it inside an interceptor, fails
  * its own check. */
-__attribute__((no_sanitize_address)) static bool read_task_file(const struct cp_worker *w,
-                                                                 const char *name, char *buf,
-                                                                 size_t size)
+__attribute__((no_sanitize_address)) static bool read_task_file(int fd, char *buf, size_t size)
 {
-	static char path[64];
-	snprintf(path, sizeof path, "/proc/self/task/%d/%s", (int)w->tid, name);
-	int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	long n = syscall(SYS_read, fd, buf, size - 1);
-	syscall(SYS_close, fd);
+	long n = syscall(SYS_pread64, fd, buf, size - 1, 0);
 	if (n <= 0)
 		return false;
 	buf[n] = 0;
@@ -66,9 +75,10 @@ __attribute__((no_sanitize_address)) bool cp_spare_blocked_in_kernel(const struc
 	static char buf[256];
 	*ran_ns = 0;
 	/* "RUN_NS WAIT_NS SLICES": CPU time in ns, whatever the tick */
-	if (read_task_file(w, "schedstat", buf, sizeof buf))
-		*ran_ns = strtoull(buf, NULL, 10);
-	if (!read_task_file(w, "stat", buf, sizeof buf))
+	if (read_task_file(w->schedstat_fd, buf, sizeof buf))
+		for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
+			*ran_ns = *ran_ns * 10 + (uint64_t)(*p - '0');
+	if (!read_task_file(w->stat_fd, buf, sizeof buf))
 		return false;
 	/* "tid (comm) S ...": comm may hold spaces and parentheses */
 	const char *p = strrchr(buf, ')');

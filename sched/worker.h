@@ -58,6 +58,7 @@ struct cp_worker {
 	                                   ring alone (cleared at every switch) */
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
 	pid_t tid;
+	int stat_fd, schedstat_fd;      /* its /proc task files, for the monitor (spare.c) */
 	void *own_tcb;                  /* the kernel thread's own TCB */
 	bool spare;                     /* a spare worker (spare.c) */
 	struct cp_worker *covering;     /* spare: the blocked worker whose
@@ -220,6 +221,8 @@ void cp_steal_share_burst(struct cp_worker *w);
 /* Is w's kernel thread asleep in the kernel (state S or D) now?  Sets
  * *ran_ns to the CPU time it has run in all (0 if unknown). */
 bool cp_spare_blocked_in_kernel(const struct cp_worker *w, uint64_t *ran_ns);
+/* Opens what cp_spare_blocked_in_kernel reads, when w's kernel thread starts. */
+void cp_spare_watch_open(struct cp_worker *w);
 /* The monitor: a spare to run blocked w's threads, or NULL if none is free. */
 struct cp_worker *cp_spare_cover(struct cp_worker *w);
 /* The monitor: w runs again; its spare gives back what it holds. */
