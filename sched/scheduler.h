@@ -193,6 +193,8 @@ struct cp_waiter {
 	                                  waker: wake with a CAS, not a store */
 	uint32_t futex;                /* foreign waiters sleep here */
 	uintptr_t data;                /* for the primitive's own use */
+	cp_spinlock *lock;             /* the queue's lock, which the sleeper
+	                                  holds until it has switched out */
 	struct cp_timer timer;
 };
 

@@ -136,6 +136,7 @@ int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 		return foreign_wait(q, lk, w, deadline);
 
 	if (cancellable) {
+		w->lock = lk;
 		cp_spin_lock(&t->wait_lock);
 		t->waiting = w;
 		cp_spin_unlock(&t->wait_lock);
@@ -232,9 +233,20 @@ void cp_interrupt(struct cp_thread *t)
 	__atomic_store_n(&t->interrupted, 1, __ATOMIC_RELEASE);
 	cp_spin_lock(&t->wait_lock);
 	struct cp_waiter *w = t->waiting;
-	if (w && claim(w, CP_W_INTERRUPTED))
-		cp_wake(t);
+	cp_spinlock *lk = w && claim(w, CP_W_INTERRUPTED) ? w->lock : NULL;
 	if (t->io_waiting)
 		cp_io_cancel(t->io_waiting);
 	cp_spin_unlock(&t->wait_lock);
+	if (lk) {
+		/* t publishes its waiter before it parks, so it may still be
+		 * running: woken now, an idle worker could take it from the
+		 * inbox and resume its context before it is saved (a sanitized
+		 * run of keys once_cancelled_runs_again jumped into a stale
+		 * frame 1 time in 15).  It holds the queue's lock until it has
+		 * switched out, and nobody else can wake it now that the claim
+		 * is ours, so its waiter (and the lock) stay until we do. */
+		cp_spin_lock(lk);
+		cp_spin_unlock(lk);
+		cp_wake(t);
+	}
 }
