@@ -472,8 +472,12 @@ TCASE(timed_waits_under_load)
 	}
 	fprintf(stderr, "worst lateness %.3f ms, %ld kicks, load counter %ld\n", worst / 1e6,
 	        tw_spurious_kicks, load_counter);
-	if (worst > 250 * MS)
-		TFAIL("a timed wait ended %.1f ms after its deadline", worst / 1e6);
+	/* 300 waiters beside 6 busy threads on 2 cores; a sanitized build
+	 * runs everything 2-3 times slower (CI saw 251 ms there) */
+	uint64_t limit = (getenv("CAPRICE_TEST_SANITIZED") ? 750 : 250) * MS;
+	if (worst > limit)
+		TFAIL("a timed wait ended %.1f ms after its deadline (%.0f ms allowed)", worst / 1e6,
+		      limit / 1e6);
 	CHECK(load_counter > 0);
 }
 
