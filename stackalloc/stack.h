@@ -21,6 +21,8 @@ enum cp_stack_kind {
 	CP_STACK_POOLED = 1, /* default size, from a slab; recycled */
 	CP_STACK_MAPPED,     /* odd size or guard: own mapping, unmapped on release */
 	CP_STACK_USER,       /* pthread_attr_setstack: the caller owns the memory */
+	CP_STACK_LINKED,     /* chunks (chunk.h): lo..lo+size is the first one's
+	                        room; the thread grows onto more */
 };
 
 struct cp_stack {
