@@ -129,3 +129,15 @@ void lt_stats_init(void)
 		atexit(print_stats);
 	}
 }
+
+CP_EXPORT int caprice_stack_info(struct caprice_stack_info *out)
+{
+	struct cp_linked_info li;
+	cp_linked_info(cp_self(), &li);
+	out->linked = li.linked;
+	out->bytes = li.bytes;
+	out->big_bytes = li.big_bytes;
+	out->cap = li.cap;
+	out->chunks_mapped = li.chunks_mapped;
+	return 0;
+}

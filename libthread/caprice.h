@@ -56,6 +56,23 @@ struct caprice_worker_stats {
 int caprice_worker_stats(int worker, struct caprice_worker_stats *out);
 int caprice_spare_worker_count(void);
 
+/* The calling thread's stack.  A thread whose start routine was compiled
+ * with -fsplit-stack runs on a linked stack, chunks that grow on demand
+ * (pkg-config --cflags --libs caprice gives the flags): then linked is 1,
+ * bytes what its chunks hold now, big_bytes the part of that in big
+ * chunks, on which calls into code without split-stack prologues run
+ * (this call among them), and cap what they may hold in all
+ * (pthread_attr_setstacksize; 8 MiB by default).  Otherwise linked is 0
+ * and bytes = cap = its contiguous stack's size (main: its kernel
+ * stack's).  chunks_mapped counts the small chunks the process ever carved
+ * from memory, which stays put while threads reuse pooled ones. */
+struct caprice_stack_info {
+	int linked;
+	size_t bytes, big_bytes, cap;
+	uint64_t chunks_mapped;
+};
+int caprice_stack_info(struct caprice_stack_info *out);
+
 #ifdef __cplusplus
 }
 #endif

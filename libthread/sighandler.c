@@ -50,12 +50,17 @@ static void trampoline(int sig, siginfo_t *info, void *uc)
 {
 	int saved = errno;
 	struct program_handler h = handlers[sig];
+	/* a handler never sees the split-stack limit of the thread it
+	 * interrupted: it runs where the kernel put it, not on that chunk */
+	uintptr_t limit = cp_split_limit();
+	cp_split_limit_set(0);
 	errno = saved;
 	if (h.flags & SA_SIGINFO)
 		((void (*)(int, siginfo_t *, void *))h.fn)(sig, info, uc);
 	else
 		((void (*)(int))h.fn)(sig);
 	saved = errno;
+	cp_split_limit_set(limit);
 	__atomic_add_fetch(&lt_signal_gen, 1, __ATOMIC_RELEASE);
 	if (__atomic_load_n(&waiters, __ATOMIC_ACQUIRE))
 		lt_futex_wake_all(&lt_signal_gen);
@@ -100,6 +105,12 @@ CP_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *
 	if (wrap) {
 		mine.sa_sigaction = trampoline;
 		mine.sa_flags |= SA_SIGINFO;
+		/* a handler of split-stack code may interrupt a thread on a
+		 * small chunk, below which the kernel's signal frame (1 KiB and
+		 * more) has no room: it runs on the worker's alternate stack */
+		if (cp_linked_code(act->sa_flags & SA_SIGINFO ? (void *)act->sa_sigaction
+		                                             : (void *)act->sa_handler))
+			mine.sa_flags |= SA_ONSTACK;
 		/* SA_RESETHAND: the kernel puts SIG_DFL back itself; the table
 		 * then still names the handler, which only sigaction reports */
 	}

@@ -45,8 +45,13 @@ CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *rest
 	size_t guard = a && (a->flags & LT_ATTR_GUARD_SET) ? a->guardsize : lt_defaults.guardsize;
 	char *user = a ? a->stackaddr : NULL;
 	int err = 0;
-	struct cp_thread *ct = cp_thread_new(sizeof(struct lt_thread), size, guard, user,
-	                                     lt_entry, &err);
+	/* split-stack code starts on a small chunk and grows (sched/linked.c);
+	 * the stack size is then the cap of all its chunks */
+	bool linked = !user && cp_linked_code((const void *)start);
+	struct cp_thread *ct =
+		linked ? cp_thread_new_linked(sizeof(struct lt_thread),
+		                              a && a->stacksize ? a->stacksize : 0, lt_entry, &err)
+		       : cp_thread_new(sizeof(struct lt_thread), size, guard, user, lt_entry, &err);
 	if (!ct)
 		return err == EINVAL ? EINVAL : EAGAIN;
 	struct lt_thread *t = (struct lt_thread *)ct;
@@ -139,6 +144,7 @@ static _Noreturn void unwind_or_exit(struct lt_thread *t)
 		 * the pointer so the compiler does not object to the size */
 		struct __jmp_buf_tag *jb = (void *)b->__cancel_jmp_buf;
 		__asm__("" : "+r"(jb));
+		cp_linked_unwind_to(b); /* b is in the frame the jump lands in */
 		longjmp(jb, 1);
 	}
 	lt_exit(t, t->retval);

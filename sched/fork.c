@@ -34,6 +34,9 @@ static void after_fork_child(void)
 {
 	struct cp_worker *old = cp_worker_self();
 	struct cp_thread *cur = old ? old->current : NULL;
+	/* a thread on a linked stack goes on with its chunks: rebinding
+	 * this kernel thread as a worker zeroes the limit */
+	uintptr_t split_limit = cp_split_limit();
 	if (!cur || (old && cur == &old->idle)) {
 		/* forked from a kernel thread that is not ours: it becomes
 		 * the child's first user thread, as main did at start-up */
@@ -52,9 +55,11 @@ static void after_fork_child(void)
 		syscall(SYS_close, w->ring.kick_fd);
 	}
 	cp_stack_after_fork();
+	cp_chunk_after_fork();
 	cp_registry_after_fork(cur);
 	cur->flags |= CP_TF_MAIN;
 	cp_runtime_build(cur, NULL);
+	cp_split_limit_set(split_limit);
 	cp_monitor_start(); /* the parent's monitor did not come along */
 	for (unsigned i = 0; i < nhooks; i++)
 		hooks[i]();

@@ -59,6 +59,7 @@ static void worker_bind(struct cp_worker *w)
 	w->tid = (pid_t)syscall(SYS_gettid);
 	w->own_tcb = cp_tls_current();
 	cp_signals_bind_worker();
+	cp_linked_bind_kthread();
 	cp_spare_watch_open(w);
 	int e = w->ring.ready ? 0 : cp_ring_init(&w->ring); /* worker 0's is made at start */
 	if (e)

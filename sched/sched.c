@@ -165,6 +165,10 @@ static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
 		finish_switch(w);
 		return;
 	}
+	/* the split-stack limit is the thread's: the scheduler, main and
+	 * threads on contiguous stacks run with 0 (linked.c) */
+	if (cp_unlikely(cp_linked_active))
+		prev->ss_limit = cp_split_limit();
 	if (cp_unlikely(cp_tls_per_thread)) {
 		/* errno lives in each thread's TCB: nothing to carry (and
 		 * worker 0's errno_loc is main's, which must not be touched
@@ -175,6 +179,8 @@ static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
 	} else {
 		prev->saved_errno = *w->errno_loc;
 	}
+	if (cp_unlikely(cp_linked_active))
+		cp_split_limit_set(next->ss_limit);
 	w->current = next;
 	asan_leave(w, prev, next, dying);
 	cp_ctx_switch(&prev->sp, next->sp);

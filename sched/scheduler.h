@@ -39,6 +39,13 @@ struct cp_thread {
 	uint64_t switches;           /* times switched in */
 	char name[16];               /* pthread_setname_np; shown in fatal messages */
 	void *tcb;                   /* its own TCB (CAPRICE_TLS=thread), or NULL */
+	/* linked stacks (linked.c): the split-stack limit (%fs:0x70) while
+	 * switched out, 0 on a contiguous stack; the first chunk; the bytes
+	 * of all its chunks, and their cap */
+	uintptr_t ss_limit;
+	struct cp_chunk *chunk0;
+	size_t chunk_bytes, chunk_cap;
+	void *alloca_blocks;         /* __morestack_allocate_stack_space's */
 	void *tls_mem;               /* what holds the TCB and its static TLS */
 	/* records not on a pooled stack: the list debuggers walk besides
 	 * the stack slabs (sched/threads.c) */
@@ -116,6 +123,36 @@ int cp_worker_index(void);
 struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t guard,
                                 void *stack_addr, void (*entry)(struct cp_thread *),
                                 int *err);
+/* The same on a linked stack (linked.c): for a thread whose start routine
+ * is split-stack code (cp_linked_code), whose chunks may hold cap bytes in
+ * all (0: 8 MiB). */
+struct cp_thread *cp_thread_new_linked(size_t thread_size, size_t cap,
+                                       void (*entry)(struct cp_thread *), int *err);
+/* What t's stack is (caprice_stack_info); t may be NULL (no thread). */
+struct cp_linked_info {
+	bool linked;
+	size_t bytes, big_bytes, cap;
+	uint64_t chunks_mapped;
+};
+void cp_linked_info(const struct cp_thread *t, struct cp_linked_info *out);
+/* Before a longjmp to a frame at addr (cancellation's), on an older chunk
+ * of the caller's linked stack: the limit becomes that chunk's. */
+void cp_linked_unwind_to(const void *addr);
+/* Does the function at fn start with a split-stack prologue (and are
+ * linked stacks on: CAPRICE_STACKS=contiguous turns them off)? */
+bool cp_linked_code(const void *fn);
+/* The split-stack limit of the code running now (%fs:0x70 in the TCB,
+ * where -fsplit-stack prologues read it); 0 means no limit. */
+static inline uintptr_t cp_split_limit(void)
+{
+	uintptr_t v;
+	__asm__ volatile("movq %%fs:0x70, %0" : "=r"(v));
+	return v;
+}
+static inline void cp_split_limit_set(uintptr_t v)
+{
+	__asm__ volatile("movq %0, %%fs:0x70" : : "r"(v) : "memory");
+}
 /* Makes a new thread runnable (on this worker, or any worker from a
  * foreign thread). */
 void cp_thread_start(struct cp_thread *t);

@@ -104,6 +104,16 @@ struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t gu
 		*err = EINVAL;
 		return NULL;
 	}
+	struct cp_thread *t = cp_thread_init(st, rec, entry, err);
+	if (!t)
+		cp_stack_put(w ? &w->stacks : NULL, &st);
+	return t;
+}
+
+struct cp_thread *cp_thread_init(struct cp_stack st, size_t rec,
+                                 void (*entry)(struct cp_thread *), int *err)
+{
+	struct cp_worker *w = cp_worker_self();
 	char *top = cp_stack_top(&st);
 	struct cp_thread *t = (struct cp_thread *)(((uintptr_t)top - rec) & ~(uintptr_t)63);
 	/* only the scheduler's part is cleared here: the layer above clears
@@ -112,8 +122,7 @@ struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t gu
 	t->stack = st;
 	t->entry = entry;
 	t->id = new_thread_id(w);
-	if (cp_unlikely(cp_tls_per_thread) && !stack_addr && cp_tls_make(t)) {
-		cp_stack_put(w ? &w->stacks : NULL, &st);
+	if (cp_unlikely(cp_tls_per_thread) && st.kind != CP_STACK_USER && cp_tls_make(t)) {
 		*err = EAGAIN;
 		return NULL;
 	}
@@ -130,6 +139,12 @@ void cp_thread_release(struct cp_thread *t)
 		cp_tls_free(t);
 	if (cp_unlikely(t->stack.kind != CP_STACK_POOLED))
 		shared_remove(t);
+	if (t->stack.kind == CP_STACK_LINKED) {
+		if (t->alloca_blocks)
+			cp_linked_free_alloca(t);
+		cp_linked_release(t);
+		return;
+	}
 	struct cp_stack st = t->stack; /* t lives inside it */
 	cp_stack_put(w ? &w->stacks : NULL, &st);
 }

@@ -12,6 +12,7 @@
 #include "scheduler.h"
 #include "timer.h"
 #include "compiler.h"
+#include "chunk.h"
 
 struct cp_worker {
 	/* ---- touched only by this worker ---- */
@@ -31,6 +32,7 @@ struct cp_worker {
 	struct cp_thread *requeue;      /* a yielding thread, queued once the
 	                                   switch away from it is done */
 	struct cp_stack_pool stacks;
+	struct cp_chunk_pool chunks;    /* linked stacks' chunks (chunk.h) */
 	struct cp_thread idle;          /* the worker's own loop, as a context */
 	struct cp_worker *victim;       /* where our steal request is pending */
 	uint64_t victim_beat;           /* its heartbeat when we asked */
@@ -216,6 +218,17 @@ static inline void cp_steal_offer(struct cp_worker *self)
 void cp_steal_share_burst(struct cp_worker *w);
 /* A victim silent this long is stuck and gets poked (see steal.c). */
 #define CP_POKE_AFTER_NS 20000000ull
+
+/* ---- threads (threads.c) and linked stacks (linked.c) ---- */
+/* Lays a thread record of rec bytes out at the top of st. */
+struct cp_thread *cp_thread_init(struct cp_stack st, size_t rec,
+                                 void (*entry)(struct cp_thread *), int *err);
+/* Linked stacks are in use: switches carry the split-stack limit. */
+extern bool cp_linked_active CP_HIDDEN;
+/* A kernel thread that runs user threads: limit 0, a scratch stack. */
+void cp_linked_bind_kthread(void);
+void cp_linked_release(struct cp_thread *t);
+void cp_linked_free_alloca(struct cp_thread *t);
 
 /* ---- spare workers (spare.c) ---- */
 /* Is w's kernel thread asleep in the kernel (state S or D) now?  Sets
