@@ -52,7 +52,7 @@ static long raw_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, l
 
 /* The wait as a ring operation; false when it must be the plain call. */
 static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts,
-                      uint32_t mask, long *out)
+                      uint32_t mask, bool cancellable, long *out)
 {
 	int cmd = op & FUTEX_CMD_MASK;
 	if (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET)
@@ -100,7 +100,7 @@ static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timesp
 	                 uaddr, 0, val);
 	sqe->rw_flags = 0;
 	sqe->addr3 = mask;
-	int res = cp_io_wait(&io, false);
+	int res = cp_io_wait(&io, cancellable);
 	cp_io_release(&io);
 	if (res == -EINVAL && !io.timed_out) {
 		/* an unknown opcode, or a bad argument: ask the kernel the
@@ -114,8 +114,8 @@ static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timesp
 		*out = r;
 		return true;
 	}
-	if (res == -ECANCELED && io.timed_out)
-		res = -ETIMEDOUT;
+	if (res == -ECANCELED)
+		res = io.timed_out ? -ETIMEDOUT : -EINTR; /* else cancelled by pthread_cancel */
 	*out = lt_io_ret(res);
 	return true;
 }
@@ -123,9 +123,26 @@ static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timesp
 long lt_futex_wait(uint32_t *word, uint32_t val)
 {
 	long r;
-	if (ring_wait(word, FUTEX_WAIT_PRIVATE, val, NULL, 0, &r))
+	if (ring_wait(word, FUTEX_WAIT_PRIVATE, val, NULL, 0, false, &r))
 		return r;
 	return raw_syscall6(SYS_futex, (long)word, FUTEX_WAIT_PRIVATE, val, 0, 0, 0);
+}
+
+long lt_futex_wait_until(uint32_t *word, uint32_t val, bool shared, clockid_t clock,
+                         const struct timespec *abs, bool cancellable)
+{
+	int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG) |
+	         (abs && clock == CLOCK_REALTIME ? FUTEX_CLOCK_REALTIME : 0);
+	long r;
+	if (ring_wait(word, op, val, abs, FUTEX_BITSET_MATCH_ANY, cancellable, &r))
+		return r;
+	return raw_syscall6(SYS_futex, (long)word, op, val, (long)abs, 0, FUTEX_BITSET_MATCH_ANY);
+}
+
+long lt_futex_wake(uint32_t *word, int n, bool shared)
+{
+	return raw_syscall6(SYS_futex, (long)word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, n, 0,
+	                    0, 0);
 }
 
 long lt_futex_wake_all(uint32_t *word)
@@ -146,7 +163,7 @@ CP_EXPORT __attribute__((no_sanitize_address)) long syscall(long nr, ...)
 	long r;
 	if (nr == SYS_futex &&
 	    ring_wait((uint32_t *)a1, (int)a2, (uint32_t)a3, (const struct timespec *)a4,
-	              (uint32_t)a6, &r))
+	              (uint32_t)a6, false, &r))
 		return r;
 	return raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
 }

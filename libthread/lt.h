@@ -97,6 +97,13 @@ void lt_threads_after_fork(void) CP_HIDDEN;
  * with errno (EAGAIN: *word was not val). */
 long lt_futex_wait(uint32_t *word, uint32_t val) CP_HIDDEN;
 long lt_futex_wake_all(uint32_t *word) CP_HIDDEN;
+/* The same with the whole of FUTEX_WAIT_BITSET: a process-shared word or
+ * not, an absolute deadline on clock (CLOCK_REALTIME or CLOCK_MONOTONIC;
+ * abs NULL: none), and, if cancellable, pthread_cancel cuts it short
+ * (-1, EINTR).  lt_futex_wake wakes n. */
+long lt_futex_wait_until(uint32_t *word, uint32_t val, bool shared, clockid_t clock,
+                         const struct timespec *abs, bool cancellable) CP_HIDDEN;
+long lt_futex_wake(uint32_t *word, int n, bool shared) CP_HIDDEN;
 /* Bumped after every program signal handler returns (sighandler.c):
  * pause and sigsuspend wait for it to move. */
 extern uint32_t lt_signal_gen CP_HIDDEN;

@@ -3,6 +3,10 @@
  * counts, timed waiters racing posts, and waiters that are kernel threads
  * rather than Caprice threads. */
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <limits.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -57,7 +61,8 @@ TCASE(init_errors)
 	sem_t s;
 	CHECK_ERRNO(sem_init(&s, 0, (unsigned)SEM_VALUE_MAX + 1), EINVAL);
 	CHECK_ERRNO(sem_init(&s, 0, UINT_MAX), EINVAL);
-	CHECK_ERRNO(sem_init(&s, 1, 0), ENOTSUP);
+	CHECK_SEM(sem_init(&s, 1, 0)); /* process-shared: glibc's protocol */
+	CHECK_SEM(sem_destroy(&s));
 	CHECK_SEM(sem_init(&s, 0, 3));
 	CHECK_EQ(value(&s), 3);
 	CHECK_SEM(sem_destroy(&s));
@@ -648,4 +653,122 @@ TCASE(kernel_thread_waits_and_wakes)
 	CHECK_EQ(value(&pong), 0);
 	CHECK_SEM(sem_destroy(&ping));
 	CHECK_SEM(sem_destroy(&pong));
+}
+
+/* ---- process-shared semaphores: glibc's layout and protocol ---- */
+
+static volatile long shared_ticks;
+
+static void *shared_ticker(void *arg)
+{
+	volatile int *stop = arg;
+	while (!*stop) {
+		tc_msleep(1);
+		shared_ticks++;
+	}
+	return NULL;
+}
+
+static void *named_waiter(void *arg)
+{
+	sem_t *s = arg;
+	for (int i = 0; i < 3; i++)
+		CHECK_SEM(sem_wait(s));
+	return NULL;
+}
+
+/* A linked program gets glibc's sem_open, which writes glibc's layout (its
+ * shared marker where a private semaphore has 0): the first wait that had
+ * to block used to spin at 100% CPU for good. */
+TCASE(named_semaphore_between_threads)
+{
+	tc_watchdog(20);
+	char name[64];
+	snprintf(name, sizeof name, "/caprice-sem-test-%d", (int)getpid());
+	sem_t *s = sem_open(name, O_CREAT | O_EXCL, 0600, 0);
+	CHECK(s != SEM_FAILED);
+	CHECK_SEM(sem_unlink(name));
+	volatile int stop = 0;
+	pthread_t tick = tc_spawn(shared_ticker, (void *)&stop);
+	pthread_t w = tc_spawn(named_waiter, s);
+	for (int i = 0; i < 3; i++) {
+		long before = shared_ticks;
+		tc_msleep(30);
+		/* the waiter parks only itself: the ticker goes on */
+		CHECK(shared_ticks > before);
+		CHECK_SEM(sem_post(s));
+	}
+	tc_join(w);
+	CHECK_EQ(value(s), 0);
+	uint64_t t0 = tc_now_ns();
+	CHECK_ERRNO(timed(s, 0, 50), ETIMEDOUT);
+	CHECK_ERRNO(timed(s, 2, 20), ETIMEDOUT);
+	CHECK(elapsed_ms(t0) >= 50);
+	CHECK_SEM(sem_trywait(s) == -1 && errno == EAGAIN ? 0 : -1);
+	stop = 1;
+	tc_join(tick);
+	CHECK_SEM(sem_close(s));
+}
+
+/* glibc's own sem_post (an NPTL process on the other side does the same)
+ * wakes a Caprice waiter, and Caprice's post wakes glibc's waiter. */
+static void *glibc_side(void *arg)
+{
+	sem_t *s = arg;
+	int (*post)(sem_t *) = (int (*)(sem_t *))dlsym(RTLD_NEXT, "sem_post");
+	int (*wait)(sem_t *) = (int (*)(sem_t *))dlsym(RTLD_NEXT, "sem_wait");
+	if (!post || !wait)
+		return (void *)1;
+	usleep(20000);
+	if (post(&s[0]))
+		return (void *)2;
+	if (wait(&s[1]))
+		return (void *)3;
+	return NULL;
+}
+
+TCASE(shared_semaphore_speaks_glibcs_protocol)
+{
+	tc_watchdog(20);
+	static sem_t s[2];
+	CHECK_SEM(sem_init(&s[0], 1, 0));
+	CHECK_SEM(sem_init(&s[1], 1, 0));
+	pthread_t t;
+	foreign_run(glibc_side, s, &t); /* a plain kernel thread, glibc's calls */
+	CHECK_SEM(sem_wait(&s[0]));
+	usleep(20000);
+	CHECK_SEM(sem_post(&s[1]));
+	foreign_join(t);
+	CHECK_EQ(value(&s[0]), 0);
+	CHECK_EQ(value(&s[1]), 0);
+}
+
+TCASE(shared_semaphore_across_fork)
+{
+	tc_watchdog(20);
+	sem_t *s = mmap(NULL, 2 * sizeof(sem_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	                -1, 0);
+	CHECK(s != MAP_FAILED);
+	CHECK_SEM(sem_init(&s[0], 1, 0));
+	CHECK_SEM(sem_init(&s[1], 1, 0));
+	pid_t pid = fork();
+	if (pid == 0) {
+		for (int i = 0; i < 5; i++) {
+			if (sem_wait(&s[0]))
+				_exit(1);
+			if (sem_post(&s[1]))
+				_exit(2);
+		}
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	for (int i = 0; i < 5; i++) {
+		usleep(5000); /* the child blocks in the meantime */
+		CHECK_SEM(sem_post(&s[0]));
+		CHECK_SEM(sem_wait(&s[1]));
+	}
+	int st = 0;
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	munmap(s, 2 * sizeof(sem_t));
 }
