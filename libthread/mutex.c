@@ -158,6 +158,15 @@ CP_EXPORT int pthread_mutex_timedlock(pthread_mutex_t *m, const struct timespec 
 	return pthread_mutex_clocklock(m, CLOCK_REALTIME, abstime);
 }
 
+/* An attribute's ceiling; never set, the lowest SCHED_FIFO priority, as
+ * NPTL answers (0 lies outside that range) */
+static int ceiling_of(int attr)
+{
+	int c = attr >> MA_PRIO_SHIFT;
+	int lo = sched_get_priority_min(SCHED_FIFO);
+	return c < lo ? lo : c;
+}
+
 CP_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexattr_t *attr)
 {
 	struct lt_mutex *m = M(mutex);
@@ -165,7 +174,8 @@ CP_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexattr
 	if (attr) {
 		int a = *(const int *)attr;
 		m->kind = a & MA_TYPE_MASK;
-		m->prioceiling = a >> MA_PRIO_SHIFT;
+		m->protocol = (a & MA_PROTO_MASK) >> MA_PROTO_SHIFT;
+		m->prioceiling = ceiling_of(a);
 	}
 	return 0;
 }
@@ -184,15 +194,22 @@ CP_EXPORT int pthread_mutex_consistent(pthread_mutex_t *m)
 	return EINVAL; /* no mutex here is robust */
 }
 
+/* A ceiling belongs to PTHREAD_PRIO_PROTECT mutexes only (EINVAL otherwise,
+ * as NPTL says) */
 CP_EXPORT int pthread_mutex_getprioceiling(const pthread_mutex_t *mutex, int *prio)
 {
-	*prio = ((const struct lt_mutex *)mutex)->prioceiling;
+	const struct lt_mutex *m = (const struct lt_mutex *)mutex;
+	if (m->protocol != PTHREAD_PRIO_PROTECT)
+		return EINVAL;
+	*prio = m->prioceiling;
 	return 0;
 }
 
 CP_EXPORT int pthread_mutex_setprioceiling(pthread_mutex_t *mutex, int prio, int *old)
 {
 	struct lt_mutex *m = M(mutex);
+	if (m->protocol != PTHREAD_PRIO_PROTECT)
+		return EINVAL;
 	if (prio < sched_get_priority_min(SCHED_FIFO) || prio > sched_get_priority_max(SCHED_FIFO))
 		return EINVAL;
 	*old = m->prioceiling;
@@ -287,6 +304,6 @@ CP_EXPORT int pthread_mutexattr_setprioceiling(pthread_mutexattr_t *attr, int pr
 
 CP_EXPORT int pthread_mutexattr_getprioceiling(const pthread_mutexattr_t *attr, int *prio)
 {
-	*prio = *(const int *)attr >> MA_PRIO_SHIFT;
+	*prio = ceiling_of(*(const int *)attr);
 	return 0;
 }

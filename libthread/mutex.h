@@ -15,7 +15,7 @@ struct lt_mutex {
 	cp_spinlock qlock;     /* guards waiters */
 	int prioceiling;       /* reported only */
 	int kind;              /* glibc's __kind: PTHREAD_MUTEX_* type */
-	int pad;
+	int protocol;          /* PTHREAD_PRIO_*, reported only */
 	void *owner;           /* lt_thread, or a foreign thread's pthread_self */
 	struct cp_waitq waiters;
 };

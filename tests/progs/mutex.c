@@ -656,6 +656,7 @@ TCASE(mutexattr_protocol_and_prioceiling)
 	CHECK_OK(pthread_mutex_init(&m, &a));
 	CHECK_OK(pthread_mutex_getprioceiling(&m, &v));
 	CHECK_EQ(v, hi);
+	CHECK_OK(pthread_mutex_destroy(&m));
 	int old = -1;
 	CHECK_OK(pthread_mutex_setprioceiling(&m, lo, &old));
 	CHECK_EQ(old, hi);
@@ -666,6 +667,35 @@ TCASE(mutexattr_protocol_and_prioceiling)
 	CHECK_OK(pthread_mutex_lock(&m));
 	CHECK_EQ(pthread_mutex_lock(&m), EDEADLK);
 	CHECK_OK(pthread_mutex_unlock(&m));
+	pthread_mutexattr_destroy(&a);
+}
+
+/* As NPTL: a default attribute's ceiling lies in SCHED_FIFO's range, and
+ * only a PTHREAD_PRIO_PROTECT mutex has one. */
+TCASE(prioceiling_belongs_to_priority_protect_mutexes)
+{
+	int lo = sched_get_priority_min(SCHED_FIFO), hi = sched_get_priority_max(SCHED_FIFO);
+	pthread_mutexattr_t a;
+	CHECK_OK(pthread_mutexattr_init(&a));
+	int v = -1;
+	CHECK_OK(pthread_mutexattr_getprioceiling(&a, &v));
+	CHECK(v >= lo && v <= hi);
+	pthread_mutex_t m, s = PTHREAD_MUTEX_INITIALIZER;
+	int old;
+	CHECK_OK(pthread_mutex_init(&m, &a));
+	CHECK_EQ(pthread_mutex_getprioceiling(&m, &v), EINVAL);
+	CHECK_EQ(pthread_mutex_getprioceiling(&s, &v), EINVAL);
+	CHECK_EQ(pthread_mutex_setprioceiling(&m, lo, &old), EINVAL);
+	CHECK_OK(pthread_mutex_destroy(&m));
+	CHECK_OK(pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT));
+	CHECK_OK(pthread_mutex_init(&m, &a));
+	CHECK_EQ(pthread_mutex_getprioceiling(&m, &v), EINVAL);
+	CHECK_OK(pthread_mutex_destroy(&m));
+	CHECK_OK(pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_PROTECT));
+	CHECK_OK(pthread_mutex_init(&m, &a));
+	CHECK_OK(pthread_mutex_getprioceiling(&m, &v));
+	CHECK(v >= lo && v <= hi);
+	CHECK_OK(pthread_mutex_destroy(&m));
 	pthread_mutexattr_destroy(&a);
 }
 
