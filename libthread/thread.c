@@ -51,7 +51,11 @@ CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *rest
 	struct cp_thread *ct =
 		linked ? cp_thread_new_linked(sizeof(struct lt_thread),
 		                              a && a->stacksize ? a->stacksize : 0, lt_entry, &err)
-		       : cp_thread_new(sizeof(struct lt_thread), size, guard, user, lt_entry, &err);
+		       : cp_thread_new(sizeof(struct lt_thread), size, guard,
+		                       /* both set: exactly that stack, as NPTL */
+		                       a && a->stacksize && (a->flags & LT_ATTR_GUARD_SET)
+		                               ? CP_STACK_EXACT : CP_STACK_AT_LEAST,
+		                       user, lt_entry, &err);
 	if (!ct)
 		return err == EINVAL ? EINVAL : EAGAIN;
 	struct lt_thread *t = (struct lt_thread *)ct;

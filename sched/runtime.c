@@ -144,7 +144,8 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 	current->home = w0;
 	w0->current = current;
 	cp_tls_thread = current;
-	int e = cp_stack_get(NULL, IDLE_STACK_SIZE, cp_page_size(), &w0->idle.stack);
+	int e = cp_stack_get(NULL, IDLE_STACK_SIZE, cp_page_size(), CP_STACK_AT_LEAST,
+	                     &w0->idle.stack);
 	if (e)
 		cp_die("cannot map worker 0's scheduler stack: %s", strerror(e));
 	w0->idle.home = w0;

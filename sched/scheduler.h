@@ -121,8 +121,8 @@ int cp_worker_index(void);
  * it is first scheduled and must end with cp_thread_finish().  stack_addr non-NULL wraps a caller's stack.
  * Returns NULL and sets *err to EAGAIN/ENOMEM/EINVAL on failure. */
 struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t guard,
-                                void *stack_addr, void (*entry)(struct cp_thread *),
-                                int *err);
+                                enum cp_stack_fit fit, void *stack_addr,
+                                void (*entry)(struct cp_thread *), int *err);
 /* The same on a linked stack (linked.c): for a thread whose start routine
  * is split-stack code (cp_linked_code), whose chunks may hold cap bytes in
  * all (0: 8 MiB). */

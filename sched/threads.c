@@ -87,13 +87,13 @@ static uint64_t new_thread_id(struct cp_worker *w)
 }
 
 struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t guard,
-                                void *stack_addr, void (*entry)(struct cp_thread *),
-                                int *err)
+                                enum cp_stack_fit fit, void *stack_addr,
+                                void (*entry)(struct cp_thread *), int *err)
 {
 	struct cp_stack st;
 	struct cp_worker *w = cp_worker_self();
 	int e = stack_addr ? cp_stack_wrap_user(stack_addr, stack_size, &st)
-	                   : cp_stack_get(w ? &w->stacks : NULL, stack_size, guard, &st);
+	                   : cp_stack_get(w ? &w->stacks : NULL, stack_size, guard, fit, &st);
 	if (e) {
 		*err = e;
 		return NULL;

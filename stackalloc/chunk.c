@@ -69,7 +69,8 @@ struct cp_chunk *cp_chunk_get(struct cp_chunk_pool *pool, struct cp_stack_pool *
 	struct cp_chunk *c;
 	if (cls == CP_CHUNK_BIG) {
 		struct cp_stack st;
-		if (cp_stack_get(stacks, cp_stack_default_size(), cp_stack_default_guard(), &st))
+		if (cp_stack_get(stacks, cp_stack_default_size(), cp_stack_default_guard(),
+		                 CP_STACK_AT_LEAST, &st))
 			return NULL;
 		c = (struct cp_chunk *)st.lo;
 		c->big = st;

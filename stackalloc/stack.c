@@ -153,7 +153,8 @@ static int map_single(size_t size, size_t guard, struct cp_stack *out)
 	return 0;
 }
 
-int cp_stack_get(struct cp_stack_pool *pool, size_t size, size_t guard, struct cp_stack *out)
+int cp_stack_get(struct cp_stack_pool *pool, size_t size, size_t guard, enum cp_stack_fit fit,
+                 struct cp_stack *out)
 {
 	geometry_init();
 	if (size < MIN_STACK_SIZE)
@@ -164,7 +165,7 @@ int cp_stack_get(struct cp_stack_pool *pool, size_t size, size_t guard, struct c
 	 * are minimums, pages are committed only when touched, and a
 	 * mapping of its own would cost an mmap and a munmap per thread
 	 * (servers commonly ask for 64 KiB stacks) */
-	if (size <= default_size && guard <= default_guard) {
+	if (fit == CP_STACK_AT_LEAST && size <= default_size && guard <= default_guard) {
 		size = default_size;
 		guard = default_guard;
 	}

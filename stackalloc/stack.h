@@ -47,11 +47,17 @@ size_t cp_stack_default_size(void);
 size_t cp_stack_default_guard(void);
 size_t cp_page_size(void);
 
-/* Gets a stack of at least `size` bytes with `guard` guard bytes.  Defaults
- * come from `pool` (may be NULL), then the shared depot, then a new slab.
- * Returns 0, or EAGAIN when address space or mappings run out, ENOMEM when
- * memory does, EINVAL for a size that cannot be a stack. */
-int cp_stack_get(struct cp_stack_pool *pool, size_t size, size_t guard,
+/* How a stack must fit a request: a pooled default stack answers every
+ * request up to its size and guard (sizes are minimums), or the stack is
+ * exactly that size with exactly that guard right below it (what a
+ * program asks for when it sets both: a write past the size faults). */
+enum cp_stack_fit { CP_STACK_AT_LEAST, CP_STACK_EXACT };
+
+/* Gets a stack of `size` bytes (rounded to pages) with `guard` guard bytes.
+ * Defaults come from `pool` (may be NULL), then the shared depot, then a
+ * new slab.  Returns 0, or EAGAIN when address space or mappings run out,
+ * ENOMEM when memory does, EINVAL for a size that cannot be a stack. */
+int cp_stack_get(struct cp_stack_pool *pool, size_t size, size_t guard, enum cp_stack_fit fit,
                  struct cp_stack *out);
 
 /* Wraps caller-provided memory (pthread_attr_setstack). */

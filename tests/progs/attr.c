@@ -6,7 +6,10 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "caprice.h"
@@ -494,4 +497,47 @@ TCASE(guard_does_not_eat_stack)
 	CHECK_EQ((long)r, 1);
 	pthread_attr_destroy(&a);
 	pthread_attr_destroy(&got);
+}
+
+/* A thread given both a stack size and a guard size gets exactly that
+ * stack, with the guard right below it, as on NPTL: a write just past the
+ * size faults (the pool's bigger stacks answer only requests that leave
+ * the guard at its default). */
+static void *write_below_stack(void *arg)
+{
+	(void)arg;
+	pthread_attr_t a;
+	CHECK_OK(pthread_getattr_np(pthread_self(), &a));
+	void *addr;
+	size_t size, guard;
+	CHECK_OK(pthread_attr_getstack(&a, &addr, &size));
+	CHECK_OK(pthread_attr_getguardsize(&a, &guard));
+	pthread_attr_destroy(&a);
+	printf("stack %p, %zu bytes, guard %zu\n", addr, size, guard);
+	fflush(stdout);
+	CHECK_EQ(size, 64 * 1024);
+	CHECK_EQ(guard, 8192);
+	volatile char *below = (char *)addr - 100;
+	*below = 1; /* the guard: the runtime names the overflow and stops */
+	return NULL;
+}
+
+TCASE(exact_stack_when_size_and_guard_are_set)
+{
+	if (!tc_in_child()) {
+		static char out[8192];
+		int st = tc_run_self(tcase_current(), NULL, out, sizeof out, 30);
+		fputs(out, stdout);
+		CHECK(!(WIFEXITED(st) && WEXITSTATUS(st) == 0));
+		CHECK(strstr(out, "stack overflow in thread") != NULL);
+		return;
+	}
+	pthread_attr_t a;
+	CHECK_OK(pthread_attr_init(&a));
+	CHECK_OK(pthread_attr_setstacksize(&a, 64 * 1024));
+	CHECK_OK(pthread_attr_setguardsize(&a, 8192));
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, &a, write_below_stack, NULL));
+	pthread_join(t, NULL);
+	TFAIL("a write below the stack's guard did not fault");
 }
