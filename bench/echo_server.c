@@ -50,12 +50,34 @@ out:
 	return NULL;
 }
 
+/* SIGTERM ends the server with exit(), so that what runs at exit (the
+ * runtime's CAPRICE_STATS counters) does: the handler only raises a flag,
+ * and a thread that looks at it calls exit() */
+static volatile sig_atomic_t terminating;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	terminating = 1;
+}
+
+static void *exit_on_term(void *arg)
+{
+	(void)arg;
+	while (!terminating)
+		usleep(50000);
+	exit(0);
+}
+
 int main(int argc, char **argv)
 {
 	int port = argc > 1 ? atoi(argv[1]) : 0;
 
 	/* a client that resets its connection must not kill the server */
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, on_term);
+	pthread_t watcher;
+	pthread_create(&watcher, NULL, exit_on_term, NULL);
 
 	int lfd = socket(AF_INET, SOCK_STREAM, 0);
 	if (lfd < 0) {
