@@ -256,6 +256,15 @@ static bool steal_watching(struct cp_worker *w, uint64_t now)
 	__atomic_add_fetch(&cp_thieves_spinning, 1, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->watching, 1, __ATOMIC_RELAXED);
 	bool got = false;
+	/* A victim that switches twice while we watch runs its queue itself,
+	 * short threads one after another: what it has left runs there in a
+	 * moment, and a thread it wakes for us comes by its offer (a kick).
+	 * Watching on would burn the core a server's other processes want
+	 * (echo, 1,000 connections: 13.7 against 12.0 µs of server CPU per
+	 * round trip with no watching at all).  One that stops switching is
+	 * the case watching is for: a thread queued behind a computation. */
+	struct cp_worker *v0 = w->lone_victim;
+	uint64_t beat0 = v0 ? __atomic_load_n(&v0->heartbeat, __ATOMIC_RELAXED) : 0;
 	for (uint64_t until = now + CP_THIEF_SPIN_NS; now < until; now = cp_now_ns()) {
 		for (int i = 0; i < 64; i++)
 			cp_cpu_relax();
@@ -264,6 +273,8 @@ static bool steal_watching(struct cp_worker *w, uint64_t now)
 			break;
 		}
 		if (__atomic_load_n(&w->steal_req, __ATOMIC_RELAXED))
+			break;
+		if (v0 && __atomic_load_n(&v0->heartbeat, __ATOMIC_RELAXED) - beat0 >= 2)
 			break;
 		watching = false;
 		if (steal_directly(w, now, &watching)) {
