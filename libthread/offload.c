@@ -100,8 +100,26 @@ static unsigned helper_cap(void)
 	return (unsigned)cp_env_long("CAPRICE_HELPERS", 1, 1024, 32);
 }
 
-/* Queues j; makes a helper when none is idle and the cap allows. */
-static void submit(struct job *j)
+/* With pool.lock: takes j back off the queue. */
+static void unqueue(struct job *j)
+{
+	struct job *prev = NULL;
+	for (struct job *q = pool.head; q; prev = q, q = q->next) {
+		if (q != j)
+			continue;
+		if (prev)
+			prev->next = j->next;
+		else
+			pool.head = j->next;
+		if (pool.tail == j)
+			pool.tail = prev;
+		return;
+	}
+}
+
+/* Queues j; makes a helper when none is idle and the cap allows.  False
+ * when j could not be queued: no helper exists and none can be made. */
+static bool submit(struct job *j)
 {
 	bool spawn = false;
 	cp_spin_lock(&pool.lock);
@@ -123,20 +141,28 @@ static void submit(struct job *j)
 	cp_spin_unlock(&pool.lock);
 	if (!spawn) {
 		futex_wake(&pool.futex);
-		return;
+		return true;
 	}
 	int e = cp_kthread_spawn(helper_main, NULL);
 	if (e) {
 		cp_spin_lock(&pool.lock);
 		pool.helpers--;
 		bool none = pool.helpers == 0;
-		cp_spin_unlock(&pool.lock);
-		/* with no helper at all the job would wait forever */
 		if (none)
-			cp_die("%s: cannot start a helper kernel thread: %s", j->what, strerror(e));
+			unqueue(j);
+		cp_spin_unlock(&pool.lock);
+		/* with no helper at all the job would wait forever: the caller
+		 * runs it itself, blocking its worker (the monitor then hands
+		 * the worker's other threads on) */
+		if (none) {
+			cp_warn("%s: cannot start a helper kernel thread (%s); the call blocks its "
+			        "worker", j->what, strerror(e));
+			return false;
+		}
 		cp_warn("%s: cannot start another helper kernel thread (%s); the call waits "
 		        "for a busy one", j->what, strerror(e));
 	}
+	return true;
 }
 
 long lt_offload(const char *what, long (*fn)(void *), void *arg)
@@ -151,7 +177,10 @@ long lt_offload(const char *what, long (*fn)(void *), void *arg)
 	                 .waitq = CP_WAITQ_INIT };
 	struct cp_waiter w = { 0 };
 	cp_spin_lock(&j.lock);
-	submit(&j);
+	if (!submit(&j)) {
+		cp_spin_unlock(&j.lock);
+		return fn(arg);
+	}
 	/* the helper takes j.lock to report, so it waits until we are queued */
 	while (!__atomic_load_n(&j.done, __ATOMIC_ACQUIRE)) {
 		cp_wait(&j.waitq, &j.lock, &w, CP_NO_DEADLINE, false);

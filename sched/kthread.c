@@ -3,6 +3,7 @@
 #include "kthread.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -25,6 +26,39 @@ cp_real_pthread_create_fn cp_real_pthread_create(void)
 	return f;
 }
 
+/* The resolver and NSS modules a helper may run use tens of KiB at most;
+ * the sanitizers' frames are bigger */
+#ifdef CP_ASAN
+#define KTHREAD_STACK (4u << 20)
+#else
+#define KTHREAD_STACK (512u << 10)
+#endif
+
+typedef int (*attr_fn)(pthread_attr_t *);
+typedef int (*attr_size_fn)(pthread_attr_t *, size_t);
+
+int cp_kthread_create(pthread_t *kt, void *(*fn)(void *), void *arg)
+{
+	/* the program's pthread_attr_* are libthread's, with their own layout */
+	static attr_fn init, destroy;
+	static attr_size_fn set_size;
+	if (!__atomic_load_n(&set_size, __ATOMIC_ACQUIRE)) {
+		init = (attr_fn)dlsym(RTLD_NEXT, "pthread_attr_init");
+		destroy = (attr_fn)dlsym(RTLD_NEXT, "pthread_attr_destroy");
+		attr_size_fn s = (attr_size_fn)dlsym(RTLD_NEXT, "pthread_attr_setstacksize");
+		if (!init || !destroy || !s)
+			cp_die("cannot find the C library's pthread_attr_*: %s", dlerror());
+		__atomic_store_n(&set_size, s, __ATOMIC_RELEASE);
+	}
+	pthread_attr_t a;
+	if (init(&a))
+		return EAGAIN;
+	set_size(&a, KTHREAD_STACK);
+	int e = cp_real_pthread_create()(kt, &a, fn, arg);
+	destroy(&a);
+	return e;
+}
+
 typedef int (*detach_fn)(pthread_t);
 
 int cp_kthread_spawn(void *(*fn)(void *), void *arg)
@@ -42,7 +76,7 @@ int cp_kthread_spawn(void *(*fn)(void *), void *arg)
 	sigfillset(&all);
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, _NSIG / 8);
 	pthread_t kt;
-	int e = cp_real_pthread_create()(&kt, NULL, fn, arg);
+	int e = cp_kthread_create(&kt, fn, arg);
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, _NSIG / 8);
 	if (e == 0)
 		detach(kt);

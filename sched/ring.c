@@ -55,18 +55,26 @@ static int setup_uring(struct io_uring *u, unsigned *flags_out)
 		IORING_SETUP_CQSIZE,
 	};
 	int ret = -EINVAL;
-	for (unsigned i = 0; i < sizeof tries / sizeof tries[0]; i++) {
-		struct io_uring_params p;
-		memset(&p, 0, sizeof p);
-		p.flags = tries[i];
-		p.cq_entries = CQ_ENTRIES;
-		ret = io_uring_queue_init_params(SQ_ENTRIES, u, &p);
-		if (ret == 0) {
-			*flags_out = p.flags;
-			return 0;
+	/* ENOMEM: a smaller ring may still fit (a fork's child under a tight
+	 * RLIMIT_AS must not die for want of 200 KiB); it only submits and
+	 * reaps in smaller batches, and the kernel keeps completions that
+	 * overflow it */
+	for (unsigned sq = SQ_ENTRIES, cq = CQ_ENTRIES; sq >= 16; sq /= 4, cq /= 4) {
+		for (unsigned i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+			struct io_uring_params p;
+			memset(&p, 0, sizeof p);
+			p.flags = tries[i];
+			p.cq_entries = cq;
+			ret = io_uring_queue_init_params(sq, u, &p);
+			if (ret == 0) {
+				*flags_out = p.flags;
+				return 0;
+			}
+			if (ret != -EINVAL)
+				break; /* EPERM, ENOMEM, ENOSYS: flags will not help */
 		}
-		if (ret != -EINVAL)
-			break; /* EPERM, ENOMEM, ENOSYS: flags will not help */
+		if (ret != -ENOMEM)
+			break;
 	}
 	return ret;
 }

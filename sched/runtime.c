@@ -151,10 +151,8 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 	w0->idle.home = w0;
 	w0->idle.sp = cp_ctx_make(cp_stack_top(&w0->idle.stack), cp_idle_entry, w0);
 
-	/* NULL attributes: pthread_attr_* are libthread's, with its own layout */
-	cp_real_pthread_create_fn create = cp_real_pthread_create();
 	for (int i = 1; i < cp_nall; i++) {
-		e = create(&cp_workers[i]->kthread, NULL, worker_main, cp_workers[i]);
+		e = cp_kthread_create(&cp_workers[i]->kthread, worker_main, cp_workers[i]);
 		if (e)
 			cp_die("cannot start worker %d's kernel thread: %s", i, strerror(e));
 	}

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -313,6 +315,57 @@ TCASE(fork_child_has_working_runtime)
 	pthread_mutex_unlock(&park_lock);
 	for (int i = 0; i < 8; i++)
 		CHECK_OK(pthread_join(p[i], NULL));
+}
+
+/* A process under RLIMIT_AS with no room to spare forks: the child rebuilds
+ * the runtime (its rings, its workers' kernel threads) in the address
+ * space the parent's old rings leave, with smaller rings if it must, and
+ * a wait the parent offloads runs in place when no helper thread fits.
+ * The child used to die with "io_uring_setup refused (Cannot allocate
+ * memory)", and the parent's waitpid with "cannot start a helper". */
+static void *rlimit_child_thread(void *arg)
+{
+	return arg;
+}
+
+static long vm_size_kib(void)
+{
+	char buf[4096];
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	const char *p = strstr(buf, "VmSize:");
+	return p ? atol(p + 7) : -1;
+}
+
+TCASE(fork_under_a_tight_rlimit_as)
+{
+	if (getenv("CAPRICE_TEST_SANITIZED"))
+		TSKIP("AddressSanitizer's own allocator maps memory that a tight RLIMIT_AS "
+		      "refuses, whatever the runtime does");
+	long vm = vm_size_kib();
+	CHECK(vm > 0);
+	struct rlimit r = { (rlim_t)vm * 1024, (rlim_t)vm * 1024 };
+	CHECK_EQ(setrlimit(RLIMIT_AS, &r), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, rlimit_child_thread, (void *)7))
+			_exit(11);
+		void *v;
+		if (pthread_join(t, &v) || v != (void *)7)
+			_exit(12);
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	int st = -1;
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		TFAIL("the child failed: status %#x", st);
 }
 
 /* io_uring refused (as with kernel.io_uring_disabled or a container's
