@@ -188,6 +188,16 @@ CP_EXPORT void pthread_testcancel(void)
 	lt_testcancel(lt_self());
 }
 
+/* An asynchronous cancel, run by the target wherever it was (sched's
+ * redirect): acts if the cancel still may, else returns to what the
+ * thread was doing, every register as it was. */
+static void async_cancel_now(void)
+{
+	struct lt_thread *t = lt_self();
+	if (t && t->cancel_async)
+		lt_testcancel(t);
+}
+
 CP_EXPORT int pthread_cancel(pthread_t h)
 {
 	struct lt_thread *t = lt_from_handle(h);
@@ -195,8 +205,12 @@ CP_EXPORT int pthread_cancel(pthread_t h)
 		return ESRCH;
 	__atomic_store_n(&t->cancel_pending, 1, __ATOMIC_RELEASE);
 	cp_interrupt(&t->cp);
-	if (t == lt_self() && t->cancel_async)
-		lt_testcancel(t);
+	if (t->cancel_async && t->cancel_enabled) {
+		if (t == lt_self())
+			lt_testcancel(t);
+		else /* wherever it runs, even code that never calls us */
+			cp_thread_redirect(&t->cp, async_cancel_now);
+	}
 	return 0;
 }
 
@@ -213,6 +227,8 @@ CP_EXPORT int pthread_setcancelstate(int state, int *old)
 	if (old)
 		*old = t->cancel_enabled ? PTHREAD_CANCEL_ENABLE : PTHREAD_CANCEL_DISABLE;
 	t->cancel_enabled = state == PTHREAD_CANCEL_ENABLE;
+	if (t->cancel_enabled && t->cancel_async)
+		lt_testcancel(t); /* a cancel pending meanwhile acts now */
 	return 0;
 }
 
@@ -229,6 +245,8 @@ CP_EXPORT int pthread_setcanceltype(int type, int *old)
 	if (old)
 		*old = t->cancel_async ? PTHREAD_CANCEL_ASYNCHRONOUS : PTHREAD_CANCEL_DEFERRED;
 	t->cancel_async = type == PTHREAD_CANCEL_ASYNCHRONOUS;
+	if (t->cancel_async)
+		lt_testcancel(t); /* a cancel pending meanwhile acts now */
 	return 0;
 }
 

@@ -54,4 +54,69 @@ cp_ctx_trampoline:
 	.cfi_endproc
 	.size	cp_ctx_trampoline, .-cp_ctx_trampoline
 
+/* Where the poke handler sends a thread that must run its `redirect`
+ * (signals.c): it arrives as if called from the interrupted code, whose
+ * address is the return address, and must leave every register as that
+ * code had it.  The general registers and flags are saved here, the
+ * vector and x87 state by cp_run_redirect (xsave). */
+	.globl	cp_redirect_trampoline
+	.hidden	cp_redirect_trampoline
+	.type	cp_redirect_trampoline, @function
+cp_redirect_trampoline:
+	.cfi_startproc
+	pushfq
+	.cfi_adjust_cfa_offset 8
+	pushq	%rax
+	.cfi_adjust_cfa_offset 8
+	pushq	%rcx
+	.cfi_adjust_cfa_offset 8
+	pushq	%rdx
+	.cfi_adjust_cfa_offset 8
+	pushq	%rsi
+	.cfi_adjust_cfa_offset 8
+	pushq	%rdi
+	.cfi_adjust_cfa_offset 8
+	pushq	%r8
+	.cfi_adjust_cfa_offset 8
+	pushq	%r9
+	.cfi_adjust_cfa_offset 8
+	pushq	%r10
+	.cfi_adjust_cfa_offset 8
+	pushq	%r11
+	.cfi_adjust_cfa_offset 8
+	pushq	%rbp
+	.cfi_adjust_cfa_offset 8
+	.cfi_offset %rbp, -96
+	movq	%rsp, %rbp
+	.cfi_def_cfa_register %rbp
+	andq	$-64, %rsp
+	call	cp_run_redirect
+	movq	%rbp, %rsp
+	.cfi_def_cfa_register %rsp
+	popq	%rbp
+	.cfi_adjust_cfa_offset -8
+	popq	%r11
+	.cfi_adjust_cfa_offset -8
+	popq	%r10
+	.cfi_adjust_cfa_offset -8
+	popq	%r9
+	.cfi_adjust_cfa_offset -8
+	popq	%r8
+	.cfi_adjust_cfa_offset -8
+	popq	%rdi
+	.cfi_adjust_cfa_offset -8
+	popq	%rsi
+	.cfi_adjust_cfa_offset -8
+	popq	%rdx
+	.cfi_adjust_cfa_offset -8
+	popq	%rcx
+	.cfi_adjust_cfa_offset -8
+	popq	%rax
+	.cfi_adjust_cfa_offset -8
+	popfq
+	.cfi_adjust_cfa_offset -8
+	ret
+	.cfi_endproc
+	.size	cp_redirect_trampoline, .-cp_redirect_trampoline
+
 	.section .note.GNU-stack,"",@progbits

@@ -6,6 +6,7 @@
 
 void cp_ctx_switch(void **save_sp, void *new_sp);
 void cp_ctx_trampoline(void);
+void cp_redirect_trampoline(void);
 
 /* Lays out a fresh context at the top of a stack so that the first
  * cp_ctx_switch into it calls start(arg) on that stack. */

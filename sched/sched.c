@@ -315,6 +315,11 @@ void cp_safe_point(void)
 	w->st.preempts++;
 	w->poll_countdown = 1; /* fire due timers and reap before picking */
 	cp_yield();
+	/* asked to run something at once while it waited its turn */
+	struct cp_thread *t = cp_self();
+	void (*fn)(void) = t ? __atomic_exchange_n(&t->redirect, NULL, __ATOMIC_ACQ_REL) : NULL;
+	if (cp_unlikely(fn != NULL))
+		fn();
 }
 
 void cp_yield(void)

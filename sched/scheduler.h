@@ -46,6 +46,9 @@ struct cp_thread {
 	struct cp_chunk *chunk0;
 	size_t chunk_bytes, chunk_cap;
 	void *alloca_blocks;         /* __morestack_allocate_stack_space's */
+	/* what the thread must run at once, wherever it is (an asynchronous
+	 * cancel): the poke makes its interrupted code call it (signals.c) */
+	void (*redirect)(void);
 	void *tls_mem;               /* what holds the TCB and its static TLS */
 	/* records not on a pooled stack: the list debuggers walk besides
 	 * the stack slabs (sched/threads.c) */
@@ -172,6 +175,13 @@ int cp_thread_worker_index(const struct cp_thread *t);
  * found this worker running one thread for a time slice while others
  * wait, the caller yields here (monitor.c). */
 void cp_safe_point(void);
+
+/* Makes t run fn as soon as possible, wherever it is, even in the middle
+ * of code that never calls the library (asynchronous cancellation): a
+ * running t is poked, and its interrupted code calls fn with every
+ * register kept, so fn may return; a t switched out at a safe point calls
+ * it when it resumes there. */
+void cp_thread_redirect(struct cp_thread *t, void (*fn)(void));
 
 /* Puts the caller at the back of its worker's run queue. */
 void cp_yield(void);

@@ -8,7 +8,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <ucontext.h>
+#include <sys/syscall.h>
 
+#include "context.h"
 #include "compiler.h"
 
 #define ALTSTACK_SIZE (64u * 1024)
@@ -42,12 +46,64 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
  * runs on the ring's owner), and hand what is runnable to other workers.
  * Not while the worker is inside the scheduler (it will look around by
  * itself in a moment), holds a runtime lock, or has SQEs half-prepared. */
+/* Runs the current thread's redirect with the vector and x87 state kept,
+ * in an xsave area as big as this CPU's state (CPUID leaf 0xD), on the
+ * thread's stack (cp_redirect_trampoline aligned it to 64). */
+__attribute__((target("xsave"))) CP_HIDDEN void cp_run_redirect(void)
+{
+	static uint32_t area_size;
+	if (!area_size) {
+		uint32_t a, b, c, d;
+		__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0xd), "c"(0));
+		area_size = c ? c : 4096;
+	}
+	char *area = __builtin_alloca(area_size + 64);
+	area = (char *)(((uintptr_t)area + 63) & ~(uintptr_t)63);
+	memset(area + 512, 0, 64); /* the header, which xsave reads */
+	__builtin_ia32_xsave64(area, ~0ull);
+	struct cp_thread *t = cp_self();
+	void (*fn)(void) = t ? __atomic_exchange_n(&t->redirect, NULL, __ATOMIC_ACQ_REL) : NULL;
+	if (fn)
+		fn();
+	__builtin_ia32_xrstor64(area, ~0ull);
+}
+
+/* The interrupted code of w's current thread calls its `redirect` once
+ * the handler returns: a call pushed onto its stack, past the red zone. */
+static void redirect_interrupted(struct cp_worker *w, ucontext_t *uc)
+{
+	struct cp_thread *cur = w->current;
+	if (cur == &w->idle || !__atomic_load_n(&cur->redirect, __ATOMIC_ACQUIRE))
+		return;
+	/* a small chunk of a linked stack has no room for the saved state;
+	 * such a thread runs its redirect at its next safe point */
+	if (cur->stack.kind == CP_STACK_LINKED)
+		return;
+	greg_t *g = uc->uc_mcontext.gregs;
+	uint64_t sp = ((uint64_t)g[REG_RSP] - 128) & ~(uint64_t)15;
+	sp -= 8; /* as after a call: the return address, 16-byte aligned above */
+	*(uint64_t *)sp = (uint64_t)g[REG_RIP];
+	g[REG_RSP] = (greg_t)sp;
+	g[REG_RIP] = (greg_t)(uintptr_t)cp_redirect_trampoline;
+}
+
+void cp_thread_redirect(struct cp_thread *t, void (*fn)(void))
+{
+	__atomic_store_n(&t->redirect, fn, __ATOMIC_RELEASE);
+	struct cp_worker *w = t->home;
+	if (w && __atomic_load_n(&w->current, __ATOMIC_ACQUIRE) == t && w->tid) {
+		__atomic_add_fetch(&w->st.pokes, 1, __ATOMIC_RELAXED);
+		syscall(SYS_tgkill, getpid(), w->tid, CP_POKE_SIGNAL);
+	}
+}
+
 static void on_poke(int sig, siginfo_t *si, void *uc)
 {
 	struct cp_worker *w = cp_worker_self();
 	if (w && !w->in_sched) {
 		if (w->ring_busy || cp_in_runtime())
 			return; /* the monitor pokes again */
+		redirect_interrupted(w, uc);
 		int saved = errno;
 		w->in_sched = 1;
 		cp_barrier();

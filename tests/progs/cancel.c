@@ -732,3 +732,111 @@ TCASE(cancel_many_at_once)
 	}
 	CHECK_EQ(clog_count(), N);
 }
+
+/* ---- asynchronous cancellation ---- */
+
+static volatile long spins;
+static volatile int async_cleanup_ran;
+
+static void async_cleanup(void *arg)
+{
+	(void)arg;
+	async_cleanup_ran = 1;
+}
+
+/* never reaches a cancellation point, nor calls the library at all */
+static void *compute_async(void *arg)
+{
+	(void)arg;
+	CHECK_OK(pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, NULL));
+	pthread_cleanup_push(async_cleanup, NULL);
+	for (;;)
+		spins++;
+	pthread_cleanup_pop(0);
+	return NULL;
+}
+
+/* POSIX: with the asynchronous type, a cancel may act at any time; a
+ * thread in a loop that calls nothing used to run on for good */
+static void async_cancel_of_a_computing_thread(void)
+{
+	tc_watchdog(20);
+	spins = 0;
+	async_cleanup_ran = 0;
+	pthread_t t = tc_spawn(compute_async, NULL);
+	while (spins < 1000000)
+		sched_yield();
+	uint64_t t0 = tc_now_ns();
+	CHECK_OK(pthread_cancel(t));
+	CHECK(tc_join(t) == PTHREAD_CANCELED);
+	/* at once, not when something else (the watchdog's message, a
+	 * cancellation point in its signal handler) happens to act on it */
+	CHECK_MS_RANGE(tc_now_ns() - t0, 0, 100);
+	CHECK_EQ(async_cleanup_ran, 1);
+}
+
+TCASE(async_cancel_acts_on_a_thread_that_never_calls_the_library)
+{
+	if (tc_rerun_on_workers(2, 30))
+		return;
+	async_cancel_of_a_computing_thread();
+}
+
+static volatile int pending_seen;
+
+static void *async_after_pending(void *arg)
+{
+	pthread_barrier_t *b = arg;
+	CHECK_OK(pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL));
+	pthread_barrier_wait(b); /* the cancel comes now, and waits */
+	pthread_barrier_wait(b);
+	pending_seen = 1;
+	CHECK_OK(pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, NULL));
+	/* enabling acts on the pending cancel at once */
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+	pending_seen = 2;
+	return NULL;
+}
+
+TCASE(pending_cancel_acts_when_async_cancel_is_enabled)
+{
+	pthread_barrier_t b;
+	CHECK_OK(pthread_barrier_init(&b, NULL, 2));
+	pthread_t t = tc_spawn(async_after_pending, &b);
+	pthread_barrier_wait(&b);
+	CHECK_OK(pthread_cancel(t));
+	pthread_barrier_wait(&b);
+	CHECK(tc_join(t) == PTHREAD_CANCELED);
+	CHECK_EQ(pending_seen, 1);
+	pthread_barrier_destroy(&b);
+}
+
+/* a thread whose cancel state is disabled goes on, registers and all */
+static volatile double kept_sum;
+
+static void *async_disabled(void *arg)
+{
+	volatile int *stop = arg;
+	CHECK_OK(pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, NULL));
+	CHECK_OK(pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL));
+	double x = 0;
+	long n = 0;
+	while (!*stop) {
+		x += 0.5;
+		n++;
+	}
+	kept_sum = x - 0.5 * (double)n; /* 0 unless a register was lost */
+	return (void *)1;
+}
+
+TCASE(async_cancel_waits_while_cancellation_is_disabled)
+{
+	volatile int stop = 0;
+	pthread_t t = tc_spawn(async_disabled, (void *)&stop);
+	tc_msleep(20);
+	CHECK_OK(pthread_cancel(t));
+	tc_msleep(20);
+	stop = 1;
+	CHECK((long)tc_join(t) == 1);
+	CHECK(kept_sum == 0.0);
+}
