@@ -46,6 +46,7 @@ struct lt_thread {
 
 	/* cancellation */
 	uint8_t cancel_enabled;       /* PTHREAD_CANCEL_ENABLE */
+	uint32_t cpuclock_slot;       /* pthread_getcpuclockid's slot + 1, or 0 */
 	uint8_t cancel_async;         /* PTHREAD_CANCEL_ASYNCHRONOUS (acted on at
 	                                 cancellation points only) */
 	uint8_t cancel_pending;
@@ -93,6 +94,8 @@ void lt_start(void) CP_HIDDEN;
 void lt_runtime_refused(int err) CP_HIDDEN __attribute__((weak));
 void lt_stats_init(void) CP_HIDDEN;
 void lt_threads_after_fork(void) CP_HIDDEN;
+/* A thread's CPU clock id names nothing once it is gone (cpuclock.c). */
+void lt_cpuclock_thread_gone(struct lt_thread *t) CP_HIDDEN;
 /* A futex wait that parks only the calling user thread (futex.c); 0 or -1
  * with errno (EAGAIN: *word was not val). */
 long lt_futex_wait(uint32_t *word, uint32_t val) CP_HIDDEN;

@@ -88,6 +88,7 @@ CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *rest
 static void lt_on_dead(struct cp_thread *ct)
 {
 	struct lt_thread *t = (struct lt_thread *)ct;
+	lt_cpuclock_thread_gone(t); /* its clock id now names nothing */
 	cp_spin_lock(&t->join_lock);
 	if (t->join_state == LT_DETACHED) {
 		cp_spin_unlock(&t->join_lock);
@@ -520,13 +521,6 @@ CP_EXPORT int pthread_sigqueue(pthread_t h, int sig, const union sigval value)
 	if (syscall(SYS_rt_tgsigqueueinfo, getpid(), tid ? tid : getpid(), sig, &si) != 0)
 		return errno;
 	return 0;
-}
-
-/* A user thread has no CPU-time clock of its own. */
-CP_EXPORT int pthread_getcpuclockid(pthread_t h, clockid_t *clock)
-{
-	(void)clock;
-	return lt_from_handle(h) ? ENOENT : ESRCH;
 }
 
 /* Affinity belongs to workers, not user threads: accepted and ignored,

@@ -169,6 +169,8 @@ static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
 	 * threads on contiguous stacks run with 0 (linked.c) */
 	if (cp_unlikely(cp_linked_active))
 		prev->ss_limit = cp_split_limit();
+	if (cp_unlikely(cp_cpuclock_active))
+		cp_cpuclock_switch(w, prev);
 	if (cp_unlikely(cp_tls_per_thread)) {
 		/* errno lives in each thread's TCB: nothing to carry (and
 		 * worker 0's errno_loc is main's, which must not be touched

@@ -49,6 +49,7 @@ struct cp_thread {
 	/* what the thread must run at once, wherever it is (an asynchronous
 	 * cancel): the poke makes its interrupted code call it (signals.c) */
 	void (*redirect)(void);
+	uint64_t cpu_ticks;          /* time-stamp counter ticks run (cpuclock.c) */
 	void *tls_mem;               /* what holds the TCB and its static TLS */
 	/* records not on a pooled stack: the list debuggers walk besides
 	 * the stack slabs (sched/threads.c) */
@@ -182,6 +183,11 @@ void cp_safe_point(void);
  * register kept, so fn may return; a t switched out at a safe point calls
  * it when it resumes there. */
 void cp_thread_redirect(struct cp_thread *t, void (*fn)(void));
+
+/* Thread CPU time (cpuclock.c): accounting starts at the first call of
+ * cp_cpuclock_start; cp_thread_cpu_ns is t's time run since then, in ns. */
+void cp_cpuclock_start(void);
+uint64_t cp_thread_cpu_ns(const struct cp_thread *t);
 
 /* Puts the caller at the back of its worker's run queue. */
 void cp_yield(void);

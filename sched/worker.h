@@ -61,6 +61,7 @@ struct cp_worker {
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
 	pid_t tid;
 	int stat_fd, schedstat_fd;      /* its /proc task files, for the monitor (spare.c) */
+	uint64_t cpu_since;             /* the counter at the last switch (cpuclock.c) */
 	void *own_tcb;                  /* the kernel thread's own TCB */
 	bool spare;                     /* a spare worker (spare.c) */
 	struct cp_worker *covering;     /* spare: the blocked worker whose
@@ -229,6 +230,23 @@ extern bool cp_linked_active CP_HIDDEN;
 void cp_linked_bind_kthread(void);
 void cp_linked_release(struct cp_thread *t);
 void cp_linked_free_alloca(struct cp_thread *t);
+
+/* ---- thread CPU clocks (cpuclock.c) ---- */
+extern bool cp_cpuclock_active CP_HIDDEN;
+static inline uint64_t cp_rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+/* At a switch away from prev: it ran since the worker's last switch. */
+static inline void cp_cpuclock_switch(struct cp_worker *w, struct cp_thread *prev)
+{
+	uint64_t now = cp_rdtsc();
+	if (w->cpu_since)
+		prev->cpu_ticks += now - w->cpu_since;
+	w->cpu_since = now;
+}
 
 /* ---- spare workers (spare.c) ---- */
 /* Is w's kernel thread asleep in the kernel (state S or D) now?  Sets

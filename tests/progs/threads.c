@@ -1238,3 +1238,80 @@ TCASE(eagain_when_address_space_runs_out)
 	CHECK(setrlimit(RLIMIT_AS, &old) == 0);
 	pthread_attr_destroy(&a);
 }
+
+/* ---- CPU-time clocks: the user thread's, not its worker's ---- */
+
+static uint64_t cpu_now(clockid_t c)
+{
+	struct timespec ts;
+	CHECK_EQ(clock_gettime(c, &ts), 0);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static volatile int spin_stop;
+static uint64_t spinner_cpu_ns;
+
+static void *cpu_spinner(void *arg)
+{
+	(void)arg;
+	uint64_t c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID);
+	while (!spin_stop)
+		sched_yield(); /* one worker: the sleeper's timer must get its turn */
+	spinner_cpu_ns = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
+	return NULL;
+}
+
+TCASE(thread_cpu_clock_counts_the_thread_not_its_worker)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	pthread_t t = tc_spawn(cpu_spinner, NULL);
+	tc_msleep(10);
+	uint64_t w0 = tc_now_ns(), c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID);
+	tc_msleep(200); /* the spinner has the worker meanwhile */
+	uint64_t c1 = cpu_now(CLOCK_THREAD_CPUTIME_ID), w1 = tc_now_ns();
+	spin_stop = 1;
+	tc_join(t);
+	printf("sleeper: %.1f ms of CPU in %.1f ms; spinner: %.1f ms of CPU\n", (c1 - c0) / 1e6,
+	       (w1 - w0) / 1e6, spinner_cpu_ns / 1e6);
+	/* the kernel's clock of the shared worker would say ~200 ms */
+	CHECK(c1 - c0 < 50 * 1000000ull);
+	CHECK(spinner_cpu_ns > 100 * 1000000ull);
+}
+
+static void *burn_then_wait(void *arg)
+{
+	pthread_barrier_t *b = arg;
+	uint64_t c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID);
+	while (cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0 < 60 * 1000000ull)
+		;
+	pthread_barrier_wait(b);
+	pthread_barrier_wait(b);
+	return NULL;
+}
+
+TCASE(pthread_getcpuclockid_reads_another_thread)
+{
+	pthread_barrier_t b;
+	CHECK_OK(pthread_barrier_init(&b, NULL, 2));
+	pthread_t t = tc_spawn(burn_then_wait, &b);
+	clockid_t c;
+	CHECK_OK(pthread_getcpuclockid(t, &c));
+	pthread_barrier_wait(&b);
+	uint64_t ns = cpu_now(c);
+	struct timespec res;
+	CHECK_EQ(clock_getres(c, &res), 0);
+	pthread_barrier_wait(&b);
+	tc_join(t);
+	printf("the other thread ran %.1f ms\n", ns / 1e6);
+	CHECK(ns >= 55 * 1000000ull);
+	/* a finished thread's clock names nothing */
+	struct timespec ts;
+	errno = 0;
+	CHECK_EQ(clock_gettime(c, &ts), -1);
+	CHECK_EQ(errno, EINVAL);
+	clockid_t self;
+	CHECK_OK(pthread_getcpuclockid(pthread_self(), &self));
+	CHECK(cpu_now(self) <= cpu_now(CLOCK_THREAD_CPUTIME_ID) + 1000000);
+	pthread_barrier_destroy(&b);
+}
