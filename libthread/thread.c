@@ -471,6 +471,63 @@ CP_EXPORT int pthread_getschedparam(pthread_t h, int *policy, struct sched_param
 	return 0;
 }
 
+/* sched_setscheduler and its kin with pid 0 name the calling thread: on
+ * Caprice a user thread, whose worker's kernel scheduling must not change
+ * under the other threads it runs.  So they act as pthread_setschedparam
+ * does on the caller; any other pid goes to the kernel. */
+static struct lt_thread *own_thread(pid_t pid)
+{
+	return pid == 0 ? lt_self() : NULL;
+}
+
+static int errno_of(int e)
+{
+	if (!e)
+		return 0;
+	errno = e;
+	return -1;
+}
+
+CP_EXPORT int sched_setscheduler(pid_t pid, int policy, const struct sched_param *p)
+{
+	struct lt_thread *t = own_thread(pid);
+	if (!t)
+		return (int)syscall(SYS_sched_setscheduler, pid, policy, p);
+	policy &= ~SCHED_RESET_ON_FORK;
+	int e = check_sched(policy, p);
+	if (!e) {
+		t->sched_policy = policy;
+		t->sched_param = *p;
+	}
+	return errno_of(e);
+}
+
+CP_EXPORT int sched_getscheduler(pid_t pid)
+{
+	struct lt_thread *t = own_thread(pid);
+	return t ? t->sched_policy : (int)syscall(SYS_sched_getscheduler, pid);
+}
+
+CP_EXPORT int sched_setparam(pid_t pid, const struct sched_param *p)
+{
+	struct lt_thread *t = own_thread(pid);
+	if (!t)
+		return (int)syscall(SYS_sched_setparam, pid, p);
+	int e = check_sched(t->sched_policy, p);
+	if (!e)
+		t->sched_param = *p;
+	return errno_of(e);
+}
+
+CP_EXPORT int sched_getparam(pid_t pid, struct sched_param *p)
+{
+	struct lt_thread *t = own_thread(pid);
+	if (!t)
+		return (int)syscall(SYS_sched_getparam, pid, p);
+	*p = t->sched_param;
+	return 0;
+}
+
 CP_EXPORT int pthread_setschedprio(pthread_t h, int prio)
 {
 	struct lt_thread *t = lt_from_handle(h);

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1314,4 +1315,50 @@ TCASE(pthread_getcpuclockid_reads_another_thread)
 	CHECK_OK(pthread_getcpuclockid(pthread_self(), &self));
 	CHECK(cpu_now(self) <= cpu_now(CLOCK_THREAD_CPUTIME_ID) + 1000000);
 	pthread_barrier_destroy(&b);
+}
+
+/* sched_setscheduler(0, ...) sets the calling user thread's policy, as
+ * pthread_setschedparam does, and leaves its worker's kernel scheduling
+ * (and so every other thread on that worker) alone */
+static pthread_barrier_t policy_barrier;
+
+static void *report_policy(void *arg)
+{
+	pthread_barrier_wait(&policy_barrier); /* made before main's change */
+	pthread_barrier_wait(&policy_barrier);
+	*(int *)arg = sched_getscheduler(0);
+	return NULL;
+}
+
+TCASE(sched_setscheduler_of_pid_0_is_the_user_threads)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	int other = -1;
+	CHECK_OK(pthread_barrier_init(&policy_barrier, NULL, 2));
+	pthread_t t = tc_spawn(report_policy, &other);
+	pthread_barrier_wait(&policy_barrier);
+	struct sched_param p = { .sched_priority = 0 };
+	CHECK_EQ(sched_setscheduler(0, SCHED_BATCH, &p), 0);
+	CHECK_EQ(sched_getscheduler(0), SCHED_BATCH);
+	int policy;
+	struct sched_param got;
+	CHECK_OK(pthread_getschedparam(pthread_self(), &policy, &got));
+	CHECK_EQ(policy, SCHED_BATCH);
+	/* the worker's kernel thread is unchanged */
+	CHECK_EQ(syscall(SYS_sched_getscheduler, 0), SCHED_OTHER);
+	/* another thread on the same worker keeps its own */
+	pthread_barrier_wait(&policy_barrier);
+	tc_join(t);
+	CHECK_EQ(other, SCHED_OTHER);
+	pthread_barrier_destroy(&policy_barrier);
+	CHECK_EQ(sched_getparam(0, &got), 0);
+	CHECK_EQ(got.sched_priority, 0);
+	errno = 0;
+	p.sched_priority = 5; /* out of SCHED_BATCH's range */
+	CHECK_EQ(sched_setparam(0, &p), -1);
+	CHECK_EQ(errno, EINVAL);
+	CHECK_EQ(sched_setscheduler(0, SCHED_OTHER, &(struct sched_param){ 0 }), 0);
+	/* another process's goes to the kernel */
+	CHECK_EQ(sched_getscheduler(getppid()), SCHED_OTHER);
 }
