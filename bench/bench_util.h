@@ -5,7 +5,9 @@
 #ifndef CAPRICE_BENCH_UTIL_H
 #define CAPRICE_BENCH_UTIL_H
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,27 @@ static inline uint64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The blocked-threads census (primitives.c, linked.c): threads that each
+ * arrive, tell main when the last is in, and wait on one condvar until
+ * released; what they hold meanwhile is what one blocked thread costs. */
+struct census {
+	pthread_mutex_t m;
+	pthread_cond_t cv;       /* every thread waits here */
+	pthread_cond_t all_in;   /* the last to arrive tells main */
+	long arrived, target;
+	bool released;
+};
+
+static inline void census_arrive_and_wait(struct census *c)
+{
+	pthread_mutex_lock(&c->m);
+	if (++c->arrived == c->target)
+		pthread_cond_signal(&c->all_in);
+	while (!c->released)
+		pthread_cond_wait(&c->cv, &c->m);
+	pthread_mutex_unlock(&c->m);
 }
 
 #endif

@@ -167,32 +167,15 @@ static double yield_pair(void *(*fn)(void *))
 
 /* ---- memory per blocked thread (in a child process) ------------------ */
 
-struct census {
-	pthread_mutex_t m;
-	pthread_cond_t cv, all_in;
-	long arrived, target;
-	bool released;
-};
-
-static void census_body(struct census *c)
-{
-	pthread_mutex_lock(&c->m);
-	if (++c->arrived == c->target)
-		pthread_cond_signal(&c->all_in);
-	while (!c->released)
-		pthread_cond_wait(&c->cv, &c->m);
-	pthread_mutex_unlock(&c->m);
-}
-
 static void *census_linked(void *arg)
 {
-	census_body(arg);
+	census_arrive_and_wait(arg);
 	return NULL;
 }
 
 NO_SPLIT static void *census_contiguous(void *arg)
 {
-	census_body(arg);
+	census_arrive_and_wait(arg);
 	return NULL;
 }
 

@@ -617,23 +617,9 @@ static long read_long_file(const char *path, int field_after_slash)
 }
 #endif
 
-struct census {
-	pthread_mutex_t m;
-	pthread_cond_t cv;       /* every thread waits here */
-	pthread_cond_t all_in;   /* the last to arrive tells main */
-	long arrived, target;
-	bool released;
-};
-
 static void *census_thread(void *p)
 {
-	struct census *c = p;
-	pthread_mutex_lock(&c->m);
-	if (++c->arrived == c->target)
-		pthread_cond_signal(&c->all_in);
-	while (!c->released)
-		pthread_cond_wait(&c->cv, &c->m);
-	pthread_mutex_unlock(&c->m);
+	census_arrive_and_wait(p);
 	return NULL;
 }
 

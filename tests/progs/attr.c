@@ -524,14 +524,9 @@ static void *write_below_stack(void *arg)
 
 TCASE(exact_stack_when_size_and_guard_are_set)
 {
-	if (!tc_in_child()) {
-		static char out[8192];
-		int st = tc_run_self(tcase_current(), NULL, out, sizeof out, 30);
-		fputs(out, stdout);
-		CHECK(!(WIFEXITED(st) && WEXITSTATUS(st) == 0));
-		CHECK(strstr(out, "stack overflow in thread") != NULL);
+	static const char *const said[] = { "stack overflow in thread", NULL };
+	if (tc_rerun_must_die(NULL, said))
 		return;
-	}
 	pthread_attr_t a;
 	CHECK_OK(pthread_attr_init(&a));
 	CHECK_OK(pthread_attr_setstacksize(&a, 64 * 1024));

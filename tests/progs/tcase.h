@@ -265,6 +265,15 @@ int tc_run_self(const char *case_name, const char *const *extra, char *out, size
  *     ...the body, run on one worker... */
 __attribute__((warn_unused_result)) bool tc_rerun_on_workers(int workers, int limit_s);
 
+/* For a case whose body must end the process with a message: in the
+ * case's own process it runs `this-program CASE` (tc_run_self, with the
+ * NAME=VALUE strings of extra, may be NULL), passes the child's output on,
+ * fails the case if the child exited 0 or its output lacks any of the
+ * NULL-terminated `messages`, and returns true: the caller then returns.
+ * In that child it returns false, and the body goes on. */
+__attribute__((warn_unused_result)) bool tc_rerun_must_die(const char *const *extra,
+                                                           const char *const *messages);
+
 /* A thread that sleeps 1 ms at a time and counts in tc_ticks: a case on
  * one worker shows that a call parked only its caller by the ticks that
  * went on meanwhile (a call that held the worker would show none). */

@@ -175,6 +175,21 @@ bool tc_rerun_on_workers(int workers, int limit_s)
 	return true;
 }
 
+bool tc_rerun_must_die(const char *const *extra, const char *const *messages)
+{
+	if (tc_in_child())
+		return false;
+	static char out[8192];
+	int st = tc_run_self(tcase_current(), extra, out, sizeof out, 30);
+	fputs(out, stdout);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		TFAIL("the case's child exited 0; it had to end with a message");
+	for (const char *const *m = messages; *m; m++)
+		if (!strstr(out, *m))
+			TFAIL("the child's output lacks \"%s\"", *m);
+	return true;
+}
+
 /* ------------------------------------------------------------------ */
 /* stress cases                                                       */
 
