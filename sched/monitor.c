@@ -81,7 +81,10 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 		return;
 	}
 	uint64_t silent = now - wt->since;
-	if (silent < slice_ns || !has_waiting_work(w, now))
+	/* `preempt` already up while nothing waits: its thread must run a
+	 * redirect (an asynchronous cancel) and has not reached a safe point */
+	if (silent < slice_ns ||
+	    (!has_waiting_work(w, now) && !__atomic_load_n(&w->preempt, __ATOMIC_RELAXED)))
 		return;
 	/* a safe point will yield; if none comes, the signal services it */
 	__atomic_store_n(&w->preempt, 1, __ATOMIC_RELAXED);

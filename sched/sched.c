@@ -134,6 +134,10 @@ static inline void finish_switch(struct cp_worker *w)
 	}
 	cur->home = w;
 	cur->pinned = 0;
+	/* asked to run something at once while it was switched out: its next
+	 * safe point does (cp_thread_redirect) */
+	if (cp_unlikely(__atomic_load_n(&cur->redirect, __ATOMIC_RELAXED) != NULL))
+		__atomic_store_n(&w->preempt, 1, __ATOMIC_RELAXED);
 	cp_tls_thread = cur == &w->idle ? NULL : cur;
 	if (cp_likely(!cp_tls_per_thread)) /* else errno is in the thread's own TCB */
 		*w->errno_loc = cur->saved_errno;

@@ -8,12 +8,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <ucontext.h>
 #include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
 
-#include "context.h"
 #include "compiler.h"
+#include "context.h"
 
 #define ALTSTACK_SIZE (64u * 1024)
 
@@ -41,11 +41,6 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 	signal(SIGSEGV, SIG_DFL); /* re-faults on return, then dumps core */
 }
 
-/* The monitor or a thief found this worker silent while work waits on
- * it: fire its overdue timers, submit and reap its ring (this handler
- * runs on the ring's owner), and hand what is runnable to other workers.
- * Not while the worker is inside the scheduler (it will look around by
- * itself in a moment), holds a runtime lock, or has SQEs half-prepared. */
 /* Runs the current thread's redirect with the vector and x87 state kept,
  * in an xsave area as big as this CPU's state (CPUID leaf 0xD), on the
  * thread's stack (cp_redirect_trampoline aligned it to 64). */
@@ -97,6 +92,12 @@ void cp_thread_redirect(struct cp_thread *t, void (*fn)(void))
 	}
 }
 
+/* The monitor or a thief found this worker silent while work waits on
+ * it: fire its overdue timers, submit and reap its ring (this handler
+ * runs on the ring's owner), and hand what is runnable to other workers.
+ * Not while the worker is inside the scheduler (it will look around by
+ * itself in a moment), holds a runtime lock, or has SQEs half-prepared.
+ * A thread that must run a redirect (cp_thread_redirect) is sent to it. */
 static void on_poke(int sig, siginfo_t *si, void *uc)
 {
 	struct cp_worker *w = cp_worker_self();

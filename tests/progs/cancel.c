@@ -840,3 +840,33 @@ TCASE(async_cancel_waits_while_cancellation_is_disabled)
 	CHECK((long)tc_join(t) == 1);
 	CHECK(kept_sum == 0.0);
 }
+
+/* a cancel that came while the thread was switched out (waiting for a
+ * mutex, not a cancellation point) acts once it computes again */
+static pthread_mutex_t async_m = PTHREAD_MUTEX_INITIALIZER;
+
+static void *lock_then_compute(void *arg)
+{
+	(void)arg;
+	CHECK_OK(pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, NULL));
+	pthread_mutex_lock(&async_m); /* parks: main holds it */
+	pthread_mutex_unlock(&async_m);
+	for (;;)
+		spins++;
+	return NULL;
+}
+
+TCASE(async_cancel_acts_after_the_thread_was_switched_out)
+{
+	if (tc_rerun_on_workers(2, 30))
+		return;
+	tc_watchdog(20);
+	CHECK_OK(pthread_mutex_lock(&async_m));
+	pthread_t t = tc_spawn(lock_then_compute, NULL);
+	tc_msleep(20); /* it waits for the mutex */
+	uint64_t t0 = tc_now_ns();
+	CHECK_OK(pthread_cancel(t));
+	CHECK_OK(pthread_mutex_unlock(&async_m));
+	CHECK(tc_join(t) == PTHREAD_CANCELED);
+	CHECK_MS_RANGE(tc_now_ns() - t0, 0, 100);
+}
