@@ -16,7 +16,7 @@
 #include "compiler.h"
 #include "timespec.h"
 
-bool cp_cpuclock_active CP_HIDDEN;
+static bool active;
 static uint64_t tsc0, mono0;          /* the counter and the clock at the start */
 static uint64_t ns_per_tick_q32;      /* ns per tick, 32.32 fixed point */
 static uint64_t calibrated_until;     /* the counter when that was measured */
@@ -37,10 +37,10 @@ static uint64_t ratio_q32(uint64_t dticks, uint64_t dns)
 
 void cp_cpuclock_start(void)
 {
-	if (__atomic_load_n(&cp_cpuclock_active, __ATOMIC_ACQUIRE))
+	if (__atomic_load_n(&active, __ATOMIC_ACQUIRE))
 		return;
 	cp_spin_lock(&calib_lock);
-	if (!cp_cpuclock_active) {
+	if (!active) {
 		tsc0 = cp_rdtsc();
 		mono0 = mono_ns();
 		/* a first measure of the counter's rate, refined as time goes on */
@@ -51,7 +51,8 @@ void cp_cpuclock_start(void)
 		} while (m - mono0 < 1000000);
 		ns_per_tick_q32 = ratio_q32(t - tsc0, m - mono0);
 		calibrated_until = t;
-		__atomic_store_n(&cp_cpuclock_active, true, __ATOMIC_RELEASE);
+		__atomic_store_n(&active, true, __ATOMIC_RELEASE);
+		__atomic_or_fetch(&cp_switch_extras, CP_EXTRA_CPUCLOCK, __ATOMIC_RELEASE);
 	}
 	cp_spin_unlock(&calib_lock);
 }

@@ -50,7 +50,6 @@
  * __morestack_non_split only when that is defined in the same module, so
  * what they use here is exported under reserved names. */
 CP_EXPORT __thread char *__caprice_morestack_scratch __attribute__((tls_model("initial-exec")));
-bool cp_linked_active CP_HIDDEN;
 
 void cp_linked_bind_kthread(void)
 {
@@ -124,7 +123,7 @@ struct cp_thread *cp_thread_new_linked(size_t thread_size, size_t cap,
 	t->chunk_bytes = c->size;
 	t->chunk_cap = cap ? cap : DEFAULT_CAP;
 	t->ss_limit = cp_chunk_limit(c);
-	__atomic_store_n(&cp_linked_active, true, __ATOMIC_RELAXED);
+	__atomic_or_fetch(&cp_switch_extras, CP_EXTRA_LINKED, __ATOMIC_RELAXED);
 	return t;
 }
 

@@ -122,6 +122,8 @@ static inline void asan_arrive(struct cp_worker *w)
 #endif
 }
 
+uint32_t cp_switch_extras CP_HIDDEN;
+
 /* Runs first thing in whatever context a switch lands in. */
 static inline void finish_switch(struct cp_worker *w)
 {
@@ -136,7 +138,8 @@ static inline void finish_switch(struct cp_worker *w)
 	cur->pinned = 0;
 	/* asked to run something at once while it was switched out: its next
 	 * safe point does (cp_thread_redirect) */
-	if (cp_unlikely(__atomic_load_n(&cur->redirect, __ATOMIC_RELAXED) != NULL))
+	if (cp_unlikely(__atomic_load_n(&cp_switch_extras, __ATOMIC_RELAXED) & CP_EXTRA_REDIRECT) &&
+	    __atomic_load_n(&cur->redirect, __ATOMIC_RELAXED) != NULL)
 		__atomic_store_n(&w->preempt, 1, __ATOMIC_RELAXED);
 	cp_tls_thread = cur == &w->idle ? NULL : cur;
 	if (cp_likely(!cp_tls_per_thread)) /* else errno is in the thread's own TCB */
@@ -171,10 +174,13 @@ static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
 	}
 	/* the split-stack limit is the thread's: the scheduler, main and
 	 * threads on contiguous stacks run with 0 (linked.c) */
-	if (cp_unlikely(cp_linked_active))
-		prev->ss_limit = cp_split_limit();
-	if (cp_unlikely(cp_cpuclock_active))
-		cp_cpuclock_switch(w, prev);
+	uint32_t extras = __atomic_load_n(&cp_switch_extras, __ATOMIC_RELAXED);
+	if (cp_unlikely(extras)) {
+		if (extras & CP_EXTRA_LINKED)
+			prev->ss_limit = cp_split_limit();
+		if (extras & CP_EXTRA_CPUCLOCK)
+			cp_cpuclock_switch(w, prev);
+	}
 	if (cp_unlikely(cp_tls_per_thread)) {
 		/* errno lives in each thread's TCB: nothing to carry (and
 		 * worker 0's errno_loc is main's, which must not be touched
@@ -185,7 +191,7 @@ static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
 	} else {
 		prev->saved_errno = *w->errno_loc;
 	}
-	if (cp_unlikely(cp_linked_active))
+	if (cp_unlikely(extras & CP_EXTRA_LINKED))
 		cp_split_limit_set(next->ss_limit);
 	w->current = next;
 	asan_leave(w, prev, next, dying);

@@ -224,15 +224,21 @@ void cp_steal_share_burst(struct cp_worker *w);
 /* Lays a thread record of rec bytes out at the top of st. */
 struct cp_thread *cp_thread_init(struct cp_stack st, size_t rec,
                                  void (*entry)(struct cp_thread *), int *err);
-/* Linked stacks are in use: switches carry the split-stack limit. */
-extern bool cp_linked_active CP_HIDDEN;
+/* What switches must do beyond the plain switch, once some thread of the
+ * process needs it (bits are set, never cleared): a program that uses
+ * none of it pays one load and branch per switch for all of them. */
+enum {
+	CP_EXTRA_LINKED = 1,    /* carry the split-stack limit (linked.c) */
+	CP_EXTRA_CPUCLOCK = 2,  /* account CPU time (cpuclock.c) */
+	CP_EXTRA_REDIRECT = 4,  /* a thread may have a redirect (signals.c) */
+};
+extern uint32_t cp_switch_extras CP_HIDDEN;
 /* A kernel thread that runs user threads: limit 0, a scratch stack. */
 void cp_linked_bind_kthread(void);
 void cp_linked_release(struct cp_thread *t);
 void cp_linked_free_alloca(struct cp_thread *t);
 
 /* ---- thread CPU clocks (cpuclock.c) ---- */
-extern bool cp_cpuclock_active CP_HIDDEN;
 static inline uint64_t cp_rdtsc(void)
 {
 	uint32_t lo, hi;
