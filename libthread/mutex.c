@@ -4,12 +4,21 @@
  *
  * Fast path: one compare-and-swap to lock, one exchange to unlock.
  * The lock word is 0 (free), 1 (held) or 2 (held, maybe waiters), as in
- * Drepper's futex mutex; contenders queue under a spinlock and park. */
+ * Drepper's futex mutex, and as glibc's; contenders queue under a
+ * spinlock and park.
+ *
+ * A process-shared mutex (normal type) keeps glibc's layout and protocol
+ * instead: its kind carries glibc's shared bit, and contenders wait on the
+ * lock word as a shared futex (parking only their user thread: futex.c),
+ * so processes on NPTL and on Caprice can share it.  Recursive and
+ * errorcheck ones would need an owner both sides read the same way (glibc
+ * keeps a kernel tid, which a user thread does not have): refused. */
 #include <errno.h>
 #include <stddef.h>
 
 #include "lt.h"
 #include "mutex.h"
+#include "timespec.h"
 
 _Static_assert(sizeof(struct lt_mutex) <= sizeof(pthread_mutex_t), "lt_mutex too big");
 _Static_assert(offsetof(struct lt_mutex, kind) == offsetof(pthread_mutex_t, __data.__kind),
@@ -17,7 +26,9 @@ _Static_assert(offsetof(struct lt_mutex, kind) == offsetof(pthread_mutex_t, __da
 
 /* mutexattr bits inside the int of pthread_mutexattr_t */
 #define MA_TYPE_MASK   0x3
+#define MA_PSHARED     0x4
 #define MA_PRIO_SHIFT  8
+#define GLIBC_KIND_PSHARED 128 /* glibc's PTHREAD_MUTEX_PSHARED_BIT */
 #define MA_PROTO_SHIFT 4
 #define MA_PROTO_MASK  (0x3 << MA_PROTO_SHIFT)
 
@@ -29,8 +40,32 @@ static inline void *owner_id(void)
 	return t ? (void *)t : (void *)pthread_self();
 }
 
+static inline bool shared(const struct lt_mutex *m)
+{
+	return m->kind & GLIBC_KIND_PSHARED;
+}
+
+/* glibc's protocol: mark the word contended and wait on it until an
+ * exchange finds it free */
+static int lock_shared_slow(struct lt_mutex *m, uint64_t deadline)
+{
+	struct timespec abs, *at = NULL;
+	if (deadline != CP_NO_DEADLINE) {
+		abs = cp_ns_to_ts(deadline);
+		at = &abs;
+	}
+	while (__atomic_exchange_n(&m->state, 2, __ATOMIC_ACQUIRE) != 0) {
+		long r = lt_futex_wait_until(&m->state, 2, true, CLOCK_MONOTONIC, at, false);
+		if (r < 0 && errno == ETIMEDOUT)
+			return ETIMEDOUT;
+	}
+	return 0;
+}
+
 static int lock_slow(struct lt_mutex *m, uint64_t deadline)
 {
+	if (shared(m))
+		return lock_shared_slow(m, deadline);
 	cp_spin_lock(&m->qlock);
 	for (;;) {
 		if (__atomic_exchange_n(&m->state, 2, __ATOMIC_ACQUIRE) == 0) {
@@ -52,6 +87,10 @@ static inline void release(struct lt_mutex *m)
 {
 	m->owner = NULL;
 	if (cp_unlikely(__atomic_exchange_n(&m->state, 0, __ATOMIC_RELEASE) == 2)) {
+		if (shared(m)) {
+			lt_futex_wake(&m->state, 1, true);
+			return;
+		}
 		cp_spin_lock(&m->qlock);
 		cp_wake_one(&m->waiters);
 		cp_spin_unlock(&m->qlock);
@@ -174,6 +213,11 @@ CP_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexattr
 	if (attr) {
 		int a = *(const int *)attr;
 		m->kind = a & MA_TYPE_MASK;
+		if (a & MA_PSHARED) {
+			if (m->kind != PTHREAD_MUTEX_NORMAL)
+				return ENOTSUP; /* see the top of this file */
+			m->kind |= GLIBC_KIND_PSHARED;
+		}
 		m->protocol = (a & MA_PROTO_MASK) >> MA_PROTO_SHIFT;
 		m->prioceiling = ceiling_of(a);
 	}
@@ -248,14 +292,16 @@ CP_EXPORT int pthread_mutexattr_gettype(const pthread_mutexattr_t *attr, int *ty
 
 CP_EXPORT int pthread_mutexattr_setpshared(pthread_mutexattr_t *attr, int pshared)
 {
-	(void)attr;
-	return lt_pshared_check(pshared);
+	if (pshared != PTHREAD_PROCESS_PRIVATE && pshared != PTHREAD_PROCESS_SHARED)
+		return EINVAL;
+	int *a = (int *)attr;
+	*a = pshared == PTHREAD_PROCESS_SHARED ? *a | MA_PSHARED : *a & ~MA_PSHARED;
+	return 0;
 }
 
 CP_EXPORT int pthread_mutexattr_getpshared(const pthread_mutexattr_t *attr, int *pshared)
 {
-	(void)attr;
-	*pshared = PTHREAD_PROCESS_PRIVATE;
+	*pshared = *(const int *)attr & MA_PSHARED ? PTHREAD_PROCESS_SHARED : PTHREAD_PROCESS_PRIVATE;
 	return 0;
 }
 

@@ -4,6 +4,8 @@
  * mutex attributes (with the ones Caprice refuses). */
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <stdbool.h>
 #include <unistd.h>
 
@@ -591,8 +593,19 @@ TCASE(mutexattr_pshared)
 	CHECK_OK(pthread_mutexattr_getpshared(&a, &v));
 	CHECK_EQ(v, PTHREAD_PROCESS_PRIVATE);
 	CHECK_OK(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_PRIVATE));
-	CHECK_EQ(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED), ENOTSUP);
+	CHECK_OK(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
+	CHECK_OK(pthread_mutexattr_getpshared(&a, &v));
+	CHECK_EQ(v, PTHREAD_PROCESS_SHARED);
 	CHECK_EQ(pthread_mutexattr_setpshared(&a, 12345), EINVAL);
+	/* a shared recursive or errorcheck mutex is refused, not faked (an
+	 * owner both NPTL and Caprice read the same way is a kernel tid) */
+	pthread_mutex_t m;
+	CHECK_OK(pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE));
+	CHECK_EQ(pthread_mutex_init(&m, &a), ENOTSUP);
+	CHECK_OK(pthread_mutexattr_settype(&a, PTHREAD_MUTEX_NORMAL));
+	CHECK_OK(pthread_mutex_init(&m, &a));
+	CHECK_OK(pthread_mutex_destroy(&m));
+	CHECK_OK(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_PRIVATE));
 	CHECK_OK(pthread_mutexattr_getpshared(&a, &v));
 	CHECK_EQ(v, PTHREAD_PROCESS_PRIVATE);
 	pthread_mutexattr_destroy(&a);
@@ -746,4 +759,97 @@ TCASE(handoff_many_threads)
 		CHECK_OK(pthread_join(t[i], NULL));
 	CHECK_EQ(r.done, r.turns);
 	CHECK(tc_now_ns() - t0 < 30000000000ull);
+}
+
+/* ---- process-shared mutexes: glibc's layout and protocol ---- */
+
+struct shared_counter {
+	pthread_mutex_t m;
+	long count;
+};
+
+static struct shared_counter *shared_counter_new(void)
+{
+	struct shared_counter *c = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE,
+	                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK(c != MAP_FAILED);
+	pthread_mutexattr_t a;
+	CHECK_OK(pthread_mutexattr_init(&a));
+	CHECK_OK(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
+	CHECK_OK(pthread_mutex_init(&c->m, &a));
+	pthread_mutexattr_destroy(&a);
+	c->count = 0;
+	return c;
+}
+
+static void count_shared(struct shared_counter *c, int n)
+{
+	for (int i = 0; i < n; i++) {
+		pthread_mutex_lock(&c->m);
+		long v = c->count;
+		if (i % 64 == 0)
+			sched_yield(); /* hold it a while: the other side waits */
+		c->count = v + 1;
+		pthread_mutex_unlock(&c->m);
+	}
+}
+
+TCASE(process_shared_mutex_across_fork)
+{
+	tc_watchdog(30);
+	struct shared_counter *c = shared_counter_new();
+	pid_t pid = fork();
+	if (pid == 0) {
+		count_shared(c, 20000);
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	count_shared(c, 20000);
+	int st = 0;
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_EQ(c->count, 40000);
+	/* and a timed lock times out on it */
+	CHECK_OK(pthread_mutex_lock(&c->m));
+	pid = fork();
+	if (pid == 0) {
+		struct timespec at = tc_abs_ms(CLOCK_REALTIME, 50);
+		_exit(pthread_mutex_timedlock(&c->m, &at) == ETIMEDOUT ? 0 : 1);
+	}
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_OK(pthread_mutex_unlock(&c->m));
+	munmap(c, sizeof *c);
+}
+
+/* glibc's own lock and unlock (what an NPTL process on the other side
+ * runs) share it with Caprice's */
+static void *glibc_counter(void *arg)
+{
+	struct shared_counter *c = arg;
+	int (*lk)(pthread_mutex_t *) = (int (*)(pthread_mutex_t *))tc_libc_sym("pthread_mutex_lock");
+	int (*ul)(pthread_mutex_t *) = (int (*)(pthread_mutex_t *))tc_libc_sym("pthread_mutex_unlock");
+	for (int i = 0; i < 20000; i++) {
+		if (lk(&c->m))
+			return (void *)2;
+		long v = c->count;
+		if (i % 64 == 0)
+			usleep(10);
+		c->count = v + 1;
+		if (ul(&c->m))
+			return (void *)3;
+	}
+	return NULL;
+}
+
+TCASE(process_shared_mutex_speaks_glibcs_protocol)
+{
+	tc_watchdog(30);
+	struct shared_counter *c = shared_counter_new();
+	pthread_t t;
+	tc_foreign_run(glibc_counter, c, &t);
+	count_shared(c, 20000);
+	CHECK(tc_foreign_join(t) == NULL);
+	CHECK_EQ(c->count, 40000);
+	munmap(c, sizeof *c);
 }

@@ -770,15 +770,6 @@ typedef int (*join_fn)(pthread_t, void **);
 /* The C library's own pthread_create makes a plain kernel thread: it
  * waits on a futex instead of parking, and its identity for EDEADLK and
  * EPERM is the C library's thread handle. */
-static void *libc_sym(const char *name)
-{
-	void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-	CHECK(libc);
-	void *f = dlsym(libc, name);
-	CHECK(f);
-	return f;
-}
-
 static pthread_rwlock_t FL = PTHREAD_RWLOCK_INITIALIZER;
 static int step;
 
@@ -815,8 +806,8 @@ static void *foreign_side(void *p)
 TCASE(kernel_thread_locks_and_waits)
 {
 	tc_watchdog(20);
-	create_fn create = (create_fn)libc_sym("pthread_create");
-	join_fn join = (join_fn)libc_sym("pthread_join");
+	create_fn create = (create_fn)tc_libc_sym("pthread_create");
+	join_fn join = (join_fn)tc_libc_sym("pthread_join");
 	CHECK((void *)create != (void *)pthread_create);
 	pthread_t t;
 	CHECK_OK(create(&t, NULL, foreign_side, NULL));

@@ -595,28 +595,6 @@ TCASE(post_passes_over_waiter_timing_out)
 
 /* ---- kernel threads that are not Caprice threads ---- */
 
-typedef int (*create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
-typedef int (*join_fn)(pthread_t, void **);
-
-/* The C library's own pthread_create makes a plain kernel thread, which
- * waits on a futex instead of parking. */
-static void foreign_run(void *(*fn)(void *), void *arg, pthread_t *t)
-{
-	void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-	CHECK(libc);
-	create_fn create = (create_fn)dlsym(libc, "pthread_create");
-	CHECK(create && (void *)create != (void *)pthread_create);
-	CHECK_OK(create(t, NULL, fn, arg));
-}
-
-static void foreign_join(pthread_t t)
-{
-	void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-	join_fn join = (join_fn)dlsym(libc, "pthread_join");
-	CHECK(join);
-	CHECK_OK(join(t, NULL));
-}
-
 static sem_t ping, pong;
 
 static void *foreign_side(void *p)
@@ -641,14 +619,14 @@ TCASE(kernel_thread_waits_and_wakes)
 	CHECK_SEM(sem_init(&ping, 0, 0));
 	CHECK_SEM(sem_init(&pong, 0, 0));
 	pthread_t t;
-	foreign_run(foreign_side, NULL, &t);
+	tc_foreign_run(foreign_side, NULL, &t);
 	for (int i = 0; i < 200; i++) {
 		if (i % 16 == 0)
 			usleep(1000); /* let it block in the kernel now and then */
 		CHECK_SEM(sem_post(&ping));
 		CHECK_SEM(sem_wait(&pong));
 	}
-	foreign_join(t);
+	tc_foreign_join(t);
 	CHECK_EQ(value(&ping), 0);
 	CHECK_EQ(value(&pong), 0);
 	CHECK_SEM(sem_destroy(&ping));
@@ -715,10 +693,8 @@ TCASE(named_semaphore_between_threads)
 static void *glibc_side(void *arg)
 {
 	sem_t *s = arg;
-	int (*post)(sem_t *) = (int (*)(sem_t *))dlsym(RTLD_NEXT, "sem_post");
-	int (*wait)(sem_t *) = (int (*)(sem_t *))dlsym(RTLD_NEXT, "sem_wait");
-	if (!post || !wait)
-		return (void *)1;
+	int (*post)(sem_t *) = (int (*)(sem_t *))tc_libc_sym("sem_post");
+	int (*wait)(sem_t *) = (int (*)(sem_t *))tc_libc_sym("sem_wait");
 	usleep(20000);
 	if (post(&s[0]))
 		return (void *)2;
@@ -734,11 +710,11 @@ TCASE(shared_semaphore_speaks_glibcs_protocol)
 	CHECK_SEM(sem_init(&s[0], 1, 0));
 	CHECK_SEM(sem_init(&s[1], 1, 0));
 	pthread_t t;
-	foreign_run(glibc_side, s, &t); /* a plain kernel thread, glibc's calls */
+	tc_foreign_run(glibc_side, s, &t); /* a plain kernel thread, glibc's calls */
 	CHECK_SEM(sem_wait(&s[0]));
 	usleep(20000);
 	CHECK_SEM(sem_post(&s[1]));
-	foreign_join(t);
+	CHECK(tc_foreign_join(t) == NULL);
 	CHECK_EQ(value(&s[0]), 0);
 	CHECK_EQ(value(&s[1]), 0);
 }

@@ -274,6 +274,15 @@ __attribute__((warn_unused_result)) bool tc_rerun_on_workers(int workers, int li
 __attribute__((warn_unused_result)) bool tc_rerun_must_die(const char *const *extra,
                                                            const char *const *messages);
 
+/* The C library's own definition of `name` (pthread_create, sem_post...),
+ * past libthread's: what an NPTL program runs.  Fails the case if it is
+ * missing. */
+void *tc_libc_sym(const char *name);
+/* A plain kernel thread made by the C library's pthread_create (it waits
+ * on futexes instead of parking), and its join, which returns its result. */
+void tc_foreign_run(void *(*fn)(void *), void *arg, pthread_t *t);
+void *tc_foreign_join(pthread_t t);
+
 /* A thread that sleeps 1 ms at a time and counts in tc_ticks: a case on
  * one worker shows that a call parked only its caller by the ticks that
  * went on meanwhile (a call that held the worker would show none). */

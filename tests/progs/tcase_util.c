@@ -1,6 +1,7 @@
 /* tcase_util.c: helpers shared by the test programs (declared in
  * tcase.h): threads, running a case again as a child process, and the
  * watchdog and worker-spread helpers of the stress cases. */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -188,6 +189,34 @@ bool tc_rerun_must_die(const char *const *extra, const char *const *messages)
 		if (!strstr(out, *m))
 			TFAIL("the child's output lacks \"%s\"", *m);
 	return true;
+}
+
+void *tc_libc_sym(const char *name)
+{
+	void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+	if (!libc)
+		TFAIL("dlopen(libc.so.6): %s", dlerror());
+	void *f = dlsym(libc, name);
+	if (!f)
+		TFAIL("the C library has no %s: %s", name, dlerror());
+	return f;
+}
+
+void tc_foreign_run(void *(*fn)(void *), void *arg, pthread_t *t)
+{
+	int (*create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *) =
+		(int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))
+			tc_libc_sym("pthread_create");
+	CHECK((void *)create != (void *)pthread_create);
+	CHECK_OK(create(t, NULL, fn, arg));
+}
+
+void *tc_foreign_join(pthread_t t)
+{
+	int (*join)(pthread_t, void **) = (int (*)(pthread_t, void **))tc_libc_sym("pthread_join");
+	void *r = NULL;
+	CHECK_OK(join(t, &r));
+	return r;
 }
 
 /* ------------------------------------------------------------------ */
