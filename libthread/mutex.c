@@ -66,6 +66,18 @@ static int lock_slow(struct lt_mutex *m, uint64_t deadline)
 {
 	if (shared(m))
 		return lock_shared_slow(m, deadline);
+	if (cp_unlikely(cp_in_scheduler())) {
+		/* the scheduler's own code (a backtrace's library, location.c)
+		 * cannot park: wait for the holder, who cannot park inside
+		 * such a library either */
+		uint32_t expect = 0;
+		while (!__atomic_compare_exchange_n(&m->state, &expect, 2, false, __ATOMIC_ACQUIRE,
+		                                    __ATOMIC_RELAXED)) {
+			expect = 0;
+			__builtin_ia32_pause();
+		}
+		return 0;
+	}
 	cp_spin_lock(&m->qlock);
 	for (;;) {
 		if (__atomic_exchange_n(&m->state, 2, __ATOMIC_ACQUIRE) == 0) {

@@ -57,7 +57,7 @@ void cp_cpuclock_start(void)
 	cp_spin_unlock(&calib_lock);
 }
 
-static uint64_t ticks_to_ns(uint64_t ticks)
+uint64_t cp_cpuclock_ticks_to_ns(uint64_t ticks)
 {
 	uint64_t now = cp_rdtsc();
 	/* a longer baseline measures the rate better: take it once it is 10x
@@ -82,5 +82,5 @@ uint64_t cp_thread_cpu_ns(const struct cp_thread *t)
 		if (since && now > since)
 			ticks += now - since; /* the run in progress */
 	}
-	return ticks_to_ns(ticks);
+	return cp_cpuclock_ticks_to_ns(ticks);
 }

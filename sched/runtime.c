@@ -207,6 +207,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 	cp_nworkers = (int)cp_env_long("CAPRICE_WORKERS", 1, MAX_WORKERS, valgrind ? 1 : online_cpus());
 	cp_nall = cp_nworkers + (int)cp_env_long("CAPRICE_SPARE_WORKERS", 0, MAX_WORKERS, valgrind ? 0 : 1);
 	cp_idle_configure();
+	cp_location_configure();
 	cp_sigmask_init();
 	cp_thread_record_size = thread_size;
 	main_thread = cp_record_alloc();

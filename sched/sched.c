@@ -314,6 +314,8 @@ void cp_park(cp_spinlock *lk)
 	cp_barrier();
 	w->unlock_after = lk;
 	w->st.parks++;
+	if (cp_unlikely(cp_sched_2d))
+		cp_location_park_slow(w, cur);
 	struct cp_thread *next = pick_next(w);
 	switch_to(w, cur, next ? next : &w->idle, false);
 }

@@ -50,6 +50,8 @@ struct cp_thread {
 	 * cancel): the poke makes its interrupted code call it (signals.c) */
 	void (*redirect)(void);
 	uint64_t cpu_ticks;          /* time-stamp counter ticks run (cpuclock.c) */
+	uint64_t loc_key, loc_ticks; /* where it last blocked, and its cpu_ticks
+	                                then (location.c) */
 	void *tls_mem;               /* what holds the TCB and its static TLS */
 	/* records not on a pooled stack: the list debuggers walk besides
 	 * the stack slabs (sched/threads.c) */
@@ -111,6 +113,11 @@ static inline bool cp_in_runtime(void)
 {
 	return cp_locks_held != 0;
 }
+
+/* True while this kernel thread runs the scheduler itself (between a
+ * thread's park and the next switch): a lock taken there must spin, never
+ * park (libunwind's own mutex, taken by location.c's backtraces). */
+bool cp_in_scheduler(void);
 
 /* Is ring (a struct io_uring *) one of the workers' own? */
 bool cp_is_runtime_ring(const void *ring);

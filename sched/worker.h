@@ -62,6 +62,7 @@ struct cp_worker {
 	pid_t tid;
 	int stat_fd, schedstat_fd;      /* its /proc task files, for the monitor (spare.c) */
 	uint64_t cpu_since;             /* the counter at the last switch (cpuclock.c) */
+	struct cp_blocking_graph *graph; /* CAPRICE_SCHED=2d (location.c) */
 	void *own_tcb;                  /* the kernel thread's own TCB */
 	bool spare;                     /* a spare worker (spare.c) */
 	struct cp_worker *covering;     /* spare: the blocked worker whose
@@ -253,6 +254,12 @@ static inline void cp_cpuclock_switch(struct cp_worker *w, struct cp_thread *pre
 		prev->cpu_ticks += now - w->cpu_since;
 	w->cpu_since = now;
 }
+
+/* ---- where threads block (location.c) ---- */
+extern bool cp_sched_2d CP_HIDDEN;
+void cp_location_configure(void);
+void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t);
+uint64_t cp_cpuclock_ticks_to_ns(uint64_t ticks);
 
 /* ---- spare workers (spare.c) ---- */
 /* Is w's kernel thread asleep in the kernel (state S or D) now?  Sets
