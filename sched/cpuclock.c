@@ -51,6 +51,11 @@ void cp_cpuclock_start(void)
 		} while (m - mono0 < 1000000);
 		ns_per_tick_q32 = ratio_q32(t - tsc0, m - mono0);
 		calibrated_until = t;
+		/* the runs in progress count from now: a thread that computes
+		 * without switching would read 0 until its next switch */
+		for (int i = 0; i < cp_nall; i++)
+			if (cp_workers && cp_workers[i])
+				__atomic_store_n(&cp_workers[i]->cpu_since, t, __ATOMIC_RELAXED);
 		__atomic_store_n(&active, true, __ATOMIC_RELEASE);
 		__atomic_or_fetch(&cp_switch_extras, CP_EXTRA_CPUCLOCK, __ATOMIC_RELEASE);
 	}
