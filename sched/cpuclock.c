@@ -51,11 +51,6 @@ void cp_cpuclock_start(void)
 		} while (m - mono0 < 1000000);
 		ns_per_tick_q32 = ratio_q32(t - tsc0, m - mono0);
 		calibrated_until = t;
-		/* the runs in progress count from now: a thread that computes
-		 * without switching would read 0 until its next switch */
-		for (int i = 0; i < cp_nall; i++)
-			if (cp_workers && cp_workers[i])
-				__atomic_store_n(&cp_workers[i]->cpu_since, t, __ATOMIC_RELAXED);
 		__atomic_store_n(&active, true, __ATOMIC_RELEASE);
 		__atomic_or_fetch(&cp_switch_extras, CP_EXTRA_CPUCLOCK, __ATOMIC_RELEASE);
 	}
@@ -77,15 +72,20 @@ uint64_t cp_cpuclock_ticks_to_ns(uint64_t ticks)
 	return (uint64_t)(((unsigned __int128)ticks * ns_per_tick_q32) >> 32);
 }
 
-uint64_t cp_thread_cpu_ns(const struct cp_thread *t)
+uint64_t cp_thread_cpu_ns(struct cp_thread *t)
 {
 	uint64_t ticks = __atomic_load_n(&t->cpu_ticks, __ATOMIC_RELAXED);
 	struct cp_worker *w = __atomic_load_n(&t->home, __ATOMIC_RELAXED);
 	if (w && __atomic_load_n(&w->current, __ATOMIC_ACQUIRE) == t) {
-		uint64_t since = __atomic_load_n(&w->cpu_since, __ATOMIC_RELAXED);
+		uint64_t since = __atomic_load_n(&t->run_since, __ATOMIC_RELAXED);
 		uint64_t now = cp_rdtsc();
-		if (since && now > since)
+		if (since && now > since) {
 			ticks += now - since; /* the run in progress */
+		} else if (!since && t == cp_self()) {
+			/* switched in before the accounting started: its run
+			 * counts from now (the time before is not known) */
+			__atomic_store_n(&t->run_since, now, __ATOMIC_RELAXED);
+		}
 	}
 	return cp_cpuclock_ticks_to_ns(ticks);
 }

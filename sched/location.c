@@ -163,7 +163,7 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 	}
 	nd->count++;
 	/* its run so far: the switch that parks it has not added it yet */
-	uint64_t ticks = t->cpu_ticks + (w->cpu_since ? cp_rdtsc() - w->cpu_since : 0);
+	uint64_t ticks = t->cpu_ticks + (t->run_since ? cp_rdtsc() - t->run_since : 0);
 	if (t->loc_key) {
 		struct edge *e = edge_of(g, t->loc_key, key);
 		if (e) {

@@ -179,7 +179,7 @@ static inline void switch_to(struct cp_worker *w, struct cp_thread *prev,
 		if (extras & CP_EXTRA_LINKED)
 			prev->ss_limit = cp_split_limit();
 		if (extras & CP_EXTRA_CPUCLOCK)
-			cp_cpuclock_switch(w, prev);
+			cp_cpuclock_switch(prev, next);
 	}
 	if (cp_unlikely(cp_tls_per_thread)) {
 		/* errno lives in each thread's TCB: nothing to carry (and

@@ -50,6 +50,7 @@ struct cp_thread {
 	 * cancel): the poke makes its interrupted code call it (signals.c) */
 	void (*redirect)(void);
 	uint64_t cpu_ticks;          /* time-stamp counter ticks run (cpuclock.c) */
+	uint64_t run_since;          /* the counter when it was switched in, or 0 */
 	uint64_t loc_key, loc_ticks; /* where it last blocked, and its cpu_ticks
 	                                then (location.c) */
 	void *tls_mem;               /* what holds the TCB and its static TLS */
@@ -194,7 +195,7 @@ void cp_thread_redirect(struct cp_thread *t, void (*fn)(void));
 /* Thread CPU time (cpuclock.c): accounting starts at the first call of
  * cp_cpuclock_start; cp_thread_cpu_ns is t's time run since then, in ns. */
 void cp_cpuclock_start(void);
-uint64_t cp_thread_cpu_ns(const struct cp_thread *t);
+uint64_t cp_thread_cpu_ns(struct cp_thread *t);
 
 /* Puts the caller at the back of its worker's run queue. */
 void cp_yield(void);

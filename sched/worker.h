@@ -61,7 +61,6 @@ struct cp_worker {
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
 	pid_t tid;
 	int stat_fd, schedstat_fd;      /* its /proc task files, for the monitor (spare.c) */
-	uint64_t cpu_since;             /* the counter at the last switch (cpuclock.c) */
 	struct cp_blocking_graph *graph; /* CAPRICE_SCHED=2d (location.c) */
 	void *own_tcb;                  /* the kernel thread's own TCB */
 	bool spare;                     /* a spare worker (spare.c) */
@@ -246,13 +245,15 @@ static inline uint64_t cp_rdtsc(void)
 	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
 	return ((uint64_t)hi << 32) | lo;
 }
-/* At a switch away from prev: it ran since the worker's last switch. */
-static inline void cp_cpuclock_switch(struct cp_worker *w, struct cp_thread *prev)
+/* At a switch from prev to next: prev ran since it was switched in (0:
+ * before the accounting started, not counted), next runs from now. */
+static inline void cp_cpuclock_switch(struct cp_thread *prev, struct cp_thread *next)
 {
 	uint64_t now = cp_rdtsc();
-	if (w->cpu_since)
-		prev->cpu_ticks += now - w->cpu_since;
-	w->cpu_since = now;
+	if (prev->run_since)
+		prev->cpu_ticks += now - prev->run_since;
+	prev->run_since = 0;
+	__atomic_store_n(&next->run_since, now, __ATOMIC_RELAXED);
 }
 
 /* ---- where threads block (location.c) ---- */
