@@ -341,10 +341,14 @@ TCASE(broadcast_storm_free_running)
 	for (int i = 0; i < N; i++) {
 		void *r;
 		CHECK_OK(pthread_join(w[i], &r));
-		CHECK((long)r >= 1);
+		/* -1: it saw the generation go back.  0 is fine: a waiter first
+		 * run after the last broadcast has nothing left to see (CI saw
+		 * one, the whole storm taking 50 ms) */
+		CHECK((long)r >= 0);
 		total += (long)r;
 	}
 	fprintf(stderr, "%ld generation sightings over %d waiters\n", total, N);
+	CHECK(total > 0);
 }
 
 /* ---- timed waits under load ---- */
