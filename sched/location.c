@@ -3,7 +3,11 @@
  * records where in the program the thread blocked: a hash of the first
  * return addresses above the runtime (libunwind's unw_backtrace, which
  * works from CFI, so in unmodified binaries without frame pointers too).
- * Locations are the graph's nodes; an edge joins two consecutive blocking
+ * libunwind walks the program's frames only the first time a call site
+ * (the first return address above the runtime, found through the
+ * runtime's own frame pointers) parks; later parks there reuse its hash,
+ * so callers of one call site that differ further up share a node after
+ * the first.  Locations are the graph's nodes; an edge joins two consecutive blocking
  * points of one thread and keeps how often it was taken and an EWMA of the
  * CPU time run between them (cpuclock.c's accounting).  Each worker keeps
  * its own bounded graph, with no lock; CAPRICE_GRAPH=FILE writes them
@@ -43,9 +47,17 @@ struct edge {
 	uint64_t ewma_ns;      /* CPU time between the two blocking points */
 };
 
+/* a call site's location, so that only a site's first park unwinds */
+struct site {
+	void *site;
+	uint64_t key;
+};
+#define SITES 256
+
 struct cp_blocking_graph {
 	struct node nodes[NODES];
 	struct edge edges[EDGES];
+	struct site sites[SITES];
 	uint64_t dropped;
 };
 
@@ -147,16 +159,46 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 			return; /* no graph, no harm: the park goes on */
 		w->graph = g;
 	}
-	void *ips[FRAMES + 16];
-	int n = unw_backtrace(ips, (int)(sizeof ips / sizeof ips[0]));
-	int first = 0;
-	while (first < n && (uintptr_t)ips[first] >= own_lo && (uintptr_t)ips[first] < own_hi)
-		first++;
-	int k = n - first < FRAMES ? n - first : FRAMES;
-	if (k <= 0)
-		return;
-	uint64_t key = hash_frames(ips + first, k);
-	struct node *nd = node_of(g, key, ips[first]);
+	/* The call site in the program: the first return address above this
+	 * library, found through the library's own frame pointers (it is
+	 * built with them), whatever the program's code is built with.  Only
+	 * a site seen for the first time pays for libunwind's walk of the
+	 * program's frames, which tells its callers apart. */
+	void *site = NULL;
+	void **fp = __builtin_frame_address(0);
+	for (int i = 0; i < 64 && fp && !((uintptr_t)fp & 7); i++) {
+		void *ret = fp[1];
+		if ((uintptr_t)ret < own_lo || (uintptr_t)ret >= own_hi) {
+			site = ret;
+			break;
+		}
+		void **up = fp[0];
+		if (up <= fp) /* frames only go up the stack, within the library */
+			break;
+		fp = up;
+	}
+	struct site *cached = site ? &g->sites[((uintptr_t)site >> 2) & (SITES - 1)] : NULL;
+	uint64_t key;
+	void *name_ip = site;
+	if (cached && cached->site == site) {
+		key = cached->key;
+	} else {
+		void *ips[FRAMES + 16];
+		int n = unw_backtrace(ips, (int)(sizeof ips / sizeof ips[0]));
+		int first = 0;
+		while (first < n && (uintptr_t)ips[first] >= own_lo && (uintptr_t)ips[first] < own_hi)
+			first++;
+		int k = n - first < FRAMES ? n - first : FRAMES;
+		if (k <= 0)
+			return;
+		key = hash_frames(ips + first, k);
+		name_ip = ips[first];
+		if (cached) {
+			cached->site = site;
+			cached->key = key;
+		}
+	}
+	struct node *nd = node_of(g, key, name_ip);
 	if (!nd) {
 		g->dropped++;
 		return;
