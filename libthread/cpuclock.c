@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "lt.h"
+#include "timespec.h"
 
 #define CLOCK_TAG     6             /* the kernel's CPUCLOCK_PERTHREAD | SCHED */
 #define SLOTS_MAX     (1u << 20)
@@ -62,12 +63,6 @@ static bool thread_clock(clockid_t clock)
 	return clock < 0 && (clock & 7) == CLOCK_TAG;
 }
 
-static void to_ts(uint64_t ns, struct timespec *ts)
-{
-	ts->tv_sec = (time_t)(ns / 1000000000u);
-	ts->tv_nsec = (long)(ns % 1000000000u);
-}
-
 CP_EXPORT int clock_gettime(clockid_t clock, struct timespec *ts)
 {
 	if (cp_likely(clock >= 0 && clock != CLOCK_THREAD_CPUTIME_ID))
@@ -80,7 +75,7 @@ CP_EXPORT int clock_gettime(clockid_t clock, struct timespec *ts)
 	if (!t)
 		return real(&real_gettime, "clock_gettime")(clock, ts);
 	cp_cpuclock_start();
-	to_ts(cp_thread_cpu_ns(&t->cp), ts);
+	*ts = cp_ns_to_ts(cp_thread_cpu_ns(&t->cp));
 	return 0;
 }
 

@@ -14,20 +14,12 @@
 #include <time.h>
 
 #include "compiler.h"
-#include "timespec.h"
 
 static bool active;
 static uint64_t tsc0, mono0;          /* the counter and the clock at the start */
 static uint64_t ns_per_tick_q32;      /* ns per tick, 32.32 fixed point */
 static uint64_t calibrated_until;     /* the counter when that was measured */
 static cp_spinlock calib_lock = CP_SPINLOCK_INIT;
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return cp_ts_to_ns(&ts);
-}
 
 /* ns per tick from two readings of both clocks at least 1 ms apart */
 static uint64_t ratio_q32(uint64_t dticks, uint64_t dns)
@@ -42,12 +34,12 @@ void cp_cpuclock_start(void)
 	cp_spin_lock(&calib_lock);
 	if (!active) {
 		tsc0 = cp_rdtsc();
-		mono0 = mono_ns();
+		mono0 = cp_now_ns();
 		/* a first measure of the counter's rate, refined as time goes on */
 		uint64_t t, m;
 		do {
 			t = cp_rdtsc();
-			m = mono_ns();
+			m = cp_now_ns();
 		} while (m - mono0 < 1000000);
 		ns_per_tick_q32 = ratio_q32(t - tsc0, m - mono0);
 		calibrated_until = t;
@@ -63,7 +55,7 @@ uint64_t cp_cpuclock_ticks_to_ns(uint64_t ticks)
 	/* a longer baseline measures the rate better: take it once it is 10x
 	 * the last one */
 	if (now - tsc0 > 10 * (calibrated_until - tsc0) && cp_spin_trylock(&calib_lock)) {
-		uint64_t m = mono_ns();
+		uint64_t m = cp_now_ns();
 		now = cp_rdtsc();
 		ns_per_tick_q32 = ratio_q32(now - tsc0, m - mono0);
 		calibrated_until = now;

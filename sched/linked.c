@@ -297,12 +297,13 @@ void cp_linked_unwind_to(const void *addr)
 	 * runs on stays attached (as the kept chunk, which a later call
 	 * replaces if it is a big one) until then */
 	struct cp_worker *w = cp_worker_self();
-	for (struct cp_chunk *c = k->newer, *n; c && c != cur; c = n) {
-		n = c->newer;
-		if (c->kept)
-			put_from(w, t, c->kept);
-		t->chunk_bytes -= c->size;
-		cp_chunk_put(w ? &w->chunks : NULL, w ? &w->stacks : NULL, c);
+	struct cp_chunk *dead = k->newer;
+	if (dead && dead != cur) {
+		struct cp_chunk *last = dead;
+		while (last->newer && last->newer != cur)
+			last = last->newer;
+		last->newer = NULL; /* cur stays; what lies between goes */
+		put_from(w, t, dead);
 	}
 	if (k->kept) {
 		put_from(w, t, k->kept);

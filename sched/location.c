@@ -292,9 +292,3 @@ static void write_graph(void)
 	fprintf(f, "\t/* dropped (a full table): %llu */\n}\n", (unsigned long long)all.dropped);
 	fclose(f);
 }
-
-bool cp_in_scheduler(void)
-{
-	struct cp_worker *w = cp_worker_self();
-	return w && w->in_sched;
-}

@@ -320,6 +320,12 @@ void cp_park(cp_spinlock *lk)
 	switch_to(w, cur, next ? next : &w->idle, false);
 }
 
+bool cp_in_scheduler(void)
+{
+	struct cp_worker *w = cp_worker_self();
+	return w && w->in_sched;
+}
+
 void cp_safe_point(void)
 {
 	struct cp_worker *w = cp_worker_self();
