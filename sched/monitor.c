@@ -107,11 +107,8 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 
 static void *monitor_main(void *arg)
 {
-	(void)arg;
+	struct watch *watches = arg;
 	int n = cp_nall;
-	struct watch *watches = calloc((size_t)n, sizeof *watches);
-	if (!watches)
-		cp_die("monitor: out of memory for %d workers", n);
 	for (;;) {
 		uint64_t now = cp_now_ns();
 		bool all_asleep = true;
@@ -132,7 +129,13 @@ void cp_monitor_start(void)
 {
 	long us = cp_env_long("CAPRICE_SLICE_US", 100, 1000000, (long)(slice_ns / 1000));
 	slice_ns = (uint64_t)us * 1000;
-	int e = cp_kthread_spawn(monitor_main, NULL);
+	/* allocated here, not by the monitor: its new kernel thread would
+	 * need a malloc arena of its own (64 MiB of address space), which a
+	 * fork's child under a tight RLIMIT_AS cannot get */
+	struct watch *watches = calloc((size_t)cp_nall, sizeof *watches);
+	if (!watches)
+		cp_die("monitor: out of memory for %d workers", cp_nall);
+	int e = cp_kthread_spawn(monitor_main, watches);
 	if (e)
 		cp_die("cannot start the monitor kernel thread: %s", strerror(e));
 }
