@@ -9,7 +9,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static void vsay_to(int fd, const char *fmt, va_list ap)
+/* The variadic entry points only gather their arguments: gold cannot
+ * rewrite the prologue of a variadic function that calls the C library
+ * (split-stack builds), so what does call it is here, out of line. */
+static CP_NOINLINE void vsay_to(int fd, const char *fmt, va_list ap)
 {
 	char buf[512];
 	int n = snprintf(buf, sizeof buf, "caprice: ");
@@ -27,6 +30,12 @@ static void vsay_to(int fd, const char *fmt, va_list ap)
 static void vsay(const char *fmt, va_list ap)
 {
 	vsay_to(2, fmt, ap);
+}
+
+static CP_NOINLINE _Noreturn void vdie(const char *fmt, va_list ap)
+{
+	vsay(fmt, ap);
+	abort();
 }
 
 void cp_warn_to(int fd, const char *fmt, ...)
@@ -49,9 +58,7 @@ void cp_die(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsay(fmt, ap);
-	va_end(ap);
-	abort();
+	vdie(fmt, ap);
 }
 
 void cp_assert_fail(const char *cond, const char *file, int line, const char *func)

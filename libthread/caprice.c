@@ -68,6 +68,7 @@ CP_EXPORT int caprice_worker_stats(int idx, struct caprice_worker_stats *out)
 	out->tls_loads = s.tls_loads;
 	out->covers = s.covers;
 	out->steals_direct = s.steals_direct;
+	out->big_chunks = s.big_chunks;
 	return 0;
 }
 
@@ -86,7 +87,7 @@ static void print_stats(void)
 		cp_warn_to(stats_fd, "stats: worker %d: switches %llu parks %llu wakes %llu local %llu remote "
 		        "kicks %llu steals %llu in %llu out sleeps %llu timers %llu io-ops %llu "
 		        "enters %llu pokes %llu preempts %llu yields %llu tls-loads %llu "
-		        "direct-steals %llu",
+		        "direct-steals %llu big-chunks %llu",
 		        i, (unsigned long long)s.switches, (unsigned long long)s.parks,
 		        (unsigned long long)s.wakes_local, (unsigned long long)s.wakes_remote,
 		        (unsigned long long)s.kicks, (unsigned long long)s.steals_in,
@@ -94,7 +95,8 @@ static void print_stats(void)
 		        (unsigned long long)s.timers_fired, (unsigned long long)s.io_ops,
 		        (unsigned long long)s.enters, (unsigned long long)s.pokes,
 		        (unsigned long long)s.preempts, (unsigned long long)s.yields,
-		        (unsigned long long)s.tls_loads, (unsigned long long)s.steals_direct);
+		        (unsigned long long)s.tls_loads, (unsigned long long)s.steals_direct,
+		        (unsigned long long)s.big_chunks);
 		ops += s.io_ops;
 		enters += s.enters;
 	}
@@ -139,5 +141,6 @@ CP_EXPORT int caprice_stack_info(struct caprice_stack_info *out)
 	out->big_bytes = li.big_bytes;
 	out->cap = li.cap;
 	out->chunks_mapped = li.chunks_mapped;
+	out->big_calls = li.big_calls;
 	return 0;
 }

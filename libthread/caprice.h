@@ -48,6 +48,9 @@ struct caprice_worker_stats {
 	                          of a worker blocked in the kernel */
 	uint64_t steals_direct; /* steals made from a busy worker's queue
 	                           without its help (part of steals_in) */
+	uint64_t big_chunks;   /* calls of threads on linked stacks that ran on
+	                          a big chunk (into code without split-stack
+	                          prologues) */
 };
 /* 0, or EINVAL for an index out of range. */
 /* Spare workers (CAPRICE_SPARE_WORKERS) follow the regular ones: their
@@ -60,8 +63,8 @@ int caprice_spare_worker_count(void);
  * with -fsplit-stack runs on a linked stack, chunks that grow on demand
  * (pkg-config --cflags --libs caprice gives the flags): then linked is 1,
  * bytes what its chunks hold now, big_bytes the part of that in big
- * chunks, on which calls into code without split-stack prologues run
- * (this call among them), and cap what they may hold in all
+ * chunks, on which calls into code without split-stack prologues run,
+ * and cap what they may hold in all
  * (pthread_attr_setstacksize; 8 MiB by default).  Otherwise linked is 0
  * and bytes = cap = its contiguous stack's size (main: its kernel
  * stack's).  chunks_mapped counts the small chunks the process ever carved
@@ -70,6 +73,8 @@ struct caprice_stack_info {
 	int linked;
 	size_t bytes, big_bytes, cap;
 	uint64_t chunks_mapped;
+	uint64_t big_calls;    /* calls the thread ran on a big chunk (calls into
+	                          code without split-stack prologues) */
 };
 int caprice_stack_info(struct caprice_stack_info *out);
 

@@ -20,7 +20,7 @@
 
 typedef int (*clock_fn)(clockid_t, struct timespec *);
 
-static clock_fn real_gettime, real_getres;
+static clock_fn real_getres;
 static cp_spinlock slots_lock = CP_SPINLOCK_INIT;
 static struct lt_thread **slots;     /* slot -> thread; NULL: free */
 static uint32_t nslots;
@@ -66,14 +66,14 @@ static bool thread_clock(clockid_t clock)
 CP_EXPORT int clock_gettime(clockid_t clock, struct timespec *ts)
 {
 	if (cp_likely(clock >= 0 && clock != CLOCK_THREAD_CPUTIME_ID))
-		return real(&real_gettime, "clock_gettime")(clock, ts);
+		return cp_clock_gettime(clock, ts);
 	struct lt_thread *t = clock == CLOCK_THREAD_CPUTIME_ID ? lt_self() : decode(clock);
 	if (!t && thread_clock(clock)) {
 		errno = EINVAL; /* its thread is gone, as NPTL answers */
 		return -1;
 	}
 	if (!t)
-		return real(&real_gettime, "clock_gettime")(clock, ts);
+		return cp_clock_gettime(clock, ts);
 	cp_cpuclock_start();
 	*ts = cp_ns_to_ts(cp_thread_cpu_ns(&t->cp));
 	return 0;

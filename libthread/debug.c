@@ -31,16 +31,23 @@ static int *said_for(const char *call)
 	return i < 64 ? &flags[i] : &overflow;
 }
 
+/* Out of line: a variadic function that calls the C library is one gold
+ * cannot give a big chunk (split-stack builds). */
+static CP_NOINLINE void vsay(const char *call, const char *fmt, va_list ap)
+{
+	char msg[256];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	cp_warn("debug: %s: %s%s", call, msg, lt_debug_level < 2 ? " (said once)" : "");
+}
+
 void lt_debug_say(int *said, const char *call, const char *fmt, ...)
 {
 	if (!said)
 		said = said_for(call);
 	if (lt_debug_level < 2 && __atomic_exchange_n(said, 1, __ATOMIC_RELAXED))
 		return;
-	char msg[256];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	vsay(call, fmt, ap);
 	va_end(ap);
-	cp_warn("debug: %s: %s%s", call, msg, lt_debug_level < 2 ? " (said once)" : "");
 }

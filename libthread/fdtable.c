@@ -18,25 +18,29 @@
 
 static struct lt_fd *chunks[MAX_CHUNKS];
 
+/* Out of line, as every call into the C library on a hot path is: it
+ * would move the whole caller to a big chunk (sched/linked.c). */
+static CP_COLD struct lt_fd *chunk_make(unsigned c)
+{
+	struct lt_fd *fresh = calloc(CHUNK_SIZE, sizeof *fresh);
+	if (!fresh)
+		return NULL;
+	struct lt_fd *none = NULL;
+	if (__atomic_compare_exchange_n(&chunks[c], &none, fresh, false, __ATOMIC_ACQ_REL,
+	                                __ATOMIC_ACQUIRE))
+		return fresh;
+	free(fresh);
+	return none;
+}
+
 struct lt_fd *lt_fd_get(int fd)
 {
 	if (fd < 0 || (unsigned)fd >= CHUNK_SIZE * MAX_CHUNKS)
 		return NULL;
 	unsigned c = (unsigned)fd >> CHUNK_SHIFT;
 	struct lt_fd *chunk = __atomic_load_n(&chunks[c], __ATOMIC_ACQUIRE);
-	if (cp_unlikely(!chunk)) {
-		struct lt_fd *fresh = calloc(CHUNK_SIZE, sizeof *fresh);
-		if (!fresh)
-			return NULL;
-		struct lt_fd *none = NULL;
-		if (__atomic_compare_exchange_n(&chunks[c], &none, fresh, false,
-		                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-			chunk = fresh;
-		} else {
-			free(fresh);
-			chunk = none;
-		}
-	}
+	if (cp_unlikely(!chunk) && !(chunk = chunk_make(c)))
+		return NULL;
 	return &chunk[(unsigned)fd & (CHUNK_SIZE - 1)];
 }
 

@@ -33,22 +33,6 @@
 
 static int ring_futex_refused; /* the kernel said EINVAL to the opcode */
 
-static long raw_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
-{
-	register long r10 __asm__("r10") = a4;
-	register long r8 __asm__("r8") = a5;
-	register long r9 __asm__("r9") = a6;
-	long ret;
-	__asm__ volatile("syscall"
-	                 : "=a"(ret)
-	                 : "a"(nr), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
-	                 : "rcx", "r11", "memory");
-	if (ret < 0 && ret > -4096) {
-		errno = (int)-ret;
-		return -1;
-	}
-	return ret;
-}
 
 /* The wait as a ring operation; false when it must be the plain call. */
 static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts,
@@ -105,7 +89,7 @@ static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timesp
 	if (res == -EINVAL && !io.timed_out) {
 		/* an unknown opcode, or a bad argument: ask the kernel the
 		 * plain way, which tells them apart */
-		long r = raw_syscall6(SYS_futex, (long)uaddr, op, val, (long)ts, 0, mask);
+		long r = cp_syscall6(SYS_futex, (long)uaddr, op, val, (long)ts, 0, mask);
 		if (r == 0 || errno != EINVAL) {
 			__atomic_store_n(&ring_futex_refused, 1, __ATOMIC_RELAXED);
 			LT_DEBUG("syscall", "futex: this kernel's io_uring has no FUTEX_WAIT; "
@@ -125,7 +109,7 @@ long lt_futex_wait(uint32_t *word, uint32_t val)
 	long r;
 	if (ring_wait(word, FUTEX_WAIT_PRIVATE, val, NULL, 0, false, &r))
 		return r;
-	return raw_syscall6(SYS_futex, (long)word, FUTEX_WAIT_PRIVATE, val, 0, 0, 0);
+	return cp_syscall6(SYS_futex, (long)word, FUTEX_WAIT_PRIVATE, val, 0, 0, 0);
 }
 
 long lt_futex_wait_until(uint32_t *word, uint32_t val, bool shared, clockid_t clock,
@@ -136,23 +120,24 @@ long lt_futex_wait_until(uint32_t *word, uint32_t val, bool shared, clockid_t cl
 	long r;
 	if (ring_wait(word, op, val, abs, FUTEX_BITSET_MATCH_ANY, cancellable, &r))
 		return r;
-	return raw_syscall6(SYS_futex, (long)word, op, val, (long)abs, 0, FUTEX_BITSET_MATCH_ANY);
+	return cp_syscall6(SYS_futex, (long)word, op, val, (long)abs, 0, FUTEX_BITSET_MATCH_ANY);
 }
 
 long lt_futex_wake(uint32_t *word, int n, bool shared)
 {
-	return raw_syscall6(SYS_futex, (long)word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, n, 0,
+	return cp_syscall6(SYS_futex, (long)word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, n, 0,
 	                    0, 0);
 }
 
 long lt_futex_wake_all(uint32_t *word)
 {
-	return raw_syscall6(SYS_futex, (long)word, FUTEX_WAKE_PRIVATE, INT32_MAX, 0, 0, 0);
+	return cp_syscall6(SYS_futex, (long)word, FUTEX_WAKE_PRIVATE, INT32_MAX, 0, 0, 0);
 }
 
 /* Reads six arguments whatever the call takes, as the C library's own
  * syscall() does: past five, that is the caller's stack, which is there
  * to read but which ASan would call an underflow. */
+#undef syscall /* compiler.h's: this is the program's */
 CP_EXPORT __attribute__((no_sanitize_address)) long syscall(long nr, ...)
 {
 	va_list ap;
@@ -165,5 +150,5 @@ CP_EXPORT __attribute__((no_sanitize_address)) long syscall(long nr, ...)
 	    ring_wait((uint32_t *)a1, (int)a2, (uint32_t)a3, (const struct timespec *)a4,
 	              (uint32_t)a6, false, &r))
 		return r;
-	return raw_syscall6(nr, a1, a2, a3, a4, a5, a6);
+	return cp_syscall6(nr, a1, a2, a3, a4, a5, a6);
 }

@@ -104,10 +104,15 @@ long lt_io_ret(long res)
  * context, exactly as the plain call would have.  write() and writev()
  * need no help: io_uring runs them inline, or retries them from poll in
  * the submitting worker, and the kernel raises SIGPIPE there itself. */
+static CP_COLD void raise_sigpipe(void)
+{
+	raise(SIGPIPE); /* out of line: a C library call (sched/linked.c) */
+}
+
 static long with_sigpipe(long res, int flags)
 {
-	if (res == -EPIPE && !(flags & MSG_NOSIGNAL))
-		raise(SIGPIPE);
+	if (cp_unlikely(res == -EPIPE) && !(flags & MSG_NOSIGNAL))
+		raise_sigpipe();
 	return res;
 }
 

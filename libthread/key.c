@@ -2,8 +2,8 @@
  *
  * A key is a slot index plus a generation: deleting a key bumps the
  * generation, so values left behind in threads read as NULL without
- * visiting every thread.  The first 32 slots live in the thread record;
- * the rest are allocated 32 at a time on first use. */
+ * visiting every thread.  A thread's slots are allocated 32 at a time on
+ * first use, behind a table of pages allocated with the first. */
 #include <errno.h>
 #include <string.h>
 #include <limits.h>
@@ -69,36 +69,39 @@ CP_EXPORT int pthread_key_delete(pthread_key_t key)
 	return 0;
 }
 
-/* Makes slots and page pointers [t->keys_hwm, key] valid (empty). */
-static void raise_hwm(struct lt_thread *t, pthread_key_t key)
+/* The slot for key in t (or this foreign thread), allocating if asked.
+ * Allocation is out of line: a C library call moves its caller to a big
+ * chunk on a linked stack (sched/linked.c). */
+static CP_COLD void *zeroed(size_t n, size_t size)
 {
-	for (unsigned k = t->keys_hwm; k <= key && k < LT_KEYS_INLINE; k++)
-		t->keys[k] = (struct lt_key_slot){ NULL, 0 };
-	unsigned first_page = t->keys_hwm ? (t->keys_hwm - 1) / LT_KEYS_INLINE + 1 : 1;
-	for (unsigned p = first_page; p <= key / LT_KEYS_INLINE; p++)
-		t->key_pages[p] = NULL;
-	t->keys_hwm = key + 1;
+	return calloc(n, size);
 }
 
-/* The slot for key in t (or this foreign thread), allocating if asked. */
 static struct lt_key_slot *slot(struct lt_thread *t, pthread_key_t key, bool create)
 {
 	if (!t) {
 		if (!foreign_slots && create)
-			foreign_slots = calloc(LT_KEYS_MAX, sizeof *foreign_slots);
+			foreign_slots = zeroed(LT_KEYS_MAX, sizeof *foreign_slots);
 		return foreign_slots ? &foreign_slots[key] : NULL;
 	}
-	if (key >= t->keys_hwm) {
-		if (!create)
+	struct lt_key_slot **pages = t->key_pages;
+	if (cp_unlikely(!pages)) {
+		if (!create || !(pages = zeroed(LT_KEY_PAGES, sizeof *pages)))
 			return NULL;
-		raise_hwm(t, key);
+		t->key_pages = pages;
 	}
-	if (key < LT_KEYS_INLINE)
-		return &t->keys[key];
-	struct lt_key_slot **page = &t->key_pages[key / LT_KEYS_INLINE];
+	struct lt_key_slot **page = &pages[key / LT_KEYS_PER_PAGE];
 	if (!*page && create)
-		*page = calloc(LT_KEYS_INLINE, sizeof **page);
-	return *page ? &(*page)[key % LT_KEYS_INLINE] : NULL;
+		*page = zeroed(LT_KEYS_PER_PAGE, sizeof **page);
+	return *page ? &(*page)[key % LT_KEYS_PER_PAGE] : NULL;
+}
+
+static CP_NOINLINE void free_pages(struct lt_thread *t)
+{
+	for (unsigned p = 0; p < LT_KEY_PAGES; p++)
+		free(t->key_pages[p]);
+	free(t->key_pages);
+	t->key_pages = NULL;
 }
 
 CP_EXPORT void *pthread_getspecific(pthread_key_t key)
@@ -153,15 +156,14 @@ void lt_keys_thread_start(void)
 
 void lt_keys_run_destructors(struct lt_thread *t)
 {
-	if (!t->keys_hwm)
+	if (!t->key_pages)
 		return; /* the common case: this thread never set a key */
 	for (int round = 0; round < PTHREAD_DESTRUCTOR_ITERATIONS; round++) {
 		bool again = false;
-		/* a destructor may set keys: re-read the bound each round */
-		for (unsigned k = 0; k < t->keys_hwm; k++) {
+		for (unsigned k = 0; k < LT_KEYS_MAX; k++) {
 			struct lt_key_slot *s = slot(t, (pthread_key_t)k, false);
 			if (!s) {
-				k |= LT_KEYS_INLINE - 1; /* skip the missing page */
+				k |= LT_KEYS_PER_PAGE - 1; /* skip the missing page */
 				continue;
 			}
 			if (!s->value)
@@ -178,8 +180,5 @@ void lt_keys_run_destructors(struct lt_thread *t)
 		if (!again)
 			break;
 	}
-	for (unsigned p = 1; p <= (t->keys_hwm - 1) / LT_KEYS_INLINE; p++) {
-		free(t->key_pages[p]);
-		t->key_pages[p] = NULL;
-	}
+	free_pages(t);
 }

@@ -16,8 +16,8 @@
 
 #define LT_MAGIC       0x6b6e6f74u /* "knot" */
 #define LT_KEYS_MAX    1024        /* PTHREAD_KEYS_MAX */
-#define LT_KEYS_INLINE 32          /* slots in the record; the rest on demand */
-#define LT_KEY_PAGES   (LT_KEYS_MAX / LT_KEYS_INLINE)
+#define LT_KEYS_PER_PAGE 32        /* slots are allocated this many at a time */
+#define LT_KEY_PAGES     (LT_KEYS_MAX / LT_KEYS_PER_PAGE)
 
 enum lt_join_state {
 	LT_JOINABLE = 0,
@@ -62,12 +62,11 @@ struct lt_thread {
 	struct sched_param sched_param;
 	bool user_stack;
 
-	/* thread-specific data: slots and page pointers at or above
-	 * keys_hwm are uninitialized memory, so creating a thread does not
-	 * clear a kilobyte it will likely never use */
-	uint32_t keys_hwm;            /* 1 + highest key ever set here */
-	struct lt_key_slot keys[LT_KEYS_INLINE];
-	struct lt_key_slot *key_pages[LT_KEY_PAGES]; /* [0] unused */
+	/* thread-specific data: LT_KEY_PAGES page pointers, allocated with
+	 * the first pthread_setspecific (NULL until then), so a thread that
+	 * never sets a key carries 8 bytes for them: on a linked stack the
+	 * record shares the first small chunk with the thread's frames */
+	struct lt_key_slot **key_pages;
 };
 
 /* Our layout inside the 56 opaque bytes of pthread_attr_t. */
@@ -91,7 +90,8 @@ void lt_start(void) CP_HIDDEN;
 /* Defined by the preload shim only: the runtime cannot start (err is an
  * errno from io_uring_setup).  It runs the program without Caprice and
  * does not return; a linked program dies with a message instead. */
-void lt_runtime_refused(int err) CP_HIDDEN __attribute__((weak));
+void lt_runtime_refused(int err) CP_EXPORT __attribute__((weak)); /* not hidden:
+                                                      see cp_tls_thread_by_default */
 void lt_stats_init(void) CP_HIDDEN;
 void lt_threads_after_fork(void) CP_HIDDEN;
 /* A thread's CPU clock id names nothing once it is gone (cpuclock.c). */

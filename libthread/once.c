@@ -38,18 +38,33 @@ static void on_cancel(void *once)
 	finish(once, ONCE_NEW);
 }
 
+/* Out of line: cancellation's cleanup records call into the C library,
+ * which would move pthread_once's done-already test to a big chunk on a
+ * linked stack (sched/linked.c). */
+static CP_NOINLINE void run_init(pthread_once_t *once, void (*init)(void))
+{
+	pthread_cleanup_push(on_cancel, once);
+	init();
+	pthread_cleanup_pop(0);
+}
+
+static CP_NOINLINE int once_slow(pthread_once_t *once, void (*init)(void));
+
 CP_EXPORT int pthread_once(pthread_once_t *once, void (*init)(void))
 {
 	if (cp_likely(__atomic_load_n(once, __ATOMIC_ACQUIRE) == ONCE_DONE))
 		return 0;
+	return once_slow(once, init);
+}
+
+static int once_slow(pthread_once_t *once, void (*init)(void))
+{
 	struct bucket *b = bucket_of(once);
 	for (;;) {
 		int expect = ONCE_NEW;
 		if (__atomic_compare_exchange_n(once, &expect, ONCE_RUNNING, false,
 		                                __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) {
-			pthread_cleanup_push(on_cancel, once);
-			init();
-			pthread_cleanup_pop(0);
+			run_init(once, init);
 			finish(once, ONCE_DONE);
 			return 0;
 		}

@@ -40,6 +40,19 @@ struct poll_wait {
 	bool fired;
 };
 
+/* Sets too big for the stack go to the heap, out of line: a call into
+ * the C library moves its caller to a big chunk on a linked stack
+ * (sched/linked.c). */
+static CP_COLD void *heap_zeroed(size_t n, size_t size)
+{
+	return calloc(n, size);
+}
+
+static CP_COLD void heap_free(void *p)
+{
+	free(p);
+}
+
 static void item_done(struct cp_io_op *op)
 {
 	struct poll_item *it = cp_container_of(op, struct poll_item, op);
@@ -114,7 +127,7 @@ static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigse
 	uint64_t deadline = deadline_after_ns(timeout_ns);
 
 	struct poll_item stack_items[STACK_ITEMS];
-	struct poll_item *items = n <= STACK_ITEMS ? stack_items : calloc(n, sizeof *items);
+	struct poll_item *items = n <= STACK_ITEMS ? stack_items : heap_zeroed(n, sizeof *items);
 	if (!items) {
 		errno = ENOMEM;
 		return -1;
@@ -162,7 +175,7 @@ static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigse
 		cp_io_release(&items[i].op);
 	}
 	if (items != stack_items)
-		free(items);
+		heap_free(items);
 	if (e == EINTR)
 		lt_testcancel(self);
 	return raw_poll(fds, n, mask);
@@ -192,7 +205,7 @@ static int select_ns(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int64_t ns,
 		return -1;
 	}
 	struct pollfd stack_pfd[64];
-	struct pollfd *pfd = nfds <= 64 ? stack_pfd : calloc((size_t)nfds, sizeof *pfd);
+	struct pollfd *pfd = nfds <= 64 ? stack_pfd : heap_zeroed((size_t)nfds, sizeof *pfd);
 	if (!pfd) {
 		errno = ENOMEM;
 		return -1;
@@ -242,7 +255,7 @@ static int select_ns(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int64_t ns,
 		}
 	}
 	if (pfd != stack_pfd)
-		free(pfd);
+		heap_free(pfd);
 	return r;
 }
 

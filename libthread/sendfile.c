@@ -78,8 +78,11 @@ static long splice_op(int fd_in, int64_t off_in, int fd_out, unsigned n, int reg
 }
 
 /* Regular files: read a chunk (inline from the page cache), write it.
- * Returns -2 when no buffer could be had (the caller splices instead). */
-static ssize_t copy_file(int out, int in, off_t *offset, size_t count)
+ * Returns -2 when no buffer could be had (the caller splices instead).
+ * Out of line, like unread(): its calls into the C library move it to a
+ * big chunk on a linked stack (sched/linked.c), and sendfile's other
+ * paths need not follow. */
+static CP_NOINLINE ssize_t copy_file(int out, int in, off_t *offset, size_t count)
 {
 	char *buf = malloc(count < CHUNK ? count : CHUNK);
 	if (!buf)
@@ -125,6 +128,11 @@ static ssize_t copy_file(int out, int in, off_t *offset, size_t count)
 		return -1;
 	}
 	return (ssize_t)total;
+}
+
+static CP_NOINLINE void unread(int fd, long n)
+{
+	lseek(fd, -n, SEEK_CUR);
 }
 
 CP_EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count)
@@ -175,7 +183,7 @@ CP_EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count)
 			if (offset)
 				off -= left;
 			else
-				lseek(in, -left, SEEK_CUR);
+				unread(in, left);
 			break;
 		}
 		empty = true;

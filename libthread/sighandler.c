@@ -46,7 +46,7 @@ static sigaction_fn real_sigaction(void)
 	return real;
 }
 
-static void trampoline(int sig, siginfo_t *info, void *uc)
+static CP_NO_SPLIT void trampoline(int sig, siginfo_t *info, void *uc)
 {
 	int saved = errno;
 	struct program_handler h = handlers[sig];
@@ -60,11 +60,11 @@ static void trampoline(int sig, siginfo_t *info, void *uc)
 	else
 		((void (*)(int))h.fn)(sig);
 	saved = errno;
-	cp_split_limit_set(limit);
 	__atomic_add_fetch(&lt_signal_gen, 1, __ATOMIC_RELEASE);
 	if (__atomic_load_n(&waiters, __ATOMIC_ACQUIRE))
 		lt_futex_wake_all(&lt_signal_gen);
 	errno = saved;
+	cp_split_limit_set(limit);
 }
 
 static bool wraps(int sig, const struct sigaction *act)

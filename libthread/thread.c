@@ -59,8 +59,7 @@ CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *rest
 	if (!ct)
 		return err == EINVAL ? EINVAL : EAGAIN;
 	struct lt_thread *t = (struct lt_thread *)ct;
-	/* key slots are cleared lazily, up to keys_hwm (key.c) */
-	memset((char *)t + sizeof t->cp, 0, offsetof(struct lt_thread, keys) - sizeof t->cp);
+	memset((char *)t + sizeof t->cp, 0, sizeof *t - sizeof t->cp);
 	t->magic = LT_MAGIC;
 	t->start = start;
 	t->arg = arg;
@@ -103,6 +102,13 @@ static void lt_on_dead(struct cp_thread *ct)
 	cp_spin_unlock(&t->join_lock);
 }
 
+/* Out of line: a C library call sends its caller to a big chunk on a
+ * linked stack (sched/linked.c), and every thread's exit would pay. */
+static CP_COLD _Noreturn void exit_process(void)
+{
+	exit(0);
+}
+
 _Noreturn void lt_exit(struct lt_thread *t, void *retval)
 {
 	t->retval = retval;
@@ -110,7 +116,7 @@ _Noreturn void lt_exit(struct lt_thread *t, void *retval)
 	lt_keys_run_destructors(t);
 	cp_tls_thread_exit(); /* C++ thread_local destructors, with TLS per thread */
 	if (__atomic_sub_fetch(&live_threads, 1, __ATOMIC_ACQ_REL) == 0)
-		exit(0); /* main left with pthread_exit and we were the last */
+		exit_process(); /* main left with pthread_exit and we were the last */
 	cp_thread_finish(lt_on_dead);
 }
 

@@ -120,3 +120,8 @@ cp_redirect_trampoline:
 	.size	cp_redirect_trampoline, .-cp_redirect_trampoline
 
 	.section .note.GNU-stack,"",@progbits
+	/* split-stack code calls these as its own (without the mark gold
+	 * would move each caller's frame to a big chunk); they have no
+	 * prologue and use a few words of the caller's stack */
+	.section .note.GNU-split-stack,"",@progbits
+	.section .note.GNU-no-split-stack,"",@progbits

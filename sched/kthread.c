@@ -5,10 +5,12 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "compiler.h"
+#include "scheduler.h"
 
 cp_real_pthread_create_fn cp_real_pthread_create(void)
 {
@@ -37,6 +39,22 @@ cp_real_pthread_create_fn cp_real_pthread_create(void)
 typedef int (*attr_fn)(pthread_attr_t *);
 typedef int (*attr_size_fn)(pthread_attr_t *, size_t);
 
+struct kthread_start {
+	void *(*fn)(void *);
+	void *arg;
+};
+
+/* A kernel thread's first frame: the C library may hand it a recycled
+ * TCB whose split-stack limit (%fs:0x70) a linked thread left there, which
+ * the prologue of fn would take for its own. */
+static CP_NO_SPLIT void *kthread_begin(void *p)
+{
+	cp_split_limit_set(0);
+	struct kthread_start start = *(struct kthread_start *)p;
+	free(p);
+	return start.fn(start.arg);
+}
+
 int cp_kthread_create(pthread_t *kt, void *(*fn)(void *), void *arg)
 {
 	/* the program's pthread_attr_* are libthread's, with their own layout */
@@ -50,12 +68,21 @@ int cp_kthread_create(pthread_t *kt, void *(*fn)(void *), void *arg)
 			cp_die("cannot find the C library's pthread_attr_*: %s", dlerror());
 		__atomic_store_n(&set_size, s, __ATOMIC_RELEASE);
 	}
-	pthread_attr_t a;
-	if (init(&a))
+	struct kthread_start *start = malloc(sizeof *start);
+	if (!start)
 		return EAGAIN;
+	start->fn = fn;
+	start->arg = arg;
+	pthread_attr_t a;
+	if (init(&a)) {
+		free(start);
+		return EAGAIN;
+	}
 	set_size(&a, KTHREAD_STACK);
-	int e = cp_real_pthread_create()(kt, &a, fn, arg);
+	int e = cp_real_pthread_create()(kt, &a, kthread_begin, start);
 	destroy(&a);
+	if (e)
+		free(start);
 	return e;
 }
 

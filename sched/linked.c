@@ -2,18 +2,18 @@
  * morestack.S the entry points split-stack prologues call).
  *
  * A thread whose start routine was compiled with -fsplit-stack starts on
- * one small chunk, with its record at the top, and its split-stack limit
- * (%fs:0x70) at that chunk's.  A call whose frame does not fit goes to
- * __morestack, which enters the chunk kept from the last such call or
- * comes here for a new one: the next size class up (8, 32, 128 KiB), so
- * a deep recursion makes few splits.  When the call returns, that chunk
- * stays attached as the older chunk's `newer`, so a call made in a loop
- * right at a boundary allocates nothing (the hot split); whatever was
- * attached beyond it goes back to the pools, so a recursion that shrinks
- * gives its memory back.  Calls into code without prologues (the C
- * library, this library itself) run on a big chunk, an ordinary pooled
- * stack with a guard page, which goes back to the pool when the call
- * returns.
+ * one small chunk (2 KiB), with its record at the top, and its
+ * split-stack limit (%fs:0x70) at that chunk's.  A call whose frame does
+ * not fit goes to __morestack, which enters the chunk kept from the last
+ * such call or comes here for a new one: the next size class up (8, 32,
+ * 128 KiB), so a deep recursion makes few splits.  When the call returns,
+ * that chunk stays attached as the older chunk's `newer`, so a call made
+ * in a loop right at a boundary allocates nothing (the hot split);
+ * whatever was attached beyond it goes back to the pools, so a recursion
+ * that shrinks gives its memory back.  Calls into code without prologues
+ * (the C library, any library not built with -fsplit-stack) run on a big
+ * chunk, an ordinary pooled stack with a guard page, which goes back to
+ * the pool when the call returns.
  *
  * The limit is per user thread: a switch saves the outgoing thread's and
  * loads the incoming one's (sched.c), and the scheduler's own contexts,
@@ -26,10 +26,18 @@
  * pthread_cleanup_push, on an older chunk: cp_linked_unwind_to gives the
  * limit that chunk's first.
  *
- * Limits of this version: a longjmp of the program's own across chunks
- * leaves the limit of the chunk it left; libthread is not itself built
- * with -fsplit-stack, so a call into it (pthread_cond_wait, read...) runs
- * on a big chunk, which a thread that parks there keeps while it waits. */
+ * The runtime itself (libthread.so, the shim, and the layers below them)
+ * is split-stack code, linked by gold, so a linked thread that calls into
+ * libthread (pthread_cond_wait, read...) parks on the chunk it is on, and
+ * a parking thread gives back the chunk it keeps for its next deep call.
+ * gold moves a runtime function that calls the C library to a big chunk,
+ * so on the runtime's hot paths such calls are kept out of line (cold
+ * helpers), errno is reached through %fs and syscall(2) is inline
+ * (compiler.h); code that runs off any chunk (signal handlers, a kernel
+ * thread's first frame) has no prologue and sets the limit to 0.
+ *
+ * Limit of this version: a longjmp of the program's own across chunks
+ * leaves the limit of the chunk it left. */
 #include "worker.h"
 
 #include <errno.h>
@@ -63,6 +71,16 @@ void cp_linked_bind_kthread(void)
 	}
 }
 
+#ifndef CP_ASAN
+/* Out of line, as the C library calls on every hot path here: gold would
+ * move pthread_create's check to a big chunk otherwise. */
+static CP_COLD int stacks_mode_from_env(void)
+{
+	const char *m = getenv("CAPRICE_STACKS");
+	return m && strcmp(m, "contiguous") == 0 ? 0 : 1;
+}
+#endif
+
 /* Does the code at fn begin with a split-stack prologue?  What GCC emits
  * (an endbr64 first with -fcf-protection):
  *     cmp %fs:0x70,%rsp                    64 48 3b 24 25 70 00 00 00
@@ -76,10 +94,8 @@ bool cp_linked_code(const void *fn)
 	return false; /* README: sanitized builds use contiguous stacks */
 #else
 	static int stacks_mode = -1; /* 1: linked for split-stack code, 0: never */
-	if (stacks_mode < 0) {
-		const char *m = getenv("CAPRICE_STACKS");
-		stacks_mode = m && strcmp(m, "contiguous") == 0 ? 0 : 1;
-	}
+	if (cp_unlikely(stacks_mode < 0))
+		stacks_mode = stacks_mode_from_env();
 	if (!stacks_mode || !fn)
 		return false;
 	static const unsigned char endbr[] = { 0xf3, 0x0f, 0x1e, 0xfa };
@@ -141,6 +157,18 @@ static void put_from(struct cp_worker *w, struct cp_thread *t, struct cp_chunk *
 	}
 }
 
+void cp_linked_park_trim(void)
+{
+	uintptr_t limit = cp_split_limit();
+	if (!limit)
+		return;
+	struct cp_chunk *c = cp_chunk_of_limit(limit);
+	if (cp_likely(!c->newer))
+		return;
+	put_from(cp_worker_self(), cp_self(), c->newer);
+	c->newer = NULL;
+}
+
 void cp_linked_release(struct cp_thread *t)
 {
 	struct cp_worker *w = cp_worker_self();
@@ -172,6 +200,10 @@ CP_EXPORT void *__caprice_morestack_grow(uintptr_t frame, size_t argbytes, const
 	if (!w || !t)
 		cp_die("__morestack outside a user thread (limit %p)", (void *)cp_split_limit());
 	size_t need = frame + argbytes + CP_CHUNK_LIMIT_OFF + 256;
+	if (big) {
+		t->big_calls++;
+		w->st.big_chunks++;
+	}
 	struct cp_chunk *n = cur->newer;
 	if (n && big && n->cls != CP_CHUNK_BIG && !cur->kept) {
 		/* a call into the C library between two deep calls must not
@@ -274,6 +306,7 @@ void cp_linked_info(const struct cp_thread *t, struct cp_linked_info *out)
 	out->bytes = !t ? 0 : out->linked ? t->chunk_bytes : t->stack.size;
 	out->cap = !t ? 0 : out->linked ? t->chunk_cap : t->stack.size;
 	out->big_bytes = 0;
+	out->big_calls = t ? t->big_calls : 0;
 	if (out->linked)
 		for (const struct cp_chunk *c = t->chunk0; c; c = c->newer)
 			if (c->cls == CP_CHUNK_BIG)

@@ -101,7 +101,7 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 			wt->ran_ns = ran;
 		}
 		__atomic_add_fetch(&w->st.pokes, 1, __ATOMIC_RELAXED);
-		syscall(SYS_tgkill, getpid(), w->tid, CP_POKE_SIGNAL);
+		syscall(SYS_tgkill, syscall(SYS_getpid), w->tid, CP_POKE_SIGNAL);
 	}
 }
 

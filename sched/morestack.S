@@ -23,11 +23,16 @@
  * (__caprice_morestack_scratch), since the chunk being left has only its
  * slack below %rsp.
  *
- * These entry points are not in libthread.so: gold and lld rewrite a
- * prologue's call to __morestack_non_split only when that is defined in
- * the module being linked, so a program links them from the static
- * libcaprice-morestack.a (as libgcc's come from libgcc.a), and they call
- * into libthread.so under reserved names.
+ * gold and lld rewrite a prologue's call to __morestack_non_split only
+ * when that is defined in the module being linked, so each module has its
+ * own copy: a program links one from the static libcaprice-morestack.a
+ * (as libgcc's come from libgcc.a), which calls into libthread.so under
+ * reserved names; libthread-linked.so, the library's split-stack flavor,
+ * holds a hidden one for its own prologues (CP_MORESTACK_INTERNAL).
+ *
+ * The C part runs with the limit at 0 (no prologue on the scratch stack
+ * may take it for a chunk's), and sets the limit of the chunk it leaves
+ * the thread on as its last act.
  *
  * The unwinder sees __morestack as called by the split function's caller
  * (CFA = entry %rsp + 16, which skips R), and its frame through %rbp, so
@@ -36,12 +41,19 @@
 #include "chunk.h"
 
 #define BIG_BIT 62   /* in %r10: a big chunk, for code without prologues */
+
+#ifdef CP_MORESTACK_INTERNAL
+#define ENTRY_VISIBILITY(sym) .hidden sym
+#else
+#define ENTRY_VISIBILITY(sym)
+#endif
 /* room a call into non-split code gets, at least, on a big chunk */
 #define NONSPLIT_ROOM 65536
 
 	.text
 
 	.globl	__morestack
+	ENTRY_VISIBILITY(__morestack)
 	.type	__morestack, @function
 __morestack:
 	.cfi_startproc
@@ -95,6 +107,7 @@ __morestack:
 	 * rcx = cp_morestack_grow(r10, r11, 24(%rbp), chunk) */
 	movq	__caprice_morestack_scratch@gottpoff(%rip), %rbx
 	movq	%fs:(%rbx), %rbx
+	movq	$0, %fs:0x70
 	movq	%rsp, -8(%rbx)
 	leaq	-144(%rbx), %rsp
 	movdqu	%xmm0, 0(%rsp)
@@ -161,6 +174,7 @@ __morestack:
 	/* C gives back what is not kept and restores the limit */
 	movq	__caprice_morestack_scratch@gottpoff(%rip), %r11
 	movq	%fs:(%r11), %rsp
+	movq	$0, %fs:0x70
 	subq	$48, %rsp
 	movq	%rax, 0(%rsp)
 	movq	%rdx, 8(%rsp)
@@ -183,6 +197,7 @@ __morestack:
 	subq	$CP_CHUNK_LIMIT_OFF, %rdi
 	movq	__caprice_morestack_scratch@gottpoff(%rip), %r11
 	movq	%fs:(%r11), %rsp
+	movq	$0, %fs:0x70
 	call	__caprice_morestack_release@PLT
 	leaq	-72(%rbp), %rsp
 	movq	-8(%rbp), %rdi
@@ -222,6 +237,7 @@ DW.ref.__gcc_personality_v0:
  * On no chunk (limit 0: main, a thread on a contiguous stack) or on a big
  * chunk with room, the body runs where it is; otherwise on a big chunk. */
 	.globl	__morestack_non_split
+	ENTRY_VISIBILITY(__morestack_non_split)
 	.type	__morestack_non_split, @function
 __morestack_non_split:
 	.cfi_startproc
@@ -280,6 +296,7 @@ __morestack_non_split:
 /* void *__morestack_allocate_stack_space(size_t): the C part may call
  * malloc, which needs more than a chunk's slack */
 	.globl	__morestack_allocate_stack_space
+	ENTRY_VISIBILITY(__morestack_allocate_stack_space)
 	.type	__morestack_allocate_stack_space, @function
 __morestack_allocate_stack_space:
 	.cfi_startproc
@@ -290,7 +307,12 @@ __morestack_allocate_stack_space:
 	.cfi_def_cfa_register %rbx
 	movq	__caprice_morestack_scratch@gottpoff(%rip), %rax
 	movq	%fs:(%rax), %rsp
+	pushq	%fs:0x70
+	subq	$8, %rsp
+	movq	$0, %fs:0x70
 	call	__caprice_morestack_alloca@PLT
+	movq	8(%rsp), %rcx
+	movq	%rcx, %fs:0x70
 	movq	%rbx, %rsp
 	.cfi_def_cfa_register %rsp
 	popq	%rbx

@@ -89,10 +89,12 @@ int cp_ring_init(struct cp_ring *r)
 	return ret;
 }
 
-struct io_uring_sqe *cp_ring_sqe(struct cp_ring *r)
+/* The SQ is full: submit (out of line: a call into liburing moves its
+ * caller to a big chunk on a linked stack, sched/linked.c). */
+static CP_COLD struct io_uring_sqe *sqe_when_full(struct cp_ring *r)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
-	while (cp_unlikely(!sqe)) {
+	struct io_uring_sqe *sqe = NULL;
+	while (!sqe) {
 		int ret = io_uring_submit(&r->uring);
 		r->enters++;
 		if (ret < 0 && ret != -EBUSY && ret != -EAGAIN && ret != -EINTR)
@@ -102,6 +104,14 @@ struct io_uring_sqe *cp_ring_sqe(struct cp_ring *r)
 			cp_ring_poll(r); /* the CQ is backed up: drain it, then retry */
 		sqe = io_uring_get_sqe(&r->uring);
 	}
+	return sqe;
+}
+
+struct io_uring_sqe *cp_ring_sqe(struct cp_ring *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
+	if (cp_unlikely(!sqe))
+		sqe = sqe_when_full(r);
 	r->unsubmitted++;
 	return sqe;
 }

@@ -202,6 +202,9 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 		return NULL;
 	}
 	cp_wake_init();
+	/* errno's place (compiler.h) is known before any user thread, on a
+	 * small chunk, needs it */
+	cp_errno_find();
 	cp_tls_configure();
 	bool valgrind = UNDER_VALGRIND();
 	cp_nworkers = (int)cp_env_long("CAPRICE_WORKERS", 1, MAX_WORKERS, valgrind ? 1 : online_cpus());

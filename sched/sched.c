@@ -211,6 +211,8 @@ void cp_sched_thread_begin(void *arg)
 {
 	struct cp_thread *t = arg;
 	cp_sched_arrived(cp_worker_self());
+	if (cp_unlikely(t->tcb != NULL))
+		cp_tls_thread_begin();
 	t->entry(t);
 	cp_die("thread %llu returned from its entry function", (unsigned long long)t->id);
 }
@@ -314,6 +316,8 @@ void cp_park(cp_spinlock *lk)
 	cp_barrier();
 	w->unlock_after = lk;
 	w->st.parks++;
+	if (cp_unlikely(__atomic_load_n(&cp_switch_extras, __ATOMIC_RELAXED) & CP_EXTRA_LINKED))
+		cp_linked_park_trim();
 	if (cp_unlikely(cp_sched_2d))
 		cp_location_park_slow(w, cur);
 	struct cp_thread *next = pick_next(w);

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "spinlock.h"
 #include "stack.h"
@@ -45,6 +46,7 @@ struct cp_thread {
 	uintptr_t ss_limit;
 	struct cp_chunk *chunk0;
 	size_t chunk_bytes, chunk_cap;
+	uint64_t big_calls;          /* calls it ran on a big chunk */
 	void *alloca_blocks;         /* __morestack_allocate_stack_space's */
 	/* what the thread must run at once, wherever it is (an asynchronous
 	 * cancel): the poke makes its interrupted code call it (signals.c) */
@@ -144,9 +146,13 @@ struct cp_thread *cp_thread_new_linked(size_t thread_size, size_t cap,
 struct cp_linked_info {
 	bool linked;
 	size_t bytes, big_bytes, cap;
-	uint64_t chunks_mapped;
+	uint64_t chunks_mapped, big_calls;
 };
 void cp_linked_info(const struct cp_thread *t, struct cp_linked_info *out);
+/* A thread about to park gives back the chunk it keeps for its next deep
+ * call (chunk.h's `newer` beyond the one it runs on): a blocked thread
+ * holds only the stack it uses. */
+void cp_linked_park_trim(void);
 /* Before a longjmp to a frame at addr (cancellation's), on an older chunk
  * of the caller's linked stack: the limit becomes that chunk's. */
 void cp_linked_unwind_to(const void *addr);
@@ -223,6 +229,9 @@ void cp_tls_thread_exit(void);
 
 /* ---- time ---- */
 uint64_t cp_now_ns(void);    /* CLOCK_MONOTONIC in ns */
+/* The C library's clock_gettime, whatever the program interposes, and
+ * safe on a linked stack's small chunk (timer.c). */
+int cp_clock_gettime(clockid_t clock, struct timespec *ts);
 #define CP_NO_DEADLINE UINT64_MAX
 
 /* ---- waiting ----
@@ -317,6 +326,7 @@ struct cp_worker_stats {
 	uint64_t tls_loads;          /* FS base loads (TLS per user thread) */
 	uint64_t covers;             /* spare: times it took a blocked worker's threads */
 	uint64_t steals_direct;      /* steals made without the victim's help */
+	uint64_t big_chunks;         /* calls of linked threads run on a big chunk */
 	uint32_t runq_len;
 };
 void cp_worker_stats(int idx, struct cp_worker_stats *out);

@@ -19,7 +19,7 @@
 
 static struct sigaction prev_segv, prev_poke;
 
-static void on_segv(int sig, siginfo_t *si, void *uc)
+static void segv(int sig, siginfo_t *si, void *uc)
 {
 	struct cp_worker *w = cp_worker_self();
 	struct cp_thread *t = w ? w->current : NULL;
@@ -89,7 +89,7 @@ void cp_thread_redirect(struct cp_thread *t, void (*fn)(void))
 	struct cp_worker *w = t->home;
 	if (w && __atomic_load_n(&w->current, __ATOMIC_ACQUIRE) == t && w->tid) {
 		__atomic_add_fetch(&w->st.pokes, 1, __ATOMIC_RELAXED);
-		syscall(SYS_tgkill, getpid(), w->tid, CP_POKE_SIGNAL);
+		syscall(SYS_tgkill, syscall(SYS_getpid), w->tid, CP_POKE_SIGNAL);
 	}
 }
 
@@ -99,7 +99,7 @@ void cp_thread_redirect(struct cp_thread *t, void (*fn)(void))
  * Not while the worker is inside the scheduler (it will look around by
  * itself in a moment), holds a runtime lock, or has SQEs half-prepared.
  * A thread that must run a redirect (cp_thread_redirect) is sent to it. */
-static void on_poke(int sig, siginfo_t *si, void *uc)
+static void poke(int sig, siginfo_t *si, void *uc)
 {
 	struct cp_worker *w = cp_worker_self();
 	if (w && !w->in_sched) {
@@ -122,6 +122,25 @@ static void on_poke(int sig, siginfo_t *si, void *uc)
 		prev_poke.sa_sigaction(sig, si, uc);
 	else if (!w && prev_poke.sa_handler != SIG_DFL && prev_poke.sa_handler != SIG_IGN)
 		prev_poke.sa_handler(sig);
+}
+
+/* The handlers run on the worker's alternate stack, not on the chunk of
+ * a linked thread they interrupt: with no prologue of their own, they run
+ * what they call with the split-stack limit at 0 (no limit). */
+static CP_NO_SPLIT void on_segv(int sig, siginfo_t *si, void *uc)
+{
+	uintptr_t limit = cp_split_limit();
+	cp_split_limit_set(0);
+	segv(sig, si, uc);
+	cp_split_limit_set(limit);
+}
+
+static CP_NO_SPLIT void on_poke(int sig, siginfo_t *si, void *uc)
+{
+	uintptr_t limit = cp_split_limit();
+	cp_split_limit_set(0);
+	poke(sig, si, uc);
+	cp_split_limit_set(limit);
 }
 
 void cp_signals_bind_worker(void)

@@ -219,7 +219,7 @@ static bool steal_directly(struct cp_worker *w, uint64_t now, bool *watching)
 				 * the ring, and we take what that wakes */
 				w->asked_at = now;
 				w->lone_since = now;
-				syscall(SYS_tgkill, getpid(), v->tid, CP_POKE_SIGNAL);
+				syscall(SYS_tgkill, syscall(SYS_getpid), v->tid, CP_POKE_SIGNAL);
 				__atomic_add_fetch(&v->st.pokes, 1, __ATOMIC_RELAXED);
 				*watching = true;
 			} else if (io) {
@@ -302,7 +302,7 @@ bool cp_steal_look_for_work(struct cp_worker *w, uint64_t now)
 		} else if (__atomic_load_n(&v->heartbeat, __ATOMIC_RELAXED) == w->victim_beat &&
 		           now - w->asked_at >= CP_POKE_AFTER_NS) {
 			/* no switch for a while: it cannot answer by itself */
-			syscall(SYS_tgkill, getpid(), v->tid, CP_POKE_SIGNAL);
+			syscall(SYS_tgkill, syscall(SYS_getpid), v->tid, CP_POKE_SIGNAL);
 			w->asked_at = now;
 			return false;
 		} else {

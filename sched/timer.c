@@ -2,6 +2,7 @@
  * adding, cancelling and firing them (see timer.h for why a heap). */
 #include "timer.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -10,10 +11,39 @@
 #include "timespec.h"
 #include "worker.h"
 
+typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
+static clock_gettime_fn c_clock_gettime;
+
+static CP_COLD clock_gettime_fn find_clock_gettime(void)
+{
+	clock_gettime_fn f = (clock_gettime_fn)dlsym(RTLD_NEXT, "clock_gettime");
+	if (!f)
+		cp_die("clock_gettime: the C library's definition is missing: %s", dlerror());
+	__atomic_store_n(&c_clock_gettime, f, __ATOMIC_RELEASE);
+	return f;
+}
+
+/* Room the C library's clock_gettime and the vDSO under it get below this
+ * frame.  They are code without split-stack prologues, called through a
+ * pointer, which gold cannot send to a big chunk; a frame this size passes
+ * its split-stack check only with the chunk's whole slack (linked.c)
+ * still free below it, where they need a few hundred bytes. */
+#define CLOCK_ROOM 256
+
+CP_NOINLINE int cp_clock_gettime(clockid_t clock, struct timespec *ts)
+{
+	clock_gettime_fn f = __atomic_load_n(&c_clock_gettime, __ATOMIC_ACQUIRE);
+	if (cp_unlikely(!f))
+		f = find_clock_gettime();
+	char room[CLOCK_ROOM];
+	__asm__ volatile("" : : "r"(room) : "memory");
+	return f(clock, ts);
+}
+
 uint64_t cp_now_ns(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	cp_clock_gettime(CLOCK_MONOTONIC, &ts);
 	return cp_ts_to_ns(&ts);
 }
 
@@ -53,16 +83,23 @@ static void sift_down(struct cp_timer_heap *h, uint32_t i)
 	place(h, i, t);
 }
 
+/* Out of line: a C library call moves its caller to a big chunk on a
+ * linked stack (linked.c). */
+static CP_COLD int heap_grow(struct cp_timer_heap *h)
+{
+	uint32_t cap = h->cap ? h->cap * 2 : 256;
+	struct cp_timer **v = realloc(h->v, cap * sizeof *v);
+	if (!v)
+		return ENOMEM;
+	h->v = v;
+	h->cap = cap;
+	return 0;
+}
+
 int cp_heap_insert(struct cp_timer_heap *h, struct cp_timer *t)
 {
-	if (h->n == h->cap) {
-		uint32_t cap = h->cap ? h->cap * 2 : 256;
-		struct cp_timer **v = realloc(h->v, cap * sizeof *v);
-		if (!v)
-			return ENOMEM;
-		h->v = v;
-		h->cap = cap;
-	}
+	if (cp_unlikely(h->n == h->cap) && heap_grow(h))
+		return ENOMEM;
 	place(h, h->n++, t);
 	sift_up(h, t->heap_idx);
 	return 0;

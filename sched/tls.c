@@ -37,6 +37,7 @@ bool cp_tls_per_thread CP_HIDDEN;
 
 static void *(*allocate_tls)(void *);
 static void (*deallocate_tls)(void *, bool);
+static void (*ctype_init)(void); /* glibc's __ctype_init */
 static size_t static_size, static_align, tcb_size;
 static uint32_t tid_offset, list_offset;
 static ptrdiff_t own_block_off;   /* this module's TLS block, from the TP */
@@ -140,8 +141,9 @@ void cp_tls_configure(void)
 	                                        "GLIBC_PRIVATE");
 	const uint32_t *tid_desc = dlvsym(RTLD_DEFAULT, "_thread_db_pthread_tid", "GLIBC_PRIVATE");
 	const uint32_t *list_desc = dlvsym(RTLD_DEFAULT, "_thread_db_pthread_list", "GLIBC_PRIVATE");
+	ctype_init = (void (*)(void))dlvsym(RTLD_DEFAULT, "__ctype_init", "GLIBC_PRIVATE");
 	if (!get_info || !allocate_tls || !deallocate_tls || !sizeof_pthread || !tid_desc ||
-	    !list_desc) {
+	    !list_desc || !ctype_init) {
 		cp_warn("CAPRICE_TLS=thread ignored: this C library does not offer what it needs "
 		        "(_dl_allocate_tls and friends)");
 		return;
@@ -208,6 +210,15 @@ int cp_tls_make(struct cp_thread *t)
 	return 0;
 }
 
+/* glibc points each thread's ctype tables (TLS of its own, which
+ * isalpha, toupper and printf's number formatting read) at its locale's
+ * as the thread starts, which a TCB made here never gets: the thread
+ * does it first thing (cp_sched_thread_begin). */
+void cp_tls_thread_begin(void)
+{
+	ctype_init();
+}
+
 void cp_tls_free(struct cp_thread *t)
 {
 	if (!t->tls_mem)
@@ -228,13 +239,19 @@ void cp_tls_load(struct cp_worker *w, void *tcb)
 	w->st.tls_loads++;
 }
 
-void cp_tls_thread_exit(void)
+/* Out of line from cp_tls_thread_exit: the C library calls would send
+ * every exiting thread on a linked stack to a big chunk (linked.c). */
+static CP_NOINLINE void run_tls_dtors(void)
 {
-	if (!cp_tls_per_thread)
-		return;
 	static void (*call_dtors)(void);
 	if (!call_dtors)
 		call_dtors = (void (*)(void))dlvsym(RTLD_DEFAULT, "__call_tls_dtors", "GLIBC_PRIVATE");
 	if (call_dtors)
 		call_dtors();
+}
+
+void cp_tls_thread_exit(void)
+{
+	if (cp_tls_per_thread)
+		run_tls_dtors();
 }

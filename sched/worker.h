@@ -316,13 +316,18 @@ void cp_sigmask_init(void);
 /* ---- thread-local storage per user thread (tls.c) ---- */
 extern bool cp_tls_per_thread CP_HIDDEN;
 /* Defined (true) by the shim: unmodified programs get TLS per user thread
- * unless CAPRICE_TLS=worker; linked programs only with CAPRICE_TLS=thread. */
-extern const bool cp_tls_thread_by_default CP_HIDDEN __attribute__((weak));
+ * unless CAPRICE_TLS=worker; linked programs only with CAPRICE_TLS=thread.
+ * Weak, and not hidden: gold gives a hidden weak symbol left undefined an
+ * address that is not NULL, where a lookup through the GOT finds none. */
+extern const bool cp_tls_thread_by_default CP_EXPORT __attribute__((weak));
 void cp_tls_configure(void);
 void *cp_tls_current(void);
 int cp_tls_make(struct cp_thread *t);
 void cp_tls_free(struct cp_thread *t);
 void cp_tls_load(struct cp_worker *w, void *tcb);
+/* What the C library does for a new thread in its own TCB, run by the
+ * thread before its entry function. */
+void cp_tls_thread_begin(void) CP_COLD;
 
 /* ---- I/O (io.c) ---- */
 /* Submits the cancellations other threads queued on w. */

@@ -10,12 +10,14 @@
 
 #define SLAB_BYTES (4u << 20)
 
-static const size_t class_size[CP_CHUNK_CLASSES] = { 8u << 10, 32u << 10, 128u << 10 };
+static const size_t class_size[CP_CHUNK_CLASSES] = { 2u << 10, 8u << 10, 32u << 10, 128u << 10 };
 /* a worker keeps this many free chunks of each class before the depot
- * takes them: enough for the growth and shrinking of a few deep calls */
-static const unsigned pool_cap[CP_CHUNK_CLASSES] = { 64, 16, 4 };
-/* the depot keeps this many committed; the rest give their pages back */
-static const unsigned depot_hot_cap[CP_CHUNK_CLASSES] = { 1024, 64, 16 };
+ * takes them: the first chunks of threads that come and go, and enough
+ * for the growth and shrinking of a few deep calls */
+static const unsigned pool_cap[CP_CHUNK_CLASSES] = { 256, 64, 16, 4 };
+/* the depot keeps this many committed; the rest give their pages back
+ * (a 2 KiB chunk shares its page, and keeps it) */
+static const unsigned depot_hot_cap[CP_CHUNK_CLASSES] = { 4096, 1024, 64, 16 };
 
 struct depot_class {
 	struct cp_chunk *free;
@@ -42,8 +44,10 @@ unsigned cp_chunk_class_for(size_t bytes)
 
 /* With the depot's lock: a chunk from the class's slab, mapping a new
  * slab when it is used up.  The tail of the old slab that no chunk fits
- * is never touched, so it costs address space only. */
-static struct cp_chunk *carve(unsigned cls)
+ * is never touched, so it costs address space only.  Out of line, as
+ * every C library call here: it would move the pool's fast paths to a big
+ * chunk when a linked thread runs them (sched/linked.c). */
+static CP_NOINLINE struct cp_chunk *carve(unsigned cls)
 {
 	struct depot_class *d = &depot[cls];
 	size_t size = class_size[cls];
@@ -96,6 +100,17 @@ struct cp_chunk *cp_chunk_get(struct cp_chunk_pool *pool, struct cp_stack_pool *
 	return c;
 }
 
+/* The pages of a free chunk, but the header's, which holds the depot's
+ * link. */
+static CP_NOINLINE void give_back_pages(struct cp_chunk *c)
+{
+	size_t page = cp_page_size();
+	char *from = (char *)(((uintptr_t)c + CP_CHUNK_LIMIT_OFF + page - 1) & ~(page - 1));
+	char *to = (char *)c + c->size;
+	if (from < to)
+		madvise(from, (size_t)(to - from), MADV_DONTNEED);
+}
+
 void cp_chunk_put(struct cp_chunk_pool *pool, struct cp_stack_pool *stacks, struct cp_chunk *c)
 {
 	unsigned cls = c->cls;
@@ -112,14 +127,9 @@ void cp_chunk_put(struct cp_chunk_pool *pool, struct cp_stack_pool *stacks, stru
 	}
 	struct depot_class *d = &depot[cls];
 	/* past the depot's hot part its pages go back first (a racy count is
-	 * fine for that); the header's page stays for the list link */
-	if (__atomic_load_n(&d->count, __ATOMIC_RELAXED) >= depot_hot_cap[cls]) {
-		size_t page = (size_t)sysconf(_SC_PAGESIZE);
-		char *from = (char *)(((uintptr_t)c + CP_CHUNK_LIMIT_OFF + page - 1) & ~(page - 1));
-		char *to = (char *)c + class_size[cls];
-		if (from < to)
-			madvise(from, (size_t)(to - from), MADV_DONTNEED);
-	}
+	 * fine for that) */
+	if (__atomic_load_n(&d->count, __ATOMIC_RELAXED) >= depot_hot_cap[cls])
+		give_back_pages(c);
 	cp_spin_lock(&depot_lock);
 	c->newer = d->free;
 	d->free = c;

@@ -22,8 +22,10 @@
 #ifndef CAPRICE_CHUNK_H
 #define CAPRICE_CHUNK_H
 
-/* Size classes of small chunks: 8, 32 and 128 KiB. */
-#define CP_CHUNK_CLASSES 3
+/* Size classes of small chunks: 2, 8, 32 and 128 KiB.  A thread starts
+ * on a 2 KiB one, with its record at the top: two blocked threads share a
+ * page when neither went deeper than about 1 KiB of frames. */
+#define CP_CHUNK_CLASSES 4
 #define CP_CHUNK_BIG     CP_CHUNK_CLASSES /* a pooled stack (stack.h) */
 
 /* Field offsets morestack.S reads: keep them in step with the struct. */

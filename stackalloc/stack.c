@@ -47,15 +47,21 @@ static size_t round_pages(size_t n)
 	return (n + page_size - 1) & ~(page_size - 1);
 }
 
-static void geometry_init(void)
+/* Out of line: C library calls move their caller to a big chunk on a
+ * linked stack (sched/linked.c), and every stack taken checks this. */
+static CP_COLD void geometry_read(void)
 {
-	if (__atomic_load_n(&page_size, __ATOMIC_ACQUIRE))
-		return;
 	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
 	size_t sz = cp_env_size("CAPRICE_STACK_SIZE", MIN_STACK_SIZE, 1ul << 30, DEFAULT_STACK_SIZE);
 	default_size = (sz + ps - 1) & ~(ps - 1);
 	default_guard = ps;
 	__atomic_store_n(&page_size, ps, __ATOMIC_RELEASE);
+}
+
+static inline void geometry_init(void)
+{
+	if (cp_unlikely(!__atomic_load_n(&page_size, __ATOMIC_ACQUIRE)))
+		geometry_read();
 }
 
 size_t cp_page_size(void) { geometry_init(); return page_size; }
@@ -88,7 +94,10 @@ static int map_errno(int e)
 /* Maps a slab of default stacks (as many as fit in SLAB_BYTES, at most 64)
  * and threads them into a chain from *first to *last, counted in *count.
  * Called without locks held: mmap can take microseconds. */
-static int slab_new(struct cp_free_stack **first, struct cp_free_stack **last, unsigned *count)
+/* Out of line (slab_new, map_single, unmap_single, depot_push): a call
+ * into the C library moves its caller to a big chunk on a linked stack
+ * (sched/linked.c), and the pool's fast paths must not pay for it. */
+static CP_NOINLINE int slab_new(struct cp_free_stack **first, struct cp_free_stack **last, unsigned *count)
 {
 	size_t stride = default_size + default_guard;
 	unsigned n = (unsigned)(SLAB_BYTES / stride);
@@ -136,7 +145,7 @@ static int slab_new(struct cp_free_stack **first, struct cp_free_stack **last, u
 	return 0;
 }
 
-static int map_single(size_t size, size_t guard, struct cp_stack *out)
+static CP_NOINLINE int map_single(size_t size, size_t guard, struct cp_stack *out)
 {
 	char *base = mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
 	                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
@@ -225,7 +234,12 @@ int cp_stack_wrap_user(void *addr, size_t size, struct cp_stack *out)
 	return 0;
 }
 
-static void depot_push(struct cp_free_stack *f)
+static CP_NOINLINE void unmap_single(struct cp_stack *s)
+{
+	munmap(s->lo - s->guard, s->size + s->guard);
+}
+
+static CP_NOINLINE void depot_push(struct cp_free_stack *f)
 {
 	cp_spin_lock(&depot_lock);
 	bool cold = depot_hot >= DEPOT_HOT_CAP;
@@ -253,7 +267,7 @@ void cp_stack_put(struct cp_stack_pool *pool, struct cp_stack *s)
 	case CP_STACK_USER:
 		return;
 	case CP_STACK_MAPPED:
-		munmap(s->lo - s->guard, s->size + s->guard);
+		unmap_single(s);
 		return;
 	case CP_STACK_POOLED:
 		break;

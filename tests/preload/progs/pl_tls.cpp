@@ -3,12 +3,16 @@
 // value, a thread_local object whose destructor runs at thread exit, and
 // errno, across 50 parks (sleeps, condvar waits and poll timeouts, which may
 // resume on another worker); prints "tls ok N dtors D bad B" and exits 0
-// when every value survived and every destructor ran once.
+// when every value survived and every destructor ran once.  Each thread
+// also formats a double and maps a letter's case, which read the C
+// library's own per-thread ctype tables (set up as a thread starts).
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <string>
 #include <poll.h>
 #include <thread>
 #include <unistd.h>
@@ -43,6 +47,12 @@ int main()
 	for (int t = 0; t < threads; t++)
 		ts.emplace_back([&, t] {
 			session.id = t;
+			char text[32];
+			std::snprintf(text, sizeof text, "%.1f%c", t + 0.5, std::toupper('q'));
+			char want[32];
+			std::snprintf(want, sizeof want, "%d.5Q", t);
+			if (std::string(text) != want || !std::isalpha('q'))
+				bad++;
 			for (int r = 0; r < rounds; r++) {
 				mine = t * 1000L + r;
 				errno = 1000 + t;
