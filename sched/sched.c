@@ -321,6 +321,12 @@ void cp_park(cp_spinlock *lk)
 	if (cp_unlikely(cp_sched_2d))
 		cp_location_park_slow(w, cur);
 	struct cp_thread *next = pick_next(w);
+	if (cp_unlikely(w->requeue == cur) && !next) {
+		/* woken by its own look around (cp_wake), with nothing else
+		 * to run: it runs on */
+		w->requeue = NULL;
+		next = cur;
+	}
 	switch_to(w, cur, next ? next : &w->idle, false);
 }
 

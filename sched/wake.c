@@ -95,6 +95,15 @@ void cp_wake(struct cp_thread *t)
 	struct cp_worker *home = t->home;
 	if (self == home) {
 		self->st.wakes_local++;
+		if (cp_unlikely(t == self->current)) {
+			/* its own park reaped what it waits for (the look
+			 * around in cp_park): its context is not saved yet,
+			 * so it must not be queued, where a thief could take
+			 * it; it is queued once switched out (finish_switch),
+			 * or cp_park lets it run on */
+			self->requeue = t;
+			return;
+		}
 		cp_local_push(self, t);
 		cp_steal_offer(self);
 		return;
