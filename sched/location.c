@@ -8,10 +8,14 @@
  * runtime's own frame pointers) parks; later parks there reuse its hash,
  * so callers of one call site that differ further up share a node after
  * the first.  Locations are the graph's nodes; an edge joins two consecutive blocking
- * points of one thread and keeps how often it was taken and an EWMA of the
- * CPU time run between them (cpuclock.c's accounting).  Each worker keeps
- * its own bounded graph, with no lock; CAPRICE_GRAPH=FILE writes them
- * merged, as a Graphviz digraph, when the process exits.
+ * points of one thread and keeps how often it was taken, an EWMA of the
+ * CPU time run between them (cpuclock.c's accounting) and one of the
+ * descriptors the thread opened minus those it closed between them.  Each
+ * worker keeps its own bounded graph, with no lock; CAPRICE_GRAPH=FILE
+ * writes them merged, as a Graphviz digraph, when the process exits and
+ * whenever it gets SIGUSR2 (the monitor writes it: a snapshot read while
+ * the workers go on, so its counts may be a moment apart).  Memory held
+ * between blocking points is not recorded yet.
  *
  * This is the graph only: the run queues are still FIFO whatever
  * CAPRICE_SCHED says (the policies that use the graph are to come), and
@@ -21,11 +25,17 @@
 #include "worker.h"
 
 #include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
 #include <libunwind.h>
 #include <link.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "compiler.h"
 #include "env.h"
@@ -45,7 +55,9 @@ struct edge {
 	uint64_t from, to;     /* 0 from: free */
 	uint64_t count;
 	uint64_t ewma_ns;      /* CPU time between the two blocking points */
+	int64_t ewma_fds;      /* descriptors opened minus closed, x FDS_ONE */
 };
+#define FDS_ONE 1024
 
 /* a call site's location, so that only a site's first park unwinds */
 struct site {
@@ -85,6 +97,25 @@ static int find_own_text(struct dl_phdr_info *info, size_t size, void *arg)
 
 static void write_graph(void);
 
+/* SIGUSR2 asks for the graph; the monitor thread writes it
+ * (cp_location_monitor_look), where stdio may run. */
+static int graph_wanted;
+static cp_spinlock graph_writing = CP_SPINLOCK_INIT;
+
+static CP_NO_SPLIT void on_graph_signal(int sig)
+{
+	(void)sig;
+	__atomic_store_n(&graph_wanted, 1, __ATOMIC_RELAXED);
+}
+
+void cp_location_monitor_look(void)
+{
+	if (cp_likely(!__atomic_load_n(&graph_wanted, __ATOMIC_RELAXED)))
+		return;
+	__atomic_store_n(&graph_wanted, 0, __ATOMIC_RELAXED);
+	write_graph();
+}
+
 void cp_location_configure(void)
 {
 	const char *s = getenv("CAPRICE_SCHED");
@@ -103,8 +134,20 @@ void cp_location_configure(void)
 	cp_sched_2d = true;
 	cp_cpuclock_start(); /* the CPU time between blocking points */
 	graph_path = getenv("CAPRICE_GRAPH");
-	if (graph_path && *graph_path)
+	if (graph_path && *graph_path) {
 		atexit(write_graph);
+		/* only where the program keeps SIGUSR2's default (it starts so;
+		 * a handler it installs later takes the signal over) */
+		struct sigaction old;
+		if (sigaction(SIGUSR2, NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+			struct sigaction sa;
+			memset(&sa, 0, sizeof sa);
+			sa.sa_handler = on_graph_signal;
+			sa.sa_flags = SA_RESTART | SA_ONSTACK;
+			sigemptyset(&sa.sa_mask);
+			sigaction(SIGUSR2, &sa, NULL);
+		}
+	}
 }
 
 static uint64_t hash_frames(void *const *ip, int n)
@@ -210,9 +253,12 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 		struct edge *e = edge_of(g, t->loc_key, key);
 		if (e) {
 			uint64_t ran = cp_cpuclock_ticks_to_ns(ticks - t->loc_ticks);
+			int64_t fds = (int64_t)(t->fds_net - t->loc_fds) * FDS_ONE;
 			e->ewma_ns = e->count ? e->ewma_ns - (e->ewma_ns >> EWMA_SHIFT) +
 			                                (ran >> EWMA_SHIFT)
 			                      : ran;
+			e->ewma_fds = e->count ? e->ewma_fds + (fds - e->ewma_fds) / (1 << EWMA_SHIFT)
+			                       : fds;
 			e->count++;
 		} else {
 			g->dropped++;
@@ -220,13 +266,77 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 	}
 	t->loc_key = key;
 	t->loc_ticks = ticks;
+	t->loc_fds = t->fds_net;
 }
 
 /* ---- the graph, merged and written at exit ---- */
 
+/* The function of a module's full symbol table (.symtab, which names the
+ * static functions the dynamic one leaves out) that holds the return
+ * address ip (the call before it: a call may end its function), with the
+ * module loaded at base, written as name+offset into buf; false if the
+ * file has no such table (stripped) or no such function.  The last file
+ * stays mapped: a graph's nodes mostly lie in one or two modules. */
+static bool symtab_name(const char *path, uintptr_t ip, uintptr_t base, char *buf, size_t size)
+{
+	static char mapped_path[4096];
+	static const unsigned char *map;
+	static size_t map_len;
+	if (!map || strcmp(path, mapped_path) != 0) {
+		if (map)
+			munmap((void *)map, map_len);
+		map = NULL;
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(ElfW(Ehdr))) {
+			if (fd >= 0)
+				close(fd);
+			return false;
+		}
+		void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		close(fd);
+		if (m == MAP_FAILED)
+			return false;
+		map = m;
+		map_len = (size_t)st.st_size;
+		snprintf(mapped_path, sizeof mapped_path, "%s", path);
+	}
+	const ElfW(Ehdr) *eh = (const void *)map;
+	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_shoff == 0 ||
+	    eh->e_shoff + (size_t)eh->e_shnum * sizeof(ElfW(Shdr)) > map_len)
+		return false;
+	/* link-time addresses: relative to the load base but in a
+	 * position-dependent executable */
+	uintptr_t off = eh->e_type == ET_EXEC ? ip : ip - base;
+	const ElfW(Shdr) *sh = (const void *)(map + eh->e_shoff);
+	for (unsigned i = 0; i < eh->e_shnum; i++) {
+		if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum)
+			continue;
+		const ElfW(Shdr) *strs = &sh[sh[i].sh_link];
+		if (sh[i].sh_offset + sh[i].sh_size > map_len ||
+		    strs->sh_offset + strs->sh_size > map_len)
+			return false;
+		const ElfW(Sym) *sym = (const void *)(map + sh[i].sh_offset);
+		size_t n = sh[i].sh_size / sizeof *sym;
+		for (size_t k = 0; k < n; k++) {
+			if (ELF64_ST_TYPE(sym[k].st_info) != STT_FUNC || sym[k].st_name >= strs->sh_size ||
+			    off - 1 < sym[k].st_value || off - 1 >= sym[k].st_value + sym[k].st_size)
+				continue;
+			snprintf(buf, size, "%s+%#lx", (const char *)map + strs->sh_offset + sym[k].st_name,
+			         (unsigned long)(off - sym[k].st_value));
+			return true;
+		}
+	}
+	return false;
+}
+
 static void name_of(void *ip, char *buf, size_t size)
 {
 	Dl_info di;
+	if (dladdr(ip, &di) && di.dli_fname &&
+	    symtab_name(di.dli_fname[0] ? di.dli_fname : "/proc/self/exe", (uintptr_t)ip,
+	                (uintptr_t)di.dli_fbase, buf, size))
+		return;
 	if (dladdr(ip, &di) && di.dli_sname)
 		snprintf(buf, size, "%s+%#lx", di.dli_sname,
 		         (unsigned long)((uintptr_t)ip - (uintptr_t)di.dli_saddr));
@@ -240,9 +350,14 @@ static void name_of(void *ip, char *buf, size_t size)
 
 static void write_graph(void)
 {
-	FILE *f = fopen(graph_path, "w");
+	cp_spin_lock(&graph_writing); /* the monitor's and exit's */
+	/* a whole file or none: written beside it, then renamed over it */
+	char tmp[4096];
+	snprintf(tmp, sizeof tmp, "%s.tmp%d", graph_path, (int)getpid());
+	FILE *f = fopen(tmp, "w");
 	if (!f) {
 		cp_warn("CAPRICE_GRAPH=%s: cannot write it", graph_path);
+		cp_spin_unlock(&graph_writing);
 		return;
 	}
 	struct cp_blocking_graph all;
@@ -266,6 +381,9 @@ static void write_graph(void)
 			/* the workers' EWMAs, weighted by how often each saw the edge */
 			uint64_t c = m->count + e->count;
 			m->ewma_ns = c ? (m->ewma_ns * m->count + e->ewma_ns * e->count) / c : 0;
+			m->ewma_fds = c ? (m->ewma_fds * (int64_t)m->count +
+			                   e->ewma_fds * (int64_t)e->count) / (int64_t)c
+			                : 0;
 			m->count = c;
 		}
 	}
@@ -284,11 +402,20 @@ static void write_graph(void)
 		struct edge *e = &all.edges[j];
 		if (!e->from)
 			continue;
-		fprintf(f, "\tn%016llx -> n%016llx [label=\"%llu x %.1f us\", count=%llu, cpu_ns=%llu];\n",
+		double fds = (double)e->ewma_fds / FDS_ONE;
+		char fds_label[32] = "";
+		if (fds >= 0.05 || fds <= -0.05)
+			snprintf(fds_label, sizeof fds_label, ", %+.1f fds", fds);
+		fprintf(f, "\tn%016llx -> n%016llx [label=\"%llu x %.1f us%s\", count=%llu, "
+		        "cpu_ns=%llu, fds=%.2f];\n",
 		        (unsigned long long)e->from, (unsigned long long)e->to,
-		        (unsigned long long)e->count, e->ewma_ns / 1e3, (unsigned long long)e->count,
-		        (unsigned long long)e->ewma_ns);
+		        (unsigned long long)e->count, e->ewma_ns / 1e3, fds_label,
+		        (unsigned long long)e->count, (unsigned long long)e->ewma_ns, fds);
 	}
 	fprintf(f, "\t/* dropped (a full table): %llu */\n}\n", (unsigned long long)all.dropped);
-	fclose(f);
+	if (fclose(f) != 0 || rename(tmp, graph_path) != 0) {
+		cp_warn("CAPRICE_GRAPH=%s: cannot write it", graph_path);
+		unlink(tmp);
+	}
+	cp_spin_unlock(&graph_writing);
 }

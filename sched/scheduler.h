@@ -55,6 +55,8 @@ struct cp_thread {
 	uint64_t run_since;          /* the counter when it was switched in, or 0 */
 	uint64_t loc_key, loc_ticks; /* where it last blocked, and its cpu_ticks
 	                                then (location.c) */
+	int32_t fds_net, loc_fds;    /* descriptors it opened minus closed, and
+	                                that count when it last blocked */
 	void *tls_mem;               /* what holds the TCB and its static TLS */
 	/* records not on a pooled stack: the list debuggers walk besides
 	 * the stack slabs (sched/threads.c) */

@@ -260,6 +260,8 @@ static inline void cp_cpuclock_switch(struct cp_thread *prev, struct cp_thread *
 extern bool cp_sched_2d CP_HIDDEN;
 void cp_location_configure(void);
 void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t);
+/* The monitor's look: writes the graph when SIGUSR2 asked for it. */
+void cp_location_monitor_look(void);
 uint64_t cp_cpuclock_ticks_to_ns(uint64_t ticks);
 
 /* ---- spare workers (spare.c) ---- */

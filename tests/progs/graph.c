@@ -3,6 +3,7 @@
  * graph at exit: a node per blocking point, an edge per pair of
  * consecutive ones, with its count and the CPU time run between. */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,4 +120,79 @@ TCASE(fifo_records_no_graph)
 		return;
 	}
 	two_points();
+}
+
+/* ---- SIGUSR2, descriptors, DOT ---- */
+
+static bool file_has(const char *path, const char *text)
+{
+	const char *dot = read_file(path);
+	return dot && strstr(dot, text);
+}
+
+/* Graphviz's own parser reads the file (scripts/setup installs it). */
+static void check_dot_parses(const char *path)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "dot -Tsvg -o /dev/null %s", path);
+	int st = system(cmd);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		TFAIL("dot could not read %s (status %#x)", path, st);
+}
+
+TCASE(sigusr2_writes_the_graph_while_the_program_runs)
+{
+	if (rerun_with("2d")) {
+		check_dot_parses(graph_path);
+		unlink(graph_path);
+		return;
+	}
+	two_points();
+	const char *path = getenv("CAPRICE_GRAPH");
+	CHECK(path != NULL);
+	CHECK_EQ(kill(getpid(), SIGUSR2), 0);
+	/* the monitor writes it within a tick or two */
+	for (int i = 0; i < 2000 && !file_has(path, "digraph blocking"); i++)
+		usleep(1000);
+	if (!file_has(path, "digraph blocking"))
+		TFAIL("no graph in %s 2 s after SIGUSR2", path);
+	CHECK(file_has(path, "200 parks"));
+	check_dot_parses(path);
+	unlink(path);
+}
+
+static __attribute__((noinline)) void nap_before_open(void)
+{
+	usleep(50);
+}
+
+static __attribute__((noinline)) void nap_holding_two(void)
+{
+	usleep(50);
+}
+
+/* between the first nap and the second the thread opens two descriptors,
+ * and closes them before the first again */
+TCASE(edges_carry_the_descriptors_opened_between_their_points)
+{
+	if (rerun_with("2d")) {
+		const char *dot = read_file(graph_path);
+		CHECK(dot != NULL);
+		fputs(dot, stdout);
+		if (!strstr(dot, "fds=2.00"))
+			TFAIL("no edge that opened 2 descriptors");
+		if (!strstr(dot, "fds=-2.00"))
+			TFAIL("no edge that closed 2 descriptors");
+		check_dot_parses(graph_path);
+		unlink(graph_path);
+		return;
+	}
+	for (int i = 0; i < 100; i++) {
+		nap_before_open();
+		int p[2];
+		CHECK_EQ(pipe(p), 0);
+		nap_holding_two();
+		close(p[0]);
+		close(p[1]);
+	}
 }
