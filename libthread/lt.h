@@ -32,8 +32,11 @@ struct lt_key_slot {
 };
 
 struct lt_thread {
+	/* in an order without holes: on a linked stack the record shares the
+	 * first small chunk (chunk.h) with the thread's frames */
 	struct cp_thread cp;          /* must be first */
 	uint32_t magic;
+	uint32_t cpuclock_slot;       /* pthread_getcpuclockid's slot + 1, or 0 */
 	void *(*start)(void *);
 	void *arg;
 	void *retval;
@@ -46,28 +49,30 @@ struct lt_thread {
 
 	/* cancellation */
 	uint8_t cancel_enabled;       /* PTHREAD_CANCEL_ENABLE */
-	uint32_t cpuclock_slot;       /* pthread_getcpuclockid's slot + 1, or 0 */
 	uint8_t cancel_async;         /* PTHREAD_CANCEL_ASYNCHRONOUS (acted on at
 	                                 cancellation points only) */
 	uint8_t cancel_pending;
 	uint8_t exiting;
-	void *cleanup;                /* innermost __pthread_unwind_buf_t */
 
 	/* attributes, for pthread_getattr_np */
+	int sched_policy;
+	struct sched_param sched_param;
+	bool user_stack;
 	size_t guardsize;
 	size_t stacksize;             /* as asked for (0: the stack's own size);
 	                                 a smaller stack than the default is
 	                                 served by a pooled default one */
-	int sched_policy;
-	struct sched_param sched_param;
-	bool user_stack;
+
+	void *cleanup;                /* innermost __pthread_unwind_buf_t */
 
 	/* thread-specific data: LT_KEY_PAGES page pointers, allocated with
 	 * the first pthread_setspecific (NULL until then), so a thread that
-	 * never sets a key carries 8 bytes for them: on a linked stack the
-	 * record shares the first small chunk with the thread's frames */
+	 * never sets a key carries 8 bytes for them */
 	struct lt_key_slot **key_pages;
 };
+/* a linked thread's first chunk (2 KiB) holds its record, its slack (640
+ * bytes) and 1 KiB of frames (sched/linked.c) */
+_Static_assert(sizeof(struct lt_thread) <= 384, "the thread record outgrew a linked stack's first chunk");
 
 /* Our layout inside the 56 opaque bytes of pthread_attr_t. */
 struct lt_attr {

@@ -49,6 +49,9 @@
 #include "env.h"
 
 #define SCRATCH_BYTES (32u << 10)
+/* room the first chunk keeps for frames beside the record: a start, and a
+ * park inside the library, fit without a split */
+#define FIRST_FRAMES  1024u
 #define DEFAULT_CAP   (8u << 20)
 #define BIG_BIT       62
 
@@ -121,11 +124,10 @@ struct cp_thread *cp_thread_new_linked(size_t thread_size, size_t cap,
 		return NULL;
 	}
 	size_t rec = (thread_size + 63) & ~(size_t)63;
-	if (rec + CP_CHUNK_LIMIT_OFF + 1024 > c->size) {
-		cp_chunk_put(w ? &w->chunks : NULL, w ? &w->stacks : NULL, c);
-		*err = EINVAL;
-		return NULL;
-	}
+	if (rec + CP_CHUNK_LIMIT_OFF + FIRST_FRAMES > c->size)
+		cp_die("a thread record of %zu bytes leaves less than %u bytes of frames in a "
+		       "%zu-byte first chunk (chunk.h): the record grew", thread_size,
+		       FIRST_FRAMES, c->size);
 	struct cp_stack st = { .lo = (char *)cp_chunk_limit(c),
 	                       .size = c->size - CP_CHUNK_LIMIT_OFF,
 	                       .guard = 0,
