@@ -369,9 +369,13 @@ static void write_graph(void)
 		all.dropped += g->dropped;
 		for (int j = 0; j < NODES; j++) {
 			struct node *n = &g->nodes[j];
-			struct node *m = n->key ? node_of(&all, n->key, n->ip) : NULL;
+			if (!n->key)
+				continue;
+			struct node *m = node_of(&all, n->key, n->ip);
 			if (m)
 				m->count += n->count;
+			else
+				all.dropped += n->count; /* the merged table is full too */
 		}
 		for (int j = 0; j < EDGES; j++) {
 			struct edge *e = &g->edges[j];

@@ -27,15 +27,20 @@ static void *writer(void *arg)
 	return NULL;
 }
 
-static __attribute__((noinline)) void wait_for_data(void)
+static __attribute__((noipa)) void wait_for_data(void)
 {
 	char c;
 	CHECK_EQ(read(pipefd[0], &c, 1), 1);
 }
 
-static __attribute__((noinline)) void nap(void)
+/* (the empty asm keeps the call from being a tail call, which would
+ * park with its caller's return address: the site is this function) */
+#define NOT_A_TAIL_CALL() __asm__ volatile("" ::: "memory")
+
+static __attribute__((noipa)) void nap(void)
 {
 	usleep(50);
+	NOT_A_TAIL_CALL();
 }
 
 /* two blocking points in turn, with some work between */
@@ -55,7 +60,7 @@ static void two_points(void)
 
 static char *read_file(const char *path)
 {
-	static char buf[65536];
+	static char buf[4 << 20]; /* a graph of a thousand nodes is a few hundred KiB */
 	int fd = open(path, O_RDONLY);
 	if (fd < 0)
 		return NULL;
@@ -161,12 +166,12 @@ TCASE(sigusr2_writes_the_graph_while_the_program_runs)
 	unlink(path);
 }
 
-static __attribute__((noinline)) void nap_before_open(void)
+static __attribute__((noipa)) void nap_before_open(void)
 {
 	usleep(50);
 }
 
-static __attribute__((noinline)) void nap_holding_two(void)
+static __attribute__((noipa)) void nap_holding_two(void)
 {
 	usleep(50);
 }
@@ -195,4 +200,69 @@ TCASE(edges_carry_the_descriptors_opened_between_their_points)
 		close(p[0]);
 		close(p[1]);
 	}
+}
+
+/* ---- names, and a bound ---- */
+
+/* one node per call site, named after the function that parks there */
+TCASE(each_call_site_is_one_node_named_by_its_function)
+{
+	if (rerun_with("2d")) {
+		const char *dot = read_file(graph_path);
+		CHECK(dot != NULL);
+		const char *nap_at = strstr(dot, "\"nap+");
+		const char *wait_at = strstr(dot, "\"wait_for_data+");
+		if (!nap_at || !wait_at)
+			TFAIL("the nodes are not named nap+... and wait_for_data+...");
+		CHECK(strstr(nap_at + 1, "\"nap+") == NULL); /* stable: one node */
+		CHECK(strstr(wait_at + 1, "\"wait_for_data+") == NULL);
+		unlink(graph_path);
+		return;
+	}
+	two_points();
+}
+
+/* 2,048 distinct call sites, each parking once: more than a worker's
+ * table holds (1,024 nodes), which stays that size and counts the rest.
+ * (noipa here and above: GCC would fold identical functions into one) */
+#define SITE(n) \
+	static __attribute__((noipa)) void site_##n(void) \
+	{                                                  \
+		usleep(1);                                 \
+		NOT_A_TAIL_CALL();                         \
+	}
+#define SITES8(n) SITE(n##0) SITE(n##1) SITE(n##2) SITE(n##3) SITE(n##4) SITE(n##5) \
+	SITE(n##6) SITE(n##7)
+#define SITES64(n) SITES8(n##0) SITES8(n##1) SITES8(n##2) SITES8(n##3) SITES8(n##4) \
+	SITES8(n##5) SITES8(n##6) SITES8(n##7)
+#define SITES512(n) SITES64(n##0) SITES64(n##1) SITES64(n##2) SITES64(n##3) \
+	SITES64(n##4) SITES64(n##5) SITES64(n##6) SITES64(n##7)
+SITES512(1) SITES512(2) SITES512(3) SITES512(4)
+#define REF(n) site_##n,
+#define REFS8(n) REF(n##0) REF(n##1) REF(n##2) REF(n##3) REF(n##4) REF(n##5) REF(n##6) REF(n##7)
+#define REFS64(n) REFS8(n##0) REFS8(n##1) REFS8(n##2) REFS8(n##3) REFS8(n##4) REFS8(n##5) \
+	REFS8(n##6) REFS8(n##7)
+#define REFS512(n) REFS64(n##0) REFS64(n##1) REFS64(n##2) REFS64(n##3) REFS64(n##4) \
+	REFS64(n##5) REFS64(n##6) REFS64(n##7)
+static void (*const sites[])(void) = { REFS512(1) REFS512(2) REFS512(3) REFS512(4) };
+
+TCASE(the_graph_stays_bounded_past_its_table)
+{
+	if (rerun_with("2d")) {
+		const char *dot = read_file(graph_path);
+		CHECK(dot != NULL);
+		int nodes = 0;
+		for (const char *p = dot; (p = strstr(p, " parks\"")) != NULL; p++)
+			nodes++;
+		const char *d = strstr(dot, "dropped (a full table): ");
+		unsigned long dropped = d ? strtoul(d + 24, NULL, 10) : 0;
+		printf("%d nodes written, %lu parks dropped\n", nodes, dropped);
+		CHECK(nodes <= 1024);
+		CHECK(nodes >= 1000);
+		CHECK(dropped > 0);
+		unlink(graph_path);
+		return;
+	}
+	for (size_t i = 0; i < sizeof sites / sizeof sites[0]; i++)
+		sites[i]();
 }
