@@ -211,11 +211,17 @@ TCASE(each_call_site_is_one_node_named_by_its_function)
 		const char *dot = read_file(graph_path);
 		CHECK(dot != NULL);
 		const char *nap_at = strstr(dot, "\"nap+");
-		const char *wait_at = strstr(dot, "\"wait_for_data+");
-		if (!nap_at || !wait_at)
-			TFAIL("the nodes are not named nap+... and wait_for_data+...");
+		if (!nap_at)
+			TFAIL("no node named nap+...");
 		CHECK(strstr(nap_at + 1, "\"nap+") == NULL); /* stable: one node */
-		CHECK(strstr(wait_at + 1, "\"wait_for_data+") == NULL);
+		/* (in a sanitized build ASan's interceptor of read stands between
+		 * wait_for_data and the library, and names that node) */
+		if (!getenv("CAPRICE_TEST_SANITIZED")) {
+			const char *wait_at = strstr(dot, "\"wait_for_data+");
+			if (!wait_at)
+				TFAIL("no node named wait_for_data+...");
+			CHECK(strstr(wait_at + 1, "\"wait_for_data+") == NULL);
+		}
 		unlink(graph_path);
 		return;
 	}
