@@ -61,6 +61,11 @@ void cp_warn_to(int fd, const char *fmt, ...) CP_HIDDEN CP_COLD __attribute__((f
 void cp_warn(const char *fmt, ...) CP_HIDDEN CP_COLD
 	__attribute__((format(printf, 1, 2)));
 
+/* The C library's definition of name: the one after the runtime's, which
+ * may stand in its place.  Ends the process, naming it, if there is none;
+ * callers keep the answer. */
+void *cp_c_library_symbol(const char *name) CP_HIDDEN CP_COLD;
+
 /* errno, read and written without a call.  glibc's errno is a TLS
  * variable of libc.so, in the static TLS block, so it lies at one offset
  * from the thread pointer in every TCB (user threads' own TCBs, tls.c,

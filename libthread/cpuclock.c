@@ -7,7 +7,6 @@
  * A thread's clock id is encoded as the kernel encodes a thread's CPU
  * clock (a negative number ending in binary 110) around a slot number of
  * ours, which maps back to the thread while it lives. */
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -29,9 +28,7 @@ static clock_fn real(clock_fn *fn, const char *name)
 {
 	clock_fn f = __atomic_load_n(fn, __ATOMIC_ACQUIRE);
 	if (cp_unlikely(!f)) {
-		f = (clock_fn)dlsym(RTLD_NEXT, name);
-		if (!f)
-			cp_die("%s: the C library's definition is missing: %s", name, dlerror());
+		f = (clock_fn)cp_c_library_symbol(name);
 		__atomic_store_n(fn, f, __ATOMIC_RELEASE);
 	}
 	return f;

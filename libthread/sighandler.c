@@ -11,7 +11,6 @@
  * and sigsuspend park on that word (futex.c).  sigaction() reports the
  * program's own handler back, never the trampoline.  The runtime's own
  * handlers (sched/signals.c) are installed around this. */
-#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -38,11 +37,8 @@ static cp_spinlock handlers_lock = CP_SPINLOCK_INIT;
 static sigaction_fn real_sigaction(void)
 {
 	static sigaction_fn real;
-	if (cp_unlikely(!real)) {
-		real = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
-		if (!real)
-			cp_die("sigaction: the C library's definition is missing: %s", dlerror());
-	}
+	if (cp_unlikely(!real))
+		real = (sigaction_fn)cp_c_library_symbol("sigaction");
 	return real;
 }
 

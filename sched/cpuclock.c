@@ -44,7 +44,7 @@ void cp_cpuclock_start(void)
 		ns_per_tick_q32 = ratio_q32(t - tsc0, m - mono0);
 		calibrated_until = t;
 		__atomic_store_n(&active, true, __ATOMIC_RELEASE);
-		__atomic_or_fetch(&cp_switch_extras, CP_EXTRA_CPUCLOCK, __ATOMIC_RELEASE);
+		cp_switch_extras_add(CP_EXTRA_CPUCLOCK, __ATOMIC_RELEASE);
 	}
 	cp_spin_unlock(&calib_lock);
 }

@@ -26,10 +26,11 @@
  * pthread_cleanup_push, on an older chunk: cp_linked_unwind_to gives the
  * limit that chunk's first.
  *
- * The runtime itself (libthread.so, the shim, and the layers below them)
- * is split-stack code, linked by gold, so a linked thread that calls into
- * libthread (pthread_cond_wait, read...) parks on the chunk it is on, and
- * a parking thread gives back the chunk it keeps for its next deep call.
+ * A program built with -fsplit-stack links libthread-linked.so, the
+ * runtime built as split-stack code and linked by gold, so a linked thread
+ * that calls into the library (pthread_cond_wait, read...) parks on the
+ * chunk it is on; a parking thread gives back the chunk it keeps for its
+ * next deep call.
  * gold moves a runtime function that calls the C library to a big chunk,
  * so on the runtime's hot paths such calls are kept out of line (cold
  * helpers), errno is reached through %fs and syscall(2) is inline
@@ -141,7 +142,7 @@ struct cp_thread *cp_thread_new_linked(size_t thread_size, size_t cap,
 	t->chunk_bytes = c->size;
 	t->chunk_cap = cap ? cap : DEFAULT_CAP;
 	t->ss_limit = cp_chunk_limit(c);
-	__atomic_or_fetch(&cp_switch_extras, CP_EXTRA_LINKED, __ATOMIC_RELAXED);
+	cp_switch_extras_add(CP_EXTRA_LINKED, __ATOMIC_RELAXED);
 	return t;
 }
 

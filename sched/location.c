@@ -25,6 +25,7 @@
 #include "worker.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <elf.h>
 #include <fcntl.h>
 #include <libunwind.h>
@@ -354,32 +355,35 @@ static void write_graph(void)
 	/* a whole file or none: written beside it, then renamed over it */
 	char tmp[4096];
 	snprintf(tmp, sizeof tmp, "%s.tmp%d", graph_path, (int)getpid());
-	FILE *f = fopen(tmp, "w");
+	/* merged off the stack: it is some 200 KiB, and exit may run on a
+	 * user thread's */
+	struct cp_blocking_graph *all = calloc(1, sizeof *all);
+	FILE *f = all ? fopen(tmp, "w") : NULL;
 	if (!f) {
-		cp_warn("CAPRICE_GRAPH=%s: cannot write it", graph_path);
+		cp_warn("CAPRICE_GRAPH=%s: cannot write it: %s", graph_path,
+		        all ? strerror(errno) : "out of memory");
+		free(all);
 		cp_spin_unlock(&graph_writing);
 		return;
 	}
-	struct cp_blocking_graph all;
-	memset(&all, 0, sizeof all);
 	for (int i = 0; i < cp_nall; i++) {
 		struct cp_blocking_graph *g = cp_workers[i]->graph;
 		if (!g)
 			continue;
-		all.dropped += g->dropped;
+		all->dropped += g->dropped;
 		for (int j = 0; j < NODES; j++) {
 			struct node *n = &g->nodes[j];
 			if (!n->key)
 				continue;
-			struct node *m = node_of(&all, n->key, n->ip);
+			struct node *m = node_of(all, n->key, n->ip);
 			if (m)
 				m->count += n->count;
 			else
-				all.dropped += n->count; /* the merged table is full too */
+				all->dropped += n->count; /* the merged table is full too */
 		}
 		for (int j = 0; j < EDGES; j++) {
 			struct edge *e = &g->edges[j];
-			struct edge *m = e->from ? edge_of(&all, e->from, e->to) : NULL;
+			struct edge *m = e->from ? edge_of(all, e->from, e->to) : NULL;
 			if (!m)
 				continue;
 			/* the workers' EWMAs, weighted by how often each saw the edge */
@@ -393,7 +397,7 @@ static void write_graph(void)
 	}
 	fprintf(f, "digraph blocking {\n\tnode [shape=box];\n");
 	for (int j = 0; j < NODES; j++) {
-		struct node *n = &all.nodes[j];
+		struct node *n = &all->nodes[j];
 		if (!n->key)
 			continue;
 		char name[256];
@@ -403,7 +407,7 @@ static void write_graph(void)
 		        (unsigned long long)n->count);
 	}
 	for (int j = 0; j < EDGES; j++) {
-		struct edge *e = &all.edges[j];
+		struct edge *e = &all->edges[j];
 		if (!e->from)
 			continue;
 		double fds = (double)e->ewma_fds / FDS_ONE;
@@ -416,10 +420,11 @@ static void write_graph(void)
 		        (unsigned long long)e->count, e->ewma_ns / 1e3, fds_label,
 		        (unsigned long long)e->count, (unsigned long long)e->ewma_ns, fds);
 	}
-	fprintf(f, "\t/* dropped (a full table): %llu */\n}\n", (unsigned long long)all.dropped);
+	fprintf(f, "\t/* dropped (a full table): %llu */\n}\n", (unsigned long long)all->dropped);
 	if (fclose(f) != 0 || rename(tmp, graph_path) != 0) {
 		cp_warn("CAPRICE_GRAPH=%s: cannot write it", graph_path);
 		unlink(tmp);
 	}
+	free(all);
 	cp_spin_unlock(&graph_writing);
 }

@@ -84,7 +84,7 @@ static void redirect_interrupted(struct cp_worker *w, ucontext_t *uc)
 
 void cp_thread_redirect(struct cp_thread *t, void (*fn)(void))
 {
-	__atomic_or_fetch(&cp_switch_extras, CP_EXTRA_REDIRECT, __ATOMIC_RELAXED);
+	cp_switch_extras_add(CP_EXTRA_REDIRECT, __ATOMIC_RELAXED);
 	__atomic_store_n(&t->redirect, fn, __ATOMIC_RELEASE);
 	struct cp_worker *w = t->home;
 	if (w && __atomic_load_n(&w->current, __ATOMIC_ACQUIRE) == t && w->tid) {

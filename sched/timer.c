@@ -2,7 +2,6 @@
  * adding, cancelling and firing them (see timer.h for why a heap). */
 #include "timer.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -16,9 +15,7 @@ static clock_gettime_fn c_clock_gettime;
 
 static CP_COLD clock_gettime_fn find_clock_gettime(void)
 {
-	clock_gettime_fn f = (clock_gettime_fn)dlsym(RTLD_NEXT, "clock_gettime");
-	if (!f)
-		cp_die("clock_gettime: the C library's definition is missing: %s", dlerror());
+	clock_gettime_fn f = (clock_gettime_fn)cp_c_library_symbol("clock_gettime");
 	__atomic_store_n(&c_clock_gettime, f, __ATOMIC_RELEASE);
 	return f;
 }

@@ -233,6 +233,14 @@ enum {
 	CP_EXTRA_REDIRECT = 4,  /* a thread may have a redirect (signals.c) */
 };
 extern uint32_t cp_switch_extras CP_HIDDEN;
+/* Sets an extra, writing the word only the first time: every switch
+ * reads it, and a write per linked thread created would bounce its line
+ * between the cores. */
+static inline void cp_switch_extras_add(uint32_t bit, int memorder)
+{
+	if (!(__atomic_load_n(&cp_switch_extras, __ATOMIC_RELAXED) & bit))
+		__atomic_or_fetch(&cp_switch_extras, bit, memorder);
+}
 /* A kernel thread that runs user threads: limit 0, a scratch stack. */
 void cp_linked_bind_kthread(void);
 void cp_linked_release(struct cp_thread *t);
