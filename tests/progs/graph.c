@@ -272,3 +272,20 @@ TCASE(the_graph_stays_bounded_past_its_table)
 	for (size_t i = 0; i < sizeof sites / sizeof sites[0]; i++)
 		sites[i]();
 }
+
+/* a graph file that cannot be written: the program goes on, and says so */
+TCASE(an_unwritable_graph_file_is_reported_not_fatal)
+{
+	if (!tc_in_child()) {
+		const char *const env[] = { "CAPRICE_SCHED=2d",
+			                    "CAPRICE_GRAPH=/nonexistent-caprice-dir/graph.dot", NULL };
+		static char out[16384];
+		int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
+		fputs(out, stdout);
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		CHECK(strstr(out, "CAPRICE_GRAPH=/nonexistent-caprice-dir/graph.dot: cannot write it: "
+		                  "No such file or directory") != NULL);
+		return;
+	}
+	two_points();
+}
