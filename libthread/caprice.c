@@ -69,6 +69,9 @@ CP_EXPORT int caprice_worker_stats(int idx, struct caprice_worker_stats *out)
 	out->covers = s.covers;
 	out->steals_direct = s.steals_direct;
 	out->big_chunks = s.big_chunks;
+	out->held = s.held;
+	out->deferred = s.deferred;
+	out->held_now = s.held_now;
 	return 0;
 }
 
@@ -87,7 +90,7 @@ static void print_stats(void)
 		cp_warn_to(stats_fd, "stats: worker %d: switches %llu parks %llu wakes %llu local %llu remote "
 		        "kicks %llu steals %llu in %llu out sleeps %llu timers %llu io-ops %llu "
 		        "enters %llu pokes %llu preempts %llu yields %llu tls-loads %llu "
-		        "direct-steals %llu big-chunks %llu",
+		        "direct-steals %llu big-chunks %llu held %llu deferred %llu",
 		        i, (unsigned long long)s.switches, (unsigned long long)s.parks,
 		        (unsigned long long)s.wakes_local, (unsigned long long)s.wakes_remote,
 		        (unsigned long long)s.kicks, (unsigned long long)s.steals_in,
@@ -96,7 +99,8 @@ static void print_stats(void)
 		        (unsigned long long)s.enters, (unsigned long long)s.pokes,
 		        (unsigned long long)s.preempts, (unsigned long long)s.yields,
 		        (unsigned long long)s.tls_loads, (unsigned long long)s.steals_direct,
-		        (unsigned long long)s.big_chunks);
+		        (unsigned long long)s.big_chunks, (unsigned long long)s.held,
+		        (unsigned long long)s.deferred);
 		ops += s.io_ops;
 		enters += s.enters;
 	}

@@ -51,6 +51,11 @@ struct caprice_worker_stats {
 	uint64_t big_chunks;   /* calls of threads on linked stacks that ran on
 	                          a big chunk (into code without split-stack
 	                          prologues) */
+	uint64_t held;         /* CAPRICE_SCHED=2d: wakeups held back while a
+	                          resource (descriptors) ran short */
+	uint64_t deferred;     /* CAPRICE_SCHED=2d: wakeups queued behind shorter
+	                          work */
+	uint32_t held_now;     /* threads held back now */
 };
 /* 0, or EINVAL for an index out of range. */
 /* Spare workers (CAPRICE_SPARE_WORKERS) follow the regular ones: their

@@ -124,12 +124,13 @@ int lt_fd_fresh(int fd)
 	struct lt_fd *f = lt_main ? lt_fd_get(fd) : NULL; /* NULL for fd < 0 */
 	if (f) {
 		struct lt_thread *t = lt_self();
-		if (t)
-			t->cp.fds_net++; /* the blocking graph's descriptor deltas */
+		cp_fds_changed(t ? &t->cp : NULL, 1); /* the blocking graph, admission */
 		__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
 		f->seek_state = 0;
 		f->no_cached_read = 0;
 		f->shared = 0;
+	} else if (fd < 0 && errno == EMFILE && lt_main) {
+		cp_fds_exhausted();
 	}
 	return fd;
 }
@@ -227,9 +228,10 @@ int lt_fd_close(int fd)
 	}
 	int r = (int)syscall(SYS_close, fd);
 	int e = errno;
-	struct lt_thread *t = r == 0 ? lt_self() : NULL;
-	if (t)
-		t->cp.fds_net--;
+	if (r == 0) {
+		struct lt_thread *t = lt_self();
+		cp_fds_changed(t ? &t->cp : NULL, -1);
+	}
 	if (f)
 		undrain(f);
 	errno = e;

@@ -134,6 +134,26 @@ long lt_futex_wake_all(uint32_t *word)
 	return cp_syscall6(SYS_futex, (long)word, FUTEX_WAKE_PRIVATE, INT32_MAX, 0, 0, 0);
 }
 
+/* The system calls that make one descriptor, which count as the calls of
+ * the same names do (lt_fd_fresh: the blocking graph's deltas, the
+ * admission policy's count); pipe2 and socketpair make two.  dup2 and
+ * dup3 may replace a descriptor, so they are left to the monitor's
+ * recount (sched/policy.c). */
+static bool makes_one_fd(long nr)
+{
+	switch (nr) {
+	case SYS_open: case SYS_openat: case SYS_openat2: case SYS_creat:
+	case SYS_socket: case SYS_accept: case SYS_accept4: case SYS_dup:
+	case SYS_epoll_create: case SYS_epoll_create1: case SYS_eventfd: case SYS_eventfd2:
+	case SYS_memfd_create: case SYS_signalfd: case SYS_signalfd4: case SYS_timerfd_create:
+	case SYS_inotify_init: case SYS_inotify_init1: case SYS_pidfd_open:
+	case SYS_pidfd_getfd: case SYS_userfaultfd: case SYS_io_uring_setup:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* Reads six arguments whatever the call takes, as the C library's own
  * syscall() does: past five, that is the caller's stack, which is there
  * to read but which ASan would call an underflow. */
@@ -150,5 +170,15 @@ CP_EXPORT __attribute__((no_sanitize_address)) long syscall(long nr, ...)
 	    ring_wait((uint32_t *)a1, (int)a2, (uint32_t)a3, (const struct timespec *)a4,
 	              (uint32_t)a6, false, &r))
 		return r;
-	return cp_syscall6(nr, a1, a2, a3, a4, a5, a6);
+	if (nr == SYS_close) /* as close() does: in-flight I/O first */
+		return lt_fd_close((int)a1);
+	r = cp_syscall6(nr, a1, a2, a3, a4, a5, a6);
+	if (makes_one_fd(nr)) {
+		lt_fd_fresh((int)r); /* an EMFILE counts too */
+	} else if ((nr == SYS_pipe || nr == SYS_pipe2 || nr == SYS_socketpair) && r == 0) {
+		const int *fds = (const int *)(nr == SYS_socketpair ? a4 : a1);
+		lt_fd_fresh(fds[0]);
+		lt_fd_fresh(fds[1]);
+	}
+	return r;
 }

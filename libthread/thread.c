@@ -29,6 +29,14 @@ void lt_threads_after_fork(void)
 		__atomic_store_n(&lt_main, t, __ATOMIC_RELEASE);
 }
 
+/* The scheduler's rank for t's policy and priority: SCHED_FIFO and
+ * SCHED_RR priorities count, the other policies' (always 0) do not. */
+static void sched_apply(struct lt_thread *t)
+{
+	bool rt = t->sched_policy == SCHED_FIFO || t->sched_policy == SCHED_RR;
+	cp_thread_set_priority(&t->cp, rt ? t->sched_param.sched_priority : 0);
+}
+
 static void lt_entry(struct cp_thread *ct)
 {
 	struct lt_thread *t = (struct lt_thread *)ct;
@@ -77,6 +85,7 @@ CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *rest
 		t->sched_policy = self->sched_policy;
 		t->sched_param = self->sched_param;
 	}
+	sched_apply(t);
 	__atomic_add_fetch(&live_threads, 1, __ATOMIC_RELAXED);
 	*out = (pthread_t)t;
 	cp_thread_start(ct);
@@ -452,8 +461,21 @@ static int check_sched(int policy, const struct sched_param *p)
 	return 0;
 }
 
-/* Scheduling parameters are accepted and reported back; the user-level
- * scheduler does not rank threads by them. */
+/* SCHED_FIFO and SCHED_RR priorities rank user threads on their worker's
+ * run queue and in wait queues (sched/policy.c); they need no privilege,
+ * since no kernel thread's scheduling changes.  A thread that lowers its
+ * own priority yields, so that a higher one queued behind it runs now, as
+ * the kernel would preempt it. */
+static void set_sched(struct lt_thread *t, int policy, const struct sched_param *p)
+{
+	int was = t->cp.prio;
+	t->sched_policy = policy;
+	t->sched_param = *p;
+	sched_apply(t);
+	if (t == lt_self() && t->cp.prio < was)
+		cp_yield();
+}
+
 CP_EXPORT int pthread_setschedparam(pthread_t h, int policy, const struct sched_param *p)
 {
 	struct lt_thread *t = lt_from_handle(h);
@@ -462,8 +484,7 @@ CP_EXPORT int pthread_setschedparam(pthread_t h, int policy, const struct sched_
 	int e = check_sched(policy, p);
 	if (e)
 		return e;
-	t->sched_policy = policy;
-	t->sched_param = *p;
+	set_sched(t, policy, p);
 	return 0;
 }
 
@@ -501,10 +522,8 @@ CP_EXPORT int sched_setscheduler(pid_t pid, int policy, const struct sched_param
 		return (int)syscall(SYS_sched_setscheduler, pid, policy, p);
 	policy &= ~SCHED_RESET_ON_FORK;
 	int e = check_sched(policy, p);
-	if (!e) {
-		t->sched_policy = policy;
-		t->sched_param = *p;
-	}
+	if (!e)
+		set_sched(t, policy, p);
 	return errno_of(e);
 }
 
@@ -521,7 +540,7 @@ CP_EXPORT int sched_setparam(pid_t pid, const struct sched_param *p)
 		return (int)syscall(SYS_sched_setparam, pid, p);
 	int e = check_sched(t->sched_policy, p);
 	if (!e)
-		t->sched_param = *p;
+		set_sched(t, t->sched_policy, p);
 	return errno_of(e);
 }
 
@@ -543,7 +562,7 @@ CP_EXPORT int pthread_setschedprio(pthread_t h, int prio)
 	int e = check_sched(t->sched_policy, &p);
 	if (e)
 		return e;
-	t->sched_param = p;
+	set_sched(t, t->sched_policy, &p);
 	return 0;
 }
 

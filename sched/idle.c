@@ -59,6 +59,8 @@ static void idle_sleep(struct cp_worker *w, uint64_t now, uint64_t *idle_period)
 	if (!w->spare && cp_steal_look_for_work(w, now))
 		return;
 	uint64_t timeout = w->victim ? CP_POKE_AFTER_NS : *idle_period;
+	if (cp_runq_held(&w->rq) && timeout > CP_HELD_LOOK_NS)
+		timeout = CP_HELD_LOOK_NS; /* admission may let them go by then */
 	uint64_t nd = __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED);
 	if (nd != CP_NO_DEADLINE && nd - now < timeout)
 		timeout = nd > now ? nd - now : 0;

@@ -1,9 +1,9 @@
 /* location.c: where threads block, the blocking graph of Capriccio's
  * location-aware ("2D") scheduling.  With CAPRICE_SCHED=2d, every park
  * records where in the program the thread blocked: a hash of the first
- * return addresses above the runtime (libunwind's unw_backtrace, which
- * works from CFI, so in unmodified binaries without frame pointers too).
- * libunwind walks the program's frames only the first time a call site
+ * return addresses above the runtime (libgcc's unwinder, which works
+ * from CFI, so in unmodified binaries without frame pointers too).  The
+ * unwinder walks the program's frames only the first time a call site
  * (the first return address above the runtime, found through the
  * runtime's own frame pointers) parks; later parks there reuse its hash,
  * so callers of one call site that differ further up share a node after
@@ -21,14 +21,12 @@
  * CAPRICE_SCHED says (the policies that use the graph are to come), and
  * with CAPRICE_SCHED=fifo, the default, a park pays one load and branch
  * for all of it. */
-#define UNW_LOCAL_ONLY
 #include "worker.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <elf.h>
 #include <fcntl.h>
-#include <libunwind.h>
 #include <link.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,6 +35,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <unwind.h>
 
 #include "compiler.h"
 #include "env.h"
@@ -46,11 +45,6 @@
 #define EDGES       4096
 #define EWMA_SHIFT  3      /* each new sample weighs 1/8 */
 
-struct node {
-	uint64_t key;          /* 0: free */
-	void *ip;              /* the innermost frame above the runtime, to name it */
-	uint64_t count;
-};
 
 struct edge {
 	uint64_t from, to;     /* 0 from: free */
@@ -58,7 +52,7 @@ struct edge {
 	uint64_t ewma_ns;      /* CPU time between the two blocking points */
 	int64_t ewma_fds;      /* descriptors opened minus closed, x FDS_ONE */
 };
-#define FDS_ONE 1024
+#define FDS_ONE CP_FDS_ONE
 
 /* a call site's location, so that only a site's first park unwinds */
 struct site {
@@ -68,7 +62,7 @@ struct site {
 #define SITES 256
 
 struct cp_blocking_graph {
-	struct node nodes[NODES];
+	struct cp_loc_node nodes[NODES];
 	struct edge edges[EDGES];
 	struct site sites[SITES];
 	uint64_t dropped;
@@ -94,6 +88,39 @@ static int find_own_text(struct dl_phdr_info *info, size_t size, void *arg)
 		}
 	}
 	return 0;
+}
+
+/* The return addresses of the calling frames, innermost first, through
+ * the C++ exception unwinder's walk (libgcc's _Unwind_Backtrace, which
+ * reads the CFI every binary carries, and finds a module's unwind table
+ * through glibc's lock-free _dl_find_object).  Not libunwind: it blocks
+ * all signals with sigprocmask around its lookups, which in a program
+ * whose signal mask is this library's is the process's mask, so two
+ * workers' walks interleaved left every signal blocked for good (SIGTERM
+ * never reached Knot under CAPRICE_SCHED=2d); it takes the program's
+ * mutexes (this library's, which must not park inside the scheduler);
+ * and its unw_backtrace cache is freed by a user thread's key destructor
+ * while a worker's __thread still points to it. */
+struct walk {
+	void **ips;
+	int n, max;
+};
+
+static _Unwind_Reason_Code walk_one(struct _Unwind_Context *ctx, void *arg)
+{
+	struct walk *w = arg;
+	uintptr_t ip = _Unwind_GetIP(ctx);
+	if (!ip)
+		return _URC_END_OF_STACK;
+	w->ips[w->n++] = (void *)ip;
+	return w->n < w->max ? _URC_NO_REASON : _URC_END_OF_STACK;
+}
+
+static int walk_frames(void **ips, int max)
+{
+	struct walk w = { ips, 0, max };
+	_Unwind_Backtrace(walk_one, &w);
+	return w.n;
 }
 
 static void write_graph(void);
@@ -127,13 +154,13 @@ void cp_location_configure(void)
 		return;
 	}
 	dl_iterate_phdr(find_own_text, (void *)(uintptr_t)cp_location_configure);
-	/* libunwind initializes itself once, with pthread_once, which must
-	 * not run inside the scheduler (it could park there): now, before
-	 * any thread parks */
+	/* the unwinder loads and initializes itself once: now, before any
+	 * thread parks */
 	void *ip[2];
-	unw_backtrace(ip, 2);
+	walk_frames(ip, 2);
 	cp_sched_2d = true;
 	cp_cpuclock_start(); /* the CPU time between blocking points */
+	cp_policy_configure();
 	graph_path = getenv("CAPRICE_GRAPH");
 	if (graph_path && *graph_path) {
 		atexit(write_graph);
@@ -161,11 +188,11 @@ static uint64_t hash_frames(void *const *ip, int n)
 	return h ? h : 1;
 }
 
-static struct node *node_of(struct cp_blocking_graph *g, uint64_t key, void *ip)
+static struct cp_loc_node *node_of(struct cp_blocking_graph *g, uint64_t key, void *ip)
 {
 	for (uint32_t i = 0, at = (uint32_t)key & (NODES - 1); i < NODES;
 	     i++, at = (at + 1) & (NODES - 1)) {
-		struct node *n = &g->nodes[at];
+		struct cp_loc_node *n = &g->nodes[at];
 		if (n->key == key)
 			return n;
 		if (!n->key) {
@@ -194,6 +221,25 @@ static struct edge *edge_of(struct cp_blocking_graph *g, uint64_t from, uint64_t
 	return NULL;
 }
 
+/* One sample of what follows a park at n, until the thread ends. */
+static void rest_learn(struct cp_loc_node *n, int64_t sample)
+{
+	if (sample > CP_FDS_REST_MAX)
+		sample = CP_FDS_REST_MAX;
+	if (sample < -CP_FDS_REST_MAX)
+		sample = -CP_FDS_REST_MAX;
+	int32_t was = __atomic_load_n(&n->rest_fds, __ATOMIC_RELAXED);
+	int32_t now = n->outs ? was + (int32_t)((sample - was) / (1 << EWMA_SHIFT)) : (int32_t)sample;
+	__atomic_store_n(&n->rest_fds, now, __ATOMIC_RELAXED);
+}
+
+void cp_location_exit_slow(struct cp_thread *t)
+{
+	struct cp_loc_node *last = t->loc;
+	rest_learn(last, (int64_t)(t->fds_net - t->loc_fds) * FDS_ONE);
+	last->outs++;
+}
+
 void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 {
 	struct cp_blocking_graph *g = w->graph;
@@ -206,7 +252,7 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 	/* The call site in the program: the first return address above this
 	 * library, found through the library's own frame pointers (it is
 	 * built with them), whatever the program's code is built with.  Only
-	 * a site seen for the first time pays for libunwind's walk of the
+	 * a site seen for the first time pays for the unwinder's walk of the
 	 * program's frames, which tells its callers apart. */
 	void *site = NULL;
 	void **fp = __builtin_frame_address(0);
@@ -228,7 +274,7 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 		key = cached->key;
 	} else {
 		void *ips[FRAMES + 16];
-		int n = unw_backtrace(ips, (int)(sizeof ips / sizeof ips[0]));
+		int n = walk_frames(ips, (int)(sizeof ips / sizeof ips[0]));
 		int first = 0;
 		while (first < n && (uintptr_t)ips[first] >= own_lo && (uintptr_t)ips[first] < own_hi)
 			first++;
@@ -242,7 +288,7 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 			cached->key = key;
 		}
 	}
-	struct node *nd = node_of(g, key, name_ip);
+	struct cp_loc_node *nd = node_of(g, key, name_ip);
 	if (!nd) {
 		g->dropped++;
 		return;
@@ -250,11 +296,20 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 	nd->count++;
 	/* its run so far: the switch that parks it has not added it yet */
 	uint64_t ticks = t->cpu_ticks + (t->run_since ? cp_rdtsc() - t->run_since : 0);
-	if (t->loc_key) {
-		struct edge *e = edge_of(g, t->loc_key, key);
+	struct cp_loc_node *from = t->loc;
+	if (from) {
+		uint64_t ran = cp_cpuclock_ticks_to_ns(ticks - t->loc_ticks);
+		int64_t fds = (int64_t)(t->fds_net - t->loc_fds) * FDS_ONE;
+		/* what a thread that parks at `from` does next, for the
+		 * policies (policy.c); `from` may be another worker's node,
+		 * and a racing update there only blurs an average */
+		from->next_ns = from->outs ? from->next_ns - (from->next_ns >> EWMA_SHIFT) +
+		                                     (ran >> EWMA_SHIFT)
+		                           : ran;
+		rest_learn(from, fds + __atomic_load_n(&nd->rest_fds, __ATOMIC_RELAXED));
+		from->outs++;
+		struct edge *e = edge_of(g, from->key, key);
 		if (e) {
-			uint64_t ran = cp_cpuclock_ticks_to_ns(ticks - t->loc_ticks);
-			int64_t fds = (int64_t)(t->fds_net - t->loc_fds) * FDS_ONE;
 			e->ewma_ns = e->count ? e->ewma_ns - (e->ewma_ns >> EWMA_SHIFT) +
 			                                (ran >> EWMA_SHIFT)
 			                      : ran;
@@ -265,7 +320,7 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 			g->dropped++;
 		}
 	}
-	t->loc_key = key;
+	t->loc = nd;
 	t->loc_ticks = ticks;
 	t->loc_fds = t->fds_net;
 }
@@ -372,10 +427,10 @@ static void write_graph(void)
 			continue;
 		all->dropped += g->dropped;
 		for (int j = 0; j < NODES; j++) {
-			struct node *n = &g->nodes[j];
+			struct cp_loc_node *n = &g->nodes[j];
 			if (!n->key)
 				continue;
-			struct node *m = node_of(all, n->key, n->ip);
+			struct cp_loc_node *m = node_of(all, n->key, n->ip);
 			if (m)
 				m->count += n->count;
 			else
@@ -397,7 +452,7 @@ static void write_graph(void)
 	}
 	fprintf(f, "digraph blocking {\n\tnode [shape=box];\n");
 	for (int j = 0; j < NODES; j++) {
-		struct node *n = &all->nodes[j];
+		struct cp_loc_node *n = &all->nodes[j];
 		if (!n->key)
 			continue;
 		char name[256];

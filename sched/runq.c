@@ -7,14 +7,43 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "worker.h" /* cp_sched_2d */
 
 bool cp_runq_steal_ready CP_HIDDEN;
+uint32_t cp_runq_levels_on CP_HIDDEN;
 
 bool cp_runq_steal_init(void)
 {
 	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
 		cp_runq_steal_ready = true;
 	return cp_runq_steal_ready;
+}
+
+void cp_runq_init(struct cp_runq *q)
+{
+	if (__atomic_load_n(&cp_runq_levels_on, __ATOMIC_ACQUIRE))
+		__atomic_or_fetch(&q->detour, CP_RUNQ_PUSH_LEVELS, __ATOMIC_RELAXED);
+}
+
+void cp_runq_levels_start(void)
+{
+	if (__atomic_exchange_n(&cp_runq_levels_on, 1, __ATOMIC_ACQ_REL))
+		return;
+	struct cp_worker **all = __atomic_load_n(&cp_workers, __ATOMIC_ACQUIRE);
+	for (int i = 0; all && i < cp_nall; i++) {
+		struct cp_worker *w = __atomic_load_n(&all[i], __ATOMIC_ACQUIRE);
+		if (w) /* one made later takes it from cp_runq_init */
+			__atomic_or_fetch(&w->rq.detour, CP_RUNQ_PUSH_LEVELS, __ATOMIC_RELAXED);
+	}
+}
+
+/* The owner: keeps a detour bit in step with what it stands for. */
+static inline void detour_mark(struct cp_runq *q, uint32_t bit, bool on)
+{
+	if (on && !(q->detour & bit))
+		__atomic_or_fetch(&q->detour, bit, __ATOMIC_RELAXED);
+	else if (!on && (q->detour & bit))
+		__atomic_and_fetch(&q->detour, ~bit, __ATOMIC_RELAXED);
 }
 
 void cp_runq_sync(struct cp_runq *q)
@@ -41,6 +70,17 @@ void cp_runq_push_overflow(struct cp_runq *q, struct cp_thread *t)
 		q->over_head = t;
 	q->over_tail = t;
 	__atomic_store_n(&q->over_len, q->over_len + 1, __ATOMIC_RELAXED);
+	detour_mark(q, CP_RUNQ_OVER, true);
+}
+
+static void push_ring(struct cp_runq *q, struct cp_thread *t)
+{
+	if (q->tail - q->head < CP_RUNQ_RING && !q->over_head) {
+		q->ring[q->tail & (CP_RUNQ_RING - 1)] = t;
+		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
+		return;
+	}
+	cp_runq_push_overflow(q, t);
 }
 
 /* A NULL-terminated chain of threads being gathered, oldest first. */
@@ -73,9 +113,134 @@ static void refill(struct cp_runq *q)
 		q->ring[q->tail & (CP_RUNQ_RING - 1)] = t;
 		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
 	}
+	detour_mark(q, CP_RUNQ_OVER, q->over_head != NULL);
+}
+
+/* ---- levels (runq.h) ---- */
+
+static inline bool level_busy(const struct cp_runq *q, uint32_t lv)
+{
+	return q->level_bits[lv >> 6] & (1ull << (lv & 63));
+}
+
+static void level_add(struct cp_runq *q, uint32_t lv, struct cp_thread *t)
+{
+	struct cp_level *l = &q->level[lv];
+	t->next = NULL;
+	t->level = (uint8_t)lv;
+	if (l->tail)
+		l->tail->next = t;
+	else
+		l->head = t;
+	l->tail = t;
+	q->level_bits[lv >> 6] |= 1ull << (lv & 63);
+	q->levelled++;
+	detour_mark(q, CP_RUNQ_LEVELLED, true);
+	if (lv == CP_LEVEL_HELD)
+		__atomic_store_n(&q->held_len, q->held_len + 1, __ATOMIC_RELAXED);
+	else
+		__atomic_store_n(&q->level_len, q->level_len + 1, __ATOMIC_RELAXED);
+}
+
+/* Unlinks t, which follows prev (NULL: the head) on level lv. */
+static struct cp_thread *level_unlink(struct cp_runq *q, uint32_t lv, struct cp_thread *prev,
+                                      struct cp_thread *t)
+{
+	struct cp_level *l = &q->level[lv];
+	if (prev)
+		prev->next = t->next;
+	else
+		l->head = t->next;
+	if (l->tail == t)
+		l->tail = prev;
+	if (!l->head)
+		q->level_bits[lv >> 6] &= ~(1ull << (lv & 63));
+	t->next = NULL;
+	t->level = CP_LEVEL_RING;
+	q->levelled--;
+	detour_mark(q, CP_RUNQ_LEVELLED, q->levelled != 0);
+	if (lv == CP_LEVEL_HELD)
+		__atomic_store_n(&q->held_len, q->held_len - 1, __ATOMIC_RELAXED);
+	else
+		__atomic_store_n(&q->level_len, q->level_len - 1, __ATOMIC_RELAXED);
+	return t;
+}
+
+void cp_runq_push_slow(struct cp_runq *q, struct cp_thread *t)
+{
+	if (!(q->detour & CP_RUNQ_PUSH_LEVELS)) {
+		push_ring(q, t);
+		return;
+	}
+	if (cp_unlikely(cp_sched_2d) && !(q->levelled & CP_RUNQ_2D)) {
+		q->levelled |= CP_RUNQ_2D; /* every pick looks at what it takes */
+		detour_mark(q, CP_RUNQ_LEVELLED, true);
+	}
+	uint32_t lv = cp_policy_level(q, t);
+	if (lv == CP_LEVEL_RING) {
+		push_ring(q, t);
+		return;
+	}
+	if (lv >= CP_LEVEL_DEFERRED)
+		t->queued_at = cp_now_ns();
+	level_add(q, lv, t);
+}
+
+static struct cp_thread *pop_ring(struct cp_runq *q);
+
+/* Some thread is on a level: the highest level above the ring, else the
+ * ring, else the deferred, else a held thread admission lets go; a
+ * deferred or held thread past its aging bound before all of them. */
+static struct cp_thread *pop_levels(struct cp_runq *q)
+{
+	bool deferred = level_busy(q, CP_LEVEL_DEFERRED), held = level_busy(q, CP_LEVEL_HELD);
+	if (deferred || held) {
+		uint64_t now = cp_now_ns();
+		if (deferred && now - q->level[CP_LEVEL_DEFERRED].head->queued_at > CP_DEFERRED_MAX_NS)
+			return level_unlink(q, CP_LEVEL_DEFERRED, NULL, q->level[CP_LEVEL_DEFERRED].head);
+		if (held && now - q->level[CP_LEVEL_HELD].head->queued_at > CP_HELD_MAX_NS)
+			return level_unlink(q, CP_LEVEL_HELD, NULL, q->level[CP_LEVEL_HELD].head);
+	}
+	/* levels 1..CP_LEVEL_FAVOURED: bits 1..63 of word 0, 0..36 of word 1 */
+	if (q->level_bits[0]) {
+		uint32_t lv = (uint32_t)__builtin_ctzll(q->level_bits[0]);
+		return level_unlink(q, lv, NULL, q->level[lv].head);
+	}
+	uint64_t above = q->level_bits[1] & ((1ull << (CP_LEVEL_FAVOURED - 64 + 1)) - 1);
+	if (above) {
+		uint32_t lv = 64 + (uint32_t)__builtin_ctzll(above);
+		return level_unlink(q, lv, NULL, q->level[lv].head);
+	}
+	struct cp_thread *t;
+	while ((t = pop_ring(q)) != NULL) {
+		/* queued before its resource ran short: held now (each thread
+		 * at most once per wakeup, so the loop is paid for by pushes) */
+		if (!(q->levelled & CP_RUNQ_2D) || !cp_policy_holds(q, t))
+			return t;
+		t->queued_at = cp_now_ns();
+		level_add(q, CP_LEVEL_HELD, t);
+		held = true;
+	}
+	if (deferred)
+		return level_unlink(q, CP_LEVEL_DEFERRED, NULL, q->level[CP_LEVEL_DEFERRED].head);
+	if (held && cp_policy_admits(q->level[CP_LEVEL_HELD].head))
+		return level_unlink(q, CP_LEVEL_HELD, NULL, q->level[CP_LEVEL_HELD].head);
+	return NULL;
 }
 
 struct cp_thread *cp_runq_pop_slow(struct cp_runq *q)
+{
+	if (cp_unlikely(q->levelled != 0)) {
+		/* a thief's bit covers the ring only, but waiting it out here
+		 * keeps the order of a pop's reads as the fast path's */
+		if (__atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) != 0)
+			cp_runq_sync(q);
+		return pop_levels(q);
+	}
+	return pop_ring(q);
+}
+
+static struct cp_thread *pop_ring(struct cp_runq *q)
 {
 	for (;;) {
 		if (__atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) != 0)
@@ -138,6 +303,18 @@ struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
 			q->over_tail = prev;
 		__atomic_store_n(&q->over_len, q->over_len - 1, __ATOMIC_RELAXED);
 		chain_add(&ch, c);
+	}
+	/* the levels, in the order a pop takes them (held ones last) */
+	for (uint32_t lv = 1; lv < CP_LEVELS && ch.n < n; lv++) {
+		for (struct cp_thread *c = q->level[lv].head, *prev = NULL, *next; c && ch.n < n;
+		     c = next) {
+			next = c->next;
+			if (c->pinned && !take_pinned) {
+				prev = c;
+				continue;
+			}
+			chain_add(&ch, level_unlink(q, lv, prev, c));
+		}
 	}
 	/* leading holes: pop would skip them anyway */
 	uint64_t holes_passed = 0;

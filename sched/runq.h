@@ -23,8 +23,23 @@
  * Owner-side operations that read many slots (cp_runq_take: donations)
  * hold `steal` themselves for their duration.
  *
- * Everything goes through these few functions so a location-aware (2D)
- * policy can replace plain FIFO without touching the scheduler loop. */
+ * Levels.  A thread with a real-time priority, or one the location-aware
+ * (2D) policy favours, defers or holds back (policy.c), does not take its
+ * turn in the ring: it waits on one of the owner's level lists, FIFO
+ * each, behind a bitmap.  A pop takes the highest non-empty level above
+ * the ring (priorities 99..1, then the 2D policy's favoured), then the
+ * ring, then the deferred, then the held ones, if admission lets them go;
+ * a deferred or held thread that waited past its aging bound goes first.
+ * So the pick stays O(1): a find-first-set over two words and a look at
+ * two list heads.  Level lists are the owner's, like the overflow list:
+ * thieves take from the ring only (a priority thread runs before lower
+ * ones on its worker).  A program with no priorities under the FIFO
+ * policy never puts a thread there, and pays nothing for them: pushes
+ * and pops test one word (`detour`) for the overflow list and the levels
+ * alike.
+ *
+ * Everything goes through these few functions, so the policies change
+ * the order of runnable threads without touching the scheduler loop. */
 #ifndef CAPRICE_RUNQ_H
 #define CAPRICE_RUNQ_H
 
@@ -37,12 +52,43 @@
 
 #define CP_RUNQ_RING 256u /* a power of two */
 
+/* Levels, in the order a pop takes them (cp_thread.level) */
+enum {
+	CP_LEVEL_RING = 0,       /* in the ring: the FIFO everyone is in by default */
+	CP_LEVEL_PRIO99 = 1,     /* priority p (1..99) is level 100 - p */
+	CP_LEVEL_FAVOURED = 100, /* the 2D policy's: about to release a short resource */
+	/* the ring comes here */
+	CP_LEVEL_DEFERRED = 101, /* the 2D policy's: long predicted work */
+	CP_LEVEL_HELD = 102,     /* the 2D policy's: about to take a short resource */
+	CP_LEVELS
+};
+
+#define CP_RUNQ_2D (1u << 31)
+#define CP_RUNQ_OVER 1u        /* detour: the overflow list is in use */
+#define CP_RUNQ_LEVELLED 2u    /* detour: levelled != 0 */
+#define CP_RUNQ_PUSH_LEVELS 4u /* detour: a pushed thread may need a level */
+
+struct cp_level {
+	struct cp_thread *head, *tail;
+};
+
 struct cp_runq {
 	/* written by the owner, read by thieves */
 	uint32_t head, tail;          /* ring indexes, free-running */
 	uint32_t over_len;            /* threads on the overflow list */
+	uint32_t level_len;           /* threads on levels that may run now */
+	uint32_t held_len;            /* threads held back by admission */
+	/* nonzero: pushes (any bit) or pops (the first two) take the slow
+	 * path, so the fast ones test one word as they did the overflow
+	 * list alone; set by the owner, and CP_RUNQ_PUSH_LEVELS by anyone */
+	uint32_t detour;
 	/* the owner's alone */
+	uint32_t levelled;            /* threads on any level, held ones too;
+	                                 CP_RUNQ_2D added under the 2D policy,
+	                                 so that every pop takes the slow path */
 	struct cp_thread *over_head, *over_tail; /* behind the ring, FIFO */
+	uint64_t level_bits[2];       /* bit L: level L's list is not empty */
+	struct cp_level level[CP_LEVELS];
 	/* the steal protocol, one word so that the owner's check is one
 	 * load: bit 0 is set while a thief (or the owner's cp_runq_take)
 	 * works on the ring; the high half counts the holes between head and
@@ -65,30 +111,47 @@ static inline uint32_t cp_runq_len(const struct cp_runq *q)
 	             __atomic_load_n(&q->head, __ATOMIC_RELAXED);
 	uint32_t holes = (uint32_t)(__atomic_load_n(&q->steal, __ATOMIC_RELAXED) >> 32);
 	n = n > holes ? n - holes : 0;
-	return n + __atomic_load_n(&q->over_len, __ATOMIC_RELAXED);
+	return n + __atomic_load_n(&q->over_len, __ATOMIC_RELAXED) +
+	       __atomic_load_n(&q->level_len, __ATOMIC_RELAXED);
 }
 
-/* The slow paths (runq.c): the overflow list, holes, a thief at work. */
+/* Threads held back by admission (they do not count as runnable). */
+static inline uint32_t cp_runq_held(const struct cp_runq *q)
+{
+	return __atomic_load_n(&q->held_len, __ATOMIC_RELAXED);
+}
+
+/* Set once a thread may go on a level (a priority was set, or the 2D
+ * policy is on); never cleared.  cp_runq_levels_start sets it and each
+ * queue's CP_RUNQ_PUSH_LEVELS; a queue made later (a new worker, fork)
+ * takes it from cp_runq_init. */
+extern uint32_t cp_runq_levels_on CP_HIDDEN;
+void cp_runq_levels_start(void);
+void cp_runq_init(struct cp_runq *q);
+
+/* The slow paths (runq.c): the overflow list, holes, a thief at work,
+ * levels. */
 void cp_runq_push_overflow(struct cp_runq *q, struct cp_thread *t);
+void cp_runq_push_slow(struct cp_runq *q, struct cp_thread *t);
 struct cp_thread *cp_runq_pop_slow(struct cp_runq *q);
 
 static inline __attribute__((always_inline)) void cp_runq_push(struct cp_runq *q,
                                                                struct cp_thread *t)
 {
-	if (cp_likely(q->tail - q->head < CP_RUNQ_RING && !q->over_head)) {
+	if (cp_likely(q->tail - q->head < CP_RUNQ_RING && q->detour == 0)) {
 		q->ring[q->tail & (CP_RUNQ_RING - 1)] = t;
 		/* the slot before the index: a thief that sees the index sees
 		 * the thread */
 		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
 		return;
 	}
-	cp_runq_push_overflow(q, t);
+	cp_runq_push_slow(q, t);
 }
 
 static inline __attribute__((always_inline)) struct cp_thread *cp_runq_pop(struct cp_runq *q)
 {
 	if (cp_likely(__atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) == 0 && q->head != q->tail &&
-	              q->over_head == NULL)) {
+	              (q->detour & (CP_RUNQ_OVER | CP_RUNQ_LEVELLED)) == 0)) {
 		struct cp_thread *t = __atomic_load_n(&q->ring[q->head & (CP_RUNQ_RING - 1)],
 		                                      __ATOMIC_RELAXED);
 		if (cp_likely(t != NULL)) {
@@ -98,6 +161,18 @@ static inline __attribute__((always_inline)) struct cp_thread *cp_runq_pop(struc
 	}
 	return cp_runq_pop_slow(q);
 }
+
+/* The policy (policy.c): the level a thread being queued goes to, and
+ * whether a held thread may go now.  Aging bounds: a deferred thread
+ * waits at most CP_DEFERRED_MAX_NS behind the ring, a held one at most
+ * CP_HELD_MAX_NS for its resource. */
+uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t);
+bool cp_policy_admits(struct cp_thread *t);
+/* The 2D policy, at the pick: t, taken from the ring, is about to take a
+ * resource that ran short since it was queued, and must be held. */
+bool cp_policy_holds(struct cp_runq *q, struct cp_thread *t);
+#define CP_DEFERRED_MAX_NS 20000000ull
+#define CP_HELD_MAX_NS 200000000ull
 
 /* The owner: detaches up to n threads, oldest first, as a NULL-terminated
  * chain; pinned threads stay unless take_pinned (runq.c). */

@@ -131,6 +131,7 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 	for (int i = 0; i < cp_nall; i++) {
 		cp_workers[i] = i == 0 && made0 ? made0 : worker_alloc(i);
 		cp_workers[i]->spare = i >= cp_nworkers;
+		cp_runq_init(&cp_workers[i]->rq); /* made0 was made before the policy came */
 	}
 	struct cp_worker *w0 = cp_workers[0];
 	worker_bind(w0);
@@ -263,5 +264,6 @@ void cp_worker_stats(int idx, struct cp_worker_stats *out)
 	}
 	*out = w->st; /* racy snapshot; good enough for counters */
 	out->runq_len = cp_runq_len(&w->rq);
+	out->held_now = cp_runq_held(&w->rq);
 	out->enters = __atomic_load_n(&w->ring.enters, __ATOMIC_RELAXED);
 }

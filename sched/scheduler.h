@@ -17,6 +17,7 @@
 
 struct cp_worker;
 struct cp_waiter;
+struct cp_loc_node;
 
 struct cp_thread {
 	void *sp;                    /* saved stack pointer while switched out */
@@ -26,8 +27,11 @@ struct cp_thread {
 	uint32_t flags;              /* CP_TF_* */
 	uint32_t pinned;             /* woken from I/O: stays on this worker
 	                                until it has run (see cp_wake_pinned) */
-	uint32_t done;               /* finished (for debuggers, who tell the other
+	uint8_t done;                /* finished (for debuggers, who tell the other
 	                                states from where the thread is linked) */
+	uint8_t prio;                /* 0, or a real-time priority 1..99 */
+	uint8_t level;               /* the run queue level it waits on (runq.h) */
+	uint8_t spare_byte;
 	uint32_t live;               /* cp_live_tag from creation to release */
 	uint64_t id;                 /* 1 = main, then increasing */
 	struct cp_stack stack;       /* this record lives at the stack's top */
@@ -53,8 +57,9 @@ struct cp_thread {
 	void (*redirect)(void);
 	uint64_t cpu_ticks;          /* time-stamp counter ticks run (cpuclock.c) */
 	uint64_t run_since;          /* the counter when it was switched in, or 0 */
-	uint64_t loc_key, loc_ticks; /* where it last blocked, and its cpu_ticks
-	                                then (location.c) */
+	struct cp_loc_node *loc;     /* where it last blocked (location.c) */
+	uint64_t loc_ticks;          /* its cpu_ticks then */
+	uint64_t queued_at;          /* when it went on a deferred or held level */
 	int32_t fds_net, loc_fds;    /* descriptors it opened minus closed, and
 	                                that count when it last blocked */
 	void *tls_mem;               /* what holds the TCB and its static TLS */
@@ -205,8 +210,22 @@ void cp_thread_redirect(struct cp_thread *t, void (*fn)(void));
 void cp_cpuclock_start(void);
 uint64_t cp_thread_cpu_ns(struct cp_thread *t);
 
-/* Puts the caller at the back of its worker's run queue. */
+/* Puts the caller at the back of its worker's run queue (behind the
+ * threads of its priority and above). */
 void cp_yield(void);
+
+/* t's real-time priority: 0 (SCHED_OTHER, every thread's by default) or
+ * 1..99 (SCHED_FIFO/SCHED_RR).  It orders t among its worker's runnable
+ * threads from its next wakeup or yield, and among the waiters of a wait
+ * queue from its next wait (policy.c). */
+void cp_thread_set_priority(struct cp_thread *t, int prio);
+
+/* Descriptors the calling user thread t (NULL: a kernel thread) opened
+ * (delta > 0) or closed: the blocking graph's deltas and the admission
+ * policy's count (policy.c).  cp_fds_exhausted: a call failed with
+ * EMFILE, so none is left, whatever the count says. */
+void cp_fds_changed(struct cp_thread *t, int delta);
+void cp_fds_exhausted(void);
 
 /* Makes a parked thread runnable on the worker it parked on.  Call it
  * once per park, from any thread, kernel or user, on any worker. */
@@ -329,7 +348,9 @@ struct cp_worker_stats {
 	uint64_t covers;             /* spare: times it took a blocked worker's threads */
 	uint64_t steals_direct;      /* steals made without the victim's help */
 	uint64_t big_chunks;         /* calls of linked threads run on a big chunk */
-	uint32_t runq_len;
+	uint64_t held, deferred;     /* wakeups the 2D policy held back (admission)
+	                                or put behind the ring (policy.c) */
+	uint32_t runq_len, held_now;
 };
 void cp_worker_stats(int idx, struct cp_worker_stats *out);
 

@@ -24,18 +24,40 @@ static inline bool claim(struct cp_waiter *w, uint32_t outcome)
 	                                   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
+static inline unsigned waiter_prio(const struct cp_waiter *w)
+{
+	return w->thread ? w->thread->prio : 0;
+}
+
+/* Waiters are in priority order, FIFO within a priority: the default
+ * priority 0 appends at the tail, O(1); a real-time one walks back past
+ * the lower ones. */
 static void q_append(struct cp_waitq *q, struct cp_waiter *w)
 {
 	struct cp_waiter *h = q->head;
 	if (!h) {
 		w->next = w->prev = w;
 		q->head = w;
-	} else {
-		w->next = h;
-		w->prev = h->prev;
-		h->prev->next = w;
-		h->prev = w;
+		return;
 	}
+	unsigned prio = waiter_prio(w);
+	struct cp_waiter *after = h->prev; /* the tail */
+	if (cp_unlikely(prio != 0)) {
+		while (waiter_prio(after) < prio && after != h)
+			after = after->prev;
+		if (waiter_prio(after) < prio) { /* above everyone: the new head */
+			w->next = h;
+			w->prev = h->prev;
+			h->prev->next = w;
+			h->prev = w;
+			q->head = w;
+			return;
+		}
+	}
+	w->prev = after;
+	w->next = after->next;
+	after->next->prev = w;
+	after->next = w;
 }
 
 static void q_unlink(struct cp_waitq *q, struct cp_waiter *w)

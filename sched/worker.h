@@ -265,7 +265,35 @@ static inline void cp_cpuclock_switch(struct cp_thread *prev, struct cp_thread *
 }
 
 /* ---- where threads block (location.c) ---- */
+/* A blocking point, a node of the graph: a hash of the call chain above
+ * the runtime, and what threads that parked here did until they parked
+ * again (the policies' predictions, policy.c). */
+struct cp_loc_node {
+	uint64_t key;          /* 0: free */
+	void *ip;              /* the innermost frame above the runtime, to name it */
+	uint64_t count;        /* parks here */
+	uint64_t outs;         /* runs from here to a next blocking point */
+	uint64_t next_ns;      /* EWMA of the CPU time of such a run */
+	int32_t rest_fds;      /* descriptors a thread that parks here opens
+	                          minus closes from here until it ends, x
+	                          CP_FDS_ONE: an EWMA of each run's delta plus
+	                          the next node's own (temporal-difference
+	                          learning, which needs no path), within
+	                          +-CP_FDS_REST_MAX; positive for an accept loop,
+	                          negative for a connection that will close */
+};
+#define CP_FDS_ONE 1024
+#define CP_FDS_REST_MAX (8 * CP_FDS_ONE)
+/* A thread that parked at least once ends (sched.c): its last run's
+ * descriptor delta closes its path through the graph. */
+void cp_location_exit_slow(struct cp_thread *t);
 extern bool cp_sched_2d CP_HIDDEN;
+/* The policies (policy.c): turned on with the graph; the monitor's look
+ * keeps the descriptor count true. */
+void cp_policy_configure(void);
+void cp_policy_monitor_look(uint64_t now);
+/* A worker with held threads and nothing else looks again this often. */
+#define CP_HELD_LOOK_NS 1000000ull
 void cp_location_configure(void);
 void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t);
 /* The monitor's look: writes the graph when SIGUSR2 asked for it. */

@@ -1,0 +1,434 @@
+/* policy.c: the order in which runnable threads run (sched/policy.c):
+ * real-time priorities on the run queue and in wait queues, and the 2D
+ * policy's resource-aware admission and its aging bounds. */
+#include <errno.h>
+#include <fcntl.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "caprice.h"
+#include "tcase.h"
+
+/* ---- priorities ---- */
+
+static int order[16];
+static int order_len;
+
+static void record(int tag)
+{
+	order[__atomic_fetch_add(&order_len, 1, __ATOMIC_RELAXED)] = tag;
+}
+
+static void check_order(const int *want, int n, const char *what)
+{
+	CHECK_EQ(order_len, n);
+	char got[128] = "", exp[128] = "";
+	for (int i = 0; i < n; i++) {
+		snprintf(got + strlen(got), sizeof got - strlen(got), " %d", order[i]);
+		snprintf(exp + strlen(exp), sizeof exp - strlen(exp), " %d", want[i]);
+	}
+	if (strcmp(got, exp) != 0)
+		TFAIL("%s: ran in the order%s, wanted%s", what, got, exp);
+}
+
+static pthread_t spawn_at(int policy, int prio, void *(*fn)(void *), long tag)
+{
+	pthread_attr_t a;
+	CHECK_OK(pthread_attr_init(&a));
+	CHECK_OK(pthread_attr_setinheritsched(&a, PTHREAD_EXPLICIT_SCHED));
+	CHECK_OK(pthread_attr_setschedpolicy(&a, policy));
+	struct sched_param p = { .sched_priority = prio };
+	CHECK_OK(pthread_attr_setschedparam(&a, &p));
+	pthread_t t;
+	CHECK_OK(pthread_create(&t, &a, fn, (void *)tag));
+	CHECK_OK(pthread_attr_destroy(&a));
+	return t;
+}
+
+static void *record_tag(void *arg)
+{
+	record((int)(long)arg);
+	return NULL;
+}
+
+static void set_own(int policy, int prio)
+{
+	struct sched_param p = { .sched_priority = prio };
+	CHECK_OK(pthread_setschedparam(pthread_self(), policy, &p));
+}
+
+/* Threads made while their maker runs on one worker run in priority
+ * order once it waits, FIFO within a priority: what NPTL does on one CPU
+ * with SCHED_FIFO threads made by a thread of higher priority. */
+TCASE(priorities_order_the_run_queue)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	set_own(SCHED_FIFO, 90);
+	pthread_t t[6];
+	t[0] = spawn_at(SCHED_OTHER, 0, record_tag, 1);
+	t[1] = spawn_at(SCHED_FIFO, 10, record_tag, 10);
+	t[2] = spawn_at(SCHED_RR, 30, record_tag, 30);
+	t[3] = spawn_at(SCHED_FIFO, 20, record_tag, 20);
+	t[4] = spawn_at(SCHED_OTHER, 0, record_tag, 2);
+	t[5] = spawn_at(SCHED_FIFO, 30, record_tag, 31);
+	for (int i = 0; i < 6; i++)
+		tc_join(t[i]);
+	const int want[] = { 30, 31, 20, 10, 1, 2 };
+	check_order(want, 6, "threads of priorities 0, 10, 30, 20, 0, 30");
+	set_own(SCHED_OTHER, 0);
+}
+
+/* A thread that lowers its priority below a queued thread's lets it run
+ * at once, as the kernel would preempt it. */
+TCASE(lowering_ones_priority_lets_a_higher_thread_run)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	set_own(SCHED_FIFO, 50);
+	pthread_t t = spawn_at(SCHED_FIFO, 40, record_tag, 40);
+	record(50);
+	set_own(SCHED_FIFO, 30); /* 40 runs here */
+	record(30);
+	tc_join(t);
+	const int want[] = { 50, 40, 30 };
+	check_order(want, 3, "main at 50, a thread at 40, main down to 30");
+	set_own(SCHED_OTHER, 0);
+}
+
+static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+static sem_t s;
+static int go;
+
+static void *lock_and_record(void *arg)
+{
+	CHECK_OK(pthread_mutex_lock(&m));
+	record((int)(long)arg);
+	CHECK_OK(pthread_mutex_unlock(&m));
+	return NULL;
+}
+
+static void *wait_cond_and_record(void *arg)
+{
+	CHECK_OK(pthread_mutex_lock(&m));
+	while (!go)
+		CHECK_OK(pthread_cond_wait(&c, &m));
+	go--;
+	record((int)(long)arg);
+	CHECK_OK(pthread_mutex_unlock(&m));
+	return NULL;
+}
+
+static void *wait_sem_and_record(void *arg)
+{
+	while (sem_wait(&s) != 0)
+		CHECK_EQ(errno, EINTR);
+	record((int)(long)arg);
+	return NULL;
+}
+
+/* Waiters queue in the order 5, 50, 0, 20 (each made once the one before
+ * waits); one wakeup at a time reaches them in priority order. */
+static void waiters_in_priority_order(void *(*fn)(void *), void (*wake_one)(void),
+                                      const char *what)
+{
+	static const int prios[] = { 5, 50, 0, 20 };
+	pthread_t t[4];
+	order_len = 0;
+	for (int i = 0; i < 4; i++) {
+		t[i] = spawn_at(prios[i] ? SCHED_FIFO : SCHED_OTHER, prios[i], fn, prios[i]);
+		tc_msleep(5); /* it runs and waits */
+	}
+	CHECK_EQ(order_len, 0);
+	for (int i = 0; i < 4; i++) {
+		wake_one();
+		tc_msleep(5); /* the woken one runs and records */
+	}
+	for (int i = 0; i < 4; i++)
+		tc_join(t[i]);
+	const int want[] = { 50, 20, 5, 0 };
+	check_order(want, 4, what);
+}
+
+static void unlock_m(void)
+{
+	static int first = 1;
+	if (first) {
+		first = 0;
+		CHECK_OK(pthread_mutex_unlock(&m));
+	}
+}
+
+static void signal_c(void)
+{
+	CHECK_OK(pthread_mutex_lock(&m));
+	go++;
+	CHECK_OK(pthread_cond_signal(&c));
+	CHECK_OK(pthread_mutex_unlock(&m));
+}
+
+static void post_s(void)
+{
+	CHECK_OK(sem_post(&s));
+}
+
+TCASE(wait_queues_wake_the_highest_priority_first)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	/* a mutex: all four wait for main's unlock; the one it hands to
+	 * unlocks to the next */
+	CHECK_OK(pthread_mutex_lock(&m));
+	waiters_in_priority_order(lock_and_record, unlock_m, "mutex waiters");
+	waiters_in_priority_order(wait_cond_and_record, signal_c, "condition variable waiters");
+	CHECK_OK(sem_init(&s, 0, 0));
+	waiters_in_priority_order(wait_sem_and_record, post_s, "semaphore waiters");
+	CHECK_OK(sem_destroy(&s));
+}
+
+TCASE(priorities_are_reported_and_checked)
+{
+	struct sched_param p = { .sched_priority = 100 };
+	CHECK_EQ(pthread_setschedparam(pthread_self(), SCHED_FIFO, &p), EINVAL);
+	p.sched_priority = 7;
+	CHECK_OK(pthread_setschedparam(pthread_self(), SCHED_RR, &p));
+	int pol = -1;
+	struct sched_param got;
+	CHECK_OK(pthread_getschedparam(pthread_self(), &pol, &got));
+	CHECK_EQ(pol, SCHED_RR);
+	CHECK_EQ(got.sched_priority, 7);
+	CHECK_OK(pthread_setschedprio(pthread_self(), 9));
+	CHECK_OK(pthread_getschedparam(pthread_self(), &pol, &got));
+	CHECK_EQ(got.sched_priority, 9);
+	set_own(SCHED_OTHER, 0);
+}
+
+/* ---- the 2D policy ---- */
+
+static long held_now(void)
+{
+	long n = 0;
+	for (int i = 0; i < caprice_worker_count(); i++) {
+		struct caprice_worker_stats st;
+		CHECK_OK(caprice_worker_stats(i, &st));
+		n += st.held_now;
+	}
+	return n;
+}
+
+static uint64_t stat_sum(int deferred)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < caprice_worker_count(); i++) {
+		struct caprice_worker_stats st;
+		CHECK_OK(caprice_worker_stats(i, &st));
+		n += deferred ? st.deferred : st.held;
+	}
+	return n;
+}
+
+enum { LIMIT = 64, OPENS = 150 };
+static struct {
+	pthread_mutex_t lock;
+	int fds[LIMIT];
+	int nfds;
+	int emfile;          /* opens that failed with EMFILE */
+	int opened;
+	int done;
+	uint64_t released_at; /* when the releaser last closed some */
+	uint64_t worst_resume_ns; /* from such a release to the next open */
+} A = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* Opens a descriptor after each park: every run from its blocking point
+ * takes one, so the graph predicts it acquires. */
+static void *acquirer(void *arg)
+{
+	(void)arg;
+	while (A.opened < OPENS) {
+		usleep(300);
+		int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		pthread_mutex_lock(&A.lock);
+		if (fd < 0) {
+			CHECK_EQ(errno, EMFILE);
+			A.emfile++;
+		} else {
+			A.fds[A.nfds++] = fd;
+			A.opened++;
+			if (A.released_at) {
+				uint64_t took = tc_now_ns() - A.released_at;
+				if (took > A.worst_resume_ns)
+					A.worst_resume_ns = took;
+				A.released_at = 0;
+			}
+		}
+		pthread_mutex_unlock(&A.lock);
+	}
+	__atomic_store_n(&A.done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* Closes half of what the acquirer holds whenever it is held back (2d)
+ * or has met EMFILE (fifo). */
+static void *releaser(void *arg)
+{
+	(void)arg;
+	int seen_emfile = 0;
+	while (!__atomic_load_n(&A.done, __ATOMIC_ACQUIRE)) {
+		usleep(1000);
+		pthread_mutex_lock(&A.lock);
+		bool act = A.emfile > seen_emfile || (held_now() > 0 && A.nfds > 0);
+		seen_emfile = A.emfile;
+		if (act) {
+			int keep = A.nfds / 2;
+			while (A.nfds > keep)
+				CHECK_OK(close(A.fds[--A.nfds]));
+			A.released_at = tc_now_ns();
+		}
+		pthread_mutex_unlock(&A.lock);
+	}
+	return NULL;
+}
+
+/* Under CAPRICE_SCHED=2d with RLIMIT_NOFILE at 64: a thread whose every
+ * run opens a descriptor is held back once fewer than 8 are left, and
+ * goes again as soon as another thread closes some: it never meets
+ * EMFILE.  The same program under fifo does, which is what makes the
+ * case worth having. */
+TCASE(admission_holds_an_acquirer_until_descriptors_recover)
+{
+	if (!tc_in_child()) {
+		const char *scheds[] = { "CAPRICE_SCHED=2d", "CAPRICE_SCHED=fifo" };
+		for (int i = 0; i < 2; i++) {
+			char out[4096];
+			const char *env[] = { "CAPRICE_WORKERS=1", scheds[i], NULL };
+			int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
+			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+				TFAIL("the %s run failed (status %#x):\n%s", scheds[i], st, out);
+			fputs(out, stdout);
+		}
+		return;
+	}
+	bool two_d = strcmp(getenv("CAPRICE_SCHED"), "2d") == 0;
+	struct rlimit rl = { LIMIT, LIMIT };
+	CHECK_OK(setrlimit(RLIMIT_NOFILE, &rl) == 0 ? 0 : errno);
+	tc_msleep(150); /* the monitor reads the new limit every 50 ms */
+	pthread_t a = tc_spawn(acquirer, NULL), r = tc_spawn(releaser, NULL);
+	tc_join_within(a, 30000, "the acquirer");
+	tc_join(r);
+	printf("%s: %d opened, %d EMFILE, %llu held, slowest resume %.1f ms\n",
+	       two_d ? "2d" : "fifo", A.opened, A.emfile, (unsigned long long)stat_sum(0),
+	       A.worst_resume_ns / 1e6);
+	if (two_d) {
+		if (A.emfile)
+			TFAIL("2d: the acquirer met EMFILE %d times", A.emfile);
+		CHECK(stat_sum(0) > 0);
+		/* let go because the descriptors came back, not by aging
+		 * (CP_HELD_MAX_NS, 200 ms) */
+		if (A.worst_resume_ns > 100000000ull)
+			TFAIL("2d: a held acquirer resumed %.1f ms after descriptors came back",
+			      A.worst_resume_ns / 1e6);
+	} else {
+		CHECK(A.emfile > 0);
+		CHECK_EQ(stat_sum(0), 0);
+	}
+}
+
+/* Descriptors that never come back: the held thread still runs once its
+ * aging bound (200 ms) has passed, and meets EMFILE itself. */
+static void *open_until_emfile(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		usleep(200);
+		int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			CHECK_EQ(errno, EMFILE);
+			return NULL;
+		}
+	}
+}
+
+TCASE(a_held_thread_runs_after_its_aging_bound)
+{
+	if (!tc_in_child()) {
+		char out[4096];
+		const char *env[] = { "CAPRICE_WORKERS=1", "CAPRICE_SCHED=2d", NULL };
+		int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			TFAIL("the 2d run failed (status %#x):\n%s", st, out);
+		return;
+	}
+	struct rlimit rl = { LIMIT, LIMIT };
+	CHECK_OK(setrlimit(RLIMIT_NOFILE, &rl) == 0 ? 0 : errno);
+	tc_msleep(150);
+	uint64_t t0 = tc_now_ns();
+	tc_join_within(tc_spawn(open_until_emfile, NULL), 10000, "the thread held for good");
+	CHECK(stat_sum(0) > 0);
+	/* held at least once, for at most the bound */
+	CHECK_MS_RANGE(tc_now_ns() - t0, 200, 400);
+}
+
+/* An adversarial mix: threads that yield without end keep the ring full,
+ * and threads whose blocking point predicts 2 ms of computation are put
+ * behind it.  Each still runs within the 20 ms aging bound of its
+ * wakeup (plus the runs of the others aged at once). */
+enum { SPINNERS = 6, LONGS = 4, LONG_ROUNDS = 25 };
+static int longs_left = LONGS;
+static uint64_t worst_late_ns;
+
+static void *yield_forever(void *arg)
+{
+	(void)arg;
+	while (__atomic_load_n(&longs_left, __ATOMIC_ACQUIRE) > 0)
+		sched_yield();
+	return NULL;
+}
+
+static void *compute_long(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < LONG_ROUNDS; i++) {
+		uint64_t before = tc_now_ns();
+		usleep(100);
+		uint64_t late = tc_now_ns() - before;
+		if (i > 5 && late > worst_late_ns) /* once the graph predicts */
+			worst_late_ns = late;
+		while (tc_now_ns() - before < 2000000)
+			; /* 2 ms of CPU */
+	}
+	__atomic_sub_fetch(&longs_left, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+TCASE(no_thread_starves_behind_short_work)
+{
+	if (!tc_in_child()) {
+		char out[4096];
+		const char *env[] = { "CAPRICE_WORKERS=1", "CAPRICE_SCHED=2d", NULL };
+		int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			TFAIL("the 2d run failed (status %#x):\n%s", st, out);
+		fputs(out, stdout);
+		return;
+	}
+	pthread_t sp[SPINNERS], lg[LONGS];
+	for (int i = 0; i < LONGS; i++)
+		lg[i] = tc_spawn(compute_long, NULL);
+	for (int i = 0; i < SPINNERS; i++)
+		sp[i] = tc_spawn(yield_forever, NULL);
+	for (int i = 0; i < LONGS; i++)
+		tc_join_within(lg[i], 30000, "a long-running thread");
+	for (int i = 0; i < SPINNERS; i++)
+		tc_join(sp[i]);
+	printf("deferred %llu times; the latest wakeup ran %.1f ms after its sleep began\n",
+	       (unsigned long long)stat_sum(1), worst_late_ns / 1e6);
+	CHECK(stat_sum(1) > 0);
+	/* 20 ms bound, and the other long threads' 2 ms runs */
+	CHECK_MS_RANGE(worst_late_ns, 0, 20 + 2 * LONGS + 5);
+}
