@@ -90,7 +90,8 @@ def _workers():
 def _runq_threads(q):
     """The threads on a run queue (sched/runq.h): the ring's slots from
     head to tail (empty slots are ones a thief took), then the overflow
-    list behind it."""
+    list behind it, then the level lists (priorities, the 2D policy's
+    favoured, deferred and held threads)."""
     size = int(q["ring"].type.range()[1]) + 1
     head, tail = int(q["head"]), int(q["tail"])
     out = []
@@ -101,6 +102,9 @@ def _runq_threads(q):
             out.append(p)
         i = (i + 1) & 0xffffffff
     out.extend(_chain(q["over_head"], "next"))
+    levels = q["level"]
+    for lv in range(int(levels.type.range()[0]), int(levels.type.range()[1]) + 1):
+        out.extend(_chain(levels[lv]["head"], "next"))
     return out
 
 

@@ -221,6 +221,11 @@ static struct edge *edge_of(struct cp_blocking_graph *g, uint64_t from, uint64_t
 	return NULL;
 }
 
+static inline bool node_in(const struct cp_blocking_graph *g, const struct cp_loc_node *n)
+{
+	return n >= g->nodes && n < g->nodes + NODES;
+}
+
 /* One sample of what follows a park at n, until the thread ends. */
 static void rest_learn(struct cp_loc_node *n, int64_t sample)
 {
@@ -233,9 +238,14 @@ static void rest_learn(struct cp_loc_node *n, int64_t sample)
 	__atomic_store_n(&n->rest_fds, now, __ATOMIC_RELAXED);
 }
 
-void cp_location_exit_slow(struct cp_thread *t)
+void cp_location_exit_slow(struct cp_worker *w, struct cp_thread *t)
 {
 	struct cp_loc_node *last = t->loc;
+	struct cp_blocking_graph *g = w->graph;
+	if (g && !node_in(g, last))
+		last = node_of(g, last->key, last->ip); /* this worker's copy */
+	if (!last)
+		return;
 	rest_learn(last, (int64_t)(t->fds_net - t->loc_fds) * FDS_ONE);
 	last->outs++;
 }
@@ -301,13 +311,20 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 		uint64_t ran = cp_cpuclock_ticks_to_ns(ticks - t->loc_ticks);
 		int64_t fds = (int64_t)(t->fds_net - t->loc_fds) * FDS_ONE;
 		/* what a thread that parks at `from` does next, for the
-		 * policies (policy.c); `from` may be another worker's node,
-		 * and a racing update there only blurs an average */
-		from->next_ns = from->outs ? from->next_ns - (from->next_ns >> EWMA_SHIFT) +
-		                                     (ran >> EWMA_SHIFT)
-		                           : ran;
-		rest_learn(from, fds + __atomic_load_n(&nd->rest_fds, __ATOMIC_RELAXED));
-		from->outs++;
+		 * policies (policy.c), learned in this worker's own copy of
+		 * `from` (t may have parked there on another worker): a node
+		 * written by two workers at every park would bounce between
+		 * their caches */
+		struct cp_loc_node *mine = from;
+		if (!node_in(g, from))
+			mine = node_of(g, from->key, from->ip);
+		if (mine) {
+			mine->next_ns = mine->outs ? mine->next_ns - (mine->next_ns >> EWMA_SHIFT) +
+			                                     (ran >> EWMA_SHIFT)
+			                           : ran;
+			rest_learn(mine, fds + nd->rest_fds);
+			mine->outs++;
+		}
 		struct edge *e = edge_of(g, from->key, key);
 		if (e) {
 			e->ewma_ns = e->count ? e->ewma_ns - (e->ewma_ns >> EWMA_SHIFT) +

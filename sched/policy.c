@@ -57,6 +57,8 @@ static int64_t fds_counted;     /* at start-up or at the last recount */
 static int64_t fds_since;       /* opens minus closes since then */
 static int64_t fds_limit;       /* RLIMIT_NOFILE's soft limit (0: none known) */
 static uint64_t last_recount;
+bool cp_fds_tight CP_HIDDEN;    /* fewer than twice the reserve left: only
+                                   then does a pick look at descriptors */
 
 static int64_t fds_open(void)
 {
@@ -77,6 +79,15 @@ static int64_t fds_reserve(void)
 {
 	int64_t limit = __atomic_load_n(&fds_limit, __ATOMIC_RELAXED);
 	return limit / 8 > 8 ? limit / 8 : 8;
+}
+
+/* Keeps cp_fds_tight true to the count, writing it only when it changes
+ * (every pick of every worker reads it). */
+static void tight_update(void)
+{
+	bool tight = fds_left() < 2 * fds_reserve();
+	if (__atomic_load_n(&cp_fds_tight, __ATOMIC_RELAXED) != tight)
+		__atomic_store_n(&cp_fds_tight, tight, __ATOMIC_RELAXED);
 }
 
 /* What a thread that parked at n does with descriptors until it ends. */
@@ -107,7 +118,8 @@ static struct cp_loc_node *predicting(const struct cp_thread *t)
 /* Held back: a taker, once fewer than the reserve are left. */
 static bool must_hold(enum fds_use use)
 {
-	return use == FDS_TAKES && fds_left() < fds_reserve();
+	return use == FDS_TAKES && __atomic_load_n(&cp_fds_tight, __ATOMIC_RELAXED) &&
+	       fds_left() < fds_reserve();
 }
 
 uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
@@ -122,7 +134,8 @@ uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
 		worker_of(q)->st.held++;
 		return CP_LEVEL_HELD;
 	}
-	if (use == FDS_GIVES && fds_left() < fds_reserve())
+	if (use == FDS_GIVES && __atomic_load_n(&cp_fds_tight, __ATOMIC_RELAXED) &&
+	    fds_left() < fds_reserve())
 		return CP_LEVEL_FAVOURED;
 	if (__atomic_load_n(&n->next_ns, __ATOMIC_RELAXED) >= CP_LONG_RUN_NS &&
 	    cp_runq_len(q) != 0) {
@@ -149,19 +162,22 @@ bool cp_policy_admits(struct cp_thread *t)
 
 void cp_fds_changed(struct cp_thread *t, int delta)
 {
-	if (t) {
+	if (t)
 		t->fds_net += delta;
-	}
-	if (cp_unlikely(cp_sched_2d))
+	if (cp_unlikely(cp_sched_2d)) {
 		__atomic_add_fetch(&fds_since, delta, __ATOMIC_RELAXED);
+		tight_update();
+	}
 }
 
 void cp_fds_exhausted(void)
 {
 	int64_t limit = __atomic_load_n(&fds_limit, __ATOMIC_RELAXED);
-	if (cp_sched_2d && limit)
+	if (cp_sched_2d && limit) {
 		__atomic_store_n(&fds_counted, limit - __atomic_load_n(&fds_since, __ATOMIC_RELAXED),
 		                 __ATOMIC_RELAXED);
+		tight_update();
+	}
 }
 
 /* Descriptors open now, by the kernel's count; -1 if it cannot tell. */
@@ -203,9 +219,8 @@ static void recount(void)
 	 * be in its count: a blur of a few, corrected at the next recount */
 	int64_t before = __atomic_load_n(&fds_since, __ATOMIC_RELAXED);
 	int64_t n = count_open_fds();
-	if (n >= 0) {
+	if (n >= 0)
 		__atomic_store_n(&fds_counted, n - before, __ATOMIC_RELAXED);
-	}
 }
 
 void cp_policy_monitor_look(uint64_t now)
@@ -217,12 +232,14 @@ void cp_policy_monitor_look(uint64_t now)
 	int64_t limit = __atomic_load_n(&fds_limit, __ATOMIC_RELAXED);
 	if (limit && fds_open() >= limit / 2)
 		recount();
+	tight_update();
 }
 
 void cp_policy_configure(void)
 {
 	read_limit();
 	recount();
+	tight_update();
 	cp_runq_levels_start();
 }
 

@@ -215,7 +215,8 @@ static struct cp_thread *pop_levels(struct cp_runq *q)
 	while ((t = pop_ring(q)) != NULL) {
 		/* queued before its resource ran short: held now (each thread
 		 * at most once per wakeup, so the loop is paid for by pushes) */
-		if (!(q->levelled & CP_RUNQ_2D) || !cp_policy_holds(q, t))
+		if (!(q->levelled & CP_RUNQ_2D) || !__atomic_load_n(&cp_fds_tight, __ATOMIC_RELAXED) ||
+		    !cp_policy_holds(q, t))
 			return t;
 		t->queued_at = cp_now_ns();
 		level_add(q, CP_LEVEL_HELD, t);

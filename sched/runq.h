@@ -171,6 +171,7 @@ bool cp_policy_admits(struct cp_thread *t);
 /* The 2D policy, at the pick: t, taken from the ring, is about to take a
  * resource that ran short since it was queued, and must be held. */
 bool cp_policy_holds(struct cp_runq *q, struct cp_thread *t);
+extern bool cp_fds_tight CP_HIDDEN; /* descriptors near the limit (policy.c) */
 #define CP_DEFERRED_MAX_NS 20000000ull
 #define CP_HELD_MAX_NS 200000000ull
 

@@ -375,7 +375,7 @@ _Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *))
 	struct cp_worker *w = cp_worker_self();
 	struct cp_thread *cur = w->current;
 	if (cp_unlikely(cp_sched_2d) && cur->loc)
-		cp_location_exit_slow(cur);
+		cp_location_exit_slow(w, cur);
 	w->in_sched = 1;
 	cp_barrier();
 	cur->done = 1;

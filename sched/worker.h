@@ -286,7 +286,7 @@ struct cp_loc_node {
 #define CP_FDS_REST_MAX (8 * CP_FDS_ONE)
 /* A thread that parked at least once ends (sched.c): its last run's
  * descriptor delta closes its path through the graph. */
-void cp_location_exit_slow(struct cp_thread *t);
+void cp_location_exit_slow(struct cp_worker *w, struct cp_thread *t);
 extern bool cp_sched_2d CP_HIDDEN;
 /* The policies (policy.c): turned on with the graph; the monitor's look
  * keeps the descriptor count true. */
