@@ -34,7 +34,9 @@ void lt_threads_after_fork(void)
 static void sched_apply(struct lt_thread *t)
 {
 	bool rt = t->sched_policy == SCHED_FIFO || t->sched_policy == SCHED_RR;
-	cp_thread_set_priority(&t->cp, rt ? t->sched_param.sched_priority : 0);
+	int prio = rt ? t->sched_param.sched_priority : 0;
+	if (prio != t->cp.prio) /* a new thread's is 0: most never call */
+		cp_thread_set_priority(&t->cp, prio);
 }
 
 static void lt_entry(struct cp_thread *ct)

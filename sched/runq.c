@@ -186,7 +186,7 @@ void cp_runq_push_slow(struct cp_runq *q, struct cp_thread *t)
 	level_add(q, lv, t);
 }
 
-static struct cp_thread *pop_ring(struct cp_runq *q);
+static inline __attribute__((always_inline)) struct cp_thread *pop_ring(struct cp_runq *q);
 
 /* Some thread is on a level: the highest level above the ring, else the
  * ring, else the deferred, else a held thread admission lets go; a
@@ -241,7 +241,7 @@ struct cp_thread *cp_runq_pop_slow(struct cp_runq *q)
 	return pop_ring(q);
 }
 
-static struct cp_thread *pop_ring(struct cp_runq *q)
+static inline __attribute__((always_inline)) struct cp_thread *pop_ring(struct cp_runq *q)
 {
 	for (;;) {
 		if (__atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) != 0)
