@@ -211,6 +211,23 @@ TCASE(priorities_are_reported_and_checked)
 
 /* ---- the 2D policy ---- */
 
+/* In the case's own process: runs the case again in a child, on one
+ * worker under CAPRICE_SCHED=2d, passes its output on, fails if it
+ * failed, and returns true (the caller returns).  In that child: false,
+ * and the body goes on. */
+static bool rerun_under_2d(void)
+{
+	if (tc_in_child())
+		return false;
+	char out[4096];
+	const char *env[] = { "CAPRICE_WORKERS=1", "CAPRICE_SCHED=2d", NULL };
+	int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		TFAIL("the 2d run failed (status %#x):\n%s", st, out);
+	fputs(out, stdout);
+	return true;
+}
+
 static long held_now(void)
 {
 	long n = 0;
@@ -356,14 +373,8 @@ static void *open_until_emfile(void *arg)
 
 TCASE(a_held_thread_runs_after_its_aging_bound)
 {
-	if (!tc_in_child()) {
-		char out[4096];
-		const char *env[] = { "CAPRICE_WORKERS=1", "CAPRICE_SCHED=2d", NULL };
-		int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
-		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			TFAIL("the 2d run failed (status %#x):\n%s", st, out);
+	if (rerun_under_2d())
 		return;
-	}
 	struct rlimit rl = { LIMIT, LIMIT };
 	CHECK_OK(setrlimit(RLIMIT_NOFILE, &rl) == 0 ? 0 : errno);
 	tc_msleep(150);
@@ -408,15 +419,8 @@ static void *compute_long(void *arg)
 
 TCASE(no_thread_starves_behind_short_work)
 {
-	if (!tc_in_child()) {
-		char out[4096];
-		const char *env[] = { "CAPRICE_WORKERS=1", "CAPRICE_SCHED=2d", NULL };
-		int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
-		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			TFAIL("the 2d run failed (status %#x):\n%s", st, out);
-		fputs(out, stdout);
+	if (rerun_under_2d())
 		return;
-	}
 	pthread_t sp[SPINNERS], lg[LONGS];
 	for (int i = 0; i < LONGS; i++)
 		lg[i] = tc_spawn(compute_long, NULL);
