@@ -47,7 +47,6 @@
 #include <unistd.h>
 
 #include "compiler.h"
-#include "env.h"
 
 #define CP_LONG_RUN_NS   250000ull  /* a "long" predicted run */
 #define WARM_RUNS        4          /* runs seen from a node before it predicts */
@@ -57,8 +56,8 @@ static int64_t fds_counted;     /* at start-up or at the last recount */
 static int64_t fds_since;       /* opens minus closes since then */
 static int64_t fds_limit;       /* RLIMIT_NOFILE's soft limit (0: none known) */
 static uint64_t last_recount;
-bool cp_fds_tight CP_HIDDEN;    /* fewer than twice the reserve left: only
-                                   then does a pick look at descriptors */
+static bool fds_tight;          /* fewer than twice the reserve left: only
+                                   then does a pick count descriptors */
 
 static int64_t fds_open(void)
 {
@@ -81,13 +80,13 @@ static int64_t fds_reserve(void)
 	return limit / 8 > 8 ? limit / 8 : 8;
 }
 
-/* Keeps cp_fds_tight true to the count, writing it only when it changes
+/* Keeps fds_tight true to the count, writing it only when it changes
  * (every pick of every worker reads it). */
 static void tight_update(void)
 {
 	bool tight = fds_left() < 2 * fds_reserve();
-	if (__atomic_load_n(&cp_fds_tight, __ATOMIC_RELAXED) != tight)
-		__atomic_store_n(&cp_fds_tight, tight, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&fds_tight, __ATOMIC_RELAXED) != tight)
+		__atomic_store_n(&fds_tight, tight, __ATOMIC_RELAXED);
 }
 
 /* What a thread that parked at n does with descriptors until it ends. */
@@ -115,11 +114,17 @@ static struct cp_loc_node *predicting(const struct cp_thread *t)
 	return n && __atomic_load_n(&n->outs, __ATOMIC_RELAXED) >= WARM_RUNS ? n : NULL;
 }
 
-/* Held back: a taker, once fewer than the reserve are left. */
+/* Fewer descriptors left than the reserve (the tight flag first: it is
+ * one read of a line that rarely changes). */
+static bool fds_short(void)
+{
+	return __atomic_load_n(&fds_tight, __ATOMIC_RELAXED) && fds_left() < fds_reserve();
+}
+
+/* Held back: a taker, while descriptors are short. */
 static bool must_hold(enum fds_use use)
 {
-	return use == FDS_TAKES && __atomic_load_n(&cp_fds_tight, __ATOMIC_RELAXED) &&
-	       fds_left() < fds_reserve();
+	return use == FDS_TAKES && fds_short();
 }
 
 uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
@@ -134,8 +139,7 @@ uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
 		worker_of(q)->st.held++;
 		return CP_LEVEL_HELD;
 	}
-	if (use == FDS_GIVES && __atomic_load_n(&cp_fds_tight, __ATOMIC_RELAXED) &&
-	    fds_left() < fds_reserve())
+	if (use == FDS_GIVES && fds_short())
 		return CP_LEVEL_FAVOURED;
 	if (__atomic_load_n(&n->next_ns, __ATOMIC_RELAXED) >= CP_LONG_RUN_NS &&
 	    cp_runq_len(q) != 0) {

@@ -19,10 +19,16 @@ bool cp_runq_steal_init(void)
 	return cp_runq_steal_ready;
 }
 
+/* What a queue's detour carries once levels are on. */
+static uint32_t levels_detour(void)
+{
+	return CP_RUNQ_PUSH_LEVELS | (cp_sched_2d ? CP_RUNQ_PICK : 0);
+}
+
 void cp_runq_init(struct cp_runq *q)
 {
 	if (__atomic_load_n(&cp_runq_levels_on, __ATOMIC_ACQUIRE))
-		__atomic_or_fetch(&q->detour, CP_RUNQ_PUSH_LEVELS, __ATOMIC_RELAXED);
+		__atomic_or_fetch(&q->detour, levels_detour(), __ATOMIC_RELAXED);
 }
 
 void cp_runq_levels_start(void)
@@ -33,7 +39,7 @@ void cp_runq_levels_start(void)
 	for (int i = 0; all && i < cp_nall; i++) {
 		struct cp_worker *w = __atomic_load_n(&all[i], __ATOMIC_ACQUIRE);
 		if (w) /* one made later takes it from cp_runq_init */
-			__atomic_or_fetch(&w->rq.detour, CP_RUNQ_PUSH_LEVELS, __ATOMIC_RELAXED);
+			__atomic_or_fetch(&w->rq.detour, levels_detour(), __ATOMIC_RELAXED);
 	}
 }
 
@@ -134,7 +140,6 @@ static void level_add(struct cp_runq *q, uint32_t lv, struct cp_thread *t)
 		l->head = t;
 	l->tail = t;
 	q->level_bits[lv >> 6] |= 1ull << (lv & 63);
-	q->levelled++;
 	detour_mark(q, CP_RUNQ_LEVELLED, true);
 	if (lv == CP_LEVEL_HELD)
 		__atomic_store_n(&q->held_len, q->held_len + 1, __ATOMIC_RELAXED);
@@ -157,12 +162,11 @@ static struct cp_thread *level_unlink(struct cp_runq *q, uint32_t lv, struct cp_
 		q->level_bits[lv >> 6] &= ~(1ull << (lv & 63));
 	t->next = NULL;
 	t->level = CP_LEVEL_RING;
-	q->levelled--;
-	detour_mark(q, CP_RUNQ_LEVELLED, q->levelled != 0);
 	if (lv == CP_LEVEL_HELD)
 		__atomic_store_n(&q->held_len, q->held_len - 1, __ATOMIC_RELAXED);
 	else
 		__atomic_store_n(&q->level_len, q->level_len - 1, __ATOMIC_RELAXED);
+	detour_mark(q, CP_RUNQ_LEVELLED, q->level_len + q->held_len != 0);
 	return t;
 }
 
@@ -171,10 +175,6 @@ void cp_runq_push_slow(struct cp_runq *q, struct cp_thread *t)
 	if (!(q->detour & CP_RUNQ_PUSH_LEVELS)) {
 		push_ring(q, t);
 		return;
-	}
-	if (cp_unlikely(cp_sched_2d) && !(q->levelled & CP_RUNQ_2D)) {
-		q->levelled |= CP_RUNQ_2D; /* every pick looks at what it takes */
-		detour_mark(q, CP_RUNQ_LEVELLED, true);
 	}
 	uint32_t lv = cp_policy_level(q, t);
 	if (lv == CP_LEVEL_RING) {
@@ -215,8 +215,7 @@ static struct cp_thread *pop_levels(struct cp_runq *q)
 	while ((t = pop_ring(q)) != NULL) {
 		/* queued before its resource ran short: held now (each thread
 		 * at most once per wakeup, so the loop is paid for by pushes) */
-		if (!(q->levelled & CP_RUNQ_2D) || !__atomic_load_n(&cp_fds_tight, __ATOMIC_RELAXED) ||
-		    !cp_policy_holds(q, t))
+		if (!(q->detour & CP_RUNQ_PICK) || !cp_policy_holds(q, t))
 			return t;
 		t->queued_at = cp_now_ns();
 		level_add(q, CP_LEVEL_HELD, t);
@@ -231,7 +230,7 @@ static struct cp_thread *pop_levels(struct cp_runq *q)
 
 struct cp_thread *cp_runq_pop_slow(struct cp_runq *q)
 {
-	if (cp_unlikely(q->levelled != 0)) {
+	if (cp_unlikely(q->detour & (CP_RUNQ_LEVELLED | CP_RUNQ_PICK))) {
 		/* a thief's bit covers the ring only, but waiting it out here
 		 * keeps the order of a pop's reads as the fast path's */
 		if (__atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) != 0)

@@ -63,10 +63,12 @@ enum {
 	CP_LEVELS
 };
 
-#define CP_RUNQ_2D (1u << 31)
 #define CP_RUNQ_OVER 1u        /* detour: the overflow list is in use */
-#define CP_RUNQ_LEVELLED 2u    /* detour: levelled != 0 */
+#define CP_RUNQ_LEVELLED 2u    /* detour: threads wait on levels */
 #define CP_RUNQ_PUSH_LEVELS 4u /* detour: a pushed thread may need a level */
+#define CP_RUNQ_PICK 8u        /* detour: a pick looks at what it takes from
+                                  the ring (the 2D policy's admission) */
+#define CP_RUNQ_POP_DETOUR (CP_RUNQ_OVER | CP_RUNQ_LEVELLED | CP_RUNQ_PICK)
 
 struct cp_level {
 	struct cp_thread *head, *tail;
@@ -78,14 +80,12 @@ struct cp_runq {
 	uint32_t over_len;            /* threads on the overflow list */
 	uint32_t level_len;           /* threads on levels that may run now */
 	uint32_t held_len;            /* threads held back by admission */
-	/* nonzero: pushes (any bit) or pops (the first two) take the slow
-	 * path, so the fast ones test one word as they did the overflow
-	 * list alone; set by the owner, and CP_RUNQ_PUSH_LEVELS by anyone */
+	/* nonzero: pushes (any bit) or pops (CP_RUNQ_POP_DETOUR) take the
+	 * slow path, so the fast ones test one word as they did the overflow
+	 * list alone; set by the owner, and CP_RUNQ_PUSH_LEVELS and
+	 * CP_RUNQ_PICK, which are never cleared, by anyone */
 	uint32_t detour;
 	/* the owner's alone */
-	uint32_t levelled;            /* threads on any level, held ones too;
-	                                 CP_RUNQ_2D added under the 2D policy,
-	                                 so that every pop takes the slow path */
 	struct cp_thread *over_head, *over_tail; /* behind the ring, FIFO */
 	uint64_t level_bits[2];       /* bit L: level L's list is not empty */
 	struct cp_level level[CP_LEVELS];
@@ -123,8 +123,8 @@ static inline uint32_t cp_runq_held(const struct cp_runq *q)
 
 /* Set once a thread may go on a level (a priority was set, or the 2D
  * policy is on); never cleared.  cp_runq_levels_start sets it and each
- * queue's CP_RUNQ_PUSH_LEVELS; a queue made later (a new worker, fork)
- * takes it from cp_runq_init. */
+ * queue's CP_RUNQ_PUSH_LEVELS (and CP_RUNQ_PICK under the 2D policy); a
+ * queue made later (a new worker, fork) takes them from cp_runq_init. */
 extern uint32_t cp_runq_levels_on CP_HIDDEN;
 void cp_runq_levels_start(void);
 void cp_runq_init(struct cp_runq *q);
@@ -151,7 +151,7 @@ static inline __attribute__((always_inline)) void cp_runq_push(struct cp_runq *q
 static inline __attribute__((always_inline)) struct cp_thread *cp_runq_pop(struct cp_runq *q)
 {
 	if (cp_likely(__atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) == 0 && q->head != q->tail &&
-	              (q->detour & (CP_RUNQ_OVER | CP_RUNQ_LEVELLED)) == 0)) {
+	              (q->detour & CP_RUNQ_POP_DETOUR) == 0)) {
 		struct cp_thread *t = __atomic_load_n(&q->ring[q->head & (CP_RUNQ_RING - 1)],
 		                                      __ATOMIC_RELAXED);
 		if (cp_likely(t != NULL)) {
@@ -171,7 +171,6 @@ bool cp_policy_admits(struct cp_thread *t);
 /* The 2D policy, at the pick: t, taken from the ring, is about to take a
  * resource that ran short since it was queued, and must be held. */
 bool cp_policy_holds(struct cp_runq *q, struct cp_thread *t);
-extern bool cp_fds_tight CP_HIDDEN; /* descriptors near the limit (policy.c) */
 #define CP_DEFERRED_MAX_NS 20000000ull
 #define CP_HELD_MAX_NS 200000000ull
 

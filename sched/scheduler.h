@@ -31,7 +31,6 @@ struct cp_thread {
 	                                states from where the thread is linked) */
 	uint8_t prio;                /* 0, or a real-time priority 1..99 */
 	uint8_t level;               /* the run queue level it waits on (runq.h) */
-	uint8_t spare_byte;
 	uint32_t live;               /* cp_live_tag from creation to release */
 	uint64_t id;                 /* 1 = main, then increasing */
 	struct cp_stack stack;       /* this record lives at the stack's top */
