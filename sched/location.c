@@ -9,17 +9,18 @@
  * so callers of one call site that differ further up share a node after
  * the first.  Locations are the graph's nodes; an edge joins two consecutive blocking
  * points of one thread and keeps how often it was taken, an EWMA of the
- * CPU time run between them (cpuclock.c's accounting) and one of the
- * descriptors the thread opened minus those it closed between them.  Each
+ * CPU time run between them (cpuclock.c's accounting), one of the
+ * descriptors the thread opened minus those it closed between them, and
+ * one of the bytes it took from malloc minus those it gave back (the
+ * malloc family's count, libthread/malloc.c).  Each
  * worker keeps its own bounded graph, with no lock; CAPRICE_GRAPH=FILE
  * writes them merged, as a Graphviz digraph, when the process exits and
  * whenever it gets SIGUSR2 (the monitor writes it: a snapshot read while
- * the workers go on, so its counts may be a moment apart).  Memory held
- * between blocking points is not recorded yet.
+ * the workers go on, so its counts may be a moment apart).
  *
- * This is the graph only: the run queues are still FIFO whatever
- * CAPRICE_SCHED says (the policies that use the graph are to come), and
- * with CAPRICE_SCHED=fifo, the default, a park pays one load and branch
+ * The nodes also keep what the policies (policy.c) predict from: the CPU
+ * time, descriptors and bytes of the run that follows a park there.
+ * With CAPRICE_SCHED=fifo, the default, a park pays one load and branch
  * for all of it. */
 #include "worker.h"
 
@@ -51,6 +52,7 @@ struct edge {
 	uint64_t count;
 	uint64_t ewma_ns;      /* CPU time between the two blocking points */
 	int64_t ewma_fds;      /* descriptors opened minus closed, x FDS_ONE */
+	int64_t ewma_bytes;    /* bytes taken from malloc minus given back */
 };
 #define FDS_ONE CP_FDS_ONE
 
@@ -238,6 +240,19 @@ static void rest_learn(struct cp_loc_node *n, int64_t sample)
 	__atomic_store_n(&n->rest_fds, now, __ATOMIC_RELAXED);
 }
 
+/* One sample of the bytes the run from n to the next park took. */
+static void next_kib_learn(struct cp_loc_node *n, int64_t bytes)
+{
+	int64_t kib = bytes / 1024;
+	if (kib > INT32_MAX / 2)
+		kib = INT32_MAX / 2;
+	if (kib < -INT32_MAX / 2)
+		kib = -INT32_MAX / 2;
+	int32_t was = __atomic_load_n(&n->next_kib, __ATOMIC_RELAXED);
+	int32_t now = n->outs ? was + (int32_t)((kib - was) / (1 << EWMA_SHIFT)) : (int32_t)kib;
+	__atomic_store_n(&n->next_kib, now, __ATOMIC_RELAXED);
+}
+
 void cp_location_exit_slow(struct cp_worker *w, struct cp_thread *t)
 {
 	struct cp_loc_node *last = t->loc;
@@ -246,7 +261,8 @@ void cp_location_exit_slow(struct cp_worker *w, struct cp_thread *t)
 		last = node_of(g, last->key, last->ip); /* this worker's copy */
 	if (!last)
 		return;
-	rest_learn(last, (int64_t)(t->fds_net - t->loc_fds) * FDS_ONE);
+	rest_learn(last, (int64_t)t->fds_run * FDS_ONE);
+	next_kib_learn(last, t->mem_run);
 	last->outs++;
 }
 
@@ -309,7 +325,8 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 	struct cp_loc_node *from = t->loc;
 	if (from) {
 		uint64_t ran = cp_cpuclock_ticks_to_ns(ticks - t->loc_ticks);
-		int64_t fds = (int64_t)(t->fds_net - t->loc_fds) * FDS_ONE;
+		int64_t fds = (int64_t)t->fds_run * FDS_ONE;
+		int64_t bytes = t->mem_run;
 		/* what a thread that parks at `from` does next, for the
 		 * policies (policy.c), learned in this worker's own copy of
 		 * `from` (t may have parked there on another worker): a node
@@ -323,6 +340,7 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 			                                     (ran >> EWMA_SHIFT)
 			                           : ran;
 			rest_learn(mine, fds + nd->rest_fds);
+			next_kib_learn(mine, bytes);
 			mine->outs++;
 		}
 		struct edge *e = edge_of(g, from->key, key);
@@ -332,6 +350,8 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 			                      : ran;
 			e->ewma_fds = e->count ? e->ewma_fds + (fds - e->ewma_fds) / (1 << EWMA_SHIFT)
 			                       : fds;
+			e->ewma_bytes = e->count ? e->ewma_bytes + (bytes - e->ewma_bytes) / (1 << EWMA_SHIFT)
+			                         : bytes;
 			e->count++;
 		} else {
 			g->dropped++;
@@ -339,7 +359,8 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 	}
 	t->loc = nd;
 	t->loc_ticks = ticks;
-	t->loc_fds = t->fds_net;
+	t->fds_run = 0;
+	t->mem_run = 0;
 }
 
 /* ---- the graph, merged and written at exit ---- */
@@ -464,6 +485,10 @@ static void write_graph(void)
 			m->ewma_fds = c ? (m->ewma_fds * (int64_t)m->count +
 			                   e->ewma_fds * (int64_t)e->count) / (int64_t)c
 			                : 0;
+			m->ewma_bytes = c ? (int64_t)(((double)m->ewma_bytes * (double)m->count +
+			                               (double)e->ewma_bytes * (double)e->count) /
+			                              (double)c)
+			                  : 0;
 			m->count = c;
 		}
 	}
@@ -483,14 +508,18 @@ static void write_graph(void)
 		if (!e->from)
 			continue;
 		double fds = (double)e->ewma_fds / FDS_ONE;
-		char fds_label[32] = "";
+		char fds_label[32] = "", mem_label[32] = "";
 		if (fds >= 0.05 || fds <= -0.05)
 			snprintf(fds_label, sizeof fds_label, ", %+.1f fds", fds);
-		fprintf(f, "\tn%016llx -> n%016llx [label=\"%llu x %.1f us%s\", count=%llu, "
-		        "cpu_ns=%llu, fds=%.2f];\n",
+		double kib = (double)e->ewma_bytes / 1024;
+		if (kib >= 0.5 || kib <= -0.5)
+			snprintf(mem_label, sizeof mem_label, ", %+.0f KiB", kib);
+		fprintf(f, "\tn%016llx -> n%016llx [label=\"%llu x %.1f us%s%s\", count=%llu, "
+		        "cpu_ns=%llu, fds=%.2f, bytes=%lld];\n",
 		        (unsigned long long)e->from, (unsigned long long)e->to,
-		        (unsigned long long)e->count, e->ewma_ns / 1e3, fds_label,
-		        (unsigned long long)e->count, (unsigned long long)e->ewma_ns, fds);
+		        (unsigned long long)e->count, e->ewma_ns / 1e3, fds_label, mem_label,
+		        (unsigned long long)e->count, (unsigned long long)e->ewma_ns, fds,
+		        (long long)e->ewma_bytes);
 	}
 	fprintf(f, "\t/* dropped (a full table): %llu */\n}\n", (unsigned long long)all->dropped);
 	if (fclose(f) != 0 || rename(tmp, graph_path) != 0) {

@@ -6,20 +6,30 @@
  * - A thread with a priority (pthread_setschedparam with SCHED_FIFO or
  *   SCHED_RR and a priority of 1..99) waits on its priority's level, so it
  *   runs before every thread of lower priority queued on its worker.
- * - Resource-aware admission (Capriccio's resource-aware scheduling).
- *   Each blocking point learns how many descriptors a thread that parks
- *   there opens minus closes until it ends (rest_fds, location.c).  While
- *   descriptors run short (fewer than a reserve, 1/8 of RLIMIT_NOFILE,
- *   left), a thread whose point predicts it takes more (an accept loop)
- *   is held back, at its wakeup and again when it is picked, and one
- *   predicted to give some back (a connection on its way to its close)
- *   goes first.  Held threads go once the descriptors recover, one per
- *   pick, so that each sees the count the last one left; none waits
- *   longer than CP_HELD_MAX_NS (runq.h), after which it runs whatever the
- *   count, and meets the EMFILE it would have met without the policy.  A
- *   thread-per-connection server thus leaves new connections in the
- *   kernel's listen backlog instead of accepting them into a process
- *   that has no descriptor left to serve them with.
+ * - Resource-aware admission (Capriccio's resource-aware scheduling), for
+ *   two resources.
+ *   - Descriptors: each blocking point learns how many descriptors a
+ *     thread that parks there opens minus closes until it ends (rest_fds,
+ *     location.c).  Short: fewer than a reserve (1/8 of RLIMIT_NOFILE)
+ *     left.  A thread whose point predicts it takes more (an accept loop)
+ *     is a taker; one predicted to give some back (a connection on its
+ *     way to its close) a giver.
+ *   - Memory: each blocking point learns how many bytes a thread that
+ *     parks there takes from malloc minus gives back on its next run
+ *     (next_kib).  Short: the bytes the program holds from malloc within
+ *     a reserve (1/8) of the budget, CAPRICE_MEM_LIMIT or the cgroup's
+ *     memory.high, whichever is lower.  A run that takes 64 KiB or more
+ *     is a taker (a request about to allocate its buffers), one that gives
+ *     back as much a giver.
+ *   While a resource is short, its takers are held back, at their wakeup
+ *   and again when picked, and its givers go first.  Held threads go once
+ *   the resource recovers, one per pick, so that each sees the count the
+ *   last one left; none waits longer than CP_HELD_MAX_NS (runq.h), after
+ *   which it runs whatever the count, and meets the EMFILE or the budget
+ *   it would have met without the policy.  A thread-per-connection server
+ *   thus leaves new connections in the kernel's listen backlog, and new
+ *   requests in their sockets, instead of taking them into a process that
+ *   has nothing left to serve them with.
  * - Shortest predicted run first: a thread whose blocking point predicts a
  *   run of CP_LONG_RUN_NS or more waits behind the ring when other threads
  *   are queued there, for at most CP_DEFERRED_MAX_NS, so that short
@@ -33,24 +43,35 @@
  * count is above half the limit, and by any EMFILE, which means the limit
  * is reached whatever the count says.
  *
- * Memory is not a resource here yet: the graph has no per-thread count of
- * bytes held (glibc's allocator keeps none, and interposing malloc in
- * every program was not worth its cost), so CAPRICE_MEM_LIMIT is not
- * read. */
+ * The byte count is what glibc's allocator held at start-up (mallinfo2)
+ * plus what libthread's malloc family (malloc.c) saw taken and given
+ * since: bytes held, not resident memory, which glibc does not give back
+ * to the kernel when a thread frees (it keeps it for the next malloc).
+ * Each thread counts its own bytes and posts them to the process's count
+ * in steps of MEM_POST_BYTES, so that two workers' mallocs do not share a
+ * cache line; the count is off by less than a step per thread. */
 #include "worker.h"
 
 #include <dirent.h>
+#include <malloc.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "compiler.h"
+#include "env.h"
 
 #define CP_LONG_RUN_NS   250000ull  /* a "long" predicted run */
 #define WARM_RUNS        4          /* runs seen from a node before it predicts */
 #define RECOUNT_NS       50000000ull
+#define MEM_POST_BYTES   (64 << 10) /* a thread's bytes not yet posted, at most */
+#define MEM_TAKES_KIB    64         /* a run that takes (gives) this much is a
+                                       taker (giver) */
 
 static int64_t fds_counted;     /* at start-up or at the last recount */
 static int64_t fds_since;       /* opens minus closes since then */
@@ -89,17 +110,25 @@ static void tight_update(void)
 		__atomic_store_n(&fds_tight, tight, __ATOMIC_RELAXED);
 }
 
-/* What a thread that parked at n does with descriptors until it ends. */
-enum fds_use {
-	FDS_NONE,
-	FDS_TAKES,  /* opens more than it closes: an accept loop */
-	FDS_GIVES,  /* closes more than it opens: a connection on its way out */
+/* What a thread that parked at n does with a resource. */
+enum use {
+	USE_NONE,
+	USE_TAKES,  /* an accept loop; a request about to allocate its buffers */
+	USE_GIVES,  /* a connection on its way to its close; a request done */
 };
 
-static enum fds_use fds_use(const struct cp_loc_node *n)
+/* with descriptors, until it ends */
+static enum use fds_use(const struct cp_loc_node *n)
 {
 	int32_t rest = __atomic_load_n(&n->rest_fds, __ATOMIC_RELAXED);
-	return rest > CP_FDS_ONE / 2 ? FDS_TAKES : rest < -CP_FDS_ONE / 2 ? FDS_GIVES : FDS_NONE;
+	return rest > CP_FDS_ONE / 2 ? USE_TAKES : rest < -CP_FDS_ONE / 2 ? USE_GIVES : USE_NONE;
+}
+
+/* with memory, on its next run */
+static enum use mem_use(const struct cp_loc_node *n)
+{
+	int32_t kib = __atomic_load_n(&n->next_kib, __ATOMIC_RELAXED);
+	return kib >= MEM_TAKES_KIB ? USE_TAKES : kib <= -MEM_TAKES_KIB ? USE_GIVES : USE_NONE;
 }
 
 static inline struct cp_worker *worker_of(struct cp_runq *q)
@@ -121,10 +150,121 @@ static bool fds_short(void)
 	return __atomic_load_n(&fds_tight, __ATOMIC_RELAXED) && fds_left() < fds_reserve();
 }
 
-/* Held back: a taker, while descriptors are short. */
-static bool must_hold(enum fds_use use)
+/* ---- memory ---- */
+
+bool cp_mem_counting CP_HIDDEN;
+static int64_t mem_held;        /* bytes held from malloc, by the count */
+static int64_t mem_limit;       /* the budget (0: none) */
+static bool mem_tight;          /* fewer than twice the reserve left */
+
+static int64_t mem_left(void)
 {
-	return use == FDS_TAKES && fds_short();
+	int64_t limit = __atomic_load_n(&mem_limit, __ATOMIC_RELAXED);
+	return limit ? limit - __atomic_load_n(&mem_held, __ATOMIC_RELAXED) : INT64_MAX;
+}
+
+static int64_t mem_reserve(void)
+{
+	return __atomic_load_n(&mem_limit, __ATOMIC_RELAXED) / 8;
+}
+
+static void mem_tight_update(void)
+{
+	bool tight = mem_left() < 2 * mem_reserve();
+	if (__atomic_load_n(&mem_tight, __ATOMIC_RELAXED) != tight)
+		__atomic_store_n(&mem_tight, tight, __ATOMIC_RELAXED);
+}
+
+static bool mem_short(void)
+{
+	return __atomic_load_n(&mem_tight, __ATOMIC_RELAXED) && mem_left() < mem_reserve();
+}
+
+static void mem_post(int64_t bytes)
+{
+	__atomic_add_fetch(&mem_held, bytes, __ATOMIC_RELAXED);
+	mem_tight_update();
+}
+
+void cp_mem_changed(int64_t delta)
+{
+	struct cp_thread *t = cp_self();
+	if (!t) { /* a kernel thread of the program's, or the runtime's own */
+		mem_post(delta);
+		return;
+	}
+	int64_t run = t->mem_run + delta;
+	t->mem_run = run > INT32_MAX ? INT32_MAX : run < -INT32_MAX ? -INT32_MAX : (int32_t)run;
+	int64_t unposted = t->mem_unposted + delta;
+	if (unposted > MEM_POST_BYTES || unposted < -MEM_POST_BYTES) {
+		mem_post(unposted);
+		unposted = 0;
+	}
+	t->mem_unposted = (int32_t)unposted;
+}
+
+void cp_mem_thread_done(struct cp_thread *t)
+{
+	if (t->mem_unposted) {
+		mem_post(t->mem_unposted);
+		t->mem_unposted = 0;
+	}
+}
+
+/* cgroup v2's memory.high for this process's group, 0 if none is set or
+ * it cannot be read (cgroup v1, or no such file). */
+static int64_t cgroup_memory_high(void)
+{
+	char line[4096], path[4200];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	if (!f)
+		return 0;
+	int64_t high = 0;
+	while (fgets(line, sizeof line, f)) {
+		if (strncmp(line, "0::", 3) != 0)
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		static const char *const mounts[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
+		for (size_t i = 0; i < sizeof mounts / sizeof mounts[0] && !high; i++) {
+			snprintf(path, sizeof path, "%s%s/memory.high", mounts[i],
+			         strcmp(line + 3, "/") == 0 ? "" : line + 3);
+			FILE *h = fopen(path, "re");
+			if (!h)
+				continue;
+			char v[64];
+			if (fgets(v, sizeof v, h) && v[0] >= '0' && v[0] <= '9')
+				high = strtoll(v, NULL, 10);
+			fclose(h);
+		}
+	}
+	fclose(f);
+	return high;
+}
+
+static void mem_configure(void)
+{
+	int64_t limit = (int64_t)cp_env_size("CAPRICE_MEM_LIMIT", 1 << 20, (size_t)1 << 50, 0);
+	int64_t high = cgroup_memory_high();
+	if (high && (!limit || high < limit))
+		limit = high;
+	struct mallinfo2 mi = mallinfo2();
+	__atomic_store_n(&mem_held, (int64_t)(mi.uordblks + mi.hblkhd), __ATOMIC_RELAXED);
+	__atomic_store_n(&mem_limit, limit, __ATOMIC_RELAXED);
+	mem_tight_update();
+	__atomic_store_n(&cp_mem_counting, true, __ATOMIC_RELEASE);
+}
+
+/* Held back: a taker of a resource that is short (the tight flags first:
+ * each is one read of a line that rarely changes). */
+static bool must_hold(const struct cp_loc_node *n)
+{
+	return (fds_short() && fds_use(n) == USE_TAKES) || (mem_short() && mem_use(n) == USE_TAKES);
+}
+
+/* Goes first: a giver of a resource that is short. */
+static bool favoured(const struct cp_loc_node *n)
+{
+	return (fds_short() && fds_use(n) == USE_GIVES) || (mem_short() && mem_use(n) == USE_GIVES);
 }
 
 uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
@@ -134,12 +274,11 @@ uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
 	struct cp_loc_node *n = cp_sched_2d ? predicting(t) : NULL;
 	if (!n)
 		return CP_LEVEL_RING;
-	enum fds_use use = fds_use(n);
-	if (must_hold(use)) {
+	if (must_hold(n)) {
 		worker_of(q)->st.held++;
 		return CP_LEVEL_HELD;
 	}
-	if (use == FDS_GIVES && fds_short())
+	if (favoured(n))
 		return CP_LEVEL_FAVOURED;
 	if (__atomic_load_n(&n->next_ns, __ATOMIC_RELAXED) >= CP_LONG_RUN_NS &&
 	    cp_runq_len(q) != 0) {
@@ -152,7 +291,7 @@ uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
 bool cp_policy_holds(struct cp_runq *q, struct cp_thread *t)
 {
 	struct cp_loc_node *n = t->prio ? NULL : predicting(t);
-	if (!n || !must_hold(fds_use(n)))
+	if (!n || !must_hold(n))
 		return false;
 	worker_of(q)->st.held++;
 	return true;
@@ -161,13 +300,13 @@ bool cp_policy_holds(struct cp_runq *q, struct cp_thread *t)
 bool cp_policy_admits(struct cp_thread *t)
 {
 	struct cp_loc_node *n = predicting(t);
-	return !n || !must_hold(fds_use(n));
+	return !n || !must_hold(n);
 }
 
 void cp_fds_changed(struct cp_thread *t, int delta)
 {
 	if (t)
-		t->fds_net += delta;
+		t->fds_run += delta;
 	if (cp_unlikely(cp_sched_2d)) {
 		__atomic_add_fetch(&fds_since, delta, __ATOMIC_RELAXED);
 		tight_update();
@@ -237,6 +376,7 @@ void cp_policy_monitor_look(uint64_t now)
 	if (limit && fds_open() >= limit / 2)
 		recount();
 	tight_update();
+	mem_tight_update();
 }
 
 void cp_policy_configure(void)
@@ -244,6 +384,7 @@ void cp_policy_configure(void)
 	read_limit();
 	recount();
 	tight_update();
+	mem_configure();
 	cp_runq_levels_start();
 }
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "runq.h"
 
 #define SQ_ENTRIES 1024
 #define CQ_ENTRIES 8192
@@ -116,7 +117,7 @@ struct io_uring_sqe *cp_ring_sqe(struct cp_ring *r)
 	return sqe;
 }
 
-static unsigned reap(struct cp_ring *r)
+static unsigned reap_all(struct cp_ring *r)
 {
 	unsigned n = 0;
 	struct io_uring_cqe *cqe;
@@ -133,6 +134,16 @@ static unsigned reap(struct cp_ring *r)
 			r->inflight--;
 		req->done(req, res, flags);
 	}
+	return n;
+}
+
+static unsigned reap(struct cp_ring *r)
+{
+	if (cp_likely(!r->batch_into) || io_uring_cq_ready(&r->uring) < 2)
+		return reap_all(r);
+	cp_runq_batch_begin(r->batch_into);
+	unsigned n = reap_all(r);
+	cp_runq_batch_end(r->batch_into);
 	return n;
 }
 

@@ -30,6 +30,9 @@ struct cp_ring {
 	unsigned setup_flags;
 	bool ready;
 	uint64_t enters;          /* io_uring_enter calls made (statistics) */
+	/* the owner's run queue, while the 2D policy batches the threads a
+	 * reap wakes by where they blocked (runq.h); NULL under fifo */
+	struct cp_runq *batch_into;
 };
 
 /* Creates the kick eventfd; any thread may kick from now on. */

@@ -170,6 +170,49 @@ static struct cp_thread *level_unlink(struct cp_runq *q, uint32_t lv, struct cp_
 	return t;
 }
 
+/* ---- batching by location (runq.h) ---- */
+
+static void batch_add(struct cp_runq *q, struct cp_thread *t)
+{
+	const struct cp_loc_node *at = t->loc;
+	uint32_t i = 0;
+	while (i < q->batch_groups && q->batch[i].at != at)
+		i++;
+	if (i == q->batch_groups) {
+		if (i == CP_BATCH_GROUPS) { /* a point past the groups: as before */
+			push_ring(q, t);
+			return;
+		}
+		q->batch[i] = (struct cp_batch){ .at = at };
+		q->batch_groups++;
+	}
+	struct cp_batch *b = &q->batch[i];
+	t->next = NULL;
+	if (b->tail)
+		b->tail->next = t;
+	else
+		b->head = t;
+	b->tail = t;
+}
+
+void cp_runq_batch_begin(struct cp_runq *q)
+{
+	detour_mark(q, CP_RUNQ_BATCH, true);
+}
+
+void cp_runq_batch_end(struct cp_runq *q)
+{
+	detour_mark(q, CP_RUNQ_BATCH, false);
+	for (uint32_t i = 0; i < q->batch_groups; i++) {
+		for (struct cp_thread *t = q->batch[i].head, *n; t; t = n) {
+			n = t->next;
+			t->next = NULL;
+			push_ring(q, t);
+		}
+	}
+	q->batch_groups = 0;
+}
+
 void cp_runq_push_slow(struct cp_runq *q, struct cp_thread *t)
 {
 	if (!(q->detour & CP_RUNQ_PUSH_LEVELS)) {
@@ -178,7 +221,10 @@ void cp_runq_push_slow(struct cp_runq *q, struct cp_thread *t)
 	}
 	uint32_t lv = cp_policy_level(q, t);
 	if (lv == CP_LEVEL_RING) {
-		push_ring(q, t);
+		if (q->detour & CP_RUNQ_BATCH)
+			batch_add(q, t);
+		else
+			push_ring(q, t);
 		return;
 	}
 	if (lv >= CP_LEVEL_DEFERRED)

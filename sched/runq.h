@@ -38,6 +38,14 @@
  * and pops test one word (`detour`) for the overflow list and the levels
  * alike.
  *
+ * Batching.  Under the 2D policy, the threads that one reap of the
+ * worker's io_uring completions wakes are staged by the blocking point
+ * they parked at (up to CP_BATCH_GROUPS points; the rest go to the ring
+ * at once) and go to the ring a point at a time, in the order each point
+ * first woke one: threads that run the same code next run back to back,
+ * so that code and its data stay in the caches (Capriccio's batching by
+ * location), instead of in the order their completions happened to come.
+ *
  * Everything goes through these few functions, so the policies change
  * the order of runnable threads without touching the scheduler loop. */
 #ifndef CAPRICE_RUNQ_H
@@ -68,7 +76,14 @@ enum {
 #define CP_RUNQ_PUSH_LEVELS 4u /* detour: a pushed thread may need a level */
 #define CP_RUNQ_PICK 8u        /* detour: a pick looks at what it takes from
                                   the ring (the 2D policy's admission) */
+#define CP_RUNQ_BATCH 16u      /* detour: pushes to the ring are staged */
 #define CP_RUNQ_POP_DETOUR (CP_RUNQ_OVER | CP_RUNQ_LEVELLED | CP_RUNQ_PICK)
+
+#define CP_BATCH_GROUPS 8
+struct cp_batch {
+	const struct cp_loc_node *at;  /* where its threads blocked (NULL: nowhere yet) */
+	struct cp_thread *head, *tail;
+};
 
 struct cp_level {
 	struct cp_thread *head, *tail;
@@ -89,6 +104,8 @@ struct cp_runq {
 	struct cp_thread *over_head, *over_tail; /* behind the ring, FIFO */
 	uint64_t level_bits[2];       /* bit L: level L's list is not empty */
 	struct cp_level level[CP_LEVELS];
+	struct cp_batch batch[CP_BATCH_GROUPS]; /* staged, while CP_RUNQ_BATCH */
+	uint32_t batch_groups;
 	/* the steal protocol, one word so that the owner's check is one
 	 * load: bit 0 is set while a thief (or the owner's cp_runq_take)
 	 * works on the ring; the high half counts the holes between head and
@@ -161,6 +178,12 @@ static inline __attribute__((always_inline)) struct cp_thread *cp_runq_pop(struc
 	}
 	return cp_runq_pop_slow(q);
 }
+
+/* The owner, around a reap of its completions under the 2D policy:
+ * from begin to end, threads pushed to the ring are staged by blocking
+ * point, and end queues them a point at a time. */
+void cp_runq_batch_begin(struct cp_runq *q);
+void cp_runq_batch_end(struct cp_runq *q);
 
 /* The policy (policy.c): the level a thread being queued goes to, and
  * whether a held thread may go now.  Aging bounds: a deferred thread

@@ -132,6 +132,7 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 		cp_workers[i] = i == 0 && made0 ? made0 : worker_alloc(i);
 		cp_workers[i]->spare = i >= cp_nworkers;
 		cp_runq_init(&cp_workers[i]->rq); /* made0 was made before the policy came */
+		cp_workers[i]->ring.batch_into = cp_sched_2d ? &cp_workers[i]->rq : NULL;
 	}
 	struct cp_worker *w0 = cp_workers[0];
 	worker_bind(w0);

@@ -374,8 +374,11 @@ _Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *))
 {
 	struct cp_worker *w = cp_worker_self();
 	struct cp_thread *cur = w->current;
-	if (cp_unlikely(cp_sched_2d) && cur->loc)
-		cp_location_exit_slow(w, cur);
+	if (cp_unlikely(cp_sched_2d)) {
+		if (cur->loc)
+			cp_location_exit_slow(w, cur);
+		cp_mem_thread_done(cur);
+	}
 	w->in_sched = 1;
 	cp_barrier();
 	cur->done = 1;

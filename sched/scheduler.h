@@ -32,6 +32,8 @@ struct cp_thread {
 	uint8_t prio;                /* 0, or a real-time priority 1..99 */
 	uint8_t level;               /* the run queue level it waits on (runq.h) */
 	uint32_t live;               /* cp_live_tag from creation to release */
+	int32_t mem_unposted;        /* bytes it counted that are not yet in the
+	                                process's count (policy.c) */
 	uint64_t id;                 /* 1 = main, then increasing */
 	struct cp_stack stack;       /* this record lives at the stack's top */
 	void (*entry)(struct cp_thread *);
@@ -59,8 +61,10 @@ struct cp_thread {
 	struct cp_loc_node *loc;     /* where it last blocked (location.c) */
 	uint64_t loc_ticks;          /* its cpu_ticks then */
 	uint64_t queued_at;          /* when it went on a deferred or held level */
-	int32_t fds_net, loc_fds;    /* descriptors it opened minus closed, and
-	                                that count when it last blocked */
+	/* since it last blocked: descriptors it opened minus closed, and
+	 * bytes it took from malloc minus gave back (CAPRICE_SCHED=2d; within
+	 * +-2 GiB) */
+	int32_t fds_run, mem_run;
 	void *tls_mem;               /* what holds the TCB and its static TLS */
 	/* records not on a pooled stack: the list debuggers walk besides
 	 * the stack slabs (sched/threads.c) */
@@ -225,6 +229,13 @@ void cp_thread_set_priority(struct cp_thread *t, int prio);
  * EMFILE, so none is left, whatever the count says. */
 void cp_fds_changed(struct cp_thread *t, int delta);
 void cp_fds_exhausted(void);
+
+/* Bytes the calling thread took from the allocator (delta > 0) or gave
+ * back, as libthread's malloc family counts them while cp_mem_counting
+ * (CAPRICE_SCHED=2d): the blocking graph's memory deltas and the
+ * admission policy's count of bytes held (policy.c). */
+extern bool cp_mem_counting CP_HIDDEN;
+void cp_mem_changed(int64_t delta);
 
 /* Makes a parked thread runnable on the worker it parked on.  Call it
  * once per park, from any thread, kernel or user, on any worker. */

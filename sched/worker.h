@@ -281,12 +281,19 @@ struct cp_loc_node {
 	                          learning, which needs no path), within
 	                          +-CP_FDS_REST_MAX; positive for an accept loop,
 	                          negative for a connection that will close */
+	int32_t next_kib;      /* EWMA of the KiB a thread that parks here takes
+	                          from malloc minus gives back on its run to
+	                          its next blocking point: positive where a
+	                          request's buffers are about to be taken,
+	                          negative where they are about to go */
 };
 #define CP_FDS_ONE 1024
 #define CP_FDS_REST_MAX (8 * CP_FDS_ONE)
 /* A thread that parked at least once ends (sched.c): its last run's
- * descriptor delta closes its path through the graph. */
+ * descriptor delta closes its path through the graph, and the bytes it
+ * counted but had not posted go into the process's count. */
 void cp_location_exit_slow(struct cp_worker *w, struct cp_thread *t);
+void cp_mem_thread_done(struct cp_thread *t);
 extern bool cp_sched_2d CP_HIDDEN;
 /* The policies (policy.c): turned on with the graph; the monitor's look
  * keeps the descriptor count true. */
