@@ -89,13 +89,7 @@ static void push_ring(struct cp_runq *q, struct cp_thread *t)
 	cp_runq_push_overflow(q, t);
 }
 
-/* A NULL-terminated chain of threads being gathered, oldest first. */
-struct chain {
-	struct cp_thread *first, *last;
-	uint32_t n;
-};
-
-static void chain_add(struct chain *ch, struct cp_thread *t)
+static void chain_add(struct cp_chain *ch, struct cp_thread *t)
 {
 	t->next = NULL;
 	if (ch->last)
@@ -186,13 +180,7 @@ static void batch_add(struct cp_runq *q, struct cp_thread *t)
 		q->batch[i] = (struct cp_batch){ .at = at };
 		q->batch_groups++;
 	}
-	struct cp_batch *b = &q->batch[i];
-	t->next = NULL;
-	if (b->tail)
-		b->tail->next = t;
-	else
-		b->head = t;
-	b->tail = t;
+	chain_add(&q->batch[i].threads, t);
 }
 
 void cp_runq_batch_begin(struct cp_runq *q)
@@ -204,7 +192,7 @@ void cp_runq_batch_end(struct cp_runq *q)
 {
 	detour_mark(q, CP_RUNQ_BATCH, false);
 	for (uint32_t i = 0; i < q->batch_groups; i++) {
-		for (struct cp_thread *t = q->batch[i].head, *n; t; t = n) {
+		for (struct cp_thread *t = q->batch[i].threads.first, *n; t; t = n) {
 			n = t->next;
 			t->next = NULL;
 			push_ring(q, t);
@@ -320,7 +308,7 @@ static bool steal_bit_take(struct cp_runq *q)
 struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
                                struct cp_thread **last, uint32_t *taken)
 {
-	struct chain ch = { 0 };
+	struct cp_chain ch = { 0 };
 	/* hold off thieves while we read and clear slots */
 	while (!steal_bit_take(q))
 		cp_cpu_relax();
@@ -408,7 +396,7 @@ uint32_t cp_runq_steal(struct cp_runq *q, const volatile uint32_t *owner_in_sche
 	uint32_t want = avail - avail / 2; /* half, rounded up */
 	if (avail == 1 && !take_lone)
 		want = 0;
-	struct chain ch = { 0 };
+	struct cp_chain ch = { 0 };
 	for (uint32_t i = head; (int32_t)(tail - i) > 0 && ch.n < want; i++) {
 		struct cp_thread **slot = &q->ring[i & (CP_RUNQ_RING - 1)];
 		struct cp_thread *c = __atomic_load_n(slot, __ATOMIC_RELAXED);

@@ -79,10 +79,16 @@ enum {
 #define CP_RUNQ_BATCH 16u      /* detour: pushes to the ring are staged */
 #define CP_RUNQ_POP_DETOUR (CP_RUNQ_OVER | CP_RUNQ_LEVELLED | CP_RUNQ_PICK)
 
+/* A NULL-terminated chain of threads being gathered, oldest first. */
+struct cp_chain {
+	struct cp_thread *first, *last;
+	uint32_t n;
+};
+
 #define CP_BATCH_GROUPS 8
 struct cp_batch {
 	const struct cp_loc_node *at;  /* where its threads blocked (NULL: nowhere yet) */
-	struct cp_thread *head, *tail;
+	struct cp_chain threads;
 };
 
 struct cp_level {

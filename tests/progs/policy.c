@@ -230,6 +230,24 @@ static bool rerun_under_2d(void)
 	return true;
 }
 
+/* The same, under 2d and then under fifo, with `extra` (or NULL) in the
+ * environment too: the cases whose fifo run shows what 2d changes. */
+static bool rerun_under_2d_and_fifo(const char *extra)
+{
+	if (tc_in_child())
+		return false;
+	const char *scheds[] = { "CAPRICE_SCHED=2d", "CAPRICE_SCHED=fifo" };
+	for (int i = 0; i < 2; i++) {
+		char out[4096];
+		const char *env[] = { "CAPRICE_WORKERS=1", scheds[i], extra, NULL };
+		int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			TFAIL("the %s run failed (status %#x):\n%s", scheds[i], st, out);
+		fputs(out, stdout);
+	}
+	return true;
+}
+
 static long held_now(void)
 {
 	long n = 0;
@@ -334,18 +352,8 @@ static void *releaser(void *arg)
  * case worth having. */
 TCASE(admission_holds_an_acquirer_until_descriptors_recover)
 {
-	if (!tc_in_child()) {
-		const char *scheds[] = { "CAPRICE_SCHED=2d", "CAPRICE_SCHED=fifo" };
-		for (int i = 0; i < 2; i++) {
-			char out[4096];
-			const char *env[] = { "CAPRICE_WORKERS=1", scheds[i], NULL };
-			int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
-			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-				TFAIL("the %s run failed (status %#x):\n%s", scheds[i], st, out);
-			fputs(out, stdout);
-		}
+	if (rerun_under_2d_and_fifo(NULL))
 		return;
-	}
 	bool two_d = strcmp(getenv("CAPRICE_SCHED"), "2d") == 0;
 	struct rlimit rl = { LIMIT, LIMIT };
 	CHECK_OK(setrlimit(RLIMIT_NOFILE, &rl) == 0 ? 0 : errno);
@@ -437,19 +445,8 @@ TCASE(admission_keeps_memory_within_its_budget)
 {
 	if (getenv("CAPRICE_TEST_SANITIZED"))
 		TSKIP("the sanitizer's allocator is the one called: libthread counts no bytes");
-	if (!tc_in_child()) {
-		const char *scheds[] = { "CAPRICE_SCHED=2d", "CAPRICE_SCHED=fifo" };
-		for (int i = 0; i < 2; i++) {
-			char out[4096];
-			const char *env[] = { "CAPRICE_WORKERS=1", "CAPRICE_MEM_LIMIT=64m", scheds[i],
-			                      NULL };
-			int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
-			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-				TFAIL("the %s run failed (status %#x):\n%s", scheds[i], st, out);
-			fputs(out, stdout);
-		}
+	if (rerun_under_2d_and_fifo("CAPRICE_MEM_LIMIT=64m"))
 		return;
-	}
 	bool two_d = strcmp(getenv("CAPRICE_SCHED"), "2d") == 0;
 	pthread_t r[REQUESTERS];
 	for (int i = 0; i < REQUESTERS; i++)
@@ -515,18 +512,8 @@ TCASE(one_reap_runs_its_threads_a_blocking_point_at_a_time)
 	 * runtime: with ASan, its read() interceptor's, shared by both */
 	if (getenv("CAPRICE_TEST_SANITIZED"))
 		TSKIP("ASan's read() interceptor is the call site of both points");
-	if (!tc_in_child()) {
-		const char *scheds[] = { "CAPRICE_SCHED=2d", "CAPRICE_SCHED=fifo" };
-		for (int i = 0; i < 2; i++) {
-			char out[4096];
-			const char *env[] = { "CAPRICE_WORKERS=1", scheds[i], NULL };
-			int st = tc_run_self(tcase_current(), env, out, sizeof out, 60);
-			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-				TFAIL("the %s run failed (status %#x):\n%s", scheds[i], st, out);
-			fputs(out, stdout);
-		}
+	if (rerun_under_2d_and_fifo(NULL))
 		return;
-	}
 	bool two_d = strcmp(getenv("CAPRICE_SCHED"), "2d") == 0;
 	pthread_t r[2 * PER_POINT];
 	for (long i = 0; i < 2 * PER_POINT; i++) {
