@@ -58,6 +58,11 @@ struct lt_thread {
 	int sched_policy;
 	struct sched_param sched_param;
 	bool user_stack;
+	/* priority protocols (mutex.c): PTHREAD_PRIO_INHERIT and
+	 * PTHREAD_PRIO_PROTECT mutexes held, and the priority they raised it
+	 * to (kept until it holds none: see lt_prio_raise) */
+	uint8_t prio_locks;
+	uint8_t prio_raised;
 	size_t guardsize;
 	size_t stacksize;             /* as asked for (0: the stack's own size);
 	                                 a smaller stack than the default is
@@ -131,6 +136,15 @@ static inline struct lt_thread *lt_self(void)
 }
 
 /* True when pthread_t names a live-looking thread record. */
+/* The priority protocols' side of a thread's rank (thread.c):
+ * lt_prio_raise lifts t to at least prio, from t or from a thread that
+ * waits for a mutex t holds; lt_prio_locks_changed counts the caller's
+ * protocol mutexes, and once it holds none drops what they raised (and
+ * yields if that lowered it); lt_prio_base is the priority t set itself. */
+void lt_prio_raise(struct lt_thread *t, int prio) CP_HIDDEN;
+void lt_prio_locks_changed(struct lt_thread *self, int delta) CP_HIDDEN;
+int lt_prio_base(const struct lt_thread *t) CP_HIDDEN;
+
 static inline struct lt_thread *lt_from_handle(pthread_t h)
 {
 	struct lt_thread *t = (struct lt_thread *)h;

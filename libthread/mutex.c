@@ -12,7 +12,18 @@
  * lock word as a shared futex (parking only their user thread: futex.c),
  * so processes on NPTL and on Caprice can share it.  Recursive and
  * errorcheck ones would need an owner both sides read the same way (glibc
- * keeps a kernel tid, which a user thread does not have): refused. */
+ * keeps a kernel tid, which a user thread does not have): refused.
+ *
+ * Priority protocols.  A PTHREAD_PRIO_PROTECT mutex raises the priority of
+ * the user thread that locks it to its ceiling (one whose own priority is
+ * above the ceiling is refused, EINVAL); a PTHREAD_PRIO_INHERIT one lends
+ * each waiter's priority to the holder when the waiter blocks, and the
+ * highest remaining waiter's to the thread that takes it next, so that a
+ * low thread holding what a high one waits for is not kept off its
+ * worker by the threads in between.  The raise lasts until the holder
+ * releases its last such mutex (lt_prio_raise).  Such mutexes carry
+ * glibc's kind bits for the protocols, which the fast paths' test sends
+ * to the slow ones; everything else pays nothing for them. */
 #include <errno.h>
 #include <stddef.h>
 
@@ -31,6 +42,10 @@ _Static_assert(offsetof(struct lt_mutex, kind) == offsetof(pthread_mutex_t, __da
 #define GLIBC_KIND_PSHARED 128 /* glibc's PTHREAD_MUTEX_PSHARED_BIT */
 #define MA_PROTO_SHIFT 4
 #define MA_PROTO_MASK  (0x3 << MA_PROTO_SHIFT)
+/* in the kind: glibc's PTHREAD_MUTEX_PRIO_INHERIT_NP and _PROTECT_NP bits */
+#define KIND_PI        0x20
+#define KIND_PP        0x40
+#define KIND_PRIO      (KIND_PI | KIND_PP)
 
 static inline struct lt_mutex *M(pthread_mutex_t *m) { return (struct lt_mutex *)m; }
 
@@ -62,6 +77,26 @@ static int lock_shared_slow(struct lt_mutex *m, uint64_t deadline)
 	return 0;
 }
 
+/* PTHREAD_PRIO_INHERIT, under m->qlock: the holder (if a user thread)
+ * runs at least at the caller's priority while the caller waits. */
+static void lend_priority(struct lt_mutex *m)
+{
+	struct lt_thread *self = lt_self(), *holder = lt_from_handle((pthread_t)m->owner);
+	if (self && holder && holder != self)
+		lt_prio_raise(holder, self->cp.prio);
+}
+
+/* PTHREAD_PRIO_INHERIT, under m->qlock, by the caller that just took m:
+ * the highest waiter (wait queues are in priority order) lends it its
+ * priority. */
+static void inherit_from_waiters(struct lt_mutex *m)
+{
+	struct lt_thread *self = lt_self();
+	struct cp_waiter *first = m->waiters.head;
+	if (self && first && first->thread)
+		lt_prio_raise(self, first->thread->prio);
+}
+
 static int lock_slow(struct lt_mutex *m, uint64_t deadline)
 {
 	if (shared(m))
@@ -85,9 +120,13 @@ static int lock_slow(struct lt_mutex *m, uint64_t deadline)
 			 * for waiters that are not there */
 			if (cp_waitq_empty(&m->waiters))
 				__atomic_store_n(&m->state, 1, __ATOMIC_RELAXED);
+			else if (m->kind & KIND_PI)
+				inherit_from_waiters(m);
 			cp_spin_unlock(&m->qlock);
 			return 0;
 		}
+		if (m->kind & KIND_PI)
+			lend_priority(m);
 		struct cp_waiter w;
 		if (cp_wait(&m->waiters, &m->qlock, &w, deadline, false) == ETIMEDOUT)
 			return ETIMEDOUT;
@@ -109,6 +148,38 @@ static inline void release(struct lt_mutex *m)
 	}
 }
 
+/* A protocol mutex's unlock: under qlock, so that a waiter lending its
+ * priority sees the holder or nobody, never one that has gone on. */
+static void release_prio(struct lt_mutex *m)
+{
+	cp_spin_lock(&m->qlock);
+	m->owner = NULL;
+	if (__atomic_exchange_n(&m->state, 0, __ATOMIC_RELEASE) == 2)
+		cp_wake_one(&m->waiters);
+	cp_spin_unlock(&m->qlock);
+	struct lt_thread *self = lt_self();
+	if (self)
+		lt_prio_locks_changed(self, -1);
+}
+
+static int acquire(struct lt_mutex *m, void *me, uint64_t deadline, bool try);
+
+/* A protocol mutex's lock, from a user thread. */
+static int lock_prio(struct lt_mutex *m, struct lt_thread *self, uint64_t deadline, bool try)
+{
+	if (m->kind & KIND_PP) {
+		int ceiling = __atomic_load_n(&m->prioceiling, __ATOMIC_RELAXED);
+		if (lt_prio_base(self) > ceiling)
+			return EINVAL;
+		lt_prio_raise(self, ceiling); /* before it waits: no inversion there */
+	}
+	self->prio_locks++;
+	int e = acquire(m, self, deadline, try);
+	if (e)
+		lt_prio_locks_changed(self, -1); /* drops the raise if it holds no other */
+	return e;
+}
+
 /* deadline: monotonic ns, CP_NO_DEADLINE, or 0 for "try only" */
 static int lock(struct lt_mutex *m, uint64_t deadline, bool try)
 {
@@ -122,6 +193,14 @@ static int lock(struct lt_mutex *m, uint64_t deadline, bool try)
 	}
 	if (type == PTHREAD_MUTEX_ERRORCHECK && m->owner == me)
 		return try ? EBUSY : EDEADLK;
+	struct lt_thread *self;
+	if (cp_unlikely(m->kind & KIND_PRIO) && (self = lt_self()) != NULL)
+		return lock_prio(m, self, deadline, try);
+	return acquire(m, me, deadline, try);
+}
+
+static int acquire(struct lt_mutex *m, void *me, uint64_t deadline, bool try)
+{
 	uint32_t expect = 0;
 	if (!__atomic_compare_exchange_n(&m->state, &expect, 1, false,
 	                                 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
@@ -139,7 +218,7 @@ static int lock(struct lt_mutex *m, uint64_t deadline, bool try)
 int lt_mutex_lock(pthread_mutex_t *mutex)
 {
 	struct lt_mutex *m = M(mutex);
-	if (cp_likely((m->kind & MA_TYPE_MASK) == PTHREAD_MUTEX_NORMAL)) {
+	if (cp_likely((m->kind & (MA_TYPE_MASK | KIND_PRIO)) == PTHREAD_MUTEX_NORMAL)) {
 		uint32_t expect = 0;
 		if (cp_likely(__atomic_compare_exchange_n(&m->state, &expect, 1, false,
 		                                          __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))) {
@@ -171,7 +250,10 @@ int lt_mutex_unlock(pthread_mutex_t *mutex)
 			return 0;
 		}
 	}
-	release(m);
+	if (cp_unlikely(m->kind & KIND_PRIO) && lt_self())
+		release_prio(m);
+	else
+		release(m);
 	return 0;
 }
 
@@ -232,6 +314,10 @@ CP_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexattr
 		}
 		m->protocol = (a & MA_PROTO_MASK) >> MA_PROTO_SHIFT;
 		m->prioceiling = ceiling_of(a);
+		if (m->protocol == PTHREAD_PRIO_INHERIT)
+			m->kind |= KIND_PI;
+		else if (m->protocol == PTHREAD_PRIO_PROTECT)
+			m->kind |= KIND_PP;
 	}
 	return 0;
 }
@@ -269,7 +355,7 @@ CP_EXPORT int pthread_mutex_setprioceiling(pthread_mutex_t *mutex, int prio, int
 	if (prio < sched_get_priority_min(SCHED_FIFO) || prio > sched_get_priority_max(SCHED_FIFO))
 		return EINVAL;
 	*old = m->prioceiling;
-	m->prioceiling = prio;
+	__atomic_store_n(&m->prioceiling, prio, __ATOMIC_RELAXED);
 	return 0;
 }
 

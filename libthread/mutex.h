@@ -13,9 +13,9 @@ struct lt_mutex {
 	uint32_t state;        /* 0 free, 1 held, 2 held with possible waiters */
 	uint32_t count;        /* extra recursive holds */
 	cp_spinlock qlock;     /* guards waiters */
-	int prioceiling;       /* reported only */
+	int prioceiling;       /* PTHREAD_PRIO_PROTECT's ceiling */
 	int kind;              /* glibc's __kind: PTHREAD_MUTEX_* type */
-	int protocol;          /* PTHREAD_PRIO_*, reported only */
+	int protocol;          /* PTHREAD_PRIO_* (the kind's bits act on it) */
 	void *owner;           /* lt_thread, or a foreign thread's pthread_self */
 	struct cp_waitq waiters;
 };

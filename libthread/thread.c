@@ -29,14 +29,53 @@ void lt_threads_after_fork(void)
 		__atomic_store_n(&lt_main, t, __ATOMIC_RELEASE);
 }
 
-/* The scheduler's rank for t's policy and priority: SCHED_FIFO and
- * SCHED_RR priorities count, the other policies' (always 0) do not. */
-static void sched_apply(struct lt_thread *t)
+int lt_prio_base(const struct lt_thread *t)
 {
 	bool rt = t->sched_policy == SCHED_FIFO || t->sched_policy == SCHED_RR;
-	int prio = rt ? t->sched_param.sched_priority : 0;
+	return rt ? t->sched_param.sched_priority : 0;
+}
+
+/* The scheduler's rank for t's policy and priority: SCHED_FIFO and
+ * SCHED_RR priorities count, the other policies' (always 0) do not; the
+ * priority protocols' mutexes may raise it. */
+static void sched_apply(struct lt_thread *t)
+{
+	int prio = lt_prio_base(t);
+	int raised = __atomic_load_n(&t->prio_raised, __ATOMIC_RELAXED);
+	if (raised > prio)
+		prio = raised;
 	if (prio != t->cp.prio) /* a new thread's is 0: most never call */
 		cp_thread_set_priority(&t->cp, prio);
+}
+
+/* A thread that holds several protocol mutexes keeps the highest priority
+ * any of them raised it to until it releases the last (NPTL lowers it
+ * step by step as each goes): never lower than the protocols ask, at
+ * the cost of a count instead of a list in the thread record. */
+void lt_prio_raise(struct lt_thread *t, int prio)
+{
+	uint8_t was = __atomic_load_n(&t->prio_raised, __ATOMIC_RELAXED);
+	while (prio > was &&
+	       !__atomic_compare_exchange_n(&t->prio_raised, &was, (uint8_t)prio, false,
+	                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+	if (prio > was)
+		sched_apply(t);
+}
+
+void lt_prio_locks_changed(struct lt_thread *self, int delta)
+{
+	self->prio_locks = (uint8_t)(self->prio_locks + delta);
+	if (self->prio_locks || !__atomic_load_n(&self->prio_raised, __ATOMIC_RELAXED))
+		return;
+	int was = self->cp.prio;
+	__atomic_store_n(&self->prio_raised, 0, __ATOMIC_RELAXED);
+	sched_apply(self);
+	/* a waiter it held up runs now, as the kernel would preempt; not
+	 * from inside the runtime (a condvar wait lets go of its mutex with
+	 * the condvar's lock held, and parks next anyway) */
+	if (self->cp.prio < was && !cp_in_runtime())
+		cp_yield();
 }
 
 static void lt_entry(struct cp_thread *ct)

@@ -394,4 +394,12 @@ void cp_thread_set_priority(struct cp_thread *t, int prio)
 	if (prio)
 		cp_runq_levels_start();
 	__atomic_store_n(&t->prio, (uint8_t)prio, __ATOMIC_RELAXED);
+	/* waiting on a priority level of the caller's own worker (whose
+	 * level lists only their owner touches, and the caller runs there):
+	 * moved to its new one now, so that a lent priority (mutex.c's
+	 * PTHREAD_PRIO_INHERIT) acts before the holder's next switch */
+	struct cp_worker *self = cp_worker_self();
+	if (self && t != self->current && __atomic_load_n(&t->home, __ATOMIC_RELAXED) == self &&
+	    !self->in_sched)
+		cp_runq_relevel(&self->rq, t);
 }

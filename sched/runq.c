@@ -220,6 +220,37 @@ void cp_runq_push_slow(struct cp_runq *q, struct cp_thread *t)
 	level_add(q, lv, t);
 }
 
+struct cp_thread *cp_runq_pop_at_least(struct cp_runq *q, int prio)
+{
+	uint32_t top = CP_LEVEL_PRIO99 + 99u - (uint32_t)prio; /* levels 1..top */
+	uint64_t low = q->level_bits[0] & (top >= 63 ? ~1ull : ((2ull << top) - 1) & ~1ull);
+	uint64_t high = top >= 64 ? q->level_bits[1] & ((2ull << (top - 64)) - 1) : 0;
+	uint32_t lv;
+	if (low)
+		lv = (uint32_t)__builtin_ctzll(low);
+	else if (high)
+		lv = 64 + (uint32_t)__builtin_ctzll(high);
+	else
+		return NULL;
+	return level_unlink(q, lv, NULL, q->level[lv].head);
+}
+
+void cp_runq_relevel(struct cp_runq *q, struct cp_thread *t)
+{
+	uint32_t lv = t->level;
+	if (lv < CP_LEVEL_PRIO99 || lv >= CP_LEVEL_FAVOURED)
+		return; /* not on a priority level */
+	struct cp_thread *prev = NULL, *c = q->level[lv].head;
+	while (c && c != t) {
+		prev = c;
+		c = c->next;
+	}
+	if (!c)
+		return; /* on another queue's level */
+	level_unlink(q, lv, prev, t);
+	cp_runq_push_slow(q, t);
+}
+
 static inline __attribute__((always_inline)) struct cp_thread *pop_ring(struct cp_runq *q);
 
 /* Some thread is on a level: the highest level above the ring, else the

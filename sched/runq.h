@@ -191,6 +191,16 @@ static inline __attribute__((always_inline)) struct cp_thread *cp_runq_pop(struc
 void cp_runq_batch_begin(struct cp_runq *q);
 void cp_runq_batch_end(struct cp_runq *q);
 
+/* The owner, for a yield by a thread of priority prio (1..99): the first
+ * queued thread of that priority or higher, or NULL (a lower one, or
+ * one on the ring, does not displace it, as on NPTL). */
+struct cp_thread *cp_runq_pop_at_least(struct cp_runq *q, int prio);
+
+/* The owner: t, if it waits on a priority level of q, moves to the level
+ * of its priority now (it may be on the ring, in an inbox, parked or
+ * running elsewhere: then nothing happens). */
+void cp_runq_relevel(struct cp_runq *q, struct cp_thread *t);
+
 /* The policy (policy.c): the level a thread being queued goes to, and
  * whether a held thread may go now.  Aging bounds: a deferred thread
  * waits at most CP_DEFERRED_MAX_NS behind the ring, a held one at most

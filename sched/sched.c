@@ -364,7 +364,9 @@ void cp_yield(void)
 	cp_barrier();
 	w->st.yields++;
 	look_around(w, CP_DONATE_CEIL_HALF);
-	struct cp_thread *next = cp_runq_pop(&w->rq);
+	/* a thread with a priority gives way only to one of its own or higher */
+	struct cp_thread *next = cp_likely(!cur->prio) ? cp_runq_pop(&w->rq)
+	                                               : cp_runq_pop_at_least(&w->rq, cur->prio);
 	if (next)
 		w->requeue = cur; /* behind what is queued, once switched out */
 	switch_to(w, cur, next ? next : cur, false);

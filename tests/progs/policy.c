@@ -194,6 +194,109 @@ TCASE(wait_queues_wake_the_highest_priority_first)
 	CHECK_OK(sem_destroy(&s));
 }
 
+/* ---- priority protocols ---- */
+
+/* The textbook inversion, on one worker: a thread at 10 holds a mutex a
+ * thread at 30 waits for, while one at 20 keeps yielding.  With
+ * PTHREAD_PRIO_INHERIT (the holder runs at 30 once the waiter blocks)
+ * or PTHREAD_PRIO_PROTECT with a ceiling of 40 (it runs at 40 from its
+ * lock), the holder finishes first, then the thread at 30, then the one
+ * at 20; with no protocol, the thread at 20 keeps the holder, and so
+ * the thread at 30, off the worker until it is done. */
+static pthread_mutex_t pm;
+static sem_t holder_has, holder_go;
+
+static void *hold_then_release(void *arg)
+{
+	CHECK_OK(pthread_mutex_lock(&pm));
+	CHECK_OK(sem_post(&holder_has));
+	CHECK_OK(sem_wait(&holder_go));
+	for (int i = 0; i < 3; i++)
+		sched_yield();
+	record((int)(long)arg);
+	CHECK_OK(pthread_mutex_unlock(&pm));
+	return NULL;
+}
+
+static void *lock_and_record_pm(void *arg)
+{
+	CHECK_OK(pthread_mutex_lock(&pm));
+	record((int)(long)arg);
+	CHECK_OK(pthread_mutex_unlock(&pm));
+	return NULL;
+}
+
+static void *yield_a_while(void *arg)
+{
+	for (int i = 0; i < 50; i++)
+		sched_yield();
+	record((int)(long)arg);
+	return NULL;
+}
+
+static void inversion(int protocol, const int want[3], const char *what)
+{
+	pthread_mutexattr_t a;
+	CHECK_OK(pthread_mutexattr_init(&a));
+	CHECK_OK(pthread_mutexattr_setprotocol(&a, protocol));
+	if (protocol == PTHREAD_PRIO_PROTECT)
+		CHECK_OK(pthread_mutexattr_setprioceiling(&a, 40));
+	CHECK_OK(pthread_mutex_init(&pm, &a));
+	CHECK_OK(pthread_mutexattr_destroy(&a));
+	CHECK_OK(sem_init(&holder_has, 0, 0));
+	CHECK_OK(sem_init(&holder_go, 0, 0));
+	set_own(SCHED_FIFO, 90);
+	pthread_t low = spawn_at(SCHED_FIFO, 10, hold_then_release, 10);
+	CHECK_OK(sem_wait(&holder_has));
+	pthread_t high = spawn_at(SCHED_FIFO, 30, lock_and_record_pm, 30);
+	pthread_t mid = spawn_at(SCHED_FIFO, 20, yield_a_while, 20);
+	CHECK_OK(sem_post(&holder_go));
+	tc_join(high);
+	tc_join(mid);
+	tc_join(low);
+	check_order(want, 3, what);
+	set_own(SCHED_OTHER, 0);
+	CHECK_OK(pthread_mutex_destroy(&pm));
+}
+
+TCASE(priority_inheritance_lends_the_waiters_priority_to_the_holder)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	const int want[] = { 10, 30, 20 };
+	inversion(PTHREAD_PRIO_INHERIT, want, "PTHREAD_PRIO_INHERIT: holder 10, waiter 30, yielder 20");
+}
+
+TCASE(priority_ceiling_raises_the_holder_to_the_ceiling)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	const int want[] = { 10, 30, 20 };
+	inversion(PTHREAD_PRIO_PROTECT, want, "PTHREAD_PRIO_PROTECT at 40: holder 10, waiter 30, yielder 20");
+	/* a thread above the ceiling may not lock it (EINVAL, as POSIX says) */
+	pthread_mutexattr_t a;
+	CHECK_OK(pthread_mutexattr_init(&a));
+	CHECK_OK(pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_PROTECT));
+	CHECK_OK(pthread_mutexattr_setprioceiling(&a, 40));
+	CHECK_OK(pthread_mutex_init(&pm, &a));
+	set_own(SCHED_FIFO, 50);
+	CHECK_EQ(pthread_mutex_lock(&pm), EINVAL);
+	set_own(SCHED_FIFO, 40);
+	CHECK_OK(pthread_mutex_lock(&pm));
+	CHECK_OK(pthread_mutex_unlock(&pm));
+	set_own(SCHED_OTHER, 0);
+}
+
+/* Without a protocol the inversion happens, as on NPTL: what makes the
+ * two cases above worth having. */
+TCASE(without_a_protocol_the_middle_thread_runs_first)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	const int want[] = { 20, 10, 30 };
+	inversion(PTHREAD_PRIO_NONE, want, "no protocol: holder 10, waiter 30, yielder 20");
+}
+
 TCASE(priorities_are_reported_and_checked)
 {
 	struct sched_param p = { .sched_priority = 100 };
