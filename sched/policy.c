@@ -22,11 +22,13 @@
  *     is a taker (a request about to allocate its buffers), one that gives
  *     back as much a giver.
  *   While a resource is short, its takers are held back, at their wakeup
- *   and again when picked, and its givers go first.  Held threads go once
- *   the resource recovers, one per pick, so that each sees the count the
- *   last one left; none waits longer than CP_HELD_MAX_NS (runq.h), after
- *   which it runs whatever the count, and meets the EMFILE or the budget
- *   it would have met without the policy.  A thread-per-connection server
+ *   and again when picked, and its givers go first; while some are held,
+ *   a taker of a resource that is near short joins their line, so takers
+ *   go in the order they came.  Held threads go once the resource
+ *   recovers, oldest first, one per pick and before the ring, so that each
+ *   sees the count the last one left.  While it does not recover, one
+ *   goes every CP_HELD_MAX_NS (runq.h) whatever the count, and meets the
+ *   EMFILE or the budget it would have met without the policy.  A thread-per-connection server
  *   thus leaves new connections in the kernel's listen backlog, and new
  *   requests in their sockets, instead of taking them into a process that
  *   has nothing left to serve them with.
@@ -261,6 +263,18 @@ static bool must_hold(const struct cp_loc_node *n)
 	return (fds_short() && fds_use(n) == USE_TAKES) || (mem_short() && mem_use(n) == USE_TAKES);
 }
 
+/* Joins the line of held threads: a taker of a resource that is tight
+ * (within twice its reserve) while some wait on q, so that takers go in
+ * the order they came instead of newcomers taking what the held ones
+ * wait for. */
+static bool joins_line(struct cp_runq *q, const struct cp_loc_node *n)
+{
+	if (!cp_runq_held(q))
+		return false;
+	return (__atomic_load_n(&fds_tight, __ATOMIC_RELAXED) && fds_use(n) == USE_TAKES) ||
+	       (__atomic_load_n(&mem_tight, __ATOMIC_RELAXED) && mem_use(n) == USE_TAKES);
+}
+
 /* Goes first: a giver of a resource that is short. */
 static bool favoured(const struct cp_loc_node *n)
 {
@@ -274,7 +288,7 @@ uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
 	struct cp_loc_node *n = cp_sched_2d ? predicting(t) : NULL;
 	if (!n)
 		return CP_LEVEL_RING;
-	if (must_hold(n)) {
+	if (must_hold(n) || joins_line(q, n)) {
 		worker_of(q)->st.held++;
 		return CP_LEVEL_HELD;
 	}
@@ -291,7 +305,7 @@ uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
 bool cp_policy_holds(struct cp_runq *q, struct cp_thread *t)
 {
 	struct cp_loc_node *n = t->prio ? NULL : predicting(t);
-	if (!n || !must_hold(n))
+	if (!n || !(must_hold(n) || joins_line(q, n)))
 		return false;
 	worker_of(q)->st.held++;
 	return true;

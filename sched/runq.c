@@ -253,18 +253,36 @@ void cp_runq_relevel(struct cp_runq *q, struct cp_thread *t)
 
 static inline __attribute__((always_inline)) struct cp_thread *pop_ring(struct cp_runq *q);
 
-/* Some thread is on a level: the highest level above the ring, else the
- * ring, else the deferred, else a held thread admission lets go; a
- * deferred or held thread past its aging bound before all of them. */
+/* A held thread goes: the oldest, admitted or aged. */
+static struct cp_thread *held_go(struct cp_runq *q, uint64_t now)
+{
+	q->held_went_at = now;
+	return level_unlink(q, CP_LEVEL_HELD, NULL, q->level[CP_LEVEL_HELD].head);
+}
+
+/* Some thread is on a level: the highest level above the ring, then the
+ * oldest held thread if admission lets it go (it has waited longest for
+ * what the ring's threads will not take), then the ring, then the
+ * deferred; a deferred thread past its aging bound before all of them,
+ * and a held one when none has gone for the held bound (a resource that
+ * does not recover lets them go one per bound, oldest first, instead of
+ * all at once, which would take the resource past its limit in a
+ * burst). */
 static struct cp_thread *pop_levels(struct cp_runq *q)
 {
 	bool deferred = level_busy(q, CP_LEVEL_DEFERRED), held = level_busy(q, CP_LEVEL_HELD);
+	uint64_t now = 0;
 	if (deferred || held) {
-		uint64_t now = cp_now_ns();
+		now = cp_now_ns();
 		if (deferred && now - q->level[CP_LEVEL_DEFERRED].head->queued_at > CP_DEFERRED_MAX_NS)
 			return level_unlink(q, CP_LEVEL_DEFERRED, NULL, q->level[CP_LEVEL_DEFERRED].head);
-		if (held && now - q->level[CP_LEVEL_HELD].head->queued_at > CP_HELD_MAX_NS)
-			return level_unlink(q, CP_LEVEL_HELD, NULL, q->level[CP_LEVEL_HELD].head);
+		if (held) {
+			uint64_t since = q->level[CP_LEVEL_HELD].head->queued_at;
+			if (q->held_went_at > since)
+				since = q->held_went_at;
+			if (now - since > CP_HELD_MAX_NS)
+				return held_go(q, now);
+		}
 	}
 	/* levels 1..CP_LEVEL_FAVOURED: bits 1..63 of word 0, 0..36 of word 1 */
 	if (q->level_bits[0]) {
@@ -276,6 +294,8 @@ static struct cp_thread *pop_levels(struct cp_runq *q)
 		uint32_t lv = 64 + (uint32_t)__builtin_ctzll(above);
 		return level_unlink(q, lv, NULL, q->level[lv].head);
 	}
+	if (held && cp_policy_admits(q->level[CP_LEVEL_HELD].head))
+		return held_go(q, now);
 	struct cp_thread *t;
 	while ((t = pop_ring(q)) != NULL) {
 		/* queued before its resource ran short: held now (each thread
@@ -289,7 +309,7 @@ static struct cp_thread *pop_levels(struct cp_runq *q)
 	if (deferred)
 		return level_unlink(q, CP_LEVEL_DEFERRED, NULL, q->level[CP_LEVEL_DEFERRED].head);
 	if (held && cp_policy_admits(q->level[CP_LEVEL_HELD].head))
-		return level_unlink(q, CP_LEVEL_HELD, NULL, q->level[CP_LEVEL_HELD].head);
+		return held_go(q, cp_now_ns());
 	return NULL;
 }
 

@@ -110,6 +110,7 @@ struct cp_runq {
 	struct cp_thread *over_head, *over_tail; /* behind the ring, FIFO */
 	uint64_t level_bits[2];       /* bit L: level L's list is not empty */
 	struct cp_level level[CP_LEVELS];
+	uint64_t held_went_at;        /* when a held thread last went */
 	struct cp_batch batch[CP_BATCH_GROUPS]; /* staged, while CP_RUNQ_BATCH */
 	uint32_t batch_groups;
 	/* the steal protocol, one word so that the owner's check is one
@@ -203,8 +204,9 @@ void cp_runq_relevel(struct cp_runq *q, struct cp_thread *t);
 
 /* The policy (policy.c): the level a thread being queued goes to, and
  * whether a held thread may go now.  Aging bounds: a deferred thread
- * waits at most CP_DEFERRED_MAX_NS behind the ring, a held one at most
- * CP_HELD_MAX_NS for its resource. */
+ * waits at most CP_DEFERRED_MAX_NS behind the ring; held threads go
+ * oldest first, and while their resource does not recover one goes every
+ * CP_HELD_MAX_NS, so the n-th in line waits at most n times that. */
 uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t);
 bool cp_policy_admits(struct cp_thread *t);
 /* The 2D policy, at the pick: t, taken from the ring, is about to take a
