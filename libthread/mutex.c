@@ -150,7 +150,7 @@ static inline void release(struct lt_mutex *m)
 
 /* A protocol mutex's unlock: under qlock, so that a waiter lending its
  * priority sees the holder or nobody, never one that has gone on. */
-static void release_prio(struct lt_mutex *m)
+static CP_NOINLINE void release_prio(struct lt_mutex *m)
 {
 	cp_spin_lock(&m->qlock);
 	m->owner = NULL;
@@ -165,7 +165,8 @@ static void release_prio(struct lt_mutex *m)
 static int acquire(struct lt_mutex *m, void *me, uint64_t deadline, bool try);
 
 /* A protocol mutex's lock, from a user thread. */
-static int lock_prio(struct lt_mutex *m, struct lt_thread *self, uint64_t deadline, bool try)
+static CP_NOINLINE int lock_prio(struct lt_mutex *m, struct lt_thread *self, uint64_t deadline,
+                                 bool try)
 {
 	if (m->kind & KIND_PP) {
 		int ceiling = __atomic_load_n(&m->prioceiling, __ATOMIC_RELAXED);
@@ -238,11 +239,11 @@ bool lt_mutex_held_by_caller(pthread_mutex_t *mutex)
 	return m->owner == owner_id() && __atomic_load_n(&m->state, __ATOMIC_RELAXED);
 }
 
-int lt_mutex_unlock(pthread_mutex_t *mutex)
+/* The kinds that track their owner, and the protocols' */
+static CP_NOINLINE int unlock_slow(struct lt_mutex *m)
 {
-	struct lt_mutex *m = M(mutex);
 	int type = m->kind & MA_TYPE_MASK;
-	if (cp_unlikely(type == PTHREAD_MUTEX_RECURSIVE || type == PTHREAD_MUTEX_ERRORCHECK)) {
+	if (type == PTHREAD_MUTEX_RECURSIVE || type == PTHREAD_MUTEX_ERRORCHECK) {
 		if (m->owner != owner_id() || !__atomic_load_n(&m->state, __ATOMIC_RELAXED))
 			return EPERM;
 		if (m->count) {
@@ -250,11 +251,24 @@ int lt_mutex_unlock(pthread_mutex_t *mutex)
 			return 0;
 		}
 	}
-	if (cp_unlikely(m->kind & KIND_PRIO) && lt_self())
+	if ((m->kind & KIND_PRIO) && lt_self())
 		release_prio(m);
 	else
 		release(m);
 	return 0;
+}
+
+int lt_mutex_unlock(pthread_mutex_t *mutex)
+{
+	struct lt_mutex *m = M(mutex);
+	/* a normal or adaptive mutex without a protocol: the exchange alone */
+	int type = m->kind & MA_TYPE_MASK;
+	if (cp_likely((type == PTHREAD_MUTEX_NORMAL || type == PTHREAD_MUTEX_ADAPTIVE_NP) &&
+	              !(m->kind & KIND_PRIO))) {
+		release(m);
+		return 0;
+	}
+	return unlock_slow(m);
 }
 
 CP_EXPORT int pthread_mutex_lock(pthread_mutex_t *m)
