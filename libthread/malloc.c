@@ -100,11 +100,8 @@ CP_EXPORT void *memalign(size_t align, size_t size)
 
 CP_EXPORT void *aligned_alloc(size_t align, size_t size)
 {
-	/* glibc's rule: any power of two */
-	if (align == 0 || (align & (align - 1)) != 0) {
-		errno = EINVAL;
-		return NULL;
-	}
+	/* as glibc 2.36's: memalign's, which rounds an alignment that is not
+	 * a power of two up to one */
 	return memalign(align, size);
 }
 
