@@ -44,14 +44,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "latency_hist.h"
+
 #define MSG_MAX    4096
 #define MAX_EVENTS 1024
-/* Latency histogram: 64 linear sub-buckets per power of two of
- * nanoseconds, so any recorded value is within 1.6% of the truth and
- * the whole range of uint64 fits in a few thousand counters. */
-#define SUB_BITS   6
-#define SUB        (1u << SUB_BITS)
-#define HIST_LEN   ((64 - SUB_BITS) * SUB + SUB)
 
 enum { CONNECTING, WAITING, IDLE, DEAD };
 
@@ -98,24 +94,6 @@ static uint64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static unsigned hist_index(uint64_t v)
-{
-	if (v < 2 * SUB)
-		return (unsigned)v;
-	unsigned e = 63 - (unsigned)__builtin_clzll(v);
-	return (e - SUB_BITS) * SUB + (unsigned)(v >> (e - SUB_BITS));
-}
-
-/* the middle of the bucket's range */
-static uint64_t hist_value(unsigned i)
-{
-	if (i < 2 * SUB)
-		return i;
-	unsigned e = i / SUB + SUB_BITS - 1;
-	uint64_t lo = (uint64_t)(i % SUB + SUB) << (e - SUB_BITS);
-	return lo + ((uint64_t)1 << (e - SUB_BITS)) / 2;
 }
 
 /* The message names its connection and its sequence number, so an echo

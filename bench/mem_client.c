@@ -45,13 +45,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "latency_hist.h"
+
 #define MAX_EVENTS 256
 #define RX_MAX     64
-/* 64 linear sub-buckets per power of two of nanoseconds: any value within
- * 1.6% of the truth, the whole uint64 range in a few thousand counters */
-#define SUB_BITS   6
-#define SUB        (1u << SUB_BITS)
-#define HIST_LEN   ((64 - SUB_BITS) * SUB + SUB)
 
 enum { IDLE, CONNECTING, HELLO_SENT, READY, REQ_SENT, PAUSED, DEAD };
 
@@ -101,40 +98,6 @@ static uint64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static unsigned hist_index(uint64_t v)
-{
-	if (v < 2 * SUB)
-		return (unsigned)v;
-	unsigned e = 63 - (unsigned)__builtin_clzll(v);
-	return (e - SUB_BITS) * SUB + (unsigned)(v >> (e - SUB_BITS));
-}
-
-/* the middle of the bucket's range */
-static uint64_t hist_value(unsigned i)
-{
-	if (i < 2 * SUB)
-		return i;
-	unsigned e = i / SUB + SUB_BITS - 1;
-	uint64_t lo = (uint64_t)(i % SUB + SUB) << (e - SUB_BITS);
-	return lo + ((uint64_t)1 << (e - SUB_BITS)) / 2;
-}
-
-static uint64_t percentile(const uint64_t *h, uint64_t total, double p)
-{
-	if (!total)
-		return 0;
-	uint64_t want = (uint64_t)(p * (double)total);
-	if (want >= total)
-		want = total - 1;
-	uint64_t seen = 0;
-	for (unsigned i = 0; i < HIST_LEN; i++) {
-		seen += h[i];
-		if (seen > want)
-			return hist_value(i);
-	}
-	return 0;
 }
 
 static void drop(struct worker *w, struct conn *c, uint64_t now)
@@ -479,8 +442,8 @@ int main(int argc, char **argv)
 	       "ok_max_us=%.0f all_p50_us=%.0f all_p99_us=%.0f unanswered=%llu oldest_ms=%.0f\n",
 	       opt.conns, ready, (unsigned long long)ramp_fail, (go - ramp0) / 1e6, opt.warmup, secs,
 	       (unsigned long long)ok, (unsigned long long)err, (unsigned long long)conn_err,
-	       ok / secs, err / secs, percentile(hok, ok, 0.50) / 1e3, percentile(hok, ok, 0.99) / 1e3,
-	       percentile(hok, ok, 1.0) / 1e3, percentile(hall, ok + err, 0.50) / 1e3,
-	       percentile(hall, ok + err, 0.99) / 1e3, (unsigned long long)unanswered, oldest / 1e6);
+	       ok / secs, err / secs, hist_percentile(hok, ok, 0.50) / 1e3, hist_percentile(hok, ok, 0.99) / 1e3,
+	       hist_percentile(hok, ok, 1.0) / 1e3, hist_percentile(hall, ok + err, 0.50) / 1e3,
+	       hist_percentile(hall, ok + err, 0.99) / 1e3, (unsigned long long)unanswered, oldest / 1e6);
 	return 0;
 }
