@@ -664,6 +664,7 @@ static void *named_waiter(void *arg)
  * to block used to spin at 100% CPU for good. */
 TCASE(named_semaphore_between_threads)
 {
+	tc_run_alone(); /* its ticker must get a core within the wait */
 	tc_watchdog(20);
 	char name[64];
 	snprintf(name, sizeof name, "/caprice-sem-test-%d", (int)getpid());

@@ -447,6 +447,7 @@ static void *kicker(void *arg)
 
 TCASE(timed_waits_under_load)
 {
+	tc_run_alone(); /* measures lateness: not beside MariaDB's 512 clients */
 	enum { LOAD = 6, WAITERS = 300 };
 	pthread_condattr_t ca;
 	CHECK_OK(pthread_condattr_init(&ca));
