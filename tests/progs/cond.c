@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -560,11 +561,109 @@ TCASE(condattr_calls)
 	CHECK_OK(pthread_condattr_getpshared(&a, &ps));
 	CHECK_EQ(ps, PTHREAD_PROCESS_PRIVATE);
 	CHECK_OK(pthread_condattr_setpshared(&a, PTHREAD_PROCESS_PRIVATE));
-	CHECK_EQ(pthread_condattr_setpshared(&a, PTHREAD_PROCESS_SHARED), ENOTSUP);
+	CHECK_OK(pthread_condattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
 	CHECK_EQ(pthread_condattr_setpshared(&a, 12345), EINVAL);
+	CHECK_OK(pthread_condattr_getpshared(&a, &ps));
+	CHECK_EQ(ps, PTHREAD_PROCESS_SHARED);
+	CHECK_OK(pthread_condattr_getclock(&a, &clk)); /* the other bit stays */
+	CHECK_EQ(clk, CLOCK_REALTIME);
+	CHECK_OK(pthread_condattr_setpshared(&a, PTHREAD_PROCESS_PRIVATE));
 	CHECK_OK(pthread_condattr_getpshared(&a, &ps));
 	CHECK_EQ(ps, PTHREAD_PROCESS_PRIVATE);
 	CHECK_OK(pthread_condattr_destroy(&a));
+}
+
+/* ---- process-shared condition variables ---- */
+
+/* Two processes (a fork's parent and child) hand a turn back and forth
+ * through a mutex and a condvar in shared memory, both
+ * PTHREAD_PROCESS_SHARED; the parent's other thread keeps running while
+ * it waits (the wait parks only the user thread).  A timed wait that
+ * nobody signals times out. */
+struct shared_turn {
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	int turn;
+};
+
+static volatile long pshared_ticks;
+static volatile int pshared_stop;
+
+static void *pshared_ticker(void *arg)
+{
+	(void)arg;
+	while (!pshared_stop) {
+		tc_msleep(1);
+		pshared_ticks++;
+	}
+	return NULL;
+}
+
+TCASE(process_shared_condvar_across_fork)
+{
+	tc_run_alone(); /* the ticker must get a core while the parent waits */
+	struct shared_turn *st = mmap(NULL, sizeof *st, PROT_READ | PROT_WRITE,
+	                              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK(st != MAP_FAILED);
+	pthread_mutexattr_t ma;
+	pthread_condattr_t ca;
+	CHECK_OK(pthread_mutexattr_init(&ma));
+	CHECK_OK(pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED));
+	CHECK_OK(pthread_mutex_init(&st->m, &ma));
+	CHECK_OK(pthread_condattr_init(&ca));
+	CHECK_OK(pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED));
+	CHECK_OK(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC));
+	CHECK_OK(pthread_cond_init(&st->c, &ca));
+	st->turn = 0;
+	enum { ROUNDS = 20 };
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		/* the child takes the odd turns */
+		for (int i = 0; i < ROUNDS; i++) {
+			pthread_mutex_lock(&st->m);
+			while (st->turn != 2 * i + 1)
+				pthread_cond_wait(&st->c, &st->m);
+			st->turn++;
+			pthread_cond_signal(&st->c);
+			pthread_mutex_unlock(&st->m);
+		}
+		_exit(0);
+	}
+	pthread_t tick = tc_spawn(pshared_ticker, NULL);
+	long ticks_before = pshared_ticks;
+	for (int i = 0; i < ROUNDS; i++) {
+		CHECK_OK(pthread_mutex_lock(&st->m));
+		st->turn++;
+		CHECK_OK(pthread_cond_signal(&st->c));
+		if (i == 0)
+			tc_msleep(30); /* the child is surely waiting by now */
+		while (st->turn != 2 * i + 2) {
+			struct timespec dl = tc_abs_ms(CLOCK_MONOTONIC, 10000);
+			CHECK_OK(pthread_cond_timedwait(&st->c, &st->m, &dl));
+		}
+		CHECK_OK(pthread_mutex_unlock(&st->m));
+	}
+	int status;
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* nobody signals: a timed wait runs to its deadline */
+	CHECK_OK(pthread_mutex_lock(&st->m));
+	uint64_t t0 = tc_now_ns();
+	struct timespec dl = tc_abs_ms(CLOCK_MONOTONIC, 50);
+	int e;
+	while ((e = pthread_cond_timedwait(&st->c, &st->m, &dl)) == 0)
+		;
+	CHECK_EQ(e, ETIMEDOUT);
+	CHECK_MS_RANGE(tc_now_ns() - t0, 50, 50);
+	CHECK_OK(pthread_mutex_unlock(&st->m));
+	/* while the parent waited, its other thread ran */
+	pshared_stop = 1;
+	tc_join(tick);
+	CHECK(pshared_ticks > ticks_before);
+	CHECK_OK(pthread_cond_destroy(&st->c));
+	CHECK_OK(pthread_mutex_destroy(&st->m));
+	munmap(st, sizeof *st);
 }
 
 /* ---- no lost wakeups ---- */
