@@ -16,6 +16,7 @@
  * (tc_rerun_on_workers: a child with CAPRICE_WORKERS=1, which the runtime
  * reads before main, and TC_CHILD=1), and that child is the server. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -79,6 +80,35 @@ static int kernel_threads(void)
 	const char *t = strstr(buf, "\nThreads:");
 	CHECK(t != NULL);
 	return atoi(t + 9);
+}
+
+/* The names of this process's kernel threads (their comm), for a failure
+ * message: workers, the monitor, a spare, offload helpers, and io_uring's
+ * own iou-wrk threads all count. */
+static void kernel_thread_names(char *out, size_t size)
+{
+	out[0] = 0;
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[300], comm[32] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, comm, sizeof comm - 1);
+		close(fd);
+		if (n > 0 && comm[n - 1] == '\n')
+			n--;
+		comm[n > 0 ? n : 0] = 0;
+		size_t used = strlen(out);
+		snprintf(out + used, size - used, "%s%s", used ? ", " : "", comm);
+	}
+	closedir(d);
 }
 
 static int read_exact(int fd, void *buf, size_t n)
@@ -292,14 +322,16 @@ static void run_server(const char *case_name, int conns, int rounds, int limit_s
 	int accepted = s.accepted, live = s.live, finished = s.finished;
 	pthread_mutex_unlock(&s.m);
 	int threads_at_peak = kernel_threads();
+	char names[512];
+	kernel_thread_names(names, sizeof names);
 	if (s.errors)
 		TFAIL("%d server errors, the first: %s", s.errors, s.first_error);
 	CHECK_EQ(accepted, conns);
 	CHECK_EQ(finished, 0);
 	CHECK_EQ(live, conns); /* all open at once, each with its thread */
 	if (threads_at_peak > workers + EXTRA_KERNEL_THREADS)
-		TFAIL("%d kernel threads serve %d connections on %d workers", threads_at_peak, conns,
-		      workers);
+		TFAIL("%d kernel threads serve %d connections on %d workers: %s", threads_at_peak,
+		      conns, workers, names);
 	if (client_threads > workers + EXTRA_KERNEL_THREADS)
 		TFAIL("the client process ran %d kernel threads for %d connections", client_threads,
 		      conns);
