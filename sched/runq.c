@@ -220,10 +220,11 @@ void cp_runq_push_slow(struct cp_runq *q, struct cp_thread *t)
 	level_add(q, lv, t);
 }
 
-struct cp_thread *cp_runq_pop_at_least(struct cp_runq *q, int prio)
+/* The head of the first non-empty level of 1..top (top < 128), unlinked;
+ * NULL if they are all empty.  Level 0 is the ring's and never set. */
+static struct cp_thread *pop_first_upto(struct cp_runq *q, uint32_t top)
 {
-	uint32_t top = CP_LEVEL_PRIO99 + 99u - (uint32_t)prio; /* levels 1..top */
-	uint64_t low = q->level_bits[0] & (top >= 63 ? ~1ull : ((2ull << top) - 1) & ~1ull);
+	uint64_t low = q->level_bits[0] & (top >= 63 ? ~0ull : (2ull << top) - 1);
 	uint64_t high = top >= 64 ? q->level_bits[1] & ((2ull << (top - 64)) - 1) : 0;
 	uint32_t lv;
 	if (low)
@@ -233,6 +234,11 @@ struct cp_thread *cp_runq_pop_at_least(struct cp_runq *q, int prio)
 	else
 		return NULL;
 	return level_unlink(q, lv, NULL, q->level[lv].head);
+}
+
+struct cp_thread *cp_runq_pop_at_least(struct cp_runq *q, int prio)
+{
+	return pop_first_upto(q, CP_LEVEL_PRIO99 + 99u - (uint32_t)prio);
 }
 
 void cp_runq_relevel(struct cp_runq *q, struct cp_thread *t)
@@ -284,19 +290,11 @@ static struct cp_thread *pop_levels(struct cp_runq *q)
 				return held_go(q, now);
 		}
 	}
-	/* levels 1..CP_LEVEL_FAVOURED: bits 1..63 of word 0, 0..36 of word 1 */
-	if (q->level_bits[0]) {
-		uint32_t lv = (uint32_t)__builtin_ctzll(q->level_bits[0]);
-		return level_unlink(q, lv, NULL, q->level[lv].head);
-	}
-	uint64_t above = q->level_bits[1] & ((1ull << (CP_LEVEL_FAVOURED - 64 + 1)) - 1);
-	if (above) {
-		uint32_t lv = 64 + (uint32_t)__builtin_ctzll(above);
-		return level_unlink(q, lv, NULL, q->level[lv].head);
-	}
+	struct cp_thread *t = pop_first_upto(q, CP_LEVEL_FAVOURED); /* above the ring */
+	if (t)
+		return t;
 	if (held && cp_policy_admits(q->level[CP_LEVEL_HELD].head))
 		return held_go(q, now);
-	struct cp_thread *t;
 	while ((t = pop_ring(q)) != NULL) {
 		/* queued before its resource ran short: held now (each thread
 		 * at most once per wakeup, so the loop is paid for by pushes) */

@@ -42,22 +42,22 @@ static void q_append(struct cp_waitq *q, struct cp_waiter *w)
 	}
 	unsigned prio = waiter_prio(w);
 	struct cp_waiter *after = h->prev; /* the tail */
+	bool first = false;
 	if (cp_unlikely(prio != 0)) {
 		while (waiter_prio(after) < prio && after != h)
 			after = after->prev;
-		if (waiter_prio(after) < prio) { /* above everyone: the new head */
-			w->next = h;
-			w->prev = h->prev;
-			h->prev->next = w;
-			h->prev = w;
-			q->head = w;
-			return;
+		if (waiter_prio(after) < prio) { /* above everyone: behind the
+		                                    tail of the ring, as head */
+			after = h->prev;
+			first = true;
 		}
 	}
 	w->prev = after;
 	w->next = after->next;
 	after->next->prev = w;
 	after->next = w;
+	if (first)
+		q->head = w;
 }
 
 static void q_unlink(struct cp_waitq *q, struct cp_waiter *w)
