@@ -49,8 +49,8 @@
  * plus what libthread's malloc family (malloc.c) saw taken and given
  * since: bytes held, not resident memory, which glibc does not give back
  * to the kernel when a thread frees (it keeps it for the next malloc).
- * Each thread counts its own bytes and posts them to the process's count
- * in steps of MEM_POST_BYTES, so that two workers' mallocs do not share a
+ * Each thread counts its own bytes and, when there is a budget, posts
+ * them to the process's count in steps of MEM_POST_BYTES, so that two workers' mallocs do not share a
  * cache line; the count is off by less than a step per thread. */
 #include "worker.h"
 
@@ -192,11 +192,14 @@ void cp_mem_changed(int64_t delta)
 {
 	struct cp_thread *t = cp_self();
 	if (!t) { /* a kernel thread of the program's, or the runtime's own */
-		mem_post(delta);
+		if (__atomic_load_n(&mem_limit, __ATOMIC_RELAXED))
+			mem_post(delta);
 		return;
 	}
 	int64_t run = t->mem_run + delta;
 	t->mem_run = run > INT32_MAX ? INT32_MAX : run < -INT32_MAX ? -INT32_MAX : (int32_t)run;
+	if (!__atomic_load_n(&mem_limit, __ATOMIC_RELAXED))
+		return; /* no budget: the graph's delta is all there is to count */
 	int64_t unposted = t->mem_unposted + delta;
 	if (unposted > MEM_POST_BYTES || unposted < -MEM_POST_BYTES) {
 		mem_post(unposted);
@@ -256,29 +259,28 @@ static void mem_configure(void)
 	__atomic_store_n(&cp_mem_counting, true, __ATOMIC_RELEASE);
 }
 
-/* Held back: a taker of a resource that is short (the tight flags first:
- * each is one read of a line that rarely changes). */
-static bool must_hold(const struct cp_loc_node *n)
+/* Whether n's thread does `use` with descriptors while `fds` holds, or
+ * with memory while `mem` holds. */
+static bool uses_while(const struct cp_loc_node *n, enum use use, bool fds, bool mem)
 {
-	return (fds_short() && fds_use(n) == USE_TAKES) || (mem_short() && mem_use(n) == USE_TAKES);
+	return (fds && fds_use(n) == use) || (mem && mem_use(n) == use);
 }
 
-/* Joins the line of held threads: a taker of a resource that is tight
- * (within twice its reserve) while some wait on q, so that takers go in
- * the order they came instead of newcomers taking what the held ones
- * wait for. */
-static bool joins_line(struct cp_runq *q, const struct cp_loc_node *n)
+/* Held back: a taker of a resource that is short (the short tests read
+ * the tight flags first: each is one read of a line that rarely
+ * changes); and, while some are held on q, a taker of a resource that is
+ * tight (within twice its reserve) joins their line, so that takers go
+ * in the order they came instead of newcomers taking what the held ones
+ * wait for.  Counted in the worker's statistics. */
+static bool holds_back(struct cp_runq *q, const struct cp_loc_node *n)
 {
-	if (!cp_runq_held(q))
+	if (!uses_while(n, USE_TAKES, fds_short(), mem_short()) &&
+	    !(cp_runq_held(q) && uses_while(n, USE_TAKES,
+	                                    __atomic_load_n(&fds_tight, __ATOMIC_RELAXED),
+	                                    __atomic_load_n(&mem_tight, __ATOMIC_RELAXED))))
 		return false;
-	return (__atomic_load_n(&fds_tight, __ATOMIC_RELAXED) && fds_use(n) == USE_TAKES) ||
-	       (__atomic_load_n(&mem_tight, __ATOMIC_RELAXED) && mem_use(n) == USE_TAKES);
-}
-
-/* Goes first: a giver of a resource that is short. */
-static bool favoured(const struct cp_loc_node *n)
-{
-	return (fds_short() && fds_use(n) == USE_GIVES) || (mem_short() && mem_use(n) == USE_GIVES);
+	worker_of(q)->st.held++;
+	return true;
 }
 
 uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
@@ -288,11 +290,9 @@ uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
 	struct cp_loc_node *n = cp_sched_2d ? predicting(t) : NULL;
 	if (!n)
 		return CP_LEVEL_RING;
-	if (must_hold(n) || joins_line(q, n)) {
-		worker_of(q)->st.held++;
+	if (holds_back(q, n))
 		return CP_LEVEL_HELD;
-	}
-	if (favoured(n))
+	if (uses_while(n, USE_GIVES, fds_short(), mem_short())) /* a giver of a short one */
 		return CP_LEVEL_FAVOURED;
 	if (__atomic_load_n(&n->next_ns, __ATOMIC_RELAXED) >= CP_LONG_RUN_NS &&
 	    cp_runq_len(q) != 0) {
@@ -305,16 +305,13 @@ uint32_t cp_policy_level(struct cp_runq *q, struct cp_thread *t)
 bool cp_policy_holds(struct cp_runq *q, struct cp_thread *t)
 {
 	struct cp_loc_node *n = t->prio ? NULL : predicting(t);
-	if (!n || !(must_hold(n) || joins_line(q, n)))
-		return false;
-	worker_of(q)->st.held++;
-	return true;
+	return n && holds_back(q, n);
 }
 
 bool cp_policy_admits(struct cp_thread *t)
 {
 	struct cp_loc_node *n = predicting(t);
-	return !n || !must_hold(n);
+	return !n || !uses_while(n, USE_TAKES, fds_short(), mem_short());
 }
 
 void cp_fds_changed(struct cp_thread *t, int delta)
