@@ -52,7 +52,7 @@ struct caprice_worker_stats {
 	                          a big chunk (into code without split-stack
 	                          prologues) */
 	uint64_t held;         /* CAPRICE_SCHED=2d: wakeups held back while a
-	                          resource (descriptors) ran short */
+	                          resource (descriptors, memory) ran short */
 	uint64_t deferred;     /* CAPRICE_SCHED=2d: wakeups queued behind shorter
 	                          work */
 	uint32_t held_now;     /* threads held back now */

@@ -63,19 +63,25 @@ void lt_prio_raise(struct lt_thread *t, int prio)
 		sched_apply(t);
 }
 
+/* sched_apply, and a caller that lowered its own rank yields, so that a
+ * higher thread queued behind it runs now, as the kernel would preempt
+ * it; not from inside the runtime (a condvar wait lets go of its mutex
+ * with the condvar's lock held, and parks next anyway). */
+static void sched_apply_and_yield(struct lt_thread *t)
+{
+	int was = t->cp.prio;
+	sched_apply(t);
+	if (t->cp.prio < was && t == lt_self() && !cp_in_runtime())
+		cp_yield();
+}
+
 void lt_prio_locks_changed(struct lt_thread *self, int delta)
 {
 	self->prio_locks = (uint8_t)(self->prio_locks + delta);
 	if (self->prio_locks || !__atomic_load_n(&self->prio_raised, __ATOMIC_RELAXED))
 		return;
-	int was = self->cp.prio;
 	__atomic_store_n(&self->prio_raised, 0, __ATOMIC_RELAXED);
-	sched_apply(self);
-	/* a waiter it held up runs now, as the kernel would preempt; not
-	 * from inside the runtime (a condvar wait lets go of its mutex with
-	 * the condvar's lock held, and parks next anyway) */
-	if (self->cp.prio < was && !cp_in_runtime())
-		cp_yield();
+	sched_apply_and_yield(self); /* a waiter it held up runs now */
 }
 
 static void lt_entry(struct cp_thread *ct)
@@ -505,16 +511,12 @@ static int check_sched(int policy, const struct sched_param *p)
 /* SCHED_FIFO and SCHED_RR priorities rank user threads on their worker's
  * run queue and in wait queues (sched/policy.c); they need no privilege,
  * since no kernel thread's scheduling changes.  A thread that lowers its
- * own priority yields, so that a higher one queued behind it runs now, as
- * the kernel would preempt it. */
+ * own priority yields. */
 static void set_sched(struct lt_thread *t, int policy, const struct sched_param *p)
 {
-	int was = t->cp.prio;
 	t->sched_policy = policy;
 	t->sched_param = *p;
-	sched_apply(t);
-	if (t == lt_self() && t->cp.prio < was)
-		cp_yield();
+	sched_apply_and_yield(t);
 }
 
 CP_EXPORT int pthread_setschedparam(pthread_t h, int policy, const struct sched_param *p)

@@ -228,29 +228,32 @@ static inline bool node_in(const struct cp_blocking_graph *g, const struct cp_lo
 	return n >= g->nodes && n < g->nodes + NODES;
 }
 
+/* A signed EWMA's next value: the first sample as it is (seen == 0),
+ * then each weighing 1/2^EWMA_SHIFT. */
+static inline int64_t ewma(int64_t was, int64_t sample, uint64_t seen)
+{
+	return seen ? was + (sample - was) / (1 << EWMA_SHIFT) : sample;
+}
+
+static inline int64_t clamp(int64_t v, int64_t bound)
+{
+	return v > bound ? bound : v < -bound ? -bound : v;
+}
+
 /* One sample of what follows a park at n, until the thread ends. */
 static void rest_learn(struct cp_loc_node *n, int64_t sample)
 {
-	if (sample > CP_FDS_REST_MAX)
-		sample = CP_FDS_REST_MAX;
-	if (sample < -CP_FDS_REST_MAX)
-		sample = -CP_FDS_REST_MAX;
 	int32_t was = __atomic_load_n(&n->rest_fds, __ATOMIC_RELAXED);
-	int32_t now = n->outs ? was + (int32_t)((sample - was) / (1 << EWMA_SHIFT)) : (int32_t)sample;
-	__atomic_store_n(&n->rest_fds, now, __ATOMIC_RELAXED);
+	__atomic_store_n(&n->rest_fds, (int32_t)ewma(was, clamp(sample, CP_FDS_REST_MAX), n->outs),
+	                 __ATOMIC_RELAXED);
 }
 
 /* One sample of the bytes the run from n to the next park took. */
 static void next_kib_learn(struct cp_loc_node *n, int64_t bytes)
 {
-	int64_t kib = bytes / 1024;
-	if (kib > INT32_MAX / 2)
-		kib = INT32_MAX / 2;
-	if (kib < -INT32_MAX / 2)
-		kib = -INT32_MAX / 2;
 	int32_t was = __atomic_load_n(&n->next_kib, __ATOMIC_RELAXED);
-	int32_t now = n->outs ? was + (int32_t)((kib - was) / (1 << EWMA_SHIFT)) : (int32_t)kib;
-	__atomic_store_n(&n->next_kib, now, __ATOMIC_RELAXED);
+	__atomic_store_n(&n->next_kib, (int32_t)ewma(was, clamp(bytes / 1024, INT32_MAX / 2), n->outs),
+	                 __ATOMIC_RELAXED);
 }
 
 void cp_location_exit_slow(struct cp_worker *w, struct cp_thread *t)
@@ -348,10 +351,8 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 			e->ewma_ns = e->count ? e->ewma_ns - (e->ewma_ns >> EWMA_SHIFT) +
 			                                (ran >> EWMA_SHIFT)
 			                      : ran;
-			e->ewma_fds = e->count ? e->ewma_fds + (fds - e->ewma_fds) / (1 << EWMA_SHIFT)
-			                       : fds;
-			e->ewma_bytes = e->count ? e->ewma_bytes + (bytes - e->ewma_bytes) / (1 << EWMA_SHIFT)
-			                         : bytes;
+			e->ewma_fds = ewma(e->ewma_fds, fds, e->count);
+			e->ewma_bytes = ewma(e->ewma_bytes, bytes, e->count);
 			e->count++;
 		} else {
 			g->dropped++;
