@@ -586,19 +586,6 @@ struct shared_turn {
 	int turn;
 };
 
-static volatile long pshared_ticks;
-static volatile int pshared_stop;
-
-static void *pshared_ticker(void *arg)
-{
-	(void)arg;
-	while (!pshared_stop) {
-		tc_msleep(1);
-		pshared_ticks++;
-	}
-	return NULL;
-}
-
 TCASE(process_shared_condvar_across_fork)
 {
 	tc_run_alone(); /* the ticker must get a core while the parent waits */
@@ -630,8 +617,8 @@ TCASE(process_shared_condvar_across_fork)
 		}
 		_exit(0);
 	}
-	pthread_t tick = tc_spawn(pshared_ticker, NULL);
-	long ticks_before = pshared_ticks;
+	pthread_t tick = tc_ticker_start();
+	long ticks_before = tc_ticks;
 	for (int i = 0; i < ROUNDS; i++) {
 		CHECK_OK(pthread_mutex_lock(&st->m));
 		st->turn++;
@@ -658,9 +645,8 @@ TCASE(process_shared_condvar_across_fork)
 	CHECK_MS_RANGE(tc_now_ns() - t0, 50, 50);
 	CHECK_OK(pthread_mutex_unlock(&st->m));
 	/* while the parent waited, its other thread ran */
-	pshared_stop = 1;
-	tc_join(tick);
-	CHECK(pshared_ticks > ticks_before);
+	tc_ticker_stop(tick);
+	CHECK(tc_ticks > ticks_before);
 	CHECK_OK(pthread_cond_destroy(&st->c));
 	CHECK_OK(pthread_mutex_destroy(&st->m));
 	munmap(st, sizeof *st);

@@ -204,26 +204,18 @@ TCASE(wait_queues_wake_the_highest_priority_first)
  * lock), the holder finishes first, then the thread at 30, then the one
  * at 20; with no protocol, the thread at 20 keeps the holder, and so
  * the thread at 30, off the worker until it is done. */
-static pthread_mutex_t pm;
+/* (m, re-made with each protocol) */
 static sem_t holder_has, holder_go;
 
 static void *hold_then_release(void *arg)
 {
-	CHECK_OK(pthread_mutex_lock(&pm));
+	CHECK_OK(pthread_mutex_lock(&m));
 	CHECK_OK(sem_post(&holder_has));
 	CHECK_OK(sem_wait(&holder_go));
 	for (int i = 0; i < 3; i++)
 		sched_yield();
 	record((int)(long)arg);
-	CHECK_OK(pthread_mutex_unlock(&pm));
-	return NULL;
-}
-
-static void *lock_and_record_pm(void *arg)
-{
-	CHECK_OK(pthread_mutex_lock(&pm));
-	record((int)(long)arg);
-	CHECK_OK(pthread_mutex_unlock(&pm));
+	CHECK_OK(pthread_mutex_unlock(&m));
 	return NULL;
 }
 
@@ -242,14 +234,14 @@ static void inversion(int protocol, const int want[3], const char *what)
 	CHECK_OK(pthread_mutexattr_setprotocol(&a, protocol));
 	if (protocol == PTHREAD_PRIO_PROTECT)
 		CHECK_OK(pthread_mutexattr_setprioceiling(&a, 40));
-	CHECK_OK(pthread_mutex_init(&pm, &a));
+	CHECK_OK(pthread_mutex_init(&m, &a));
 	CHECK_OK(pthread_mutexattr_destroy(&a));
 	CHECK_OK(sem_init(&holder_has, 0, 0));
 	CHECK_OK(sem_init(&holder_go, 0, 0));
 	set_own(SCHED_FIFO, 90);
 	pthread_t low = spawn_at(SCHED_FIFO, 10, hold_then_release, 10);
 	CHECK_OK(sem_wait(&holder_has));
-	pthread_t high = spawn_at(SCHED_FIFO, 30, lock_and_record_pm, 30);
+	pthread_t high = spawn_at(SCHED_FIFO, 30, lock_and_record, 30);
 	pthread_t mid = spawn_at(SCHED_FIFO, 20, yield_a_while, 20);
 	CHECK_OK(sem_post(&holder_go));
 	tc_join(high);
@@ -257,7 +249,7 @@ static void inversion(int protocol, const int want[3], const char *what)
 	tc_join(low);
 	check_order(want, 3, what);
 	set_own(SCHED_OTHER, 0);
-	CHECK_OK(pthread_mutex_destroy(&pm));
+	CHECK_OK(pthread_mutex_destroy(&m));
 }
 
 TCASE(priority_inheritance_lends_the_waiters_priority_to_the_holder)
@@ -279,12 +271,12 @@ TCASE(priority_ceiling_raises_the_holder_to_the_ceiling)
 	CHECK_OK(pthread_mutexattr_init(&a));
 	CHECK_OK(pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_PROTECT));
 	CHECK_OK(pthread_mutexattr_setprioceiling(&a, 40));
-	CHECK_OK(pthread_mutex_init(&pm, &a));
+	CHECK_OK(pthread_mutex_init(&m, &a));
 	set_own(SCHED_FIFO, 50);
-	CHECK_EQ(pthread_mutex_lock(&pm), EINVAL);
+	CHECK_EQ(pthread_mutex_lock(&m), EINVAL);
 	set_own(SCHED_FIFO, 40);
-	CHECK_OK(pthread_mutex_lock(&pm));
-	CHECK_OK(pthread_mutex_unlock(&pm));
+	CHECK_OK(pthread_mutex_lock(&m));
+	CHECK_OK(pthread_mutex_unlock(&m));
 	set_own(SCHED_OTHER, 0);
 }
 
