@@ -8,8 +8,15 @@
  * previous one.  Released waiters still touch the barrier on their way
  * out (a foreign kernel thread retakes the spinlock), so they are counted
  * until they are gone, and destroy waits for them: the serial thread may
- * destroy the barrier the moment its own wait returns. */
+ * destroy the barrier the moment its own wait returns.
+ *
+ * A process-shared barrier cannot queue its waiters in one process's
+ * memory: they wait on the cycle number as a shared futex (parking only
+ * their user thread), and the serial thread wakes them all.  The layout
+ * is Caprice's own: processes on Caprice share it, across fork too, and a
+ * process on NPTL cannot. */
 #include <errno.h>
+#include <limits.h>
 
 #include "lt.h"
 
@@ -19,7 +26,7 @@ struct lt_barrier {
 	uint32_t arrived;      /* in the current cycle */
 	uint32_t cycle;
 	uint32_t leaving;      /* released but not yet out of the call */
-	uint32_t pad;
+	uint32_t shared;       /* PTHREAD_PROCESS_SHARED */
 	struct cp_waitq waiters;
 };
 _Static_assert(sizeof(pthread_barrier_t) == 32, "glibc's pthread_barrier_t changed");
@@ -33,10 +40,9 @@ CP_EXPORT int pthread_barrier_init(pthread_barrier_t *barrier, const pthread_bar
 {
 	if (count == 0)
 		return EINVAL;
-	if (attr && *(const int *)attr != PTHREAD_PROCESS_PRIVATE)
-		return ENOTSUP;
 	*barrier = (pthread_barrier_t){ 0 };
 	B(barrier)->count = count;
+	B(barrier)->shared = attr && *(const int *)attr == PTHREAD_PROCESS_SHARED;
 	return 0;
 }
 
@@ -62,11 +68,23 @@ CP_EXPORT int pthread_barrier_wait(pthread_barrier_t *barrier)
 		b->arrived = 0;
 		b->leaving += b->count - 1;
 		__atomic_store_n(&b->cycle, b->cycle + 1, __ATOMIC_RELEASE);
-		cp_wake_all(&b->waiters);
-		cp_spin_unlock(&b->lock);
+		if (b->shared) {
+			cp_spin_unlock(&b->lock);
+			lt_futex_wake(&b->cycle, INT_MAX, true);
+		} else {
+			cp_wake_all(&b->waiters);
+			cp_spin_unlock(&b->lock);
+		}
 		return PTHREAD_BARRIER_SERIAL_THREAD;
 	}
 	uint32_t mine = b->cycle;
+	if (b->shared) {
+		cp_spin_unlock(&b->lock);
+		while (__atomic_load_n(&b->cycle, __ATOMIC_ACQUIRE) == mine)
+			lt_futex_wait_until(&b->cycle, mine, true, CLOCK_MONOTONIC, NULL, false);
+		__atomic_sub_fetch(&b->leaving, 1, __ATOMIC_RELEASE);
+		return 0;
+	}
 	for (;;) {
 		struct cp_waiter w;
 		cp_wait(&b->waiters, &b->lock, &w, CP_NO_DEADLINE, false);
@@ -100,8 +118,10 @@ CP_EXPORT int pthread_barrierattr_destroy(pthread_barrierattr_t *attr)
 
 CP_EXPORT int pthread_barrierattr_setpshared(pthread_barrierattr_t *attr, int pshared)
 {
-	(void)attr;
-	return lt_pshared_check(pshared);
+	int e = lt_pshared_check(pshared);
+	if (!e)
+		*(int *)attr = pshared;
+	return e;
 }
 
 CP_EXPORT int pthread_barrierattr_getpshared(const pthread_barrierattr_t *attr, int *pshared)

@@ -107,9 +107,13 @@ static int wait_shared(struct lt_cond *c, pthread_mutex_t *mutex, uint64_t deadl
 	int e = 0;
 	if (lt_futex_wait_until(&c->seq, seq, true, CLOCK_MONOTONIC, at, lt_cancellable(self)) < 0)
 		e = errno;
-	lt_mutex_lock(mutex);
+	int relocked = lt_mutex_lock(mutex);
+	if (relocked == ENOTRECOVERABLE)
+		return relocked; /* a robust mutex, not held */
 	if (e == EINTR)
 		lt_testcancel(self); /* with the mutex held, as POSIX says */
+	if (relocked)
+		return relocked; /* EOWNERDEAD: held, its owner died */
 	return e == ETIMEDOUT ? ETIMEDOUT : 0; /* EAGAIN: signalled in between */
 }
 
@@ -127,11 +131,15 @@ static int wait(struct lt_cond *c, pthread_mutex_t *mutex, uint64_t deadline)
 	 * check in signal/broadcast relies on that order */
 	int r = cp_wait_then(&c->waiters, &c->lock, &w, deadline, lt_cancellable(self),
 	                     release_mutex, mutex);
-	lt_mutex_lock(mutex);
+	int relocked = lt_mutex_lock(mutex);
+	if (relocked == ENOTRECOVERABLE)
+		return relocked; /* a robust mutex, not held */
 	if (r == EINTR) {
 		lt_testcancel(self); /* unwinds with the mutex held, as POSIX says */
 		r = 0;               /* a stale interrupt: a spurious wakeup */
 	}
+	if (relocked)
+		return relocked; /* EOWNERDEAD: held, its owner died */
 	return r == ENOMEM ? EAGAIN : r;
 }
 
@@ -189,13 +197,10 @@ CP_EXPORT int pthread_condattr_getclock(const pthread_condattr_t *attr, clockid_
 
 CP_EXPORT int pthread_condattr_setpshared(pthread_condattr_t *attr, int pshared)
 {
-	int *a = (int *)attr;
-	if (pshared == PTHREAD_PROCESS_SHARED)
-		*a |= CA_PSHARED;
-	else if (pshared == PTHREAD_PROCESS_PRIVATE)
-		*a &= ~CA_PSHARED;
-	else
+	if (lt_pshared_check(pshared))
 		return EINVAL;
+	int *a = (int *)attr;
+	*a = pshared == PTHREAD_PROCESS_SHARED ? *a | CA_PSHARED : *a & ~CA_PSHARED;
 	return 0;
 }
 

@@ -63,6 +63,8 @@ struct lt_thread {
 	 * to (kept until it holds none: see lt_prio_raise) */
 	uint8_t prio_locks;
 	uint8_t prio_raised;
+	uint8_t robust_held;          /* robust mutexes held, stuck at 255 once
+	                                 there (mutex_robust.c) */
 	size_t guardsize;
 	size_t stacksize;             /* as asked for (0: the stack's own size);
 	                                 a smaller stack than the default is
@@ -107,6 +109,15 @@ void lt_runtime_refused(int err) CP_EXPORT __attribute__((weak)); /* not hidden:
                                                       see cp_tls_thread_by_default */
 void lt_stats_init(void) CP_HIDDEN;
 void lt_threads_after_fork(void) CP_HIDDEN;
+/* Registers the process's robust-mutex list with the kernel, on the
+ * process's first kernel thread (at start, and in a fork's child); a
+ * thread ending with robust mutexes held leaves them to the next locker
+ * as owner-dead (mutex_robust.c). */
+void lt_robust_start(void) CP_HIDDEN;
+void lt_robust_exit(struct lt_thread *t) CP_HIDDEN;
+/* The caller's name among all processes' threads, never 0: the owner a
+ * process-shared lock records (this process's id, then the thread's) */
+uint64_t lt_process_owner(void) CP_HIDDEN;
 /* A thread's CPU clock id names nothing once it is gone (cpuclock.c). */
 void lt_cpuclock_thread_gone(struct lt_thread *t) CP_HIDDEN;
 /* A futex wait that parks only the calling user thread (futex.c); 0 or -1
@@ -171,15 +182,11 @@ void lt_keys_adopt_foreign(struct lt_thread *t) CP_HIDDEN;
  * on this kernel thread by the previous one (see key.c). */
 void lt_keys_thread_start(void) CP_HIDDEN;
 
-/* The pshared argument of pthread_{mutex,cond,rwlock,barrier}attr_setpshared
- * and sem_init: 0, or an errno.  Process-shared objects would need
- * waiters that live outside one process's memory: refused (ENOTSUP)
- * rather than silently broken; a value that is neither is EINVAL. */
+/* The pshared argument of pthread_{mutex,cond,rwlock,barrier}attr_setpshared:
+ * 0, or EINVAL for a value that is neither. */
 static inline int lt_pshared_check(int pshared)
 {
-	if (pshared == PTHREAD_PROCESS_PRIVATE)
-		return 0;
-	return pshared == PTHREAD_PROCESS_SHARED ? ENOTSUP : EINVAL;
+	return pshared == PTHREAD_PROCESS_PRIVATE || pshared == PTHREAD_PROCESS_SHARED ? 0 : EINVAL;
 }
 
 /* Absolute timespec on `clock` to a CLOCK_MONOTONIC deadline in ns.

@@ -7,12 +7,17 @@
  * Drepper's futex mutex, and as glibc's; contenders queue under a
  * spinlock and park.
  *
- * A process-shared mutex (normal type) keeps glibc's layout and protocol
- * instead: its kind carries glibc's shared bit, and contenders wait on the
- * lock word as a shared futex (parking only their user thread: futex.c),
- * so processes on NPTL and on Caprice can share it.  Recursive and
- * errorcheck ones would need an owner both sides read the same way (glibc
- * keeps a kernel tid, which a user thread does not have): refused.
+ * A process-shared mutex keeps glibc's lock word and protocol instead:
+ * its kind carries glibc's shared bit, and contenders wait on the lock
+ * word as a shared futex (parking only their user thread: futex.c), so
+ * processes on NPTL and on Caprice can share it.  Its owner, which the
+ * recursive and errorcheck types check, is named across processes
+ * (lt_process_owner) and kept where glibc's non-robust kinds keep
+ * nothing, while the word glibc compares with its thread's tid stays 0:
+ * neither side mistakes the other's thread for its own.
+ *
+ * Robust mutexes take glibc's whole layout and the kernel's robust-futex
+ * protocol: mutex_robust.c.
  *
  * Priority protocols.  A PTHREAD_PRIO_PROTECT mutex raises the priority of
  * the user thread that locks it to its ceiling (one whose own priority is
@@ -25,6 +30,7 @@
  * glibc's kind bits for the protocols, which the fast paths' test sends
  * to the slow ones; everything else pays nothing for them. */
 #include <errno.h>
+#include <linux/futex.h>
 #include <stddef.h>
 
 #include "lt.h"
@@ -36,10 +42,10 @@ _Static_assert(offsetof(struct lt_mutex, kind) == offsetof(pthread_mutex_t, __da
                "kind must sit where glibc's initializers put it");
 
 /* mutexattr bits inside the int of pthread_mutexattr_t */
-#define MA_TYPE_MASK   0x3
+#define MA_TYPE_MASK   LT_MUTEX_TYPE_MASK
 #define MA_PSHARED     0x4
+#define MA_ROBUST      0x8
 #define MA_PRIO_SHIFT  8
-#define GLIBC_KIND_PSHARED 128 /* glibc's PTHREAD_MUTEX_PSHARED_BIT */
 #define MA_PROTO_SHIFT 4
 #define MA_PROTO_MASK  (0x3 << MA_PROTO_SHIFT)
 /* in the kind: glibc's PTHREAD_MUTEX_PRIO_INHERIT_NP and _PROTECT_NP bits */
@@ -57,7 +63,14 @@ static inline void *owner_id(void)
 
 static inline bool shared(const struct lt_mutex *m)
 {
-	return m->kind & GLIBC_KIND_PSHARED;
+	return m->kind & LT_KIND_PSHARED;
+}
+
+/* Whom the owner checks compare with: a pointer of this process, or for a
+ * process-shared mutex a name no other process's thread has */
+static inline void *owner_of(const struct lt_mutex *m)
+{
+	return shared(m) ? (void *)(uintptr_t)lt_process_owner() : owner_id();
 }
 
 /* glibc's protocol: mark the word contended and wait on it until an
@@ -184,7 +197,9 @@ static CP_NOINLINE int lock_prio(struct lt_mutex *m, struct lt_thread *self, uin
 /* deadline: monotonic ns, CP_NO_DEADLINE, or 0 for "try only" */
 static int lock(struct lt_mutex *m, uint64_t deadline, bool try)
 {
-	void *me = owner_id();
+	if (cp_unlikely(m->kind & LT_KIND_ROBUST))
+		return lt_robust_lock((pthread_mutex_t *)m, deadline, try);
+	void *me = owner_of(m);
 	int type = m->kind & MA_TYPE_MASK;
 	if (type == PTHREAD_MUTEX_RECURSIVE && m->owner == me) {
 		if (m->count == UINT32_MAX)
@@ -219,7 +234,8 @@ static int acquire(struct lt_mutex *m, void *me, uint64_t deadline, bool try)
 int lt_mutex_lock(pthread_mutex_t *mutex)
 {
 	struct lt_mutex *m = M(mutex);
-	if (cp_likely((m->kind & (MA_TYPE_MASK | KIND_PRIO)) == PTHREAD_MUTEX_NORMAL)) {
+	if (cp_likely((m->kind & (MA_TYPE_MASK | KIND_PRIO | LT_KIND_ROBUST)) ==
+	              PTHREAD_MUTEX_NORMAL)) {
 		uint32_t expect = 0;
 		if (cp_likely(__atomic_compare_exchange_n(&m->state, &expect, 1, false,
 		                                          __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))) {
@@ -233,18 +249,22 @@ int lt_mutex_lock(pthread_mutex_t *mutex)
 bool lt_mutex_held_by_caller(pthread_mutex_t *mutex)
 {
 	struct lt_mutex *m = M(mutex);
+	if (m->kind & LT_KIND_ROBUST)
+		return lt_robust_held_by_caller(mutex);
 	int type = m->kind & MA_TYPE_MASK;
 	if (type != PTHREAD_MUTEX_RECURSIVE && type != PTHREAD_MUTEX_ERRORCHECK)
 		return true;
-	return m->owner == owner_id() && __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+	return m->owner == owner_of(m) && __atomic_load_n(&m->state, __ATOMIC_RELAXED);
 }
 
 /* The kinds that track their owner, and the protocols' */
 static CP_NOINLINE int unlock_slow(struct lt_mutex *m)
 {
+	if (m->kind & LT_KIND_ROBUST)
+		return lt_robust_unlock((pthread_mutex_t *)m);
 	int type = m->kind & MA_TYPE_MASK;
 	if (type == PTHREAD_MUTEX_RECURSIVE || type == PTHREAD_MUTEX_ERRORCHECK) {
-		if (m->owner != owner_id() || !__atomic_load_n(&m->state, __ATOMIC_RELAXED))
+		if (m->owner != owner_of(m) || !__atomic_load_n(&m->state, __ATOMIC_RELAXED))
 			return EPERM;
 		if (m->count) {
 			m->count--;
@@ -264,7 +284,7 @@ int lt_mutex_unlock(pthread_mutex_t *mutex)
 	/* a normal or adaptive mutex without a protocol: the exchange alone */
 	int type = m->kind & MA_TYPE_MASK;
 	if (cp_likely((type == PTHREAD_MUTEX_NORMAL || type == PTHREAD_MUTEX_ADAPTIVE_NP) &&
-	              !(m->kind & KIND_PRIO))) {
+	              !(m->kind & (KIND_PRIO | LT_KIND_ROBUST)))) {
 		release(m);
 		return 0;
 	}
@@ -321,10 +341,12 @@ CP_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexattr
 	if (attr) {
 		int a = *(const int *)attr;
 		m->kind = a & MA_TYPE_MASK;
-		if (a & MA_PSHARED) {
-			if (m->kind != PTHREAD_MUTEX_NORMAL)
-				return ENOTSUP; /* see the top of this file */
-			m->kind |= GLIBC_KIND_PSHARED;
+		if (a & MA_PSHARED)
+			m->kind |= LT_KIND_PSHARED;
+		if (a & MA_ROBUST) {
+			/* glibc's layout from here on: no protocol */
+			m->kind |= LT_KIND_ROBUST;
+			return 0;
 		}
 		m->protocol = (a & MA_PROTO_MASK) >> MA_PROTO_SHIFT;
 		m->prioceiling = ceiling_of(a);
@@ -339,15 +361,17 @@ CP_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexattr
 CP_EXPORT int pthread_mutex_destroy(pthread_mutex_t *mutex)
 {
 	struct lt_mutex *m = M(mutex);
-	if (__atomic_load_n(&m->state, __ATOMIC_RELAXED) != 0)
-		return EBUSY;
-	return 0;
+	uint32_t held = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+	if (m->kind & LT_KIND_ROBUST)
+		held &= FUTEX_TID_MASK; /* an owner-dead mark alone is no holder */
+	return held ? EBUSY : 0;
 }
 
-CP_EXPORT int pthread_mutex_consistent(pthread_mutex_t *m)
+CP_EXPORT int pthread_mutex_consistent(pthread_mutex_t *mutex)
 {
-	(void)m;
-	return EINVAL; /* no mutex here is robust */
+	if (!(M(mutex)->kind & LT_KIND_ROBUST))
+		return EINVAL;
+	return lt_robust_consistent(mutex);
 }
 
 /* A ceiling belongs to PTHREAD_PRIO_PROTECT mutexes only (EINVAL otherwise,
@@ -404,7 +428,7 @@ CP_EXPORT int pthread_mutexattr_gettype(const pthread_mutexattr_t *attr, int *ty
 
 CP_EXPORT int pthread_mutexattr_setpshared(pthread_mutexattr_t *attr, int pshared)
 {
-	if (pshared != PTHREAD_PROCESS_PRIVATE && pshared != PTHREAD_PROCESS_SHARED)
+	if (lt_pshared_check(pshared))
 		return EINVAL;
 	int *a = (int *)attr;
 	*a = pshared == PTHREAD_PROCESS_SHARED ? *a | MA_PSHARED : *a & ~MA_PSHARED;
@@ -417,19 +441,18 @@ CP_EXPORT int pthread_mutexattr_getpshared(const pthread_mutexattr_t *attr, int 
 	return 0;
 }
 
-/* Robust mutexes (EOWNERDEAD) are not provided: refused, not faked. */
 CP_EXPORT int pthread_mutexattr_setrobust(pthread_mutexattr_t *attr, int robust)
 {
-	(void)attr;
-	if (robust == PTHREAD_MUTEX_STALLED)
-		return 0;
-	return robust == PTHREAD_MUTEX_ROBUST ? ENOTSUP : EINVAL;
+	if (robust != PTHREAD_MUTEX_STALLED && robust != PTHREAD_MUTEX_ROBUST)
+		return EINVAL;
+	int *a = (int *)attr;
+	*a = robust == PTHREAD_MUTEX_ROBUST ? *a | MA_ROBUST : *a & ~MA_ROBUST;
+	return 0;
 }
 
 CP_EXPORT int pthread_mutexattr_getrobust(const pthread_mutexattr_t *attr, int *robust)
 {
-	(void)attr;
-	*robust = PTHREAD_MUTEX_STALLED;
+	*robust = *(const int *)attr & MA_ROBUST ? PTHREAD_MUTEX_ROBUST : PTHREAD_MUTEX_STALLED;
 	return 0;
 }
 

@@ -20,6 +20,19 @@ struct lt_mutex {
 	struct cp_waitq waiters;
 };
 
+/* in the kind (glibc's bits) */
+#define LT_MUTEX_TYPE_MASK 0x3
+#define LT_KIND_ROBUST     16  /* PTHREAD_MUTEX_ROBUST_NORMAL_NP */
+#define LT_KIND_PSHARED    128 /* PTHREAD_MUTEX_PSHARED_BIT */
+
+/* Robust mutexes (mutex_robust.c), in glibc's layout rather than the one
+ * above; deadline as for the others (CP_NO_DEADLINE, or 0 with try). */
+int lt_robust_lock(pthread_mutex_t *m, uint64_t deadline, bool try) CP_HIDDEN;
+int lt_robust_unlock(pthread_mutex_t *m) CP_HIDDEN;
+bool lt_robust_held_by_caller(pthread_mutex_t *m) CP_HIDDEN;
+int lt_robust_consistent(pthread_mutex_t *m) CP_HIDDEN;
+
+
 int lt_mutex_lock(pthread_mutex_t *m) CP_HIDDEN;
 int lt_mutex_unlock(pthread_mutex_t *m) CP_HIDDEN;
 /* False when unlocking would be EPERM (recursive and errorcheck kinds

@@ -16,11 +16,21 @@
  * kinds make a new reader wait while a writer is queued (glibc treats
  * PREFER_WRITER_NP like the default; here it means what it says, so a
  * thread that read-locks recursively under it can deadlock, as with the
- * NONRECURSIVE kind). */
+ * NONRECURSIVE kind).
+ *
+ * A process-shared rwlock cannot queue its waiters in one process's
+ * memory: they wait on a wake sequence as a shared futex instead (parking
+ * only their user thread), setting their queued bit first; an unlock that
+ * finds a queued bit clears both, bumps the sequence and wakes them all,
+ * and those that lose the race set their bit again.  The layout is
+ * Caprice's own: processes on Caprice share it, across fork too, and a
+ * process on NPTL cannot. */
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 
 #include "lt.h"
+#include "timespec.h"
 
 #define RW_WRITER      1u  /* write-locked */
 #define RW_WQUEUED     2u  /* writers in the slow path */
@@ -39,7 +49,8 @@ struct lt_rwlock {
 	void *writer;                /* write holder: for EDEADLK and EPERM */
 	uint32_t readers_waiting;    /* in the slow path, queued or retrying */
 	uint32_t writers_waiting;
-	uint64_t pad;
+	uint32_t shared;             /* PTHREAD_PROCESS_SHARED */
+	uint32_t wake_seq;           /* shared: bumped by an unlock that wakes */
 	uint32_t kind;               /* glibc's __flags: PTHREAD_RWLOCK_PREFER_* */
 	uint32_t pad2;
 };
@@ -58,8 +69,12 @@ _Static_assert(sizeof(struct lt_rwlockattr) <= sizeof(pthread_rwlockattr_t), "at
 
 static inline struct lt_rwlock *RW(pthread_rwlock_t *l) { return (struct lt_rwlock *)l; }
 
-static inline void *owner_id(void)
+/* The write holder's name: a pointer of this process, or for a shared
+ * lock a name no other process's thread has */
+static inline void *owner_id(const struct lt_rwlock *rw)
 {
+	if (rw->shared)
+		return (void *)(uintptr_t)lt_process_owner();
 	struct lt_thread *t = lt_self();
 	return t ? (void *)t : (void *)pthread_self();
 }
@@ -165,16 +180,50 @@ static int wait_slow(struct lt_rwlock *rw, bool write, uint64_t deadline)
 	return r == ENOMEM ? EAGAIN : r;
 }
 
+/* A shared lock's unlock that found waiters: all of them try again. */
+static CP_NOINLINE void wake_shared(struct lt_rwlock *rw)
+{
+	__atomic_fetch_and(&rw->state, ~(RW_WQUEUED | RW_RQUEUED), __ATOMIC_RELAXED);
+	__atomic_add_fetch(&rw->wake_seq, 1, __ATOMIC_RELEASE);
+	lt_futex_wake(&rw->wake_seq, INT_MAX, true);
+}
+
+static int wait_shared(struct lt_rwlock *rw, bool write, uint64_t deadline)
+{
+	struct timespec abs, *at = NULL;
+	if (deadline != CP_NO_DEADLINE) {
+		abs = cp_ns_to_ts(deadline);
+		at = &abs;
+	}
+	for (;;) {
+		/* the sequence before the bit: an unlock after our try bumps
+		 * it, and the wait below returns at once */
+		uint32_t seq = __atomic_load_n(&rw->wake_seq, __ATOMIC_ACQUIRE);
+		__atomic_fetch_or(&rw->state, write ? RW_WQUEUED : RW_RQUEUED, __ATOMIC_SEQ_CST);
+		int r = write ? try_write(rw) : try_read(rw);
+		if (r != EBUSY)
+			return r; /* a bit left up costs the next unlock a wake */
+		if (lt_futex_wait_until(&rw->wake_seq, seq, true, CLOCK_MONOTONIC, at, false) < 0 &&
+		    errno == ETIMEDOUT) {
+			if (write)
+				wake_shared(rw); /* our bit may be all that holds readers back */
+			return ETIMEDOUT;
+		}
+	}
+}
+
 /* abstime NULL: no deadline */
 static CP_NOINLINE int lock_contended(struct lt_rwlock *rw, bool write, clockid_t clock,
                                       const struct timespec *abstime)
 {
-	if (__atomic_load_n(&rw->writer, __ATOMIC_RELAXED) == owner_id())
+	if (__atomic_load_n(&rw->writer, __ATOMIC_RELAXED) == owner_id(rw))
 		return EDEADLK;
 	uint64_t dl = CP_NO_DEADLINE;
 	int e;
 	if (abstime && (e = lt_deadline(clock, abstime, &dl)) != 0)
 		return e; /* POSIX: the timeout is checked only if we would block */
+	if (rw->shared)
+		return wait_shared(rw, write, dl);
 	return wait_slow(rw, write, dl);
 }
 
@@ -185,7 +234,7 @@ static inline int lock(struct lt_rwlock *rw, bool write, clockid_t clock,
 	if (cp_unlikely(e == EBUSY))
 		e = lock_contended(rw, write, clock, abstime);
 	if (write && e == 0)
-		__atomic_store_n(&rw->writer, owner_id(), __ATOMIC_RELAXED);
+		__atomic_store_n(&rw->writer, owner_id(rw), __ATOMIC_RELAXED);
 	return e;
 }
 
@@ -209,7 +258,7 @@ CP_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t *l)
 	struct lt_rwlock *rw = RW(l);
 	int e = try_write(rw);
 	if (e == 0)
-		__atomic_store_n(&rw->writer, owner_id(), __ATOMIC_RELAXED);
+		__atomic_store_n(&rw->writer, owner_id(rw), __ATOMIC_RELAXED);
 	return e;
 }
 
@@ -242,7 +291,7 @@ CP_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t *l)
 	if (s & RW_WRITER) {
 		/* readers cannot hold it now, so a caller who is not the
 		 * writer holds nothing */
-		if (__atomic_load_n(&rw->writer, __ATOMIC_RELAXED) != owner_id())
+		if (__atomic_load_n(&rw->writer, __ATOMIC_RELAXED) != owner_id(rw))
 			return EPERM;
 		__atomic_store_n(&rw->writer, NULL, __ATOMIC_RELAXED);
 		s = __atomic_sub_fetch(&rw->state, RW_WRITER, __ATOMIC_RELEASE);
@@ -253,16 +302,23 @@ CP_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t *l)
 		if (RW_READERS(s))
 			return 0;
 	}
-	if (cp_unlikely(s & (RW_WQUEUED | RW_RQUEUED)))
-		wake(rw);
+	if (cp_unlikely(s & (RW_WQUEUED | RW_RQUEUED))) {
+		if (rw->shared)
+			wake_shared(rw);
+		else
+			wake(rw);
+	}
 	return 0;
 }
 
 CP_EXPORT int pthread_rwlock_init(pthread_rwlock_t *l, const pthread_rwlockattr_t *attr)
 {
 	*l = (pthread_rwlock_t){ 0 };
-	if (attr)
-		RW(l)->kind = (uint32_t)((const struct lt_rwlockattr *)attr)->kind;
+	if (attr) {
+		const struct lt_rwlockattr *a = (const struct lt_rwlockattr *)attr;
+		RW(l)->kind = (uint32_t)a->kind;
+		RW(l)->shared = a->pshared == PTHREAD_PROCESS_SHARED;
+	}
 	return 0;
 }
 
@@ -307,13 +363,14 @@ CP_EXPORT int pthread_rwlockattr_getkind_np(const pthread_rwlockattr_t *attr, in
 
 CP_EXPORT int pthread_rwlockattr_setpshared(pthread_rwlockattr_t *attr, int pshared)
 {
-	(void)attr;
-	return lt_pshared_check(pshared);
+	int e = lt_pshared_check(pshared);
+	if (!e)
+		A(attr)->pshared = pshared;
+	return e;
 }
 
 CP_EXPORT int pthread_rwlockattr_getpshared(const pthread_rwlockattr_t *attr, int *pshared)
 {
-	(void)attr;
-	*pshared = PTHREAD_PROCESS_PRIVATE;
+	*pshared = ((const struct lt_rwlockattr *)attr)->pshared;
 	return 0;
 }

@@ -23,6 +23,7 @@ static uint64_t live_threads = 1;
 void lt_threads_after_fork(void)
 {
 	lt_offload_after_fork();
+	lt_robust_start();
 	__atomic_store_n(&live_threads, 1, __ATOMIC_RELAXED);
 	struct lt_thread *t = lt_self();
 	if (t)
@@ -170,6 +171,8 @@ _Noreturn void lt_exit(struct lt_thread *t, void *retval)
 	t->retval = retval;
 	t->exiting = 1;
 	lt_keys_run_destructors(t);
+	if (cp_unlikely(t->robust_held))
+		lt_robust_exit(t);
 	cp_tls_thread_exit(); /* C++ thread_local destructors, with TLS per thread */
 	if (__atomic_sub_fetch(&live_threads, 1, __ATOMIC_ACQ_REL) == 0)
 		exit_process(); /* main left with pthread_exit and we were the last */

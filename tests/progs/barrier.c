@@ -2,8 +2,11 @@
  * per cycle, no thread a cycle ahead, immediate reuse, and destroy by the
  * serial thread while the others are still on their way out. */
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "caprice.h"
@@ -21,7 +24,10 @@ TCASE(init_errors_and_attr)
 	CHECK_OK(pthread_barrierattr_getpshared(&a, &v));
 	CHECK_EQ(v, PTHREAD_PROCESS_PRIVATE);
 	CHECK_OK(pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_PRIVATE));
-	CHECK_EQ(pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED), ENOTSUP);
+	CHECK_OK(pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
+	CHECK_OK(pthread_barrierattr_getpshared(&a, &v));
+	CHECK_EQ(v, PTHREAD_PROCESS_SHARED);
+	CHECK_OK(pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_PRIVATE));
 	CHECK_EQ(pthread_barrierattr_setpshared(&a, 99), EINVAL);
 	CHECK_OK(pthread_barrierattr_getpshared(&a, &v));
 	CHECK_EQ(v, PTHREAD_PROCESS_PRIVATE);
@@ -232,4 +238,67 @@ TCASE(serial_thread_destroys_at_once)
 		CHECK_OK(pthread_join(t[i], NULL));
 	for (int i = 0; i < ROUNDS; i++)
 		CHECK_EQ(round_destroyed[i], 1);
+}
+
+/* ---- process-shared: two processes of two threads each ---- */
+
+#define PS_CYCLES 200
+
+struct shared_barrier {
+	pthread_barrier_t b;
+	int serials[PS_CYCLES];  /* serial threads seen per cycle */
+	int arrived[PS_CYCLES];  /* arrivals per cycle */
+	volatile int ahead;      /* someone left a cycle before all arrived */
+};
+
+static void *ps_barrier_thread(void *arg)
+{
+	struct shared_barrier *s = arg;
+	for (int c = 0; c < PS_CYCLES; c++) {
+		__atomic_add_fetch(&s->arrived[c], 1, __ATOMIC_RELAXED);
+		int r = pthread_barrier_wait(&s->b);
+		if (r == PTHREAD_BARRIER_SERIAL_THREAD)
+			__atomic_add_fetch(&s->serials[c], 1, __ATOMIC_RELAXED);
+		else if (r != 0)
+			return (void *)1;
+		if (__atomic_load_n(&s->arrived[c], __ATOMIC_RELAXED) != 4)
+			s->ahead = 1;
+	}
+	return NULL;
+}
+
+static int run_two(struct shared_barrier *s)
+{
+	pthread_t t = tc_spawn(ps_barrier_thread, s);
+	void *a = ps_barrier_thread(s);
+	void *b = tc_join(t);
+	return a || b;
+}
+
+TCASE(process_shared_barrier_across_fork)
+{
+	tc_watchdog(30);
+	struct shared_barrier *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE,
+	                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK(s != MAP_FAILED);
+	pthread_barrierattr_t a;
+	CHECK_OK(pthread_barrierattr_init(&a));
+	CHECK_OK(pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
+	CHECK_OK(pthread_barrier_init(&s->b, &a, 4));
+	CHECK_OK(pthread_barrierattr_destroy(&a));
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(run_two(s));
+	CHECK(pid > 0);
+	CHECK_EQ(run_two(s), 0);
+	int st = 0;
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	for (int c = 0; c < PS_CYCLES; c++) {
+		CHECK_EQ(s->serials[c], 1);
+		CHECK_EQ(s->arrived[c], 4);
+	}
+	CHECK_EQ(s->ahead, 0);
+	CHECK_OK(pthread_barrier_destroy(&s->b));
+	munmap(s, sizeof *s);
 }

@@ -3,8 +3,11 @@
  * that would catch overlapping holders or a lost wakeup. */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "caprice.h"
@@ -194,7 +197,10 @@ TCASE(attr_calls)
 	CHECK_OK(pthread_rwlockattr_getpshared(&a, &v));
 	CHECK_EQ(v, PTHREAD_PROCESS_PRIVATE);
 	CHECK_OK(pthread_rwlockattr_setpshared(&a, PTHREAD_PROCESS_PRIVATE));
-	CHECK_EQ(pthread_rwlockattr_setpshared(&a, PTHREAD_PROCESS_SHARED), ENOTSUP);
+	CHECK_OK(pthread_rwlockattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
+	CHECK_OK(pthread_rwlockattr_getpshared(&a, &v));
+	CHECK_EQ(v, PTHREAD_PROCESS_SHARED);
+	CHECK_OK(pthread_rwlockattr_setpshared(&a, PTHREAD_PROCESS_PRIVATE));
 	CHECK_EQ(pthread_rwlockattr_setpshared(&a, 7), EINVAL);
 	CHECK_OK(pthread_rwlockattr_getpshared(&a, &v));
 	CHECK_EQ(v, PTHREAD_PROCESS_PRIVATE);
@@ -827,4 +833,93 @@ TCASE(kernel_thread_locks_and_waits)
 	CHECK_OK(pthread_rwlock_unlock(&FL));
 	CHECK_OK(join(t, NULL));
 	CHECK_OK(pthread_rwlock_destroy(&FL));
+}
+
+/* ---- process-shared: between a fork's parent and child ---- */
+
+struct shared_rw {
+	pthread_rwlock_t l;
+	long count;             /* written under the write lock */
+	volatile int readers;   /* read holds, both processes */
+	volatile int overlap;   /* a writer saw a reader, or a writer */
+	volatile int child_reads;
+	volatile int parent_saw;
+};
+
+static void shared_rw_work(struct shared_rw *s, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (i % 4 == 0) {
+			CHECK_OK(pthread_rwlock_wrlock(&s->l));
+			if (__atomic_load_n(&s->readers, __ATOMIC_RELAXED))
+				s->overlap = 1;
+			long v = s->count;
+			if (i % 64 == 0)
+				sched_yield(); /* hold it a while: the other side waits */
+			s->count = v + 1;
+			CHECK_OK(pthread_rwlock_unlock(&s->l));
+		} else {
+			CHECK_OK(pthread_rwlock_rdlock(&s->l));
+			__atomic_add_fetch(&s->readers, 1, __ATOMIC_RELAXED);
+			if (i % 16 == 1)
+				usleep(50);
+			__atomic_sub_fetch(&s->readers, 1, __ATOMIC_RELAXED);
+			CHECK_OK(pthread_rwlock_unlock(&s->l));
+		}
+	}
+}
+
+TCASE(process_shared_rwlock_across_fork)
+{
+	tc_watchdog(30);
+	struct shared_rw *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE,
+	                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK(s != MAP_FAILED);
+	pthread_rwlockattr_t a;
+	CHECK_OK(pthread_rwlockattr_init(&a));
+	CHECK_OK(pthread_rwlockattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
+	CHECK_OK(pthread_rwlock_init(&s->l, &a));
+	CHECK_OK(pthread_rwlockattr_destroy(&a));
+
+	/* a read hold in the child keeps the parent's writer out, not its
+	 * readers; the writer's timed lock runs to its deadline */
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (pthread_rwlock_rdlock(&s->l))
+			_exit(2);
+		s->child_reads = 1;
+		while (!s->parent_saw)
+			usleep(1000);
+		_exit(pthread_rwlock_unlock(&s->l) ? 3 : 0);
+	}
+	CHECK(pid > 0);
+	while (!s->child_reads)
+		usleep(1000);
+	CHECK_EQ(pthread_rwlock_trywrlock(&s->l), EBUSY);
+	struct timespec at = tc_abs_ms(CLOCK_MONOTONIC, 30);
+	CHECK_EQ(pthread_rwlock_clockwrlock(&s->l, CLOCK_MONOTONIC, &at), ETIMEDOUT);
+	CHECK_OK(pthread_rwlock_tryrdlock(&s->l));
+	CHECK_OK(pthread_rwlock_unlock(&s->l));
+	s->parent_saw = 1;
+	CHECK_OK(pthread_rwlock_wrlock(&s->l)); /* waits for the child's unlock */
+	int st = 0;
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_EQ(pthread_rwlock_wrlock(&s->l), EDEADLK);
+	CHECK_OK(pthread_rwlock_unlock(&s->l));
+
+	/* both processes read and write: no writer overlaps anyone, and no
+	 * write is lost */
+	pid = fork();
+	if (pid == 0) {
+		shared_rw_work(s, 8000);
+		_exit(0);
+	}
+	shared_rw_work(s, 8000);
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_EQ(s->count, 4000);
+	CHECK_EQ(s->overlap, 0);
+	CHECK_OK(pthread_rwlock_destroy(&s->l));
+	munmap(s, sizeof *s);
 }
