@@ -278,9 +278,7 @@ static int run_two(struct shared_barrier *s)
 TCASE(process_shared_barrier_across_fork)
 {
 	tc_watchdog(30);
-	struct shared_barrier *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE,
-	                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	CHECK(s != MAP_FAILED);
+	struct shared_barrier *s = tc_shared_alloc(sizeof *s);
 	pthread_barrierattr_t a;
 	CHECK_OK(pthread_barrierattr_init(&a));
 	CHECK_OK(pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
@@ -291,9 +289,7 @@ TCASE(process_shared_barrier_across_fork)
 		_exit(run_two(s));
 	CHECK(pid > 0);
 	CHECK_EQ(run_two(s), 0);
-	int st = 0;
-	CHECK_EQ(waitpid(pid, &st, 0), pid);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	tc_child_ok(pid);
 	for (int c = 0; c < PS_CYCLES; c++) {
 		CHECK_EQ(s->serials[c], 1);
 		CHECK_EQ(s->arrived[c], 4);

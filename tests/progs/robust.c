@@ -30,14 +30,6 @@ static void init_mutex(pthread_mutex_t *m, int type, bool robust, bool shared)
 	CHECK_OK(pthread_mutexattr_destroy(&a));
 }
 
-/* memory a fork's child shares */
-static void *shared_page(size_t n)
-{
-	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	CHECK(p != MAP_FAILED);
-	return p;
-}
-
 static int child_status(pid_t pid)
 {
 	int st = 0;
@@ -285,7 +277,7 @@ static void *kill_later(void *pid)
 TCASE(robust_owner_process_dies)
 {
 	tc_watchdog(30);
-	struct shared_robust *s = shared_page(sizeof *s);
+	struct shared_robust *s = tc_shared_alloc(sizeof *s);
 	init_mutex(&s->m, PTHREAD_MUTEX_NORMAL, true, true);
 	for (int round = 0; round < 2; round++) {
 		s->child_holds = 0;
@@ -342,7 +334,7 @@ static void count_robust(struct shared_robust *s, int n)
 TCASE(robust_process_shared_counts_across_fork)
 {
 	tc_watchdog(30);
-	struct shared_robust *s = shared_page(sizeof *s);
+	struct shared_robust *s = tc_shared_alloc(sizeof *s);
 	init_mutex(&s->m, PTHREAD_MUTEX_NORMAL, true, true);
 	s->count = 0;
 	pid_t pid = fork();
@@ -352,8 +344,7 @@ TCASE(robust_process_shared_counts_across_fork)
 	}
 	CHECK(pid > 0);
 	count_robust(s, 20000);
-	int st = child_status(pid);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	tc_child_ok(pid);
 	CHECK_EQ(s->count, 40000);
 	munmap(s, sizeof *s);
 }
@@ -386,7 +377,7 @@ static void *glibc_robust_counter(void *arg)
 TCASE(robust_speaks_glibcs_protocol)
 {
 	tc_watchdog(30);
-	struct shared_robust *s = shared_page(sizeof *s);
+	struct shared_robust *s = tc_shared_alloc(sizeof *s);
 	init_mutex(&s->m, PTHREAD_MUTEX_NORMAL, true, true);
 	s->count = 0;
 	pthread_t t;
@@ -413,7 +404,7 @@ struct shared_typed {
 TCASE(process_shared_recursive_and_errorcheck)
 {
 	tc_watchdog(30);
-	struct shared_typed *s = shared_page(sizeof *s);
+	struct shared_typed *s = tc_shared_alloc(sizeof *s);
 	init_mutex(&s->rec, PTHREAD_MUTEX_RECURSIVE, false, true);
 	init_mutex(&s->chk, PTHREAD_MUTEX_ERRORCHECK, false, true);
 	pid_t pid = fork();
@@ -446,8 +437,7 @@ TCASE(process_shared_recursive_and_errorcheck)
 	CHECK_OK(pthread_mutex_lock(&s->rec));
 	CHECK_OK(pthread_mutex_lock(&s->chk));
 	CHECK_EQ(pthread_mutex_lock(&s->chk), EDEADLK);
-	int st = child_status(pid);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	tc_child_ok(pid);
 	CHECK_OK(pthread_mutex_unlock(&s->rec));
 	CHECK_OK(pthread_mutex_unlock(&s->rec));
 	CHECK_EQ(pthread_mutex_unlock(&s->rec), EPERM);
@@ -483,7 +473,7 @@ static void *glibc_hold_recursive(void *arg)
 TCASE(process_shared_recursive_speaks_glibcs_protocol)
 {
 	tc_watchdog(30);
-	struct shared_typed *s = shared_page(sizeof *s);
+	struct shared_typed *s = tc_shared_alloc(sizeof *s);
 	init_mutex(&s->rec, PTHREAD_MUTEX_RECURSIVE, false, true);
 	pthread_t t;
 	tc_foreign_run(glibc_hold_recursive, s, &t);

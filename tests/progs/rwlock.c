@@ -872,9 +872,7 @@ static void shared_rw_work(struct shared_rw *s, int n)
 TCASE(process_shared_rwlock_across_fork)
 {
 	tc_watchdog(30);
-	struct shared_rw *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE,
-	                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	CHECK(s != MAP_FAILED);
+	struct shared_rw *s = tc_shared_alloc(sizeof *s);
 	pthread_rwlockattr_t a;
 	CHECK_OK(pthread_rwlockattr_init(&a));
 	CHECK_OK(pthread_rwlockattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
@@ -902,9 +900,7 @@ TCASE(process_shared_rwlock_across_fork)
 	CHECK_OK(pthread_rwlock_unlock(&s->l));
 	s->parent_saw = 1;
 	CHECK_OK(pthread_rwlock_wrlock(&s->l)); /* waits for the child's unlock */
-	int st = 0;
-	CHECK_EQ(waitpid(pid, &st, 0), pid);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	tc_child_ok(pid);
 	CHECK_EQ(pthread_rwlock_wrlock(&s->l), EDEADLK);
 	CHECK_OK(pthread_rwlock_unlock(&s->l));
 
@@ -916,8 +912,7 @@ TCASE(process_shared_rwlock_across_fork)
 		_exit(0);
 	}
 	shared_rw_work(s, 8000);
-	CHECK_EQ(waitpid(pid, &st, 0), pid);
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	tc_child_ok(pid);
 	CHECK_EQ(s->count, 4000);
 	CHECK_EQ(s->overlap, 0);
 	CHECK_OK(pthread_rwlock_destroy(&s->l));

@@ -283,6 +283,11 @@ void *tc_libc_sym(const char *name);
 void tc_foreign_run(void *(*fn)(void *), void *arg, pthread_t *t);
 void *tc_foreign_join(pthread_t t);
 
+/* Zeroed memory a fork's child shares with its parent (MAP_SHARED). */
+void *tc_shared_alloc(size_t n);
+/* Waits for a child and checks that it exited with status 0. */
+void tc_child_ok(pid_t pid);
+
 /* A thread that sleeps 1 ms at a time and counts in tc_ticks: a case on
  * one worker shows that a call parked only its caller by the ticks that
  * went on meanwhile (a call that held the worker would show none). */

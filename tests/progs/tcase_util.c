@@ -219,6 +219,22 @@ void *tc_foreign_join(pthread_t t)
 	return r;
 }
 
+void *tc_shared_alloc(size_t n)
+{
+	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		TFAIL("mmap(%zu bytes, MAP_SHARED): %s", n, strerror(errno));
+	return p;
+}
+
+void tc_child_ok(pid_t pid)
+{
+	int st = 0;
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		TFAIL("child %d ended with wait status %#x, not exit 0", (int)pid, st);
+}
+
 /* ------------------------------------------------------------------ */
 /* stress cases                                                       */
 
