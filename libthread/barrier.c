@@ -87,7 +87,8 @@ CP_EXPORT int pthread_barrier_wait(pthread_barrier_t *barrier)
 	}
 	for (;;) {
 		struct cp_waiter w;
-		cp_wait(&b->waiters, &b->lock, &w, CP_NO_DEADLINE, false);
+		if (cp_wait(&b->waiters, &b->lock, &w, CP_NO_DEADLINE, CP_INTR_SIGNAL) == EINTR)
+			lt_signals_deliver(lt_self()); /* a handler runs, the wait goes on */
 		if (__atomic_load_n(&b->cycle, __ATOMIC_ACQUIRE) != mine)
 			break;
 		/* woken without the cycle moving on: wait again, which needs

@@ -105,13 +105,13 @@ static int wait_shared(struct lt_cond *c, pthread_mutex_t *mutex, uint64_t deadl
 		at = &abs;
 	}
 	int e = 0;
-	if (lt_futex_wait_until(&c->seq, seq, true, CLOCK_MONOTONIC, at, lt_cancellable(self)) < 0)
+	if (lt_futex_wait_until(&c->seq, seq, true, CLOCK_MONOTONIC, at, lt_interruptible(self)) < 0)
 		e = errno;
 	int relocked = lt_mutex_lock(mutex);
 	if (relocked == ENOTRECOVERABLE)
 		return relocked; /* a robust mutex, not held */
 	if (e == EINTR)
-		lt_testcancel(self); /* with the mutex held, as POSIX says */
+		lt_interrupted(self); /* a cancel acts with the mutex held, as POSIX says */
 	if (relocked)
 		return relocked; /* EOWNERDEAD: held, its owner died */
 	return e == ETIMEDOUT ? ETIMEDOUT : 0; /* EAGAIN: signalled in between */
@@ -129,14 +129,14 @@ static int wait(struct lt_cond *c, pthread_mutex_t *mutex, uint64_t deadline)
 	cp_spin_lock(&c->lock);
 	/* queued first, then the mutex goes: the lockless "nobody waits"
 	 * check in signal/broadcast relies on that order */
-	int r = cp_wait_then(&c->waiters, &c->lock, &w, deadline, lt_cancellable(self),
+	int r = cp_wait_then(&c->waiters, &c->lock, &w, deadline, lt_interruptible(self),
 	                     release_mutex, mutex);
 	int relocked = lt_mutex_lock(mutex);
 	if (relocked == ENOTRECOVERABLE)
 		return relocked; /* a robust mutex, not held */
 	if (r == EINTR) {
-		lt_testcancel(self); /* unwinds with the mutex held, as POSIX says */
-		r = 0;               /* a stale interrupt: a spurious wakeup */
+		lt_interrupted(self); /* a cancel unwinds with the mutex held, as POSIX says */
+		r = 0;                /* a handler ran, or a stale interrupt: a spurious wakeup */
 	}
 	if (relocked)
 		return relocked; /* EOWNERDEAD: held, its owner died */

@@ -36,7 +36,7 @@ static int ring_futex_refused; /* the kernel said EINVAL to the opcode */
 
 /* The wait as a ring operation; false when it must be the plain call. */
 static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts,
-                      uint32_t mask, bool cancellable, long *out)
+                      uint32_t mask, unsigned interrupt_by, long *out)
 {
 	int cmd = op & FUTEX_CMD_MASK;
 	if (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET)
@@ -84,7 +84,7 @@ static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timesp
 	                 uaddr, 0, val);
 	sqe->rw_flags = 0;
 	sqe->addr3 = mask;
-	int res = cp_io_wait(&io, cancellable);
+	int res = cp_io_wait(&io, interrupt_by);
 	cp_io_release(&io);
 	if (res == -EINVAL && !io.timed_out) {
 		/* an unknown opcode, or a bad argument: ask the kernel the
@@ -99,7 +99,8 @@ static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timesp
 		return true;
 	}
 	if (res == -ECANCELED)
-		res = io.timed_out ? -ETIMEDOUT : -EINTR; /* else cancelled by pthread_cancel */
+		res = io.timed_out ? -ETIMEDOUT : -EINTR; /* else cut short by pthread_cancel or
+		                                             a signal handler */
 	*out = lt_io_ret(res);
 	return true;
 }
@@ -107,18 +108,18 @@ static bool ring_wait(uint32_t *uaddr, int op, uint32_t val, const struct timesp
 long lt_futex_wait(uint32_t *word, uint32_t val)
 {
 	long r;
-	if (ring_wait(word, FUTEX_WAIT_PRIVATE, val, NULL, 0, false, &r))
+	if (ring_wait(word, FUTEX_WAIT_PRIVATE, val, NULL, 0, CP_INTR_SIGNAL, &r))
 		return r;
 	return cp_syscall6(SYS_futex, (long)word, FUTEX_WAIT_PRIVATE, val, 0, 0, 0);
 }
 
 long lt_futex_wait_until(uint32_t *word, uint32_t val, bool shared, clockid_t clock,
-                         const struct timespec *abs, bool cancellable)
+                         const struct timespec *abs, unsigned interrupt_by)
 {
 	int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG) |
 	         (abs && clock == CLOCK_REALTIME ? FUTEX_CLOCK_REALTIME : 0);
 	long r;
-	if (ring_wait(word, op, val, abs, FUTEX_BITSET_MATCH_ANY, cancellable, &r))
+	if (ring_wait(word, op, val, abs, FUTEX_BITSET_MATCH_ANY, interrupt_by, &r))
 		return r;
 	return cp_syscall6(SYS_futex, (long)word, op, val, (long)abs, 0, FUTEX_BITSET_MATCH_ANY);
 }
@@ -168,7 +169,7 @@ CP_EXPORT __attribute__((no_sanitize_address)) long syscall(long nr, ...)
 	long r;
 	if (nr == SYS_futex &&
 	    ring_wait((uint32_t *)a1, (int)a2, (uint32_t)a3, (const struct timespec *)a4,
-	              (uint32_t)a6, false, &r))
+	              (uint32_t)a6, CP_INTR_SIGNAL, &r))
 		return r;
 	if (nr == SYS_close) /* as close() does: in-flight I/O first */
 		return lt_fd_close((int)a1);

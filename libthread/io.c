@@ -46,6 +46,7 @@ static struct io_uring_sqe *begin(const char *call, struct lt_io *io, int fd,
 	}
 	lt_testcancel(t);
 	cp_safe_point(); /* fast paths too: a loop of nonblocking calls yields */
+	io->poll = poll;
 	io->f = lt_fd_get(fd);
 	if (!poll && io->f && lt_fd_nonblocking(io->f, fd))
 		return NULL; /* the plain call answers at once */
@@ -75,17 +76,47 @@ struct io_uring_sqe *lt_io_begin_poll_at(const char *call, struct lt_io *io, int
 long lt_io_finish(struct lt_io *io)
 {
 	struct lt_thread *self = (struct lt_thread *)io->op.thread;
-	int res = cp_io_wait(&io->op, lt_cancellable(self));
+	/* a signal handler cuts short I/O on sockets, pipes and terminals
+	 * (with SA_RESTART, it lets it be), and a wait for readiness always;
+	 * a regular file's I/O is never interrupted, as in the kernel */
+	unsigned by = io->poll ? lt_interruptible(self) | CP_INTR_SIGNAL_IO
+	            : io->f && io->f->seek_state == 1 ? lt_cancellable(self)
+	                                              : lt_interruptible_io(self);
+	/* an SA_RESTART handler cuts it short too, and it goes out again:
+	 * I/O without a timeout of its own (which makes it EINTR, as in the
+	 * kernel) and not a connect (a second one would say EALREADY) */
+	struct io_uring_sqe again;
+	if ((by & CP_INTR_SIGNAL_IO) && !io->poll && io->op.pending == 1 &&
+	    io->op.sqe->opcode != IORING_OP_CONNECT &&
+	    __atomic_load_n(&lt_handlers_installed, __ATOMIC_RELAXED)) {
+		again = *io->op.sqe;
+		by |= CP_INTR_SIGNAL_RESTART;
+	}
+	int res;
+	for (;;) {
+		res = cp_io_wait(&io->op, by);
+		if (res != -ECANCELED || !(io->op.signalled & CP_INTR_SIGNAL_RESTART) ||
+		    io->op.timed_out || (self->cancel_pending && lt_cancellable(self)))
+			break;
+		cp_io_release(&io->op);
+		lt_interrupted(self); /* the handler, then the same operation */
+		struct io_uring_sqe *sqe = cp_io_prep(&io->op, 0);
+		*sqe = again;
+	}
 	if (io->f)
 		lt_fd_end(io->f, &io->op);
 	cp_io_release(&io->op);
 	if (res == -ECANCELED) {
-		if (io->op.timed_out)
+		if (io->op.timed_out) {
 			res = -EAGAIN;       /* a socket timeout expired */
-		else if (self->cancel_pending && lt_cancellable(self))
+		} else if (self->cancel_pending && lt_cancellable(self)) {
 			lt_testcancel(self); /* pthread_cancel: acts, never returns */
-		else
+		} else if (io->op.signalled) {
+			lt_interrupted(self);
+			res = -EINTR;
+		} else {
 			res = -EBADF;        /* closed under us */
+		}
 	}
 	return res;
 }

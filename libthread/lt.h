@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -126,10 +127,11 @@ long lt_futex_wait(uint32_t *word, uint32_t val) CP_HIDDEN;
 long lt_futex_wake_all(uint32_t *word) CP_HIDDEN;
 /* The same with the whole of FUTEX_WAIT_BITSET: a process-shared word or
  * not, an absolute deadline on clock (CLOCK_REALTIME or CLOCK_MONOTONIC;
- * abs NULL: none), and, if cancellable, pthread_cancel cuts it short
- * (-1, EINTR).  lt_futex_wake wakes n. */
+ * abs NULL: none), and cut short (-1, EINTR) by what interrupt_by names
+ * (CP_INTR_*).  lt_futex_wait is cut short by a signal handler, as the
+ * kernel's.  lt_futex_wake wakes n. */
 long lt_futex_wait_until(uint32_t *word, uint32_t val, bool shared, clockid_t clock,
-                         const struct timespec *abs, bool cancellable) CP_HIDDEN;
+                         const struct timespec *abs, unsigned interrupt_by) CP_HIDDEN;
 long lt_futex_wake(uint32_t *word, int n, bool shared) CP_HIDDEN;
 /* Bumped after every program signal handler returns (sighandler.c):
  * pause and sigsuspend wait for it to move. */
@@ -171,6 +173,49 @@ static inline bool lt_cancellable(const struct lt_thread *t)
 	return t && t->cancel_enabled && !t->exiting;
 }
 void lt_testcancel(struct lt_thread *t) CP_HIDDEN;
+/* What cuts short a call that is a cancellation point and that a signal
+ * handler interrupts (EINTR), and one that is I/O as well (SA_RESTART
+ * leaves I/O be): the interrupt_by of its wait. */
+static inline unsigned lt_interruptible(const struct lt_thread *t)
+{
+	return t ? (lt_cancellable(t) ? CP_INTR_CANCEL : 0) | CP_INTR_SIGNAL : 0;
+}
+static inline unsigned lt_interruptible_io(const struct lt_thread *t)
+{
+	return t ? (lt_cancellable(t) ? CP_INTR_CANCEL : 0) | CP_INTR_SIGNAL_IO : 0;
+}
+/* A call whose wait ended with EINTR: acts on a cancel (never returns
+ * then), and runs the handlers of the signals that interrupted it, which
+ * must run before it returns (sigthread.c). */
+void lt_interrupted(struct lt_thread *t) CP_HIDDEN;
+
+/* Signals for one user thread (sigthread.c); sets are the kernel's first
+ * 64 signals, bit sig-1.  lt_signal_thread sends info to t (0 or an
+ * errno); lt_signals_deliver runs the calling thread's deliverable
+ * handlers; lt_signals_take takes one of `set` pending for it (its
+ * number, or 0); lt_signals_unblocked delivers what a mask change let
+ * through; lt_signal_forward hands a process-directed signal caught in
+ * the trampoline to the main thread (false: run it here). */
+int lt_signal_thread(struct lt_thread *t, const siginfo_t *info) CP_HIDDEN;
+/* poll() of a signalfd for sigwait: also woken when a signal is sent to
+ * the calling thread alone (poll.c) */
+int lt_poll_signalfd(int fd, int timeout_ms) CP_HIDDEN;
+void lt_signals_deliver(struct lt_thread *self) CP_HIDDEN;
+int lt_signals_take(struct lt_thread *self, uint64_t set, siginfo_t *info) CP_HIDDEN;
+uint64_t lt_signals_pending(struct lt_thread *self) CP_HIDDEN;
+void lt_signals_unblocked(void) CP_HIDDEN;
+/* Set once the program installed a signal handler: only then does I/O
+ * keep what it needs to be issued again after an SA_RESTART handler. */
+extern uint32_t lt_handlers_installed CP_HIDDEN;
+void lt_signals_thread_gone(struct lt_thread *t) CP_HIDDEN;
+bool lt_signal_forward(int sig, const siginfo_t *info) CP_HIDDEN;
+/* The program's handler for sig, if it installed one (sighandler.c),
+ * with its sa_flags; and a delivery of sig in the calling thread. */
+bool lt_signal_handled(int sig, int *flags) CP_HIDDEN;
+void lt_signal_run_handler(int sig, siginfo_t *info) CP_HIDDEN;
+/* What a user thread asked to run at once does (sched's redirect): its
+ * pending signal handlers, and an asynchronous cancel. */
+void lt_on_redirect(void) CP_HIDDEN;
 
 /* Thread exit: runs cleanup handlers and key destructors, then ends. */
 _Noreturn void lt_exit(struct lt_thread *t, void *retval) CP_HIDDEN;

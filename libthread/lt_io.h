@@ -19,6 +19,7 @@ enum lt_io_dir {
 struct lt_io {
 	struct cp_io_op op;
 	struct lt_fd *f;
+	bool poll;                    /* a wait for readiness: never restarted */
 };
 
 /* A cancellation point; registers the op on fd (fd < 0: none) and returns

@@ -141,8 +141,11 @@ static int lock_slow(struct lt_mutex *m, uint64_t deadline)
 		if (m->kind & KIND_PI)
 			lend_priority(m);
 		struct cp_waiter w;
-		if (cp_wait(&m->waiters, &m->qlock, &w, deadline, false) == ETIMEDOUT)
+		int e = cp_wait(&m->waiters, &m->qlock, &w, deadline, CP_INTR_SIGNAL);
+		if (e == ETIMEDOUT)
 			return ETIMEDOUT;
+		if (e == EINTR) /* a handler for this thread runs, then it waits on */
+			lt_signals_deliver(lt_self());
 		cp_spin_lock(&m->qlock);
 	}
 }

@@ -110,8 +110,10 @@ static int raw_epoll_check(int epfd, struct epoll_event *ev, int max, const sigs
 	return r;
 }
 
-/* The heart of poll/ppoll/select: timeout_ns < 0 waits forever. */
-static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask)
+/* The heart of poll/ppoll/select: timeout_ns < 0 waits forever; also
+ * woken for `also` (CP_INTR_*: sigwait's signals). */
+static int poll_ns_for(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask,
+                       unsigned also)
 {
 	struct lt_thread *self = lt_self();
 	if (!self) {
@@ -152,7 +154,7 @@ static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigse
 	cp_spin_lock(&pw.lock);
 	while (!pw.fired && e == 0) {
 		struct cp_waiter w;
-		e = cp_wait(&pw.q, &pw.lock, &w, deadline, lt_cancellable(self));
+		e = cp_wait(&pw.q, &pw.lock, &w, deadline, lt_interruptible(self) | also);
 		cp_spin_lock(&pw.lock);
 	}
 	/* cancel whatever has not fired and wait until every CQE is in:
@@ -176,9 +178,26 @@ static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigse
 	}
 	if (items != stack_items)
 		heap_free(items);
-	if (e == EINTR)
-		lt_testcancel(self);
-	return raw_poll(fds, n, mask);
+	r = raw_poll(fds, n, mask);
+	if (e == EINTR) {
+		lt_interrupted(self);
+		if (r == 0) {
+			errno = EINTR; /* a handler ran, nothing is ready */
+			return -1;
+		}
+	}
+	return r;
+}
+
+static int poll_ns(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask)
+{
+	return poll_ns_for(fds, n, timeout_ns, mask, 0);
+}
+
+int lt_poll_signalfd(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	return poll_ns_for(&p, 1, ms_timeout_ns(timeout_ms), NULL, CP_INTR_SIGWAIT);
 }
 
 CP_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout_ms)

@@ -166,7 +166,11 @@ static int wait_slow(struct lt_rwlock *rw, bool write, uint64_t deadline)
 		if (r != EBUSY)
 			break;
 		struct cp_waiter w;
-		r = cp_wait(q, &rw->qlock, &w, deadline, false);
+		r = cp_wait(q, &rw->qlock, &w, deadline, CP_INTR_SIGNAL);
+		if (r == EINTR) { /* a handler for this thread runs, then it waits on */
+			lt_signals_deliver(lt_self());
+			r = 0;
+		}
 		cp_spin_lock(&rw->qlock);
 		if (r)
 			break;

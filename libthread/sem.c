@@ -74,7 +74,7 @@ static int wait_slow(struct lt_sem *s, uint64_t deadline, struct lt_thread *self
 			break;
 		}
 		struct cp_waiter w;
-		r = cp_wait(&s->waiters, &s->lock, &w, deadline, lt_cancellable(self));
+		r = cp_wait(&s->waiters, &s->lock, &w, deadline, lt_interruptible(self));
 		cp_spin_lock(&s->lock);
 		if (r)
 			break;
@@ -82,7 +82,7 @@ static int wait_slow(struct lt_sem *s, uint64_t deadline, struct lt_thread *self
 	__atomic_fetch_sub(&s->word, ONE_WAITER, __ATOMIC_RELAXED);
 	cp_spin_unlock(&s->lock);
 	if (r == EINTR)
-		lt_testcancel(self); /* unwinds, counted out already */
+		lt_interrupted(self); /* a cancel unwinds, counted out already */
 	return r;
 }
 
@@ -101,13 +101,12 @@ static int wait_shared(struct lt_sem *s, clockid_t clock, const struct timespec 
 	for (;;) {
 		if (VALUE(w) == 0) {
 			long r = lt_futex_wait_until(value_word(s), 0, true, clock, abs,
-			                             lt_cancellable(self));
+			                             lt_interruptible(self));
 			int e = r < 0 ? errno : 0;
-			if (e == ETIMEDOUT || (e == EINTR && lt_cancellable(self) &&
-			                       self->cancel_pending)) {
+			if (e == ETIMEDOUT || e == EINTR) {
 				__atomic_fetch_sub(&s->word, ONE_WAITER, __ATOMIC_RELAXED);
 				if (e == EINTR)
-					lt_testcancel(self);
+					lt_interrupted(self);
 				return e;
 			}
 			w = __atomic_load_n(&s->word, __ATOMIC_RELAXED);

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "lt.h"
@@ -42,25 +43,77 @@ static sigaction_fn real_sigaction(void)
 	return real;
 }
 
-static CP_NO_SPLIT void trampoline(int sig, siginfo_t *info, void *uc)
+/* Calls the program's handler h for sig, then tells pause and sigsuspend. */
+static CP_NO_SPLIT void call_handler(const struct program_handler *h, int sig, siginfo_t *info,
+                                     void *uc)
 {
 	int saved = errno;
-	struct program_handler h = handlers[sig];
 	/* a handler never sees the split-stack limit of the thread it
 	 * interrupted: it runs where the kernel put it, not on that chunk */
 	uintptr_t limit = cp_split_limit();
 	cp_split_limit_set(0);
 	errno = saved;
-	if (h.flags & SA_SIGINFO)
-		((void (*)(int, siginfo_t *, void *))h.fn)(sig, info, uc);
+	if (h->flags & SA_SIGINFO)
+		((void (*)(int, siginfo_t *, void *))h->fn)(sig, info, uc);
 	else
-		((void (*)(int))h.fn)(sig);
+		((void (*)(int))h->fn)(sig);
 	saved = errno;
 	__atomic_add_fetch(&lt_signal_gen, 1, __ATOMIC_RELEASE);
 	if (__atomic_load_n(&waiters, __ATOMIC_ACQUIRE))
 		lt_futex_wake_all(&lt_signal_gen);
 	errno = saved;
 	cp_split_limit_set(limit);
+}
+
+/* Signals the kernel sends to the thread whose instruction caused them:
+ * they belong to whoever runs here, never to another thread. */
+static bool synchronous(int sig)
+{
+	return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL ||
+	       sig == SIGTRAP || sig == SIGSYS || sig == SIGPIPE || sig == SIGXFSZ;
+}
+
+static CP_NO_SPLIT void trampoline(int sig, siginfo_t *info, void *uc)
+{
+	/* a signal for the whole process goes to its main thread, as on
+	 * NPTL, when that thread waits in a call it cuts short */
+	if (info->si_code != SI_TKILL && !synchronous(sig) && lt_signal_forward(sig, info))
+		return;
+	struct program_handler h = handlers[sig];
+	call_handler(&h, sig, info, uc);
+}
+
+bool lt_signal_handled(int sig, int *flags)
+{
+	if (sig <= 0 || sig >= _NSIG)
+		return false;
+	struct program_handler h = handlers[sig];
+	if (flags)
+		*flags = h.flags;
+	return h.wrapped;
+}
+
+void lt_signal_run_handler(int sig, siginfo_t *info)
+{
+	cp_spin_lock(&handlers_lock);
+	struct program_handler h = handlers[sig];
+	cp_spin_unlock(&handlers_lock);
+	if (!h.wrapped) {
+		/* the disposition changed since it was sent: the kernel's
+		 * default action (or nothing, if ignored) is the answer */
+		syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), sig);
+		return;
+	}
+	if (h.flags & SA_RESETHAND) {
+		struct sigaction dfl;
+		memset(&dfl, 0, sizeof dfl);
+		dfl.sa_handler = SIG_DFL;
+		sigaction(sig, &dfl, NULL);
+	}
+	ucontext_t uc;
+	if (h.flags & SA_SIGINFO)
+		getcontext(&uc); /* a context to read, for a handler that looks */
+	call_handler(&h, sig, info, h.flags & SA_SIGINFO ? &uc : NULL);
 }
 
 static bool wraps(int sig, const struct sigaction *act)
@@ -114,6 +167,7 @@ CP_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *
 	struct program_handler before = sig > 0 && sig < _NSIG ? handlers[sig]
 	                                                      : (struct program_handler){ 0 };
 	if (wrap) {
+		__atomic_store_n(&lt_handlers_installed, 1, __ATOMIC_RELAXED); /* (lt.h) */
 		/* the trampoline may run as soon as the kernel has it: fill
 		 * the entry first */
 		handlers[sig] = (struct program_handler){
@@ -149,9 +203,13 @@ CP_EXPORT sighandler_t signal(int sig, sighandler_t handler)
 static int wait_for_handler(uint32_t gen)
 {
 	__atomic_add_fetch(&waiters, 1, __ATOMIC_ACQ_REL);
-	while (__atomic_load_n(&lt_signal_gen, __ATOMIC_ACQUIRE) == gen)
-		if (lt_futex_wait(&lt_signal_gen, gen) < 0 && errno != EAGAIN && errno != EINTR)
+	while (__atomic_load_n(&lt_signal_gen, __ATOMIC_ACQUIRE) == gen) {
+		if (lt_futex_wait(&lt_signal_gen, gen) == 0 || errno == EAGAIN)
+			continue;
+		if (errno != EINTR)
 			break;
+		lt_interrupted(lt_self()); /* a handler sent to this thread */
+	}
 	__atomic_sub_fetch(&waiters, 1, __ATOMIC_ACQ_REL);
 	errno = EINTR;
 	return -1;
@@ -178,6 +236,7 @@ CP_EXPORT int sigsuspend(const sigset_t *mask)
 	uint64_t bits;
 	memcpy(&bits, mask, sizeof bits);
 	uint64_t before = cp_change_program_sigmask(SIG_SETMASK, bits);
+	lt_signals_unblocked(); /* one pending for this thread runs now */
 	wait_for_handler(gen);
 	cp_change_program_sigmask(SIG_SETMASK, before);
 	errno = EINTR;

@@ -45,6 +45,8 @@ static int set_mask(int how, const sigset_t *set, sigset_t *old)
 	uint64_t before = set ? cp_change_program_sigmask(how, to_bits(set)) : cp_program_sigmask();
 	if (old)
 		from_bits(before, old);
+	if (before & ~cp_program_sigmask())
+		lt_signals_unblocked(); /* what waited for its thread is delivered */
 	return 0;
 }
 
@@ -63,14 +65,32 @@ CP_EXPORT int sigprocmask(int how, const sigset_t *set, sigset_t *old)
 	return 0;
 }
 
-/* Waits for one signal of `set` through a signalfd; timeout_ms < 0: none.
- * Returns the signal number, or -1 with errno (EAGAIN on timeout, EINTR
- * if cancelled). */
+/* A signal of `set` sent to this thread alone and kept for it
+ * (sigthread.c), as info: its number, or 0. */
+static int take_own(const sigset_t *set, siginfo_t *info)
+{
+	siginfo_t si;
+	int sig = lt_signals_take(lt_self(), to_bits(set), &si);
+	if (sig && info)
+		*info = si;
+	return sig;
+}
+
+/* Waits for one signal of `set`, sent to this thread alone or to the
+ * process, the latter through a signalfd; timeout_ms < 0: none.  Returns
+ * the signal number, or -1 with errno (EAGAIN on timeout, EINTR if a
+ * handler ran, or cancelled). */
 static int wait_signal(const sigset_t *set, siginfo_t *info, int timeout_ms)
 {
+	int own = take_own(set, info);
+	if (own)
+		return own;
 	int fd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (fd < 0)
 		return -1;
+	uint64_t deadline = timeout_ms < 0 ? CP_NO_DEADLINE
+	                                   : cp_now_ns() + (uint64_t)timeout_ms * CP_NS_PER_MS;
+	uint32_t gen = __atomic_load_n(&lt_signal_gen, __ATOMIC_ACQUIRE);
 	int ret = -1;
 	for (;;) {
 		struct signalfd_siginfo si;
@@ -91,12 +111,20 @@ static int wait_signal(const sigset_t *set, siginfo_t *info, int timeout_ms)
 		}
 		if (n < 0 && errno != EAGAIN && errno != EINTR)
 			break;
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int r = poll(&p, 1, timeout_ms); /* parks this user thread */
-		if (r == 0) {
+		uint64_t now = cp_now_ns();
+		if (deadline != CP_NO_DEADLINE && now >= deadline) {
 			errno = EAGAIN;
 			break;
 		}
+		int left = deadline == CP_NO_DEADLINE ? -1 : cp_ns_to_ms_ceil(deadline - now);
+		/* parks this user thread; a signal sent to it meanwhile wakes it */
+		int r = lt_poll_signalfd(fd, left);
+		if ((ret = take_own(set, info)) != 0)
+			break;
+		ret = -1;
+		if (r < 0 && errno == EINTR &&
+		    __atomic_load_n(&lt_signal_gen, __ATOMIC_ACQUIRE) != gen)
+			break; /* a handler ran */
 		if (r < 0 && errno != EINTR)
 			break;
 	}
@@ -151,4 +179,16 @@ CP_EXPORT int sigtimedwait(const sigset_t *set, siginfo_t *info, const struct ti
 		return -1;
 	}
 	return wait_signal(set, info, ms_of(ts));
+}
+
+/* The signals pending for the process, for this kernel thread, and for
+ * this user thread alone (sigthread.c). */
+CP_EXPORT int sigpending(sigset_t *set)
+{
+	if (syscall(SYS_rt_sigpending, set, sizeof(uint64_t)) != 0)
+		return -1;
+	uint64_t own = lt_signals_pending(lt_self());
+	if (own)
+		from_bits(to_bits(set) | own, set);
+	return 0;
 }

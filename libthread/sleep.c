@@ -1,7 +1,7 @@
 /* sleep.c: sleep, usleep, nanosleep, clock_nanosleep that park only the
- * calling user thread.  They are cancellation points.  A signal caught by
- * the worker does not cut a user thread's sleep short (no EINTR): signals
- * are delivered to workers, not to the user threads they run. */
+ * calling user thread.  They are cancellation points, and a signal
+ * handler for the sleeping thread cuts them short (EINTR, with the time
+ * left), as the kernel's do (sigthread.c). */
 #include <errno.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -10,13 +10,16 @@
 #include "lt.h"
 #include "timespec.h"
 
-/* Sleeps until the monotonic deadline; 0, or acts on cancellation. */
-static void sleep_until(uint64_t deadline)
+/* Sleeps until the monotonic deadline: 0, or EINTR once a signal handler
+ * ran (a cancel acts instead). */
+static int sleep_until(uint64_t deadline)
 {
 	struct lt_thread *self = lt_self();
 	lt_testcancel(self);
-	if (cp_sleep_until(deadline, lt_cancellable(self)) == EINTR)
-		lt_testcancel(self);
+	if (cp_sleep_until(deadline, lt_interruptible(self)) != EINTR)
+		return 0;
+	lt_interrupted(self);
+	return EINTR;
 }
 
 /* The deadline ns from now; one past 64 bits is the last one there is
@@ -55,11 +58,13 @@ CP_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec 
 	} else {
 		deadline = deadline_in(cp_ts_to_ns_sat(req));
 	}
-	if (deadline)
-		sleep_until(deadline);
-	if (rem && !(flags & TIMER_ABSTIME))
-		*rem = (struct timespec){ 0, 0 };
-	return 0;
+	int e = deadline ? sleep_until(deadline) : 0;
+	if (rem && !(flags & TIMER_ABSTIME)) {
+		/* what is left, for a caller who sleeps again after a handler */
+		uint64_t now = cp_now_ns();
+		*rem = e && deadline > now ? cp_ns_to_ts(deadline - now) : (struct timespec){ 0, 0 };
+	}
+	return e;
 }
 
 CP_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem)
@@ -74,12 +79,20 @@ CP_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem)
 
 CP_EXPORT int usleep(useconds_t us)
 {
-	sleep_until(deadline_in((uint64_t)us * CP_NS_PER_US));
+	int e = sleep_until(deadline_in((uint64_t)us * CP_NS_PER_US));
+	if (e) {
+		errno = e;
+		return -1;
+	}
 	return 0;
 }
 
 CP_EXPORT unsigned int sleep(unsigned int s)
 {
-	sleep_until(deadline_in((uint64_t)s * CP_NS_PER_SEC));
-	return 0;
+	uint64_t deadline = deadline_in((uint64_t)s * CP_NS_PER_SEC);
+	if (!sleep_until(deadline))
+		return 0;
+	/* interrupted: the whole seconds left, rounded up as glibc does */
+	uint64_t now = cp_now_ns();
+	return deadline > now ? (unsigned)((deadline - now + CP_NS_PER_SEC / 2) / CP_NS_PER_SEC) : 0;
 }

@@ -173,6 +173,7 @@ _Noreturn void lt_exit(struct lt_thread *t, void *retval)
 	lt_keys_run_destructors(t);
 	if (cp_unlikely(t->robust_held))
 		lt_robust_exit(t);
+	lt_signals_thread_gone(t); /* what was pending for it goes with it */
 	cp_tls_thread_exit(); /* C++ thread_local destructors, with TLS per thread */
 	if (__atomic_sub_fetch(&live_threads, 1, __ATOMIC_ACQ_REL) == 0)
 		exit_process(); /* main left with pthread_exit and we were the last */
@@ -254,14 +255,24 @@ CP_EXPORT void pthread_testcancel(void)
 	lt_testcancel(lt_self());
 }
 
-/* An asynchronous cancel, run by the target wherever it was (sched's
- * redirect): acts if the cancel still may, else returns to what the
- * thread was doing, every register as it was. */
-static void async_cancel_now(void)
+/* Run by the target wherever it was (sched's redirect): its pending
+ * signal handlers, then an asynchronous cancel if the cancel still may
+ * act; else it returns to what the thread was doing, every register as
+ * it was. */
+void lt_on_redirect(void)
 {
 	struct lt_thread *t = lt_self();
-	if (t && t->cancel_async)
+	if (!t)
+		return;
+	lt_signals_deliver(t);
+	if (t->cancel_async)
 		lt_testcancel(t);
+}
+
+void lt_interrupted(struct lt_thread *t)
+{
+	lt_testcancel(t);
+	lt_signals_deliver(t);
 }
 
 CP_EXPORT int pthread_cancel(pthread_t h)
@@ -275,7 +286,7 @@ CP_EXPORT int pthread_cancel(pthread_t h)
 		if (t == lt_self())
 			lt_testcancel(t);
 		else /* wherever it runs, even code that never calls us */
-			cp_thread_redirect(&t->cp, async_cancel_now);
+			cp_thread_redirect(&t->cp, lt_on_redirect);
 	}
 	return 0;
 }
@@ -344,7 +355,7 @@ static int join(pthread_t h, void **ret, uint64_t deadline, bool try)
 		struct cp_waiter w;
 		if (self)
 			__atomic_store_n(&self->joining, t, __ATOMIC_RELEASE);
-		int e = cp_wait(&t->joiners, &t->join_lock, &w, deadline, lt_cancellable(self));
+		int e = cp_wait(&t->joiners, &t->join_lock, &w, deadline, lt_interruptible(self));
 		if (self)
 			__atomic_store_n(&self->joining, NULL, __ATOMIC_RELEASE);
 		if (e == 0 && self) {
@@ -354,7 +365,8 @@ static int join(pthread_t h, void **ret, uint64_t deadline, bool try)
 			goto joined;
 		}
 		if (e == EINTR)
-			lt_testcancel(self); /* a cancellation point */
+			lt_interrupted(self); /* a cancellation point; a handler runs and
+			                         the join goes on, as POSIX says */
 		if (e == ETIMEDOUT)
 			return ETIMEDOUT;
 		cp_spin_lock(&t->join_lock);
@@ -614,22 +626,9 @@ CP_EXPORT int pthread_setschedprio(pthread_t h, int prio)
 
 /* Signals go to the kernel thread (worker) the target last ran on: user
  * threads share their worker's signal state. */
-CP_EXPORT int pthread_kill(pthread_t h, int sig)
-{
-	struct lt_thread *t = lt_from_handle(h);
-	if (!t)
-		return ESRCH;
-	if (sig < 0 || sig >= NSIG)
-		return EINVAL;
-	if (sig == 0)
-		return 0;
-	int tid = cp_thread_kernel_tid(&t->cp);
-	if (syscall(SYS_tgkill, getpid(), tid ? tid : getpid(), sig) != 0)
-		return errno;
-	return 0;
-}
-
-CP_EXPORT int pthread_sigqueue(pthread_t h, int sig, const union sigval value)
+/* A signal for one user thread: its handler runs in that thread
+ * (sigthread.c). */
+static int send(pthread_t h, int sig, int code, union sigval value)
 {
 	struct lt_thread *t = lt_from_handle(h);
 	if (!t)
@@ -641,14 +640,21 @@ CP_EXPORT int pthread_sigqueue(pthread_t h, int sig, const union sigval value)
 	siginfo_t si;
 	memset(&si, 0, sizeof si);
 	si.si_signo = sig;
-	si.si_code = SI_QUEUE;
+	si.si_code = code;
 	si.si_pid = getpid();
 	si.si_uid = getuid();
 	si.si_value = value;
-	int tid = cp_thread_kernel_tid(&t->cp);
-	if (syscall(SYS_rt_tgsigqueueinfo, getpid(), tid ? tid : getpid(), sig, &si) != 0)
-		return errno;
-	return 0;
+	return lt_signal_thread(t, &si);
+}
+
+CP_EXPORT int pthread_kill(pthread_t h, int sig)
+{
+	return send(h, sig, SI_TKILL, (union sigval){ 0 });
+}
+
+CP_EXPORT int pthread_sigqueue(pthread_t h, int sig, const union sigval value)
+{
+	return send(h, sig, SI_QUEUE, value);
 }
 
 /* Affinity belongs to workers, not user threads: accepted and ignored,

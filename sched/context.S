@@ -115,7 +115,7 @@ cp_redirect_trampoline:
 	.cfi_adjust_cfa_offset -8
 	popfq
 	.cfi_adjust_cfa_offset -8
-	ret
+	ret	$128	/* past the red zone it skipped (signals.c) */
 	.cfi_endproc
 	.size	cp_redirect_trampoline, .-cp_redirect_trampoline
 

@@ -79,7 +79,7 @@ struct io_uring_sqe *cp_io_prep_cb(struct cp_io_op *op, void (*done)(struct cp_i
 	return sqe;
 }
 
-int cp_io_wait(struct cp_io_op *op, bool cancellable)
+int cp_io_wait(struct cp_io_op *op, unsigned interrupt_by)
 {
 	cp_assert(op->worker == cp_worker_self());
 	/* io_uring_prep_* cleared the flags and left user_data alone */
@@ -88,16 +88,18 @@ int cp_io_wait(struct cp_io_op *op, bool cancellable)
 		op->sqe->flags |= IOSQE_IO_LINK;
 	op->sqe = NULL;
 	struct cp_thread *t = op->thread;
-	if (cancellable) {
+	op->interrupt_by = (uint8_t)interrupt_by;
+	op->signalled = 0;
+	if (interrupt_by) {
 		cp_spin_lock(&t->wait_lock);
 		t->io_waiting = op;
 		cp_spin_unlock(&t->wait_lock);
-		if (cp_interrupt_pending(t))
+		if ((interrupt_by & CP_INTR_CANCEL) && cp_interrupt_pending(t))
 			cp_io_cancel(op); /* interrupted before we got here */
 	}
 	cp_steal_share_at_io_park(op->worker);
 	cp_park(NULL);
-	if (cancellable) {
+	if (interrupt_by) {
 		cp_spin_lock(&t->wait_lock); /* waits out an interrupter */
 		t->io_waiting = NULL;
 		cp_spin_unlock(&t->wait_lock);

@@ -28,6 +28,9 @@ struct cp_io_op {
 	uint8_t timed_out;             /* the linked timeout fired */
 	uint8_t cancel_queued;         /* 1: on its worker's cancel list,
 	                                  2: the worker has let go of it */
+	uint8_t interrupt_by;          /* CP_INTR_* its wait accepts */
+	uint8_t signalled;             /* cancelled by cp_interrupt_wait: the
+	                                  CP_INTR_* reasons that did it */
 	struct cp_io_op *cancel_next;
 	struct io_uring_sqe *sqe;      /* until cp_io_wait links the timeout */
 	struct __kernel_timespec ts;   /* read by the kernel at submission */
@@ -51,9 +54,10 @@ struct io_uring_sqe *cp_io_prep(struct cp_io_op *op, uint64_t timeout_ns);
 struct io_uring_sqe *cp_io_prep_cb(struct cp_io_op *op, void (*done)(struct cp_io_op *op));
 
 /* Parks until op (and its timeout) completed.  Returns op->res: a count,
- * or -errno.  If cancellable, cp_interrupt() of the thread cancels the op
- * (it then usually completes with -ECANCELED). */
-int cp_io_wait(struct cp_io_op *op, bool cancellable);
+ * or -errno.  An interrupt of the thread for a reason in interrupt_by
+ * (CP_INTR_*) cancels the op (it then usually completes with -ECANCELED;
+ * op->signalled says whether a signal's interrupt did). */
+int cp_io_wait(struct cp_io_op *op, unsigned interrupt_by);
 
 /* Before op's memory goes: waits until no worker holds a cancel request
  * for it.  Needed once anyone may have called cp_io_cancel on op. */

@@ -41,7 +41,7 @@ struct cp_thread {
 	cp_spinlock wait_lock;
 	uint32_t interrupted;        /* sticky */
 	struct cp_waiter *waiting;
-	struct cp_io_op *io_waiting; /* a cancellable I/O wait in progress */
+	struct cp_io_op *io_waiting; /* an interruptible I/O wait in progress */
 	uint64_t switches;           /* times switched in */
 	char name[16];               /* pthread_setname_np; shown in fatal messages */
 	void *tcb;                   /* its own TCB (CAPRICE_TLS=thread), or NULL */
@@ -205,8 +205,13 @@ void cp_safe_point(void);
  * of code that never calls the library (asynchronous cancellation): a
  * running t is poked, and its interrupted code calls fn with every
  * register kept, so fn may return; a t switched out at a safe point calls
- * it when it resumes there. */
-void cp_thread_redirect(struct cp_thread *t, void (*fn)(void));
+ * it when it resumes there.  True if t was running (and so was poked). */
+bool cp_thread_redirect(struct cp_thread *t, void (*fn)(void));
+
+/* In a signal handler on a worker: may it wake threads and take runtime
+ * locks?  Not when it interrupted the scheduler, a runtime lock's holder
+ * or a half-prepared submission on this kernel thread. */
+bool cp_signal_may_wake(void);
 
 /* Thread CPU time (cpuclock.c): accounting starts at the first call of
  * cp_cpuclock_start; cp_thread_cpu_ns is t's time run since then, in ns. */
@@ -292,6 +297,7 @@ struct cp_waiter {
 	uint32_t state;                /* CP_W_* */
 	uint32_t contended;            /* a timer or an interrupt may race the
 	                                  waker: wake with a CAS, not a store */
+	uint32_t interrupt_by;         /* CP_INTR_*: what may cut it short */
 	uint32_t futex;                /* foreign waiters sleep here */
 	uintptr_t data;                /* for the primitive's own use */
 	cp_spinlock *lock;             /* the queue's lock, which the sleeper
@@ -311,21 +317,37 @@ static inline struct cp_waiter *cp_waitq_next(const struct cp_waitq *q, const st
 	return w->next == q->head ? NULL : w->next;
 }
 
+/* What may cut a wait short, its interrupt_by: a pthread_cancel
+ * (cp_interrupt, sticky: a wait that accepts it and starts later ends at
+ * once); a signal handler for the thread (cp_interrupt_wait, only a wait
+ * under way), for calls the kernel never restarts (CP_INTR_SIGNAL) and
+ * I/O, which a handler without SA_RESTART interrupts (CP_INTR_SIGNAL_IO)
+ * and one with it restarts (CP_INTR_SIGNAL_RESTART); or a signal for
+ * sigwait (CP_INTR_SIGWAIT).
+ * CP_INTR_CANCEL is 1, so a wait given `true` accepts a cancel. */
+#define CP_INTR_CANCEL         1u
+#define CP_INTR_SIGNAL         2u
+#define CP_INTR_SIGWAIT        4u
+#define CP_INTR_SIGNAL_IO      8u
+#define CP_INTR_SIGNAL_RESTART 16u /* SA_RESTART's: I/O cut short to run
+                                      the handler, then issued again */
+
 /* Appends w (data preset by the caller) and sleeps until woken, the
- * monotonic deadline passes, or (if cancellable) the thread is
- * interrupted.  `lk` must be held on entry; it is released while asleep
- * and NOT held on return.  Returns 0, ETIMEDOUT, EINTR, or ENOMEM when a
- * deadline needs a timer and the worker's timer heap cannot grow (then
- * the thread did not sleep).  On return w is off the queue. */
+ * monotonic deadline passes, or the thread is interrupted for one of the
+ * reasons in interrupt_by (CP_INTR_*).  `lk` must be held on entry; it is
+ * released while asleep and NOT held on return.  Returns 0, ETIMEDOUT,
+ * EINTR, or ENOMEM when a deadline needs a timer and the worker's timer
+ * heap cannot grow (then the thread did not sleep).  On return w is off
+ * the queue. */
 int cp_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
-            uint64_t deadline, bool cancellable);
+            uint64_t deadline, unsigned interrupt_by);
 
 /* cp_wait, running enqueued(arg) once w is on the queue and before the
  * thread sleeps, still under lk: a condition variable releases its mutex
  * there, so a signaller that takes the mutex afterwards always finds the
  * waiter queued. */
 int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
-                 uint64_t deadline, bool cancellable, void (*enqueued)(void *), void *arg);
+                 uint64_t deadline, unsigned interrupt_by, void (*enqueued)(void *), void *arg);
 
 /* With the queue's lock held: removes w and wakes it.  False if it was
  * already leaving (timed out or interrupted); it is off the queue anyway. */
@@ -336,16 +358,21 @@ bool cp_wake_one(struct cp_waitq *q);
 /* With the queue's lock held: wakes everyone; returns how many. */
 unsigned cp_wake_all(struct cp_waitq *q);
 
-/* Sleeps the caller until the monotonic deadline (0 or EINTR if
- * interrupted and cancellable). */
-int cp_sleep_until(uint64_t deadline, bool cancellable);
+/* Sleeps the caller until the monotonic deadline (0, or EINTR if
+ * interrupted for a reason in interrupt_by). */
+int cp_sleep_until(uint64_t deadline, unsigned interrupt_by);
 
-/* Interrupts t's current or next cancellable wait (pthread_cancel). */
+/* Interrupts t's current or next wait that accepts a cancel
+ * (pthread_cancel). */
 void cp_interrupt(struct cp_thread *t);
 static inline bool cp_interrupt_pending(const struct cp_thread *t)
 {
 	return __atomic_load_n(&t->interrupted, __ATOMIC_ACQUIRE) != 0;
 }
+/* Interrupts t's wait under way if it accepts one of `reasons` (CP_INTR_*
+ * but CANCEL); an I/O wait so cut short completes with -ECANCELED and its
+ * op's `signalled` set.  True if there was one. */
+bool cp_interrupt_wait(struct cp_thread *t, unsigned reason);
 
 /* ---- statistics ---- */
 struct cp_worker_stats {

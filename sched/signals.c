@@ -75,14 +75,16 @@ static void redirect_interrupted(struct cp_worker *w, ucontext_t *uc)
 	if (cur->stack.kind == CP_STACK_LINKED)
 		return;
 	greg_t *g = uc->uc_mcontext.gregs;
-	uint64_t sp = ((uint64_t)g[REG_RSP] - 128) & ~(uint64_t)15;
-	sp -= 8; /* as after a call: the return address, 16-byte aligned above */
+	/* as after a call from just past the red zone; the trampoline's
+	 * `ret $128` then gives the code back its own stack pointer, exactly
+	 * (the trampoline aligns the stack itself) */
+	uint64_t sp = (uint64_t)g[REG_RSP] - 128 - 8;
 	*(uint64_t *)sp = (uint64_t)g[REG_RIP];
 	g[REG_RSP] = (greg_t)sp;
 	g[REG_RIP] = (greg_t)(uintptr_t)cp_redirect_trampoline;
 }
 
-void cp_thread_redirect(struct cp_thread *t, void (*fn)(void))
+bool cp_thread_redirect(struct cp_thread *t, void (*fn)(void))
 {
 	cp_switch_extras_add(CP_EXTRA_REDIRECT, __ATOMIC_RELAXED);
 	__atomic_store_n(&t->redirect, fn, __ATOMIC_RELEASE);
@@ -90,7 +92,15 @@ void cp_thread_redirect(struct cp_thread *t, void (*fn)(void))
 	if (w && __atomic_load_n(&w->current, __ATOMIC_ACQUIRE) == t && w->tid) {
 		__atomic_add_fetch(&w->st.pokes, 1, __ATOMIC_RELAXED);
 		syscall(SYS_tgkill, syscall(SYS_getpid), w->tid, CP_POKE_SIGNAL);
+		return true;
 	}
+	return false;
+}
+
+bool cp_signal_may_wake(void)
+{
+	struct cp_worker *w = cp_worker_self();
+	return w && !w->in_sched && !w->ring_busy && !cp_in_runtime();
 }
 
 /* The monitor or a thief found this worker silent while work waits on

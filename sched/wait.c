@@ -131,18 +131,19 @@ static int foreign_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w
 }
 
 int cp_wait(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
-            uint64_t deadline, bool cancellable)
+            uint64_t deadline, unsigned interrupt_by)
 {
-	return cp_wait_then(q, lk, w, deadline, cancellable, NULL, NULL);
+	return cp_wait_then(q, lk, w, deadline, interrupt_by, NULL, NULL);
 }
 
 int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
-                 uint64_t deadline, bool cancellable, void (*enqueued)(void *), void *arg)
+                 uint64_t deadline, unsigned interrupt_by, void (*enqueued)(void *), void *arg)
 {
 	struct cp_thread *t = cp_self();
 	w->thread = t;
 	w->state = CP_W_WAITING;
-	w->contended = !t || deadline != CP_NO_DEADLINE || cancellable;
+	w->contended = !t || deadline != CP_NO_DEADLINE || interrupt_by;
+	w->interrupt_by = interrupt_by;
 	w->futex = 0;
 	w->timer.heap_idx = CP_TIMER_NONE;
 	if (deadline != CP_NO_DEADLINE && deadline <= cp_now_ns()) {
@@ -157,12 +158,13 @@ int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 	if (!t)
 		return foreign_wait(q, lk, w, deadline);
 
-	if (cancellable) {
+	if (interrupt_by) {
 		w->lock = lk;
 		cp_spin_lock(&t->wait_lock);
 		t->waiting = w;
 		cp_spin_unlock(&t->wait_lock);
-		if (cp_interrupt_pending(t) && claim(w, CP_W_INTERRUPTED)) {
+		if ((interrupt_by & CP_INTR_CANCEL) && cp_interrupt_pending(t) &&
+		    claim(w, CP_W_INTERRUPTED)) {
 			cp_spin_lock(&t->wait_lock);
 			t->waiting = NULL;
 			cp_spin_unlock(&t->wait_lock);
@@ -177,7 +179,7 @@ int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 		if (cp_timer_add(cp_worker_self(), &w->timer)) {
 			q_unlink(q, w);
 			cp_spin_unlock(lk);
-			if (cancellable) {
+			if (interrupt_by) {
 				cp_spin_lock(&t->wait_lock);
 				t->waiting = NULL;
 				cp_spin_unlock(&t->wait_lock);
@@ -191,7 +193,7 @@ int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 	uint32_t state = __atomic_load_n(&w->state, __ATOMIC_ACQUIRE);
 	if (deadline != CP_NO_DEADLINE)
 		cp_timer_cancel(&w->timer); /* waits out a firing timer */
-	if (cancellable) {
+	if (interrupt_by) {
 		cp_spin_lock(&t->wait_lock); /* waits out an interrupter */
 		t->waiting = NULL;
 		cp_spin_unlock(&t->wait_lock);
@@ -240,35 +242,64 @@ unsigned cp_wake_all(struct cp_waitq *q)
 	return n;
 }
 
-int cp_sleep_until(uint64_t deadline, bool cancellable)
+int cp_sleep_until(uint64_t deadline, unsigned interrupt_by)
 {
 	cp_spinlock lk = CP_SPINLOCK_INIT;
 	struct cp_waitq q = CP_WAITQ_INIT;
 	struct cp_waiter w;
 	cp_spin_lock(&lk);
-	int r = cp_wait(&q, &lk, &w, deadline, cancellable);
+	int r = cp_wait(&q, &lk, &w, deadline, interrupt_by);
 	return r == ETIMEDOUT ? 0 : r;
+}
+
+/* Under t->wait_lock: claims t's wait if it accepts one of reasons;
+ * returns the queue lock to take before waking it, or NULL. */
+static cp_spinlock *interrupt_locked(struct cp_thread *t, unsigned reasons)
+{
+	struct cp_waiter *w = t->waiting;
+	cp_spinlock *lk = w && (w->interrupt_by & reasons) && claim(w, CP_W_INTERRUPTED) ? w->lock
+	                                                                           : NULL;
+	struct cp_io_op *op = t->io_waiting;
+	if (op && (op->interrupt_by & reasons)) {
+		if (reasons != CP_INTR_CANCEL)
+			op->signalled = (uint8_t)(reasons & op->interrupt_by);
+		cp_io_cancel(op);
+	}
+	return lk;
+}
+
+static void wake_interrupted(struct cp_thread *t, cp_spinlock *lk)
+{
+	/* t publishes its waiter before it parks, so it may still be
+	 * running: woken now, an idle worker could take it from the inbox
+	 * and resume its context before it is saved (a sanitized run of keys
+	 * once_cancelled_runs_again jumped into a stale frame 1 time in 15).
+	 * It holds the queue's lock until it has switched out, and nobody
+	 * else can wake it now that the claim is ours, so its waiter (and the
+	 * lock) stay until we do. */
+	cp_spin_lock(lk);
+	cp_spin_unlock(lk);
+	cp_wake(t);
 }
 
 void cp_interrupt(struct cp_thread *t)
 {
 	__atomic_store_n(&t->interrupted, 1, __ATOMIC_RELEASE);
 	cp_spin_lock(&t->wait_lock);
-	struct cp_waiter *w = t->waiting;
-	cp_spinlock *lk = w && claim(w, CP_W_INTERRUPTED) ? w->lock : NULL;
-	if (t->io_waiting)
-		cp_io_cancel(t->io_waiting);
+	cp_spinlock *lk = interrupt_locked(t, CP_INTR_CANCEL);
 	cp_spin_unlock(&t->wait_lock);
-	if (lk) {
-		/* t publishes its waiter before it parks, so it may still be
-		 * running: woken now, an idle worker could take it from the
-		 * inbox and resume its context before it is saved (a sanitized
-		 * run of keys once_cancelled_runs_again jumped into a stale
-		 * frame 1 time in 15).  It holds the queue's lock until it has
-		 * switched out, and nobody else can wake it now that the claim
-		 * is ours, so its waiter (and the lock) stay until we do. */
-		cp_spin_lock(lk);
-		cp_spin_unlock(lk);
-		cp_wake(t);
-	}
+	if (lk)
+		wake_interrupted(t, lk);
+}
+
+bool cp_interrupt_wait(struct cp_thread *t, unsigned reasons)
+{
+	cp_spin_lock(&t->wait_lock);
+	bool some = (t->waiting && (t->waiting->interrupt_by & reasons)) ||
+	            (t->io_waiting && (t->io_waiting->interrupt_by & reasons));
+	cp_spinlock *lk = interrupt_locked(t, reasons);
+	cp_spin_unlock(&t->wait_lock);
+	if (lk)
+		wake_interrupted(t, lk);
+	return some;
 }

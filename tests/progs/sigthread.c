@@ -1,0 +1,511 @@
+/* sigthread.c: signals that reach the user thread they are meant for.
+ *
+ * POSIX (and NPTL): pthread_kill and pthread_sigqueue deliver to the
+ * thread named, whose handler runs in that thread; a handler cuts short
+ * the calls POSIX lets it interrupt (sleeps, semaphore waits, poll, pause,
+ * and I/O on pipes and sockets unless the handler has SA_RESTART), which
+ * return EINTR after the handler ran; mutex and condition variable waits
+ * run the handler and wait on; a blocked signal stays pending for its
+ * thread (sigpending, sigwait); a signal for the process goes to the main
+ * thread when it does not block it. */
+#include <poll.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "caprice.h"
+#include "tcase.h"
+
+static volatile sig_atomic_t handled;
+static volatile pthread_t handled_in;
+static volatile int handled_value;
+static volatile int handled_code;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	handled_in = pthread_self();
+	handled++;
+}
+
+static void on_signal_info(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	handled_in = pthread_self();
+	handled_value = si->si_value.sival_int;
+	handled_code = si->si_code;
+	handled++;
+}
+
+static void install(int sig, bool restart)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sa.sa_flags = restart ? SA_RESTART : 0;
+	sigemptyset(&sa.sa_mask);
+	CHECK_OK(sigaction(sig, &sa, NULL));
+}
+
+static void await_handled(int n)
+{
+	uint64_t t0 = tc_now_ns();
+	while (handled < n) {
+		if (tc_now_ns() - t0 > 10000000000ull)
+			TFAIL("the handler did not run within 10 s (%d of %d)", (int)handled, n);
+		usleep(1000);
+	}
+}
+
+/* started tells the sender the target is about to block */
+static volatile int started;
+
+static void await_started(void)
+{
+	while (!started)
+		usleep(1000);
+	usleep(30000); /* and let it park */
+}
+
+static void reset(void)
+{
+	handled = 0;
+	handled_in = 0;
+	started = 0;
+}
+
+/* ---- where the handler runs ---- */
+
+static volatile int spin_stop;
+
+static void *spin(void *arg)
+{
+	(void)arg;
+	started = 1;
+	while (!spin_stop) /* never calls the library */
+		__asm__ volatile("pause");
+	return NULL;
+}
+
+TCASE(pthread_kill_runs_handler_in_target_that_computes)
+{
+	tc_watchdog(30);
+	if (caprice_worker_count() < 2)
+		TSKIP("the spinner would hold the only worker");
+	reset();
+	install(SIGUSR1, true);
+	pthread_t t = tc_spawn(spin, NULL);
+	await_started();
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	await_handled(1);
+	CHECK(pthread_equal(handled_in, t));
+	spin_stop = 1;
+	tc_join(t);
+}
+
+TCASE(pthread_kill_to_self_runs_before_it_returns)
+{
+	reset();
+	install(SIGUSR1, true);
+	CHECK_OK(pthread_kill(pthread_self(), SIGUSR1));
+	CHECK_EQ(handled, 1);
+	CHECK(pthread_equal(handled_in, pthread_self()));
+	CHECK_OK(pthread_kill(pthread_self(), 0));
+	CHECK_EQ(pthread_kill(pthread_self(), 12345), EINVAL);
+}
+
+static void *sigqueue_target(void *arg)
+{
+	(void)arg;
+	started = 1;
+	while (!handled)
+		usleep(1000);
+	return NULL;
+}
+
+TCASE(pthread_sigqueue_carries_its_value)
+{
+	tc_watchdog(30);
+	reset();
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_signal_info;
+	sa.sa_flags = SA_SIGINFO;
+	CHECK_OK(sigaction(SIGRTMIN + 1, &sa, NULL));
+	pthread_t t = tc_spawn(sigqueue_target, NULL);
+	await_started();
+	CHECK_OK(pthread_sigqueue(t, SIGRTMIN + 1, (union sigval){ .sival_int = 4242 }));
+	tc_join(t);
+	CHECK(pthread_equal(handled_in, t));
+	CHECK_EQ(handled_value, 4242);
+	CHECK_EQ(handled_code, SI_QUEUE);
+}
+
+/* ---- calls a handler cuts short ---- */
+
+struct outcome {
+	int ret, err, handled_before;
+	long left_ns;
+};
+
+static void *nanosleep_5s(void *arg)
+{
+	struct outcome *o = arg;
+	struct timespec req = { 5, 0 }, rem = { 0, 0 };
+	started = 1;
+	o->ret = nanosleep(&req, &rem);
+	o->err = errno;
+	o->handled_before = handled;
+	o->left_ns = rem.tv_sec * 1000000000L + rem.tv_nsec;
+	return NULL;
+}
+
+TCASE(nanosleep_cut_short_with_time_left)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, true); /* sleeps are never restarted */
+	struct outcome o = { 0 };
+	uint64_t t0 = tc_now_ns();
+	pthread_t t = tc_spawn(nanosleep_5s, &o);
+	await_started();
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	tc_join(t);
+	CHECK(tc_now_ns() - t0 < 4000000000ull);
+	CHECK_EQ(o.ret, -1);
+	CHECK_EQ(o.err, EINTR);
+	CHECK_EQ(o.handled_before, 1); /* the handler ran before the call returned */
+	CHECK(pthread_equal(handled_in, t));
+	CHECK(o.left_ns > 1000000000L && o.left_ns <= 5000000000L);
+}
+
+static sem_t sem;
+
+static void *sem_waiter(void *arg)
+{
+	struct outcome *o = arg;
+	started = 1;
+	o->ret = sem_wait(&sem);
+	o->err = errno;
+	o->handled_before = handled;
+	return NULL;
+}
+
+TCASE(sem_wait_cut_short)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, true); /* sem_wait is never restarted */
+	CHECK_OK(sem_init(&sem, 0, 0));
+	struct outcome o = { 0 };
+	pthread_t t = tc_spawn(sem_waiter, &o);
+	await_started();
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	tc_join(t);
+	CHECK_EQ(o.ret, -1);
+	CHECK_EQ(o.err, EINTR);
+	CHECK_EQ(o.handled_before, 1);
+	CHECK_EQ(sem_post(&sem), 0); /* and the semaphore lost nothing */
+	CHECK_OK(sem_trywait(&sem));
+	CHECK_OK(sem_destroy(&sem));
+}
+
+static int pipefd[2];
+
+static void *pipe_reader(void *arg)
+{
+	struct outcome *o = arg;
+	char c = 0;
+	started = 1;
+	o->ret = (int)read(pipefd[0], &c, 1);
+	o->err = errno;
+	o->handled_before = handled;
+	return NULL;
+}
+
+TCASE(pipe_read_cut_short_without_sa_restart)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, false);
+	CHECK_OK(pipe(pipefd));
+	struct outcome o = { 0 };
+	pthread_t t = tc_spawn(pipe_reader, &o);
+	await_started();
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	tc_join(t);
+	CHECK_EQ(o.ret, -1);
+	CHECK_EQ(o.err, EINTR);
+	CHECK_EQ(o.handled_before, 1);
+	/* the pipe lost nothing: a byte written now is still read */
+	CHECK_EQ(write(pipefd[1], "x", 1), 1);
+	char c = 0;
+	CHECK_EQ(read(pipefd[0], &c, 1), 1);
+	CHECK_EQ(c, 'x');
+	close(pipefd[0]);
+	close(pipefd[1]);
+}
+
+TCASE(pipe_read_goes_on_with_sa_restart)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, true);
+	CHECK_OK(pipe(pipefd));
+	struct outcome o = { 0 };
+	pthread_t t = tc_spawn(pipe_reader, &o);
+	await_started();
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	usleep(50000);
+	CHECK_EQ(write(pipefd[1], "y", 1), 1);
+	tc_join(t);
+	CHECK_EQ(o.ret, 1); /* restarted: the read got the byte */
+	CHECK_EQ(handled, 1);
+	CHECK(pthread_equal(handled_in, t));
+	close(pipefd[0]);
+	close(pipefd[1]);
+}
+
+static void *poller(void *arg)
+{
+	struct outcome *o = arg;
+	struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
+	started = 1;
+	o->ret = poll(&p, 1, 5000);
+	o->err = errno;
+	o->handled_before = handled;
+	return NULL;
+}
+
+TCASE(poll_cut_short_even_with_sa_restart)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, true);
+	CHECK_OK(pipe(pipefd));
+	struct outcome o = { 0 };
+	pthread_t t = tc_spawn(poller, &o);
+	await_started();
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	tc_join(t);
+	CHECK_EQ(o.ret, -1);
+	CHECK_EQ(o.err, EINTR);
+	CHECK_EQ(o.handled_before, 1);
+	close(pipefd[0]);
+	close(pipefd[1]);
+}
+
+static void *pauser(void *arg)
+{
+	struct outcome *o = arg;
+	started = 1;
+	o->ret = pause();
+	o->err = errno;
+	o->handled_before = handled;
+	return NULL;
+}
+
+TCASE(pause_returns_after_its_handler)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, true);
+	struct outcome o = { 0 };
+	pthread_t t = tc_spawn(pauser, &o);
+	await_started();
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	tc_join(t);
+	CHECK_EQ(o.ret, -1);
+	CHECK_EQ(o.err, EINTR);
+	CHECK_EQ(o.handled_before, 1);
+	CHECK(pthread_equal(handled_in, t));
+}
+
+/* ---- waits a handler does not end ---- */
+
+static pthread_mutex_t held = PTHREAD_MUTEX_INITIALIZER;
+
+static void *mutex_locker(void *arg)
+{
+	struct outcome *o = arg;
+	started = 1;
+	o->ret = pthread_mutex_lock(&held);
+	o->handled_before = handled;
+	pthread_mutex_unlock(&held);
+	return NULL;
+}
+
+TCASE(mutex_wait_runs_handler_and_waits_on)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, true);
+	CHECK_OK(pthread_mutex_lock(&held));
+	struct outcome o = { .ret = -1 };
+	pthread_t t = tc_spawn(mutex_locker, &o);
+	await_started();
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	await_handled(1); /* while the mutex is still ours */
+	CHECK(pthread_equal(handled_in, t));
+	usleep(20000);
+	CHECK_EQ(o.ret, -1); /* still waiting */
+	CHECK_OK(pthread_mutex_unlock(&held));
+	tc_join(t);
+	CHECK_EQ(o.ret, 0);
+}
+
+static pthread_mutex_t cm = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static volatile int predicate;
+
+static void *cond_waiter(void *arg)
+{
+	struct outcome *o = arg;
+	pthread_mutex_lock(&cm);
+	started = 1;
+	while (!predicate) {
+		int e = pthread_cond_wait(&cv, &cm);
+		if (e)
+			o->err = e;
+	}
+	pthread_mutex_unlock(&cm);
+	return NULL;
+}
+
+TCASE(cond_wait_runs_handler_and_never_says_eintr)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, false);
+	predicate = 0;
+	struct outcome o = { 0 };
+	pthread_t t = tc_spawn(cond_waiter, &o);
+	await_started();
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	await_handled(1);
+	CHECK(pthread_equal(handled_in, t));
+	pthread_mutex_lock(&cm);
+	predicate = 1;
+	pthread_cond_signal(&cv);
+	pthread_mutex_unlock(&cm);
+	tc_join(t);
+	CHECK_EQ(o.err, 0); /* pthread_cond_wait never returns EINTR */
+}
+
+/* ---- blocked signals stay pending for their thread ---- */
+
+static volatile int sigwait_got;
+
+static void *sigwaiter(void *arg)
+{
+	(void)arg;
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR2);
+	int sig = 0;
+	started = 1;
+	if (sigwait(&s, &sig) == 0)
+		sigwait_got = sig;
+	return NULL;
+}
+
+TCASE(sigwait_takes_a_signal_sent_to_its_thread)
+{
+	tc_watchdog(30);
+	reset();
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR2);
+	CHECK_OK(pthread_sigmask(SIG_BLOCK, &s, NULL));
+	for (int i = 0; i < 3; i++) {
+		sigwait_got = 0;
+		started = 0;
+		pthread_t t = tc_spawn(sigwaiter, NULL);
+		await_started();
+		CHECK_OK(pthread_kill(t, SIGUSR2));
+		tc_join(t);
+		CHECK_EQ(sigwait_got, SIGUSR2);
+	}
+	CHECK_OK(pthread_sigmask(SIG_UNBLOCK, &s, NULL));
+}
+
+struct pend {
+	volatile int stage;
+	int pending_seen, handled_at_unblock;
+	pthread_t self;
+};
+
+static void *pend_thread(void *arg)
+{
+	struct pend *p = arg;
+	p->self = pthread_self();
+	p->stage = 1;
+	while (p->stage != 2)
+		usleep(1000);
+	sigset_t s;
+	sigpending(&s);
+	p->pending_seen = sigismember(&s, SIGUSR1);
+	sigset_t u;
+	sigemptyset(&u);
+	sigaddset(&u, SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &u, NULL);
+	p->handled_at_unblock = handled; /* delivered before the call returned */
+	return NULL;
+}
+
+TCASE(blocked_signal_pends_for_its_thread_until_unblocked)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, true);
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR1);
+	CHECK_OK(pthread_sigmask(SIG_BLOCK, &s, NULL));
+	struct pend p = { 0 };
+	pthread_t t = tc_spawn(pend_thread, &p);
+	while (p.stage != 1)
+		usleep(1000);
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	usleep(20000);
+	CHECK_EQ(handled, 0);
+	sigset_t mine;
+	CHECK_OK(sigpending(&mine));
+	CHECK(!sigismember(&mine, SIGUSR1)); /* it is the other thread's */
+	p.stage = 2;
+	tc_join(t);
+	CHECK_EQ(p.pending_seen, 1);
+	CHECK_EQ(p.handled_at_unblock, 1);
+	CHECK(pthread_equal(handled_in, t));
+}
+
+/* ---- a signal for the whole process ---- */
+
+static void *kill_process_later(void *arg)
+{
+	(void)arg;
+	usleep(50000);
+	kill(getpid(), SIGUSR1);
+	return NULL;
+}
+
+TCASE(process_signal_cuts_main_threads_sleep_short)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, true);
+	pthread_t t = tc_spawn(kill_process_later, NULL);
+	struct timespec req = { 5, 0 }, rem;
+	uint64_t t0 = tc_now_ns();
+	int r = nanosleep(&req, &rem);
+	int e = errno;
+	CHECK(tc_now_ns() - t0 < 4000000000ull);
+	CHECK_EQ(r, -1);
+	CHECK_EQ(e, EINTR);
+	CHECK_EQ(handled, 1);
+	CHECK(pthread_equal(handled_in, pthread_self()));
+	tc_join(t);
+}
