@@ -276,3 +276,57 @@ PCASE(clock_nanosleep_invalid_einval,
 	    "nanosleep_nsec_1e9=%d/%s",
 	    en(a), en(b), en(c), en(d), e, en(ee));
 }
+
+/* ---- fork under RLIMIT_AS -------------------------------------------- */
+
+#include <sys/resource.h>
+
+static long vm_size_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	MUST(f != NULL);
+	char line[256];
+	long kb = -1;
+	while (fgets(line, sizeof line, f))
+		if (strncmp(line, "VmSize:", 7) == 0)
+			kb = atol(line + 7);
+	fclose(f);
+	MUST(kb > 0);
+	return kb;
+}
+
+static void *nothing(void *arg)
+{
+	return arg;
+}
+
+static void limited_child(struct link *l, void *arg)
+{
+	(void)l;
+	int *out = arg;
+	pthread_t t;
+	out[0] = pthread_create(&t, NULL, nothing, (void *)7);
+	void *r = NULL;
+	if (out[0] == 0)
+		out[1] = pthread_join(t, &r) == 0 && r == (void *)7;
+}
+
+/* fork "shall create a new process ... an exact copy of the calling
+ * process" under its resource limits: with RLIMIT_AS 16 MiB above what
+ * the process maps, the child still runs and makes a thread (its stack,
+ * 8 MiB at most by default, fits). */
+PCASE(fork_under_rlimit_as,
+      "child=exit0 create=0 joined=1\n")
+{
+	int *out = shared_mem(4096);
+	out[0] = -1;
+	struct rlimit old, lim;
+	MUST(getrlimit(RLIMIT_AS, &old) == 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)(vm_size_kb() + 16 * 1024) * 1024;
+	MUST(setrlimit(RLIMIT_AS, &lim) == 0);
+	pid_t pid = fork_child(NULL, limited_child, out);
+	MUST(setrlimit(RLIMIT_AS, &old) == 0);
+	const char *st = wait_child(pid, 10000);
+	say("child=%s create=%s joined=%d", st, out[0] < 0 ? "none" : en(out[0]), out[1]);
+}

@@ -119,6 +119,32 @@ PCASE(prio_runnable_highest_first,
 	say("order=%s", seen_str());
 }
 
+/* sched_setscheduler(0, ...) (Linux: the calling thread) does what
+ * pthread_setschedparam on itself does: main at 50 lowering itself to 1
+ * that way lets the threads at 10, 20 and 30 run first, highest first;
+ * sched_getscheduler and sched_getparam then report it. */
+PCASE(prio_sched_setscheduler_self,
+      "setscheduler=0 order=30 20 10 1 getscheduler=FIFO getparam=1\n")
+{
+	if (!fifo_setup(50))
+		return;
+	pthread_t t[3];
+	for (int i = 0; i < 3; i++)
+		t[i] = spawn_fifo(10 * (i + 1), mark_prio, NULL);
+	struct sched_param p = { .sched_priority = 1 };
+	int r = sched_setscheduler(0, SCHED_FIFO, &p);
+	/* not my_prio(): NPTL's pthread_getschedparam answers what the
+	 * pthread calls last set, which sched_setscheduler does not update */
+	mark(1);
+	for (int i = 0; i < 3; i++)
+		join(t[i]);
+	int pol = sched_getscheduler(0);
+	struct sched_param q = { .sched_priority = -1 };
+	sched_getparam(0, &q);
+	say("setscheduler=%s order=%s getscheduler=%s getparam=%d", r == 0 ? "0" : en(errno),
+	    seen_str(), pol == SCHED_FIFO ? "FIFO" : "other", q.sched_priority);
+}
+
 static void *mark_arg(void *arg)
 {
 	mark((int)(intptr_t)arg);

@@ -263,7 +263,7 @@ PCASE(sig_mask_per_thread,
 	signal(SIGUSR1, SIG_IGN);
 }
 
-static volatile int t_ready, t_pending_seen, t_checked, t_after;
+static volatile int t_ready, t_pending_seen, t_checked, main_checked, t_after;
 static volatile int sigwait_got;
 
 static void *pending_checker(void *arg)
@@ -275,6 +275,7 @@ static void *pending_checker(void *arg)
 		sleep_ms(1);
 	t_pending_seen = pending(SIGUSR2);
 	t_checked = 1;
+	wait_flag(&main_checked, 2000); /* main looks while it is still pending */
 	sigset_t s;
 	sigemptyset(&s);
 	sigaddset(&s, SIGUSR2);
@@ -299,6 +300,7 @@ PCASE(sig_sigpending_thread_directed,
 	pthread_kill(t, SIGUSR2);
 	wait_flag(&t_checked, 2000);
 	bool main_pending = pending(SIGUSR2);
+	main_checked = 1;
 	join(t);
 	say("target_pending=%d main_pending=%d target_sigwait=%s target_pending_after=%d",
 	    t_pending_seen, main_pending, sigwait_got ? sn(sigwait_got) : "none", t_after);
