@@ -18,7 +18,8 @@
  * cases (the NPTL program's list), `posix_driver CASE` judges one.  Each
  * run has a time limit: a hang fails with the command and what it
  * printed so far.  prio_ cases run on one processor (they pin
- * themselves) and, under Caprice, on one worker. */
+ * themselves) and, under Caprice, on one worker, as sig_ cases do
+ * (one_worker). */
 #include "tcase.h"
 
 #include <fcntl.h>
@@ -81,6 +82,10 @@ static const struct known {
 	{ "sig_mask_per_thread", M_SHIM | M_LINKED,
 	  "a signal mask is the process's: pthread_sigmask in one user thread applies on every "
 	  "worker (README, What differs from NPTL)" },
+	{ "sig_sigpending_thread_directed", M_SHIM | M_LINKED,
+	  "a thread-directed signal is pending on the worker's kernel thread, so sigpending in "
+	  "another user thread there sees it (README, What differs from NPTL: signals are "
+	  "delivered to workers)" },
 	{ "sig_new_thread_empty_pending", M_SHIM | M_LINKED,
 	  "a thread-directed signal is pending on the worker's kernel thread, which a new user "
 	  "thread there shares (README, What differs from NPTL: signals are delivered to "
@@ -136,6 +141,16 @@ static bool has_prefix(const char *s, const char *p)
 	return strncmp(s, p, strlen(p)) == 0;
 }
 
+/* Under Caprice, prio_ cases run on one worker: a priority orders the
+ * threads of one worker, as on NPTL (where the case pins itself) it
+ * orders those of one processor.  So do sig_ cases: a user thread's
+ * signal state is that of the worker it runs on, and on one worker where
+ * a signal lands does not depend on where threads happened to run. */
+static bool one_worker(const char *cname)
+{
+	return has_prefix(cname, "prio_") || has_prefix(cname, "sig_");
+}
+
 /* argv[0] and the environment of one run: the driver's own, less
  * LD_PRELOAD and the knobs this driver sets (CAPRICE_SCHED, the
  * sanitizers' options and CAPRICE_TEST_* go through as they are). */
@@ -162,7 +177,7 @@ static void run_one(enum run_kind kind, const char *cname, struct run *r)
 	size_t w = 0;
 	if (kind != NPTL) {
 		envp[ne++] = "CAPRICE_STATS=1";
-		envp[ne++] = has_prefix(cname, "prio_") ? "CAPRICE_WORKERS=1" : "CAPRICE_WORKERS=2";
+		envp[ne++] = one_worker(cname) ? "CAPRICE_WORKERS=1" : "CAPRICE_WORKERS=2";
 		w += (size_t)snprintf(r->cmd + w, sizeof r->cmd - w, "%s ", envp[ne - 1]);
 	}
 	if (kind == SHIM) {
