@@ -55,18 +55,10 @@ static const struct known {
 	unsigned differs; /* M_SHIM | M_LINKED: the runs that do not match */
 	const char *reason;
 } known[] = {
-#define PSHARED_KINDS                                                       \
-	"process-shared recursive and errorcheck mutexes, rwlocks and barriers, "  \
-	"and robust mutexes, are refused with ENOTSUP (README, What differs from NPTL)"
-	{ "pshared_mutex_recursive_fork", M_SHIM | M_LINKED, PSHARED_KINDS },
-	{ "pshared_mutex_errorcheck_fork", M_SHIM | M_LINKED, PSHARED_KINDS },
-	{ "pshared_rwlock_fork", M_SHIM | M_LINKED, PSHARED_KINDS },
-	{ "pshared_barrier_fork", M_SHIM | M_LINKED, PSHARED_KINDS },
-	{ "robust_thread_exit_owner_dead", M_SHIM | M_LINKED, PSHARED_KINDS },
-	{ "robust_unlock_without_consistent", M_SHIM | M_LINKED, PSHARED_KINDS },
-	{ "robust_consistent_on_consistent_einval", M_SHIM | M_LINKED, PSHARED_KINDS },
-	{ "robust_pshared_child_killed", M_SHIM | M_LINKED, PSHARED_KINDS },
-	{ "robust_pshared_child_exits", M_SHIM | M_LINKED, PSHARED_KINDS },
+	{ "cpuclock_excludes_time_preempted", M_SHIM | M_LINKED,
+	  "a user thread's CPU-time clock counts the time it held its worker, from the "
+	  "time-stamp counter, including time the kernel gave that core to another process "
+	  "(README, What differs from NPTL)" },
 	{ "sig_pthread_kill_handler_in_target", M_SHIM | M_LINKED,
 	  "signals are delivered to workers: pthread_kill signals the worker the target last "
 	  "ran on, and the handler runs in whatever that worker runs (README, What differs "
