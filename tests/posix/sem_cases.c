@@ -40,7 +40,7 @@ PCASE(sem_named_one_process,
       "value=1 trywait=0 trywait_empty=EAGAIN\n"
       "waiter=woken_by_post value_after=0\n"
       "unlink=0 open_after_unlink=ENOENT unlink_again=ENOENT still_usable_value=2\n"
-      "close=0 close_again=0\n")
+      "close=0 close_second_open=0\n")
 {
 	const char *name = unique_name("one");
 	sem_t *s = sem_open(name, O_CREAT | O_EXCL, 0600, 1);
@@ -81,7 +81,7 @@ PCASE(sem_named_one_process,
 	int c1 = sem_close(s2);
 	const char *c1s = c1 == 0 ? "0" : en(errno);
 	int c2 = sem_close(s);
-	say("close=%s close_again=%s", c1s, c2 == 0 ? "0" : en(errno));
+	say("close=%s close_second_open=%s", c1s, c2 == 0 ? "0" : en(errno));
 }
 
 /* ---- across fork ---------------------------------------------------- */
