@@ -1,14 +1,16 @@
 /* sighandler.c: the program's signal handlers, followed so that pause and
- * sigsuspend can park.
+ * sigsuspend can park, and so that a signal reaches its user thread.
  *
- * Signals are delivered to workers, so a handler runs on whichever worker
- * the kernel picked, in the middle of whatever user thread runs there.
- * pause() and sigsuspend() must return once a handler has run; blocking
- * their worker in the kernel until then would stop every thread queued on
- * it.  So the handlers the program installs through sigaction() and
- * signal() are called through a trampoline that, once the handler
- * returns, bumps lt_signal_gen and wakes the futex waiters on it; pause
- * and sigsuspend park on that word (futex.c).  sigaction() reports the
+ * The kernel delivers signals to workers, in the middle of whatever user
+ * thread runs there.  The handlers the program installs through
+ * sigaction() and signal() are called through a trampoline, which hands a
+ * signal for the whole process to the main thread where it can
+ * (sigthread.c, which also delivers the signals sent to one user thread,
+ * through lt_signal_run_handler), and which, once a handler returns,
+ * bumps lt_signal_gen and wakes the futex waiters on it: pause() and
+ * sigsuspend() must return once a handler has run, and blocking their
+ * worker in the kernel until then would stop every thread queued on it,
+ * so they park on that word (futex.c).  sigaction() reports the
  * program's own handler back, never the trampoline.  The runtime's own
  * handlers (sched/signals.c) are installed around this. */
 #include <errno.h>

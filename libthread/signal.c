@@ -69,8 +69,11 @@ CP_EXPORT int sigprocmask(int how, const sigset_t *set, sigset_t *old)
  * (sigthread.c), as info: its number, or 0. */
 static int take_own(const sigset_t *set, siginfo_t *info)
 {
+	struct lt_thread *self = lt_self();
+	/* before the look, as lt_signals_deliver does */
+	cp_interrupt_clear(&self->cp, CP_INTR_SIGWAIT);
 	siginfo_t si;
-	int sig = lt_signals_take(lt_self(), to_bits(set), &si);
+	int sig = lt_signals_take(self, to_bits(set), &si);
 	if (sig && info)
 		*info = si;
 	return sig;

@@ -116,11 +116,19 @@ static struct pending *deliverable(struct lt_thread *t, uint64_t blocked)
 	return NULL;
 }
 
+/* The interrupts a handler's delivery answers (interrupts_for) */
+#define HANDLER_INTERRUPTS (CP_INTR_SIGNAL | CP_INTR_SIGNAL_IO | CP_INTR_SIGNAL_RESTART)
+
 void lt_signals_deliver(struct lt_thread *self)
 {
-	if (!self || !__atomic_load_n(&in_use, __ATOMIC_ACQUIRE))
+	if (!self)
 		return;
 	for (;;) {
+		/* cleared before the look: a signal sent after it marks the
+		 * thread again, and its next wait ends at once */
+		cp_interrupt_clear(&self->cp, HANDLER_INTERRUPTS);
+		if (!__atomic_load_n(&in_use, __ATOMIC_ACQUIRE))
+			return;
 		cp_spin_lock(&table_lock);
 		struct pending *p = deliverable(self, cp_program_sigmask());
 		if (!p) {
@@ -139,12 +147,15 @@ void lt_signals_deliver(struct lt_thread *self)
 
 /* Sends t on its way to its pending handlers: at once if it runs, and
  * out of a wait they may cut short.  True if it will run them soon. */
-static bool prompt(struct lt_thread *t, int sig)
+static bool prompt(struct lt_thread *t, int sig, bool in_handler)
 {
 	int flags = 0;
 	lt_signal_handled(sig, &flags);
 	bool running = cp_thread_redirect(&t->cp, lt_on_redirect);
-	return cp_interrupt_wait(&t->cp, interrupts_for(flags)) || running;
+	unsigned why = interrupts_for(flags);
+	bool cut = in_handler ? cp_interrupt_wait_in_handler(&t->cp, why)
+	                      : cp_interrupt_wait(&t->cp, why);
+	return cut || running;
 }
 
 int lt_signal_thread(struct lt_thread *t, const siginfo_t *info)
@@ -171,7 +182,7 @@ int lt_signal_thread(struct lt_thread *t, const siginfo_t *info)
 	else if (t == lt_self())
 		lt_signals_deliver(t); /* before pthread_kill returns, as the kernel does */
 	else
-		prompt(t, sig);
+		prompt(t, sig, false);
 	return 0;
 }
 
@@ -226,7 +237,7 @@ void lt_signals_unblocked(void)
 	}
 	cp_spin_unlock(&table_lock);
 	for (int i = 0; i < n; i++)
-		prompt(due[i].t, due[i].sig);
+		prompt(due[i].t, due[i].sig, false);
 	lt_signals_deliver(self);
 }
 
@@ -244,7 +255,7 @@ void lt_signals_thread_gone(struct lt_thread *t)
 bool lt_signal_forward(int sig, const siginfo_t *info)
 {
 	struct lt_thread *m = __atomic_load_n(&lt_main, __ATOMIC_ACQUIRE);
-	if (!m || m == lt_self() || m->exiting || m->cp.done || !cp_signal_may_wake())
+	if (!m || m == lt_self() || m->exiting || m->cp.done || !cp_signal_may_interrupt())
 		return false;
 	if (cp_program_sigmask() & bit(sig))
 		return false; /* the kernel does not deliver a blocked one */
@@ -254,7 +265,7 @@ bool lt_signal_forward(int sig, const siginfo_t *info)
 	cp_spin_unlock(&table_lock);
 	if (!p)
 		return false;
-	if (prompt(m, sig) || !fresh)
+	if (prompt(m, sig, true) || !fresh)
 		return true; /* (one already pending: it runs once, as the kernel's would) */
 	/* main is switched out in a wait the handler does not cut short: it
 	 * runs here after all, unless main took it meanwhile */

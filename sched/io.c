@@ -94,8 +94,12 @@ int cp_io_wait(struct cp_io_op *op, unsigned interrupt_by)
 		cp_spin_lock(&t->wait_lock);
 		t->io_waiting = op;
 		cp_spin_unlock(&t->wait_lock);
-		if ((interrupt_by & CP_INTR_CANCEL) && cp_interrupt_pending(t))
-			cp_io_cancel(op); /* interrupted before we got here */
+		unsigned early = interrupt_by & cp_interrupt_pending(t);
+		if (early) { /* interrupted before we got here */
+			if (early != CP_INTR_CANCEL)
+				op->signalled = (uint8_t)(early & ~CP_INTR_CANCEL);
+			cp_io_cancel(op);
+		}
 	}
 	cp_steal_share_at_io_park(op->worker);
 	cp_park(NULL);

@@ -39,7 +39,7 @@ struct cp_thread {
 	void (*entry)(struct cp_thread *);
 	/* cancellable waits: wait_lock guards `waiting` against interrupters */
 	cp_spinlock wait_lock;
-	uint32_t interrupted;        /* sticky */
+	uint32_t interrupted;        /* CP_INTR_* pending: a cancel stays */
 	struct cp_waiter *waiting;
 	struct cp_io_op *io_waiting; /* an interruptible I/O wait in progress */
 	uint64_t switches;           /* times switched in */
@@ -208,10 +208,13 @@ void cp_safe_point(void);
  * it when it resumes there.  True if t was running (and so was poked). */
 bool cp_thread_redirect(struct cp_thread *t, void (*fn)(void));
 
-/* In a signal handler on a worker: may it wake threads and take runtime
- * locks?  Not when it interrupted the scheduler, a runtime lock's holder
- * or a half-prepared submission on this kernel thread. */
-bool cp_signal_may_wake(void);
+/* In a signal handler: may it take runtime locks, and so interrupt a
+ * thread's wait (cp_interrupt_wait_in_handler)?  Not when it interrupted
+ * a runtime lock's holder on this kernel thread. */
+static inline bool cp_signal_may_interrupt(void)
+{
+	return !cp_in_runtime();
+}
 
 /* Thread CPU time (cpuclock.c): accounting starts at the first call of
  * cp_cpuclock_start; cp_thread_cpu_ns is t's time run since then, in ns. */
@@ -365,14 +368,25 @@ int cp_sleep_until(uint64_t deadline, unsigned interrupt_by);
 /* Interrupts t's current or next wait that accepts a cancel
  * (pthread_cancel). */
 void cp_interrupt(struct cp_thread *t);
-static inline bool cp_interrupt_pending(const struct cp_thread *t)
+/* The reasons t was interrupted for and has not yet dealt with (a
+ * cancel stays): a wait that accepts one of them ends at once. */
+static inline unsigned cp_interrupt_pending(const struct cp_thread *t)
 {
-	return __atomic_load_n(&t->interrupted, __ATOMIC_ACQUIRE) != 0;
+	return __atomic_load_n(&t->interrupted, __ATOMIC_ACQUIRE);
+}
+/* t has dealt with these reasons (a signal's handler ran). */
+static inline void cp_interrupt_clear(struct cp_thread *t, unsigned reasons)
+{
+	__atomic_fetch_and(&t->interrupted, ~reasons, __ATOMIC_ACQ_REL);
 }
 /* Interrupts t's wait under way if it accepts one of `reasons` (CP_INTR_*
  * but CANCEL); an I/O wait so cut short completes with -ECANCELED and its
- * op's `signalled` set.  True if there was one. */
+ * op's `signalled` set.  True if there was one.  The reasons stay pending
+ * (a wait t starts later ends at once) until cp_interrupt_clear. */
 bool cp_interrupt_wait(struct cp_thread *t, unsigned reason);
+/* The same from a signal handler on any kernel thread, when
+ * cp_signal_may_interrupt() says so. */
+bool cp_interrupt_wait_in_handler(struct cp_thread *t, unsigned reasons);
 
 /* ---- statistics ---- */
 struct cp_worker_stats {

@@ -97,12 +97,6 @@ bool cp_thread_redirect(struct cp_thread *t, void (*fn)(void))
 	return false;
 }
 
-bool cp_signal_may_wake(void)
-{
-	struct cp_worker *w = cp_worker_self();
-	return w && !w->in_sched && !w->ring_busy && !cp_in_runtime();
-}
-
 /* The monitor or a thief found this worker silent while work waits on
  * it: fire its overdue timers, submit and reap its ring (this handler
  * runs on the ring's owner), and hand what is runnable to other workers.

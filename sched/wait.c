@@ -163,8 +163,7 @@ int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 		cp_spin_lock(&t->wait_lock);
 		t->waiting = w;
 		cp_spin_unlock(&t->wait_lock);
-		if ((interrupt_by & CP_INTR_CANCEL) && cp_interrupt_pending(t) &&
-		    claim(w, CP_W_INTERRUPTED)) {
+		if ((interrupt_by & cp_interrupt_pending(t)) && claim(w, CP_W_INTERRUPTED)) {
 			cp_spin_lock(&t->wait_lock);
 			t->waiting = NULL;
 			cp_spin_unlock(&t->wait_lock);
@@ -268,7 +267,7 @@ static cp_spinlock *interrupt_locked(struct cp_thread *t, unsigned reasons)
 	return lk;
 }
 
-static void wake_interrupted(struct cp_thread *t, cp_spinlock *lk)
+static void wake_interrupted(struct cp_thread *t, cp_spinlock *lk, bool via_inbox)
 {
 	/* t publishes its waiter before it parks, so it may still be
 	 * running: woken now, an idle worker could take it from the inbox
@@ -279,27 +278,46 @@ static void wake_interrupted(struct cp_thread *t, cp_spinlock *lk)
 	 * lock) stay until we do. */
 	cp_spin_lock(lk);
 	cp_spin_unlock(lk);
-	cp_wake(t);
+	if (via_inbox) {
+		/* from a signal handler, which may have interrupted its own
+		 * worker's scheduler: never a push on that run queue */
+		t->next = NULL;
+		cp_inbox_push(t->home, t, t);
+	} else {
+		cp_wake(t);
+	}
 }
 
 void cp_interrupt(struct cp_thread *t)
 {
-	__atomic_store_n(&t->interrupted, 1, __ATOMIC_RELEASE);
+	__atomic_fetch_or(&t->interrupted, CP_INTR_CANCEL, __ATOMIC_RELEASE);
 	cp_spin_lock(&t->wait_lock);
 	cp_spinlock *lk = interrupt_locked(t, CP_INTR_CANCEL);
 	cp_spin_unlock(&t->wait_lock);
 	if (lk)
-		wake_interrupted(t, lk);
+		wake_interrupted(t, lk, false);
 }
 
-bool cp_interrupt_wait(struct cp_thread *t, unsigned reasons)
+static bool interrupt_wait(struct cp_thread *t, unsigned reasons, bool via_inbox)
 {
+	/* before the look: a wait t registers after it ends at once */
+	__atomic_fetch_or(&t->interrupted, reasons, __ATOMIC_ACQ_REL);
 	cp_spin_lock(&t->wait_lock);
 	bool some = (t->waiting && (t->waiting->interrupt_by & reasons)) ||
 	            (t->io_waiting && (t->io_waiting->interrupt_by & reasons));
 	cp_spinlock *lk = interrupt_locked(t, reasons);
 	cp_spin_unlock(&t->wait_lock);
 	if (lk)
-		wake_interrupted(t, lk);
+		wake_interrupted(t, lk, via_inbox);
 	return some;
+}
+
+bool cp_interrupt_wait(struct cp_thread *t, unsigned reasons)
+{
+	return interrupt_wait(t, reasons, false);
+}
+
+bool cp_interrupt_wait_in_handler(struct cp_thread *t, unsigned reasons)
+{
+	return interrupt_wait(t, reasons, true);
 }

@@ -19,8 +19,7 @@
  * run has a time limit: a hang is a failure, known difference or not,
  * reported with the command, what it printed so far and where its
  * kernel threads were.  prio_ cases run on one processor (they pin
- * themselves) and, under Caprice, on one worker, as sig_ cases do
- * (one_worker). */
+ * themselves) and, under Caprice, on one worker (one_worker). */
 #include "tcase.h"
 
 #include <dirent.h>
@@ -60,30 +59,9 @@ static const struct known {
 	  "a user thread's CPU-time clock counts the time it held its worker, from the "
 	  "time-stamp counter, including time the kernel gave that core to another process "
 	  "(README, What differs from NPTL)" },
-	{ "sig_pthread_kill_handler_in_target", M_SHIM | M_LINKED,
-	  "signals are delivered to workers: pthread_kill signals the worker the target last "
-	  "ran on, and the handler runs in whatever that worker runs (README, What differs "
-	  "from NPTL)" },
-	{ "sig_eintr_nanosleep", M_SHIM | M_LINKED,
-	  "sleeps and waits are not cut short by signal handlers, no EINTR (README, What "
-	  "differs from NPTL)" },
-	{ "sig_eintr_sem_wait", M_SHIM | M_LINKED,
-	  "sleeps and waits are not cut short by signal handlers, no EINTR (README, What "
-	  "differs from NPTL)" },
-	{ "sig_eintr_read", M_SHIM | M_LINKED,
-	  "a read parked on the ring is not cut short by a signal handler, no EINTR (README, "
-	  "What differs from NPTL)" },
 	{ "sig_mask_per_thread", M_SHIM | M_LINKED,
 	  "a signal mask is the process's: pthread_sigmask in one user thread applies on every "
 	  "worker (README, What differs from NPTL)" },
-	{ "sig_sigpending_thread_directed", M_SHIM | M_LINKED,
-	  "a thread-directed signal is pending on the worker's kernel thread, so sigpending in "
-	  "another user thread there sees it (README, What differs from NPTL: signals are "
-	  "delivered to workers)" },
-	{ "sig_new_thread_empty_pending", M_SHIM | M_LINKED,
-	  "a thread-directed signal is pending on the worker's kernel thread, which a new user "
-	  "thread there shares (README, What differs from NPTL: signals are delivered to "
-	  "workers)" },
 	{ NULL, 0, NULL },
 };
 
@@ -176,12 +154,10 @@ static void dump_tasks(pid_t pid)
 
 /* Under Caprice, prio_ cases run on one worker: a priority orders the
  * threads of one worker, as on NPTL (where the case pins itself) it
- * orders those of one processor.  So do sig_ cases: a user thread's
- * signal state is that of the worker it runs on, and on one worker where
- * a signal lands does not depend on where threads happened to run. */
+ * orders those of one processor. */
 static bool one_worker(const char *cname)
 {
-	return has_prefix(cname, "prio_") || has_prefix(cname, "sig_");
+	return has_prefix(cname, "prio_");
 }
 
 /* argv[0] and the environment of one run: the driver's own, less
