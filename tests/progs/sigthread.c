@@ -151,6 +151,30 @@ struct outcome {
 	long left_ns;
 };
 
+/* Runs call(&outcome) in a thread and sends that thread SIGUSR1 once it
+ * is parked in the call; the handler has SA_RESTART if asked. */
+static struct outcome signal_parked(void *(*call)(void *), bool restart, pthread_t *who)
+{
+	reset();
+	install(SIGUSR1, restart);
+	struct outcome o = { 0 };
+	pthread_t t = tc_spawn(call, &o);
+	await_started();
+	CHECK_OK(pthread_kill(t, SIGUSR1));
+	tc_join(t);
+	if (who)
+		*who = t;
+	return o;
+}
+
+/* The call said EINTR, and the handler had run before it returned. */
+static void check_cut_short(const struct outcome *o)
+{
+	CHECK_EQ(o->ret, -1);
+	CHECK_EQ(o->err, EINTR);
+	CHECK_EQ(o->handled_before, 1);
+}
+
 static void *nanosleep_5s(void *arg)
 {
 	struct outcome *o = arg;
@@ -166,18 +190,11 @@ static void *nanosleep_5s(void *arg)
 TCASE(nanosleep_cut_short_with_time_left)
 {
 	tc_watchdog(30);
-	reset();
-	install(SIGUSR1, true); /* sleeps are never restarted */
-	struct outcome o = { 0 };
 	uint64_t t0 = tc_now_ns();
-	pthread_t t = tc_spawn(nanosleep_5s, &o);
-	await_started();
-	CHECK_OK(pthread_kill(t, SIGUSR1));
-	tc_join(t);
+	pthread_t t;
+	struct outcome o = signal_parked(nanosleep_5s, true, &t); /* sleeps never restart */
 	CHECK(tc_now_ns() - t0 < 4000000000ull);
-	CHECK_EQ(o.ret, -1);
-	CHECK_EQ(o.err, EINTR);
-	CHECK_EQ(o.handled_before, 1); /* the handler ran before the call returned */
+	check_cut_short(&o);
 	CHECK(pthread_equal(handled_in, t));
 	CHECK(o.left_ns > 1000000000L && o.left_ns <= 5000000000L);
 }
@@ -197,17 +214,9 @@ static void *sem_waiter(void *arg)
 TCASE(sem_wait_cut_short)
 {
 	tc_watchdog(30);
-	reset();
-	install(SIGUSR1, true); /* sem_wait is never restarted */
 	CHECK_OK(sem_init(&sem, 0, 0));
-	struct outcome o = { 0 };
-	pthread_t t = tc_spawn(sem_waiter, &o);
-	await_started();
-	CHECK_OK(pthread_kill(t, SIGUSR1));
-	tc_join(t);
-	CHECK_EQ(o.ret, -1);
-	CHECK_EQ(o.err, EINTR);
-	CHECK_EQ(o.handled_before, 1);
+	struct outcome o = signal_parked(sem_waiter, true, NULL); /* never restarted */
+	check_cut_short(&o);
 	CHECK_EQ(sem_post(&sem), 0); /* and the semaphore lost nothing */
 	CHECK_OK(sem_trywait(&sem));
 	CHECK_OK(sem_destroy(&sem));
@@ -229,17 +238,9 @@ static void *pipe_reader(void *arg)
 TCASE(pipe_read_cut_short_without_sa_restart)
 {
 	tc_watchdog(30);
-	reset();
-	install(SIGUSR1, false);
 	CHECK_OK(pipe(pipefd));
-	struct outcome o = { 0 };
-	pthread_t t = tc_spawn(pipe_reader, &o);
-	await_started();
-	CHECK_OK(pthread_kill(t, SIGUSR1));
-	tc_join(t);
-	CHECK_EQ(o.ret, -1);
-	CHECK_EQ(o.err, EINTR);
-	CHECK_EQ(o.handled_before, 1);
+	struct outcome o = signal_parked(pipe_reader, false, NULL);
+	check_cut_short(&o);
 	/* the pipe lost nothing: a byte written now is still read */
 	CHECK_EQ(write(pipefd[1], "x", 1), 1);
 	char c = 0;
@@ -283,17 +284,9 @@ static void *poller(void *arg)
 TCASE(poll_cut_short_even_with_sa_restart)
 {
 	tc_watchdog(30);
-	reset();
-	install(SIGUSR1, true);
 	CHECK_OK(pipe(pipefd));
-	struct outcome o = { 0 };
-	pthread_t t = tc_spawn(poller, &o);
-	await_started();
-	CHECK_OK(pthread_kill(t, SIGUSR1));
-	tc_join(t);
-	CHECK_EQ(o.ret, -1);
-	CHECK_EQ(o.err, EINTR);
-	CHECK_EQ(o.handled_before, 1);
+	struct outcome o = signal_parked(poller, true, NULL);
+	check_cut_short(&o);
 	close(pipefd[0]);
 	close(pipefd[1]);
 }
@@ -311,16 +304,9 @@ static void *pauser(void *arg)
 TCASE(pause_returns_after_its_handler)
 {
 	tc_watchdog(30);
-	reset();
-	install(SIGUSR1, true);
-	struct outcome o = { 0 };
-	pthread_t t = tc_spawn(pauser, &o);
-	await_started();
-	CHECK_OK(pthread_kill(t, SIGUSR1));
-	tc_join(t);
-	CHECK_EQ(o.ret, -1);
-	CHECK_EQ(o.err, EINTR);
-	CHECK_EQ(o.handled_before, 1);
+	pthread_t t;
+	struct outcome o = signal_parked(pauser, true, &t);
+	check_cut_short(&o);
 	CHECK(pthread_equal(handled_in, t));
 }
 
