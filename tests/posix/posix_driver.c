@@ -22,7 +22,6 @@
  * themselves) and, under Caprice, on one worker (one_worker). */
 #include "tcase.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -115,43 +114,6 @@ static bool has_prefix(const char *s, const char *p)
 	return strncmp(s, p, strlen(p)) == 0;
 }
 
-static void read_line(const char *path, char *out, size_t n)
-{
-	out[0] = 0;
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return;
-	ssize_t got = read(fd, out, n - 1);
-	close(fd);
-	out[got > 0 ? got : 0] = 0;
-	out[strcspn(out, "\n")] = 0;
-}
-
-/* Each kernel thread of a hung run: its name, state, wait channel. */
-static void dump_tasks(pid_t pid)
-{
-	char dir[64];
-	snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	while (d && (de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		char p[600], comm[64], wchan[64], stat[512];
-		snprintf(p, sizeof p, "%s/%s/comm", dir, de->d_name);
-		read_line(p, comm, sizeof comm);
-		snprintf(p, sizeof p, "%s/%s/wchan", dir, de->d_name);
-		read_line(p, wchan, sizeof wchan);
-		snprintf(p, sizeof p, "%s/%s/stat", dir, de->d_name);
-		read_line(p, stat, sizeof stat);
-		const char *st = strrchr(stat, ')');
-		fprintf(stderr, "  task %s (%s) state %.1s wchan %s\n", de->d_name, comm,
-		        st && st[1] ? st + 2 : "?", wchan);
-	}
-	if (d)
-		closedir(d);
-}
-
 /* Under Caprice, prio_ cases run on one worker: a priority orders the
  * threads of one worker, as on NPTL (where the case pins itself) it
  * orders those of one processor. */
@@ -236,7 +198,7 @@ static void run_one(enum run_kind kind, const char *cname, struct run *r)
 			TFAIL("waitpid: %s", strerror(errno));
 		if (tc_now_ns() > end) {
 			fprintf(stderr, "%s HUNG: where its kernel threads were:\n", r->cmd);
-			dump_tasks(pid);
+			tc_dump_tasks(pid);
 			kill(-pid, SIGKILL);
 			kill(pid, SIGKILL);
 			waitpid(pid, &st, 0);

@@ -10,7 +10,6 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -331,50 +330,6 @@ static bool pump(struct child *c, long ms, const char *until, size_t from)
 	}
 }
 
-static void read_file_str(const char *path, char *out, size_t n)
-{
-	out[0] = 0;
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return;
-	ssize_t r = read(fd, out, n - 1);
-	close(fd);
-	out[r > 0 ? r : 0] = 0;
-	out[strcspn(out, "\n")] = 0;
-}
-
-/* Where each kernel thread of `pid` is: for failure reports on hangs. */
-static void dump_tasks(pid_t pid)
-{
-	char dir[64];
-	snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
-	DIR *d = opendir(dir);
-	if (!d) {
-		fprintf(stderr, "  (no %s)\n", dir);
-		return;
-	}
-	int shown = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) && shown < 40) {
-		if (de->d_name[0] == '.')
-			continue;
-		char p[400], comm[64], wchan[64], sys[128], stat[512];
-		snprintf(p, sizeof p, "%s/%s/comm", dir, de->d_name);
-		read_file_str(p, comm, sizeof comm);
-		snprintf(p, sizeof p, "%s/%s/wchan", dir, de->d_name);
-		read_file_str(p, wchan, sizeof wchan);
-		snprintf(p, sizeof p, "%s/%s/syscall", dir, de->d_name);
-		read_file_str(p, sys, sizeof sys);
-		snprintf(p, sizeof p, "%s/%s/stat", dir, de->d_name);
-		read_file_str(p, stat, sizeof stat);
-		char *st = strrchr(stat, ')');
-		fprintf(stderr, "  task %s (%s) state %.1s wchan %s syscall %.60s\n", de->d_name, comm,
-		        st && st[1] ? st + 2 : "?", wchan, sys);
-		shown++;
-	}
-	closedir(d);
-}
-
 /* Waits up to `ms` for the child to end, reading its output.  On timeout
  * it reports where the child's threads are, kills its process group and
  * fails the case. */
@@ -396,7 +351,7 @@ static void finish(struct child *c, long ms)
 		}
 		if (tc_now_ns() > end) {
 			fprintf(stderr, "TIMEOUT after %ld ms: %s\n", ms, c->what);
-			dump_tasks(c->pid);
+			tc_dump_tasks(c->pid);
 			kill(-c->pid, SIGKILL);
 			kill(c->pid, SIGKILL);
 			waitpid(c->pid, &st, 0);
@@ -646,7 +601,7 @@ static long echo_case(enum mode mode, int n, long *peak)
 		if (tc_now_ns() > deadline) {
 			fprintf(stderr, "echo: %d of %d connections opened, %d echoed after 80 s\n", opened,
 			        n, done);
-			dump_tasks(spid);
+			tc_dump_tasks(spid);
 			EXPECT_MSG(&srv, 0, "echo clients did not finish");
 		}
 	}
@@ -830,7 +785,7 @@ static void pipe_block_case(const char *how, enum mode mode)
 	while (reports < 5 || last - first < 20) {
 		if (tc_now_ns() > end) {
 			fprintf(stderr, "no progress while main blocks in %s:\n", how);
-			dump_tasks(c.pid);
+			tc_dump_tasks(c.pid);
 			kill(-c.pid, SIGKILL);
 			finish(&c, 5000);
 			EXPECT_MSG(&c, 0,

@@ -283,6 +283,12 @@ void *tc_libc_sym(const char *name);
 void tc_foreign_run(void *(*fn)(void *), void *arg, pthread_t *t);
 void *tc_foreign_join(pthread_t t);
 
+/* A file's first line, without its newline ("" if unreadable); where
+ * each kernel thread of pid is (name, state, wait channel, system call),
+ * on stderr, for a hung child (tcase_proc.c). */
+void tc_read_first_line(const char *path, char *out, size_t n);
+void tc_dump_tasks(pid_t pid);
+
 /* Zeroed memory a fork's child shares with its parent (MAP_SHARED). */
 void *tc_shared_alloc(size_t n);
 /* Waits for a child and checks that it exited with status 0. */
