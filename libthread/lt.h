@@ -39,8 +39,11 @@ struct lt_thread {
 	uint32_t magic;
 	uint32_t cpuclock_slot;       /* pthread_getcpuclockid's slot + 1, or 0 */
 	void *(*start)(void *);
-	void *arg;
-	void *retval;
+	union {
+		void *arg;            /* until it starts */
+		void *retval;         /* once it ends */
+	};
+	uint64_t sigmask;             /* its signal mask, bit sig-1 (signal.c) */
 
 	/* join / detach */
 	cp_spinlock join_lock;
@@ -194,8 +197,8 @@ void lt_interrupted(struct lt_thread *t) CP_HIDDEN;
  * errno); lt_signals_deliver runs the calling thread's deliverable
  * handlers; lt_signals_take takes one of `set` pending for it (its
  * number, or 0); lt_signals_unblocked delivers what a mask change let
- * through; lt_signal_forward hands a process-directed signal caught in
- * the trampoline to the main thread (false: run it here). */
+ * through; lt_signal_route hands a signal caught in the trampoline to the
+ * thread it is for (false: run it here). */
 int lt_signal_thread(struct lt_thread *t, const siginfo_t *info) CP_HIDDEN;
 /* poll() of a signalfd for sigwait: also woken when a signal is sent to
  * the calling thread alone (poll.c) */
@@ -204,11 +207,28 @@ void lt_signals_deliver(struct lt_thread *self) CP_HIDDEN;
 int lt_signals_take(struct lt_thread *self, uint64_t set, siginfo_t *info) CP_HIDDEN;
 uint64_t lt_signals_pending(struct lt_thread *self) CP_HIDDEN;
 void lt_signals_unblocked(void) CP_HIDDEN;
+/* Signal masks per user thread (signal.c): a new thread takes its
+ * creator's (creator NULL: the process's first, or a foreign creator's),
+ * and an ending one gives its up; signals every live thread blocks stay
+ * blocked on the workers, so the kernel keeps them pending for the
+ * process. */
+void lt_sigmask_thread_start(struct lt_thread *t, struct lt_thread *creator) CP_HIDDEN;
+void lt_sigmask_thread_exit(struct lt_thread *t) CP_HIDDEN;
+void lt_sigmask_after_fork(struct lt_thread *self) CP_HIDDEN;
+/* Sets the calling user thread's mask (how: SIG_BLOCK...), returning the
+ * one before. */
+uint64_t lt_sigmask_change(struct lt_thread *self, int how, uint64_t bits) CP_HIDDEN;
+/* A live thread other than `besides` that set a mask letting sig in, or
+ * NULL (one that never set a mask is not looked for). */
+struct lt_thread *lt_sigmask_admits(int sig, struct lt_thread *besides) CP_HIDDEN;
+/* User threads alive (thread.c). */
+uint64_t lt_live_threads(void) CP_HIDDEN;
+
 /* Set once the program installed a signal handler: only then does I/O
  * keep what it needs to be issued again after an SA_RESTART handler. */
 extern uint32_t lt_handlers_installed CP_HIDDEN;
 void lt_signals_thread_gone(struct lt_thread *t) CP_HIDDEN;
-bool lt_signal_forward(int sig, const siginfo_t *info) CP_HIDDEN;
+bool lt_signal_route(int sig, const siginfo_t *info) CP_HIDDEN;
 /* The program's handler for sig, if it installed one (sighandler.c),
  * with its sa_flags; and a delivery of sig in the calling thread. */
 bool lt_signal_handled(int sig, int *flags) CP_HIDDEN;

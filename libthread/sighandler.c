@@ -4,9 +4,10 @@
  * The kernel delivers signals to workers, in the middle of whatever user
  * thread runs there.  The handlers the program installs through
  * sigaction() and signal() are called through a trampoline, which hands a
- * signal for the whole process to the main thread where it can
- * (sigthread.c, which also delivers the signals sent to one user thread,
- * through lt_signal_run_handler), and which, once a handler returns,
+ * signal to the user thread it is for where that is not the one the
+ * kernel interrupted (sigthread.c, which also delivers the signals sent
+ * to one user thread, through lt_signal_run_handler), and which, once a
+ * handler returns,
  * bumps lt_signal_gen and wakes the futex waiters on it: pause() and
  * sigsuspend() must return once a handler has run, and blocking their
  * worker in the kernel until then would stop every thread queued on it,
@@ -77,9 +78,9 @@ static bool synchronous(int sig)
 
 static CP_NO_SPLIT void trampoline(int sig, siginfo_t *info, void *uc)
 {
-	/* a signal for the whole process goes to its main thread, as on
-	 * NPTL, when that thread waits in a call it cuts short */
-	if (info->si_code != SI_TKILL && !synchronous(sig) && lt_signal_forward(sig, info))
+	/* to the thread it is for, if not the one here (sigthread.c); a
+	 * fault's signal is always the faulting thread's */
+	if (!synchronous(sig) && lt_signal_route(sig, info))
 		return;
 	struct program_handler h = handlers[sig];
 	call_handler(&h, sig, info, uc);
@@ -233,14 +234,13 @@ CP_EXPORT int sigsuspend(const sigset_t *mask)
 		return (int)syscall(SYS_rt_sigsuspend, mask, sizeof(uint64_t));
 	lt_testcancel(self);
 	uint32_t gen = __atomic_load_n(&lt_signal_gen, __ATOMIC_ACQUIRE);
-	/* masks are the program's (signal.c): this one holds until a
-	 * handler has run, then the one before comes back */
+	/* this thread's mask holds until a handler has run (one pending for
+	 * it runs as the mask is set), then the one before comes back */
 	uint64_t bits;
 	memcpy(&bits, mask, sizeof bits);
-	uint64_t before = cp_change_program_sigmask(SIG_SETMASK, bits);
-	lt_signals_unblocked(); /* one pending for this thread runs now */
+	uint64_t before = lt_sigmask_change(self, SIG_SETMASK, bits);
 	wait_for_handler(gen);
-	cp_change_program_sigmask(SIG_SETMASK, before);
+	lt_sigmask_change(self, SIG_SETMASK, before);
 	errno = EINTR;
 	return -1;
 }

@@ -1,17 +1,21 @@
 /* signal.c: signal masks and synchronous signal waits for user threads.
  *
- * Masks: a user thread runs on whichever worker it lands on, so a
- * per-kernel-thread mask would follow nobody.  Under Caprice a mask is
- * the program's, applied on every worker (cp_change_program_sigmask): the
- * classic "block in main, sigwait in one thread" then works, because no
- * worker takes the signal for a handler.
+ * Masks are per user thread, as POSIX says: pthread_sigmask and
+ * sigprocmask change the calling thread's, a new thread starts with its
+ * creator's, and a signal sent to one thread waits while that thread
+ * blocks it (sigthread.c).  The kernel only knows the workers' masks, and
+ * a user thread moves between workers, so the workers block what every
+ * live user thread blocks (cp_change_program_sigmask; counted here, per
+ * signal): such a signal stays pending for the process, where sigwait
+ * finds it; one that some thread lets through reaches a worker, and from
+ * there the main thread or the thread it interrupted (sighandler.c).
  *
  * sigwait and friends park on a signalfd for the set instead of sleeping
- * in the kernel: the signals are blocked everywhere, so they stay pending
- * on the process until the signalfd read takes them. */
+ * in the kernel, and take the signals sent to their thread alone first. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
@@ -36,17 +40,150 @@ static void from_bits(uint64_t b, sigset_t *set)
 	memcpy(set, &b, sizeof b);
 }
 
+/* ---- masks ---- */
+
+static cp_spinlock mask_lock = CP_SPINLOCK_INIT;
+static uint32_t blocked_by[64];   /* live user threads blocking each signal */
+static uint32_t threads_blocking; /* live user threads blocking any */
+
+static const uint64_t unblockable = (1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1));
+
+/* The live threads that set a mask, or began with one: where a signal
+ * for the process looks for a thread that lets it in (lt_sigmask_admits);
+ * the others have never blocked anything since nothing was blocked when
+ * they began.  Grows as needed; under mask_lock. */
+static struct lt_thread **masked;
+static size_t n_masked, cap_masked;
+
+static void note_masked(struct lt_thread *t)
+{
+	for (size_t i = 0; i < n_masked; i++)
+		if (masked[i] == t)
+			return;
+	if (n_masked == cap_masked) {
+		size_t cap = cap_masked ? 2 * cap_masked : 16;
+		struct lt_thread **m = realloc(masked, cap * sizeof *m);
+		if (!m)
+			return; /* only a hint is lost */
+		masked = m;
+		cap_masked = cap;
+	}
+	masked[n_masked++] = t;
+}
+
+static void forget_masked(struct lt_thread *t)
+{
+	for (size_t i = 0; i < n_masked; i++)
+		if (masked[i] == t) {
+			masked[i] = masked[--n_masked];
+			return;
+		}
+}
+
+struct lt_thread *lt_sigmask_admits(int sig, struct lt_thread *besides)
+{
+	struct lt_thread *found = NULL;
+	if (!__atomic_load_n(&n_masked, __ATOMIC_ACQUIRE))
+		return NULL;
+	cp_spin_lock(&mask_lock);
+	for (size_t i = 0; i < n_masked && !found; i++) {
+		struct lt_thread *t = masked[i];
+		if (t != besides && !t->exiting &&
+		    !(__atomic_load_n(&t->sigmask, __ATOMIC_ACQUIRE) & (1ull << (sig - 1))))
+			found = t;
+	}
+	cp_spin_unlock(&mask_lock);
+	return found;
+}
+
+/* Under mask_lock: a live thread's mask counted in (d 1) or out (-1). */
+static void count(uint64_t mask, int d)
+{
+	if (!mask)
+		return;
+	threads_blocking += (uint32_t)d;
+	for (uint64_t m = mask; m; m &= m - 1)
+		blocked_by[__builtin_ctzll(m)] += (uint32_t)d;
+}
+
+/* Under mask_lock: the workers block what every live thread blocks. */
+static void settle(void)
+{
+	uint64_t live = lt_live_threads(), all = 0;
+	if (threads_blocking >= live) /* else some thread blocks nothing */
+		for (int i = 0; i < 64; i++)
+			if (blocked_by[i] >= live)
+				all |= 1ull << i;
+	cp_change_program_sigmask(SIG_SETMASK, all);
+}
+
+void lt_sigmask_thread_start(struct lt_thread *t, struct lt_thread *creator)
+{
+	t->sigmask = creator ? creator->sigmask : cp_program_sigmask();
+	/* a thread that blocks nothing changes nothing while nothing is
+	 * blocked everywhere: most programs never take the lock */
+	if (!t->sigmask && !cp_program_sigmask())
+		return;
+	cp_spin_lock(&mask_lock);
+	count(t->sigmask, 1);
+	note_masked(t);
+	settle();
+	cp_spin_unlock(&mask_lock);
+}
+
+void lt_sigmask_thread_exit(struct lt_thread *t)
+{
+	if (!t->sigmask && !__atomic_load_n(&threads_blocking, __ATOMIC_RELAXED) &&
+	    !__atomic_load_n(&n_masked, __ATOMIC_RELAXED))
+		return;
+	cp_spin_lock(&mask_lock);
+	count(t->sigmask, -1);
+	forget_masked(t);
+	settle();
+	cp_spin_unlock(&mask_lock);
+}
+
+void lt_sigmask_after_fork(struct lt_thread *self)
+{
+	/* only the forking thread lives on */
+	mask_lock = (cp_spinlock)CP_SPINLOCK_INIT;
+	memset(blocked_by, 0, sizeof blocked_by);
+	threads_blocking = 0;
+	n_masked = 0;
+	count(self->sigmask, 1);
+	note_masked(self);
+	settle();
+}
+
+uint64_t lt_sigmask_change(struct lt_thread *self, int how, uint64_t bits)
+{
+	uint64_t before = self->sigmask;
+	uint64_t now = how == SIG_BLOCK ? before | bits : how == SIG_UNBLOCK ? before & ~bits : bits;
+	now &= ~unblockable;
+	if (now == before)
+		return before;
+	cp_spin_lock(&mask_lock);
+	count(before, -1);
+	count(now, 1);
+	__atomic_store_n(&self->sigmask, now, __ATOMIC_RELEASE);
+	note_masked(self);
+	settle();
+	cp_spin_unlock(&mask_lock);
+	if (before & ~now)
+		lt_signals_unblocked(); /* what waited for this thread is delivered */
+	return before;
+}
+
 static int set_mask(int how, const sigset_t *set, sigset_t *old)
 {
-	if (!lt_self()) /* a kernel thread of the program's own, or before start */
+	struct lt_thread *self = lt_self();
+	if (!self) /* a kernel thread of the program's own, or before start */
 		return syscall(SYS_rt_sigprocmask, how, set, old, sizeof(uint64_t)) ? errno : 0;
 	if (set && how != SIG_BLOCK && how != SIG_UNBLOCK && how != SIG_SETMASK)
 		return EINVAL;
-	uint64_t before = set ? cp_change_program_sigmask(how, to_bits(set)) : cp_program_sigmask();
+	uint64_t before = set ? lt_sigmask_change(self, how, to_bits(set)) : self->sigmask;
 	if (old)
 		from_bits(before, old);
-	if (before & ~cp_program_sigmask())
-		lt_signals_unblocked(); /* what waited for its thread is delivered */
 	return 0;
 }
 

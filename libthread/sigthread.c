@@ -25,10 +25,12 @@
  * thread: sigwait and friends in that thread take it (and are woken for
  * it), sigpending shows it, and unblocking delivers it.
  *
- * A signal sent to the whole process (kill, a terminal's SIGINT, alarm)
- * reaches a worker; its handler then runs in the main user thread, as on
- * NPTL, when that thread is parked in a call the handler cuts short or
- * runs on some worker; otherwise it runs where the kernel delivered it. */
+ * A signal the kernel delivers to a worker (lt_signal_route): one for the
+ * whole process (kill, a terminal's SIGINT, alarm) goes to the main user
+ * thread if that thread lets it in, as on NPTL, and runs where it was
+ * caught only when main is parked in a wait it does not cut short; one
+ * sent to the worker itself (raise) is the interrupted thread's.  Either
+ * waits for a thread that blocks it. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -130,7 +132,7 @@ void lt_signals_deliver(struct lt_thread *self)
 		if (!__atomic_load_n(&in_use, __ATOMIC_ACQUIRE))
 			return;
 		cp_spin_lock(&table_lock);
-		struct pending *p = deliverable(self, cp_program_sigmask());
+		struct pending *p = deliverable(self, __atomic_load_n(&self->sigmask, __ATOMIC_ACQUIRE));
 		if (!p) {
 			cp_spin_unlock(&table_lock);
 			return;
@@ -161,7 +163,7 @@ static bool prompt(struct lt_thread *t, int sig, bool in_handler)
 int lt_signal_thread(struct lt_thread *t, const siginfo_t *info)
 {
 	int sig = info->si_signo;
-	bool blocked = cp_program_sigmask() & bit(sig);
+	bool blocked = __atomic_load_n(&t->sigmask, __ATOMIC_ACQUIRE) & bit(sig);
 	if (!blocked && !lt_signal_handled(sig, NULL)) {
 		/* default or ignored: the kernel's action concerns the whole
 		 * process (or nothing), whoever takes it */
@@ -223,14 +225,14 @@ void lt_signals_unblocked(void)
 	if (!__atomic_load_n(&in_use, __ATOMIC_ACQUIRE))
 		return;
 	struct lt_thread *self = lt_self();
-	uint64_t mask = cp_program_sigmask();
 	/* other threads' first: our own handlers may not return (longjmp) */
 	struct { struct lt_thread *t; int sig; } due[SLOTS];
 	int n = 0;
 	cp_spin_lock(&table_lock);
 	for (int i = 0; i < SLOTS; i++) {
 		struct pending *p = &table[i];
-		if (p->t && p->t != self && !p->running && !(mask & bit(p->info.si_signo))) {
+		if (p->t && p->t != self && !p->running &&
+		    !(__atomic_load_n(&p->t->sigmask, __ATOMIC_ACQUIRE) & bit(p->info.si_signo))) {
 			due[n].t = p->t;
 			due[n++].sig = p->info.si_signo;
 		}
@@ -252,27 +254,59 @@ void lt_signals_thread_gone(struct lt_thread *t)
 	cp_spin_unlock(&table_lock);
 }
 
-bool lt_signal_forward(int sig, const siginfo_t *info)
+/* Under table_lock nothing; queues info for t: false if the table is full */
+static bool pend(struct lt_thread *t, const siginfo_t *info, bool *fresh)
 {
-	struct lt_thread *m = __atomic_load_n(&lt_main, __ATOMIC_ACQUIRE);
-	if (!m || m == lt_self() || m->exiting || m->cp.done || !cp_signal_may_interrupt())
+	cp_spin_lock(&table_lock);
+	struct pending *p = add(t, info, fresh);
+	cp_spin_unlock(&table_lock);
+	return p != NULL;
+}
+
+bool lt_signal_route(int sig, const siginfo_t *info)
+{
+	if (!cp_signal_may_interrupt())
 		return false;
-	if (cp_program_sigmask() & bit(sig))
-		return false; /* the kernel does not deliver a blocked one */
+	struct lt_thread *x = lt_self(); /* the thread the kernel interrupted */
+	bool x_blocks = x && (__atomic_load_n(&x->sigmask, __ATOMIC_ACQUIRE) & bit(sig));
 	bool fresh;
-	cp_spin_lock(&table_lock);
-	struct pending *p = add(m, info, &fresh);
-	cp_spin_unlock(&table_lock);
-	if (!p)
-		return false;
-	if (prompt(m, sig, true) || !fresh)
-		return true; /* (one already pending: it runs once, as the kernel's would) */
-	/* main is switched out in a wait the handler does not cut short: it
-	 * runs here after all, unless main took it meanwhile */
-	cp_spin_lock(&table_lock);
-	bool ours = p->t == m && !p->running && p->info.si_signo == sig;
-	if (ours)
-		drop(p);
-	cp_spin_unlock(&table_lock);
-	return !ours;
+	if (info->si_code == SI_TKILL) {
+		/* sent to this worker (raise, tgkill): the thread it ran is the
+		 * one, and keeps it pending while it blocks it */
+		return x_blocks && pend(x, info, &fresh);
+	}
+	/* for the process: its main thread, as on NPTL, if it lets it in */
+	struct lt_thread *m = __atomic_load_n(&lt_main, __ATOMIC_ACQUIRE);
+	if (m && m != x && !m->exiting && !m->cp.done &&
+	    !(__atomic_load_n(&m->sigmask, __ATOMIC_ACQUIRE) & bit(sig))) {
+		if (!pend(m, info, &fresh))
+			return false;
+		if (prompt(m, sig, true) || !fresh || x_blocks || !x)
+			return true; /* at once, or at its next call into the library */
+		/* main is switched out in a wait the handler does not cut
+		 * short, and the thread here lets it in: it runs here after
+		 * all, unless main took it meanwhile */
+		bool ours = false;
+		cp_spin_lock(&table_lock);
+		for (int i = 0; i < SLOTS && !ours; i++) {
+			struct pending *p = &table[i];
+			if (p->t == m && !p->running && p->info.si_signo == sig) {
+				drop(p);
+				ours = true;
+			}
+		}
+		cp_spin_unlock(&table_lock);
+		return !ours;
+	}
+	if (!x_blocks)
+		return false; /* the thread here lets it in: it runs here */
+	/* another thread that set its mask may let it in (some thread does,
+	 * or the workers would have kept it pending); else it waits for the
+	 * thread here */
+	struct lt_thread *o = lt_sigmask_admits(sig, x);
+	if (o && pend(o, info, &fresh)) {
+		prompt(o, sig, true);
+		return true;
+	}
+	return pend(x, info, &fresh);
 }

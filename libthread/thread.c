@@ -26,8 +26,15 @@ void lt_threads_after_fork(void)
 	lt_robust_start();
 	__atomic_store_n(&live_threads, 1, __ATOMIC_RELAXED);
 	struct lt_thread *t = lt_self();
-	if (t)
+	if (t) {
 		__atomic_store_n(&lt_main, t, __ATOMIC_RELEASE);
+		lt_sigmask_after_fork(t);
+	}
+}
+
+uint64_t lt_live_threads(void)
+{
+	return __atomic_load_n(&live_threads, __ATOMIC_ACQUIRE);
 }
 
 int lt_prio_base(const struct lt_thread *t)
@@ -135,6 +142,7 @@ CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *rest
 	}
 	sched_apply(t);
 	__atomic_add_fetch(&live_threads, 1, __ATOMIC_RELAXED);
+	lt_sigmask_thread_start(t, self);
 	*out = (pthread_t)t;
 	cp_thread_start(ct);
 	return 0;
@@ -177,6 +185,7 @@ _Noreturn void lt_exit(struct lt_thread *t, void *retval)
 	cp_tls_thread_exit(); /* C++ thread_local destructors, with TLS per thread */
 	if (__atomic_sub_fetch(&live_threads, 1, __ATOMIC_ACQ_REL) == 0)
 		exit_process(); /* main left with pthread_exit and we were the last */
+	lt_sigmask_thread_exit(t);
 	cp_thread_finish(lt_on_dead);
 }
 

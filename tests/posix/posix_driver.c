@@ -58,9 +58,6 @@ static const struct known {
 	  "a user thread's CPU-time clock counts the time it held its worker, from the "
 	  "time-stamp counter, including time the kernel gave that core to another process "
 	  "(README, What differs from NPTL)" },
-	{ "sig_mask_per_thread", M_SHIM | M_LINKED,
-	  "a signal mask is the process's: pthread_sigmask in one user thread applies on every "
-	  "worker (README, What differs from NPTL)" },
 	{ NULL, 0, NULL },
 };
 

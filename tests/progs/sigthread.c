@@ -495,3 +495,79 @@ TCASE(process_signal_cuts_main_threads_sleep_short)
 	CHECK(pthread_equal(handled_in, pthread_self()));
 	tc_join(t);
 }
+
+/* ---- masks are per thread ---- */
+
+static sigset_t just(int sig)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, sig);
+	return s;
+}
+
+static bool blocks(int sig)
+{
+	sigset_t now;
+	pthread_sigmask(SIG_BLOCK, NULL, &now);
+	return sigismember(&now, sig);
+}
+
+struct masks {
+	volatile int inherited, unblocked_here, stage;
+};
+
+static void *unblock_in_self(void *arg)
+{
+	struct masks *m = arg;
+	m->inherited = blocks(SIGUSR1);
+	sigset_t s = just(SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+	m->unblocked_here = !blocks(SIGUSR1);
+	m->stage = 1;
+	while (!handled) /* the process's signal comes to this thread */
+		usleep(1000);
+	return NULL;
+}
+
+/* POSIX: pthread_sigmask changes "the calling thread's signal mask", a
+ * new thread inherits its creator's, and a signal for the process goes to
+ * a thread that does not block it. */
+TCASE(masks_are_per_thread_and_a_process_signal_finds_the_one_letting_it_in)
+{
+	tc_watchdog(30);
+	reset();
+	install(SIGUSR1, true);
+	sigset_t s = just(SIGUSR1);
+	CHECK_OK(pthread_sigmask(SIG_BLOCK, &s, NULL));
+	struct masks m = { 0 };
+	pthread_t t = tc_spawn(unblock_in_self, &m);
+	while (m.stage != 1)
+		usleep(1000);
+	CHECK_EQ(m.inherited, 1);
+	CHECK_EQ(m.unblocked_here, 1);
+	CHECK(blocks(SIGUSR1)); /* still blocked here */
+	CHECK_OK(kill(getpid(), SIGUSR1));
+	tc_join(t);
+	CHECK_EQ(handled, 1);
+	CHECK(pthread_equal(handled_in, t));
+	CHECK_OK(pthread_sigmask(SIG_UNBLOCK, &s, NULL));
+}
+
+/* raise() of a signal the caller blocks stays pending for the caller and
+ * runs when it unblocks it, before pthread_sigmask returns. */
+TCASE(raise_of_a_blocked_signal_waits_for_its_thread)
+{
+	reset();
+	install(SIGUSR1, true);
+	sigset_t s = just(SIGUSR1);
+	CHECK_OK(pthread_sigmask(SIG_BLOCK, &s, NULL));
+	CHECK_OK(raise(SIGUSR1));
+	CHECK_EQ(handled, 0);
+	sigset_t p;
+	CHECK_OK(sigpending(&p));
+	CHECK(sigismember(&p, SIGUSR1));
+	CHECK_OK(pthread_sigmask(SIG_UNBLOCK, &s, NULL));
+	CHECK_EQ(handled, 1);
+	CHECK(pthread_equal(handled_in, pthread_self()));
+}
