@@ -398,12 +398,14 @@ PCASE(prio_protect_ceiling,
 }
 
 static pthread_mutex_t im;
+static volatile int low_holds, high_started;
 
 static void *inherit_low(void *arg)
 {
 	(void)arg;
 	pthread_mutex_lock(&im);
 	mark(1); /* holds it */
+	low_holds = 1;
 	while (sem_wait(&go) != 0)
 		;
 	mark(2); /* runs again: before the middle one only when boosted */
@@ -414,6 +416,7 @@ static void *inherit_low(void *arg)
 static void *inherit_high(void *arg)
 {
 	(void)arg;
+	high_started = 1;
 	pthread_mutex_lock(&im);
 	mark(3);
 	pthread_mutex_unlock(&im);
@@ -445,9 +448,15 @@ PCASE(prio_inherit_boosts_holder,
 	MUST0(pthread_mutex_init(&im, &a));
 	pthread_mutexattr_destroy(&a);
 	MUST(sem_init(&go, 0, 0) == 0);
+	/* main (50) sleeps to let each run, on the one processor; a thread
+	 * can take longer than a sleep to start (sanitized builds), so it
+	 * says when it got there */
 	pthread_t low = spawn_fifo(10, inherit_low, NULL);
-	sleep_ms(2); /* low runs, takes the mutex, waits on go */
+	while (!low_holds) /* low runs, takes the mutex, waits on go */
+		sleep_ms(1);
 	pthread_t high = spawn_fifo(30, inherit_high, NULL);
+	while (!high_started)
+		sleep_ms(1);
 	sleep_ms(2); /* high blocks on the mutex, lending low its 30 */
 	sem_post(&go);
 	pthread_t mid = spawn_fifo(20, inherit_middle, NULL);
