@@ -49,7 +49,7 @@ void lt_start(void)
 	m->guardsize = 0;
 	m->sched_policy = SCHED_OTHER;
 	lt_keys_adopt_foreign(m);
-	lt_sigmask_thread_start(m, NULL); /* the mask the process started with */
+	lt_sigmask_main(m); /* the mask the process started with */
 	__atomic_store_n(&lt_main, m, __ATOMIC_RELEASE);
 	lt_stats_init();
 	lt_fd_init();

@@ -212,9 +212,24 @@ void lt_signals_unblocked(void) CP_HIDDEN;
  * and an ending one gives its up; signals every live thread blocks stay
  * blocked on the workers, so the kernel keeps them pending for the
  * process. */
-void lt_sigmask_thread_start(struct lt_thread *t, struct lt_thread *creator) CP_HIDDEN;
-void lt_sigmask_thread_exit(struct lt_thread *t) CP_HIDDEN;
+void lt_sigmask_start_counted(struct lt_thread *t, struct lt_thread *creator) CP_HIDDEN;
+void lt_sigmask_exit_counted(struct lt_thread *t) CP_HIDDEN;
+/* Set once any user thread blocked a signal (or the process started with
+ * some blocked): until then every mask is empty, and a thread's start and
+ * end change nothing, which is all most programs ever see. */
+extern uint32_t lt_masks_used CP_HIDDEN;
+static inline void lt_sigmask_thread_start(struct lt_thread *t, struct lt_thread *creator)
+{
+	if (cp_unlikely(__atomic_load_n(&lt_masks_used, __ATOMIC_RELAXED)))
+		lt_sigmask_start_counted(t, creator);
+}
+static inline void lt_sigmask_thread_exit(struct lt_thread *t)
+{
+	if (cp_unlikely(__atomic_load_n(&lt_masks_used, __ATOMIC_RELAXED)))
+		lt_sigmask_exit_counted(t);
+}
 void lt_sigmask_after_fork(struct lt_thread *self) CP_HIDDEN;
+void lt_sigmask_main(struct lt_thread *m) CP_HIDDEN;
 /* Sets the calling user thread's mask (how: SIG_BLOCK...), returning the
  * one before. */
 uint64_t lt_sigmask_change(struct lt_thread *self, int how, uint64_t bits) CP_HIDDEN;
@@ -227,7 +242,14 @@ uint64_t lt_live_threads(void) CP_HIDDEN;
 /* Set once the program installed a signal handler: only then does I/O
  * keep what it needs to be issued again after an SA_RESTART handler. */
 extern uint32_t lt_handlers_installed CP_HIDDEN;
-void lt_signals_thread_gone(struct lt_thread *t) CP_HIDDEN;
+void lt_signals_forget(struct lt_thread *t) CP_HIDDEN;
+/* Signals kept for their threads now (sigthread.c) */
+extern uint32_t lt_signals_kept CP_HIDDEN;
+static inline void lt_signals_thread_gone(struct lt_thread *t)
+{
+	if (cp_unlikely(__atomic_load_n(&lt_signals_kept, __ATOMIC_ACQUIRE)))
+		lt_signals_forget(t);
+}
 bool lt_signal_route(int sig, const siginfo_t *info) CP_HIDDEN;
 /* The program's handler for sig, if it installed one (sighandler.c),
  * with its sa_flags; and a delivery of sig in the calling thread. */

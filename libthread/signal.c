@@ -117,13 +117,14 @@ static void settle(void)
 	cp_change_program_sigmask(SIG_SETMASK, all);
 }
 
-void lt_sigmask_thread_start(struct lt_thread *t, struct lt_thread *creator)
+uint32_t lt_masks_used;
+
+void lt_sigmask_start_counted(struct lt_thread *t, struct lt_thread *creator)
 {
 	t->sigmask = creator ? creator->sigmask : cp_program_sigmask();
-	/* a thread that blocks nothing changes nothing while nothing is
-	 * blocked everywhere: most programs never take the lock */
 	if (!t->sigmask && !cp_program_sigmask())
-		return;
+		return; /* blocking nothing, it changes nothing while nothing is
+		           blocked everywhere */
 	cp_spin_lock(&mask_lock);
 	count(t->sigmask, 1);
 	note_masked(t);
@@ -131,14 +132,25 @@ void lt_sigmask_thread_start(struct lt_thread *t, struct lt_thread *creator)
 	cp_spin_unlock(&mask_lock);
 }
 
-void lt_sigmask_thread_exit(struct lt_thread *t)
+void lt_sigmask_exit_counted(struct lt_thread *t)
 {
-	if (!t->sigmask && !__atomic_load_n(&threads_blocking, __ATOMIC_RELAXED) &&
-	    !__atomic_load_n(&n_masked, __ATOMIC_RELAXED))
-		return;
 	cp_spin_lock(&mask_lock);
 	count(t->sigmask, -1);
 	forget_masked(t);
+	settle();
+	cp_spin_unlock(&mask_lock);
+}
+
+/* The process's first user thread: the mask the process started with. */
+void lt_sigmask_main(struct lt_thread *m)
+{
+	m->sigmask = cp_program_sigmask();
+	if (!m->sigmask)
+		return;
+	__atomic_store_n(&lt_masks_used, 1, __ATOMIC_RELAXED);
+	cp_spin_lock(&mask_lock);
+	count(m->sigmask, 1);
+	note_masked(m);
 	settle();
 	cp_spin_unlock(&mask_lock);
 }
@@ -150,6 +162,8 @@ void lt_sigmask_after_fork(struct lt_thread *self)
 	memset(blocked_by, 0, sizeof blocked_by);
 	threads_blocking = 0;
 	n_masked = 0;
+	if (!lt_masks_used)
+		return;
 	count(self->sigmask, 1);
 	note_masked(self);
 	settle();
@@ -162,6 +176,9 @@ uint64_t lt_sigmask_change(struct lt_thread *self, int how, uint64_t bits)
 	now &= ~unblockable;
 	if (now == before)
 		return before;
+	/* from now on threads' starts and ends count (before the lock, so a
+	 * thread starting meanwhile counts its creator's mask) */
+	__atomic_store_n(&lt_masks_used, 1, __ATOMIC_SEQ_CST);
 	cp_spin_lock(&mask_lock);
 	count(before, -1);
 	count(now, 1);

@@ -49,7 +49,7 @@ struct pending {
 
 static struct pending table[SLOTS];
 static cp_spinlock table_lock = CP_SPINLOCK_INIT;
-static uint32_t in_use;           /* slots taken: most programs never take one */
+uint32_t lt_signals_kept;         /* slots taken: most programs never take one */
 
 static inline uint64_t bit(int sig)
 {
@@ -87,7 +87,7 @@ static struct pending *add(struct lt_thread *t, const siginfo_t *info, bool *fre
 		free_slot->t = t;
 		free_slot->running = 0;
 		free_slot->info = *info;
-		__atomic_add_fetch(&in_use, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&lt_signals_kept, 1, __ATOMIC_RELAXED);
 	}
 	return free_slot;
 }
@@ -95,7 +95,7 @@ static struct pending *add(struct lt_thread *t, const siginfo_t *info, bool *fre
 static void drop(struct pending *p)
 {
 	p->t = NULL;
-	__atomic_sub_fetch(&in_use, 1, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&lt_signals_kept, 1, __ATOMIC_RELAXED);
 }
 
 /* Under table_lock: the signals whose handlers t runs now */
@@ -129,7 +129,7 @@ void lt_signals_deliver(struct lt_thread *self)
 		/* cleared before the look: a signal sent after it marks the
 		 * thread again, and its next wait ends at once */
 		cp_interrupt_clear(&self->cp, HANDLER_INTERRUPTS);
-		if (!__atomic_load_n(&in_use, __ATOMIC_ACQUIRE))
+		if (!__atomic_load_n(&lt_signals_kept, __ATOMIC_ACQUIRE))
 			return;
 		cp_spin_lock(&table_lock);
 		struct pending *p = deliverable(self, __atomic_load_n(&self->sigmask, __ATOMIC_ACQUIRE));
@@ -190,7 +190,7 @@ int lt_signal_thread(struct lt_thread *t, const siginfo_t *info)
 
 int lt_signals_take(struct lt_thread *self, uint64_t set, siginfo_t *info)
 {
-	if (!self || !__atomic_load_n(&in_use, __ATOMIC_ACQUIRE))
+	if (!self || !__atomic_load_n(&lt_signals_kept, __ATOMIC_ACQUIRE))
 		return 0;
 	int sig = 0;
 	cp_spin_lock(&table_lock);
@@ -210,7 +210,7 @@ int lt_signals_take(struct lt_thread *self, uint64_t set, siginfo_t *info)
 uint64_t lt_signals_pending(struct lt_thread *self)
 {
 	uint64_t set = 0;
-	if (!self || !__atomic_load_n(&in_use, __ATOMIC_ACQUIRE))
+	if (!self || !__atomic_load_n(&lt_signals_kept, __ATOMIC_ACQUIRE))
 		return 0;
 	cp_spin_lock(&table_lock);
 	for (int i = 0; i < SLOTS; i++)
@@ -222,7 +222,7 @@ uint64_t lt_signals_pending(struct lt_thread *self)
 
 void lt_signals_unblocked(void)
 {
-	if (!__atomic_load_n(&in_use, __ATOMIC_ACQUIRE))
+	if (!__atomic_load_n(&lt_signals_kept, __ATOMIC_ACQUIRE))
 		return;
 	struct lt_thread *self = lt_self();
 	/* other threads' first: our own handlers may not return (longjmp) */
@@ -243,10 +243,8 @@ void lt_signals_unblocked(void)
 	lt_signals_deliver(self);
 }
 
-void lt_signals_thread_gone(struct lt_thread *t)
+void lt_signals_forget(struct lt_thread *t)
 {
-	if (!__atomic_load_n(&in_use, __ATOMIC_ACQUIRE))
-		return;
 	cp_spin_lock(&table_lock);
 	for (int i = 0; i < SLOTS; i++)
 		if (table[i].t == t)
