@@ -279,11 +279,12 @@ bool lt_signal_route(int sig, const siginfo_t *info)
 	    !(__atomic_load_n(&m->sigmask, __ATOMIC_ACQUIRE) & bit(sig))) {
 		if (!pend(m, info, &fresh))
 			return false;
-		if (prompt(m, sig, true) || !fresh || x_blocks || !x)
+		if (prompt(m, sig, true) || !fresh || x_blocks)
 			return true; /* at once, or at its next call into the library */
-		/* main is switched out in a wait the handler does not cut
-		 * short, and the thread here lets it in: it runs here after
-		 * all, unless main took it meanwhile */
+		/* main is switched out in a wait the handler does not cut short
+		 * (a call served on a helper, say), and nothing here blocks it:
+		 * it runs here after all, as it always did, unless main took it
+		 * meanwhile (a hung main's watchdog must still fire) */
 		bool ours = false;
 		cp_spin_lock(&table_lock);
 		for (int i = 0; i < SLOTS && !ours; i++) {

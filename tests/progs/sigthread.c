@@ -13,6 +13,7 @@
 #include <semaphore.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "caprice.h"
@@ -570,4 +571,56 @@ TCASE(raise_of_a_blocked_signal_waits_for_its_thread)
 	CHECK_OK(pthread_sigmask(SIG_UNBLOCK, &s, NULL));
 	CHECK_EQ(handled, 1);
 	CHECK(pthread_equal(handled_in, pthread_self()));
+}
+
+/* ---- a process signal while main waits where a handler cannot reach it ---- */
+
+static volatile uint64_t handled_at;
+
+static void on_signal_timed(int sig)
+{
+	(void)sig;
+	handled_at = tc_now_ns();
+	handled++;
+}
+
+static void *kill_process_soon(void *arg)
+{
+	(void)arg;
+	usleep(100000);
+	kill(getpid(), SIGUSR1);
+	return NULL;
+}
+
+/* main waits in waitpid, which the runtime serves on a helper kernel
+ * thread (a wait no handler cuts short there): the process's signal must
+ * still run its handler at once, not when main comes back (a hung main's
+ * watchdog must fire). */
+TCASE(process_signal_runs_while_main_waits_on_a_helper)
+{
+	tc_watchdog(30);
+	reset();
+	handled_at = 0;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal_timed;
+	sa.sa_flags = SA_RESTART;
+	CHECK_OK(sigaction(SIGUSR1, &sa, NULL));
+	pid_t pid = fork();
+	if (pid == 0) {
+		usleep(1500000);
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	pthread_t t = tc_spawn(kill_process_soon, NULL);
+	int st = 0;
+	pid_t w;
+	do
+		w = waitpid(pid, &st, 0);
+	while (w < 0 && errno == EINTR);
+	uint64_t back = tc_now_ns();
+	CHECK_EQ(w, pid);
+	tc_join(t);
+	CHECK_EQ(handled, 1);
+	CHECK(handled_at != 0 && back - handled_at > 500000000ull); /* long before */
 }
