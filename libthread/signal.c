@@ -119,40 +119,42 @@ static void settle(void)
 
 uint32_t lt_masks_used;
 
-void lt_sigmask_start_counted(struct lt_thread *t, struct lt_thread *creator)
+/* t's mask counted in (joining) or out (leaving), and the workers' mask
+ * settled again. */
+static void recount(struct lt_thread *t, bool joining)
 {
-	t->sigmask = creator ? creator->sigmask : cp_program_sigmask();
-	if (!t->sigmask && !cp_program_sigmask())
-		return; /* blocking nothing, it changes nothing while nothing is
-		           blocked everywhere */
 	cp_spin_lock(&mask_lock);
-	count(t->sigmask, 1);
-	note_masked(t);
+	count(t->sigmask, joining ? 1 : -1);
+	if (joining)
+		note_masked(t);
+	else
+		forget_masked(t);
 	settle();
 	cp_spin_unlock(&mask_lock);
 }
 
+void lt_sigmask_start_counted(struct lt_thread *t, struct lt_thread *creator)
+{
+	t->sigmask = creator ? creator->sigmask : cp_program_sigmask();
+	/* blocking nothing, it changes nothing while nothing is blocked
+	 * everywhere */
+	if (t->sigmask || cp_program_sigmask())
+		recount(t, true);
+}
+
 void lt_sigmask_exit_counted(struct lt_thread *t)
 {
-	cp_spin_lock(&mask_lock);
-	count(t->sigmask, -1);
-	forget_masked(t);
-	settle();
-	cp_spin_unlock(&mask_lock);
+	recount(t, false);
 }
 
 /* The process's first user thread: the mask the process started with. */
 void lt_sigmask_main(struct lt_thread *m)
 {
 	m->sigmask = cp_program_sigmask();
-	if (!m->sigmask)
-		return;
-	__atomic_store_n(&lt_masks_used, 1, __ATOMIC_RELAXED);
-	cp_spin_lock(&mask_lock);
-	count(m->sigmask, 1);
-	note_masked(m);
-	settle();
-	cp_spin_unlock(&mask_lock);
+	if (m->sigmask) {
+		__atomic_store_n(&lt_masks_used, 1, __ATOMIC_RELAXED);
+		recount(m, true);
+	}
 }
 
 void lt_sigmask_after_fork(struct lt_thread *self)
@@ -162,11 +164,8 @@ void lt_sigmask_after_fork(struct lt_thread *self)
 	memset(blocked_by, 0, sizeof blocked_by);
 	threads_blocking = 0;
 	n_masked = 0;
-	if (!lt_masks_used)
-		return;
-	count(self->sigmask, 1);
-	note_masked(self);
-	settle();
+	if (lt_masks_used)
+		recount(self, true);
 }
 
 uint64_t lt_sigmask_change(struct lt_thread *self, int how, uint64_t bits)

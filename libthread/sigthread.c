@@ -252,7 +252,7 @@ void lt_signals_forget(struct lt_thread *t)
 	cp_spin_unlock(&table_lock);
 }
 
-/* Under table_lock nothing; queues info for t: false if the table is full */
+/* Queues info for t (takes table_lock): false if the table is full */
 static bool pend(struct lt_thread *t, const siginfo_t *info, bool *fresh)
 {
 	cp_spin_lock(&table_lock);
@@ -285,17 +285,7 @@ bool lt_signal_route(int sig, const siginfo_t *info)
 		 * (a call served on a helper, say), and nothing here blocks it:
 		 * it runs here after all, as it always did, unless main took it
 		 * meanwhile (a hung main's watchdog must still fire) */
-		bool ours = false;
-		cp_spin_lock(&table_lock);
-		for (int i = 0; i < SLOTS && !ours; i++) {
-			struct pending *p = &table[i];
-			if (p->t == m && !p->running && p->info.si_signo == sig) {
-				drop(p);
-				ours = true;
-			}
-		}
-		cp_spin_unlock(&table_lock);
-		return !ours;
+		return !lt_signals_take(m, bit(sig), NULL);
 	}
 	if (!x_blocks)
 		return false; /* the thread here lets it in: it runs here */

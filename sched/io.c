@@ -96,8 +96,7 @@ int cp_io_wait(struct cp_io_op *op, unsigned interrupt_by)
 		cp_spin_unlock(&t->wait_lock);
 		unsigned early = interrupt_by & cp_interrupt_pending(t);
 		if (early) { /* interrupted before we got here */
-			if (early != CP_INTR_CANCEL)
-				op->signalled = (uint8_t)(early & ~CP_INTR_CANCEL);
+			op->signalled = (uint8_t)(early & ~CP_INTR_CANCEL);
 			cp_io_cancel(op);
 		}
 	}

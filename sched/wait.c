@@ -251,20 +251,22 @@ int cp_sleep_until(uint64_t deadline, unsigned interrupt_by)
 	return r == ETIMEDOUT ? 0 : r;
 }
 
-/* Under t->wait_lock: claims t's wait if it accepts one of reasons;
- * returns the queue lock to take before waking it, or NULL. */
-static cp_spinlock *interrupt_locked(struct cp_thread *t, unsigned reasons)
+/* Under t->wait_lock: claims t's wait if it accepts one of reasons, and
+ * sets *lk to the queue lock to take before waking it (NULL: none to
+ * wake, or an I/O wait, which its cancel ends).  True if t had such a
+ * wait. */
+static bool interrupt_locked(struct cp_thread *t, unsigned reasons, cp_spinlock **lk)
 {
 	struct cp_waiter *w = t->waiting;
-	cp_spinlock *lk = w && (w->interrupt_by & reasons) && claim(w, CP_W_INTERRUPTED) ? w->lock
-	                                                                           : NULL;
 	struct cp_io_op *op = t->io_waiting;
+	bool waits = w && (w->interrupt_by & reasons);
+	*lk = waits && claim(w, CP_W_INTERRUPTED) ? w->lock : NULL;
 	if (op && (op->interrupt_by & reasons)) {
-		if (reasons != CP_INTR_CANCEL)
-			op->signalled = (uint8_t)(reasons & op->interrupt_by);
+		waits = true;
+		op->signalled = (uint8_t)(reasons & op->interrupt_by & ~CP_INTR_CANCEL);
 		cp_io_cancel(op);
 	}
-	return lk;
+	return waits;
 }
 
 static void wake_interrupted(struct cp_thread *t, cp_spinlock *lk, bool via_inbox)
@@ -288,28 +290,22 @@ static void wake_interrupted(struct cp_thread *t, cp_spinlock *lk, bool via_inbo
 	}
 }
 
-void cp_interrupt(struct cp_thread *t)
-{
-	__atomic_fetch_or(&t->interrupted, CP_INTR_CANCEL, __ATOMIC_RELEASE);
-	cp_spin_lock(&t->wait_lock);
-	cp_spinlock *lk = interrupt_locked(t, CP_INTR_CANCEL);
-	cp_spin_unlock(&t->wait_lock);
-	if (lk)
-		wake_interrupted(t, lk, false);
-}
-
 static bool interrupt_wait(struct cp_thread *t, unsigned reasons, bool via_inbox)
 {
 	/* before the look: a wait t registers after it ends at once */
 	__atomic_fetch_or(&t->interrupted, reasons, __ATOMIC_ACQ_REL);
+	cp_spinlock *lk;
 	cp_spin_lock(&t->wait_lock);
-	bool some = (t->waiting && (t->waiting->interrupt_by & reasons)) ||
-	            (t->io_waiting && (t->io_waiting->interrupt_by & reasons));
-	cp_spinlock *lk = interrupt_locked(t, reasons);
+	bool waits = interrupt_locked(t, reasons, &lk);
 	cp_spin_unlock(&t->wait_lock);
 	if (lk)
 		wake_interrupted(t, lk, via_inbox);
-	return some;
+	return waits;
+}
+
+void cp_interrupt(struct cp_thread *t)
+{
+	interrupt_wait(t, CP_INTR_CANCEL, false);
 }
 
 bool cp_interrupt_wait(struct cp_thread *t, unsigned reasons)

@@ -2,6 +2,7 @@
  * (pcase.h).  Plain C and pthreads only, so that the same file serves the
  * NPTL build and the libthread one. */
 #include "pcase.h"
+#include "tcase.h" /* its inline clock helpers only: this is no tcase program */
 
 #include <poll.h>
 #include <stdarg.h>
@@ -41,34 +42,33 @@ static void write_all(int fd, const char *p, size_t n)
 	}
 }
 
-void say(const char *fmt, ...)
+/* One formatted line to fd, in one write (cut at 1 KiB). */
+static void line_to(int fd, const char *fmt, va_list ap)
 {
 	char buf[1024];
-	va_list ap;
-	va_start(ap, fmt);
 	int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
-	va_end(ap);
 	if (n < 0)
 		n = 0;
 	if (n > (int)sizeof buf - 2)
 		n = (int)sizeof buf - 2;
 	buf[n++] = '\n';
-	write_all(1, buf, (size_t)n);
+	write_all(fd, buf, (size_t)n);
+}
+
+void say(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	line_to(1, fmt, ap);
+	va_end(ap);
 }
 
 void die(const char *fmt, ...)
 {
-	char buf[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+	line_to(2, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if (n > (int)sizeof buf - 2)
-		n = (int)sizeof buf - 2;
-	buf[n++] = '\n';
-	write_all(2, buf, (size_t)n);
 	_exit(1);
 }
 
@@ -101,9 +101,7 @@ const char *sn(int sig)
 
 uint64_t now_ns(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return tc_now_ns();
 }
 
 void sleep_ms(long ms)
@@ -115,15 +113,7 @@ void sleep_ms(long ms)
 
 struct timespec abs_in_ms(clockid_t clock, long ms)
 {
-	struct timespec ts;
-	clock_gettime(clock, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
+	return tc_abs_ms(clock, ms);
 }
 
 pthread_t spawn(void *(*fn)(void *), void *arg)
