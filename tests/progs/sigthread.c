@@ -624,3 +624,39 @@ TCASE(process_signal_runs_while_main_waits_on_a_helper)
 	CHECK_EQ(handled, 1);
 	CHECK(handled_at != 0 && back - handled_at > 500000000ull); /* long before */
 }
+
+/* ---- a full table of pending signals answers EAGAIN, and loses nothing ---- */
+
+static volatile int drain_go, drained;
+
+static void *drain_later(void *arg)
+{
+	(void)arg;
+	sigset_t s = just(SIGRTMIN + 2);
+	started = 1;
+	while (!drain_go)
+		usleep(1000);
+	siginfo_t si;
+	while (drained < 64 && sigwaitinfo(&s, &si) == SIGRTMIN + 2)
+		drained++;
+	return NULL;
+}
+
+TCASE(pending_signals_beyond_the_table_are_refused_with_eagain)
+{
+	tc_watchdog(30);
+	reset();
+	sigset_t s = just(SIGRTMIN + 2);
+	CHECK_OK(pthread_sigmask(SIG_BLOCK, &s, NULL)); /* the target inherits it */
+	pthread_t t = tc_spawn(drain_later, NULL);
+	await_started();
+	int sent = 0, e = 0;
+	while (sent < 100 && (e = pthread_sigqueue(t, SIGRTMIN + 2, (union sigval){ sent })) == 0)
+		sent++;
+	CHECK_EQ(e, EAGAIN);
+	CHECK_EQ(sent, 64);
+	drain_go = 1;
+	tc_join(t);
+	CHECK_EQ(drained, 64); /* every one accepted was kept */
+	CHECK_OK(pthread_sigmask(SIG_UNBLOCK, &s, NULL));
+}
