@@ -107,6 +107,89 @@ TCASE(idle_worker_takes_threads_queued_behind_a_computing_one)
 	CHECK(direct - direct0 >= 1);
 }
 
+/* ---- wake placement (sched/wake.c) ---- */
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t go, ready;
+	int waiting;
+	bool released;
+	struct mark a, b;    /* the two woken threads */
+	atomic_int b_before_a; /* -1 unknown, 1 b ran while a was still queued */
+} W = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+        0, false, { 0, -1 }, { 0, -1 }, -1 };
+
+static void *woken(void *arg)
+{
+	struct mark *m = arg;
+	CHECK_OK(pthread_mutex_lock(&W.mu));
+	W.waiting++;
+	CHECK_OK(pthread_cond_signal(&W.ready));
+	while (!W.released)
+		CHECK_OK(pthread_cond_wait(&W.go, &W.mu));
+	m->ran_after = tc_now_ns() - queued_at;
+	CHECK_OK(pthread_mutex_unlock(&W.mu));
+	/* before b shows it ran: the waker stops computing once it has, and
+	 * a may then run on the waker's worker */
+	if (m == &W.b)
+		atomic_store(&W.b_before_a, __atomic_load_n(&W.a.worker, __ATOMIC_ACQUIRE) < 0);
+	__atomic_store_n(&m->worker, caprice_worker_index(), __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* Wakes a, then b, and computes without calling the library until b ran. */
+static void *waker(void *arg)
+{
+	(void)arg;
+	pthread_t a = tc_spawn(woken, &W.a), b = tc_spawn(woken, &W.b);
+	CHECK_OK(pthread_mutex_lock(&W.mu));
+	while (W.waiting < 2)
+		CHECK_OK(pthread_cond_wait(&W.ready, &W.mu));
+	atomic_store(&spinner_worker, caprice_worker_index());
+	W.released = true;
+	queued_at = tc_now_ns();
+	CHECK_OK(pthread_cond_signal(&W.go));
+	CHECK_OK(pthread_cond_signal(&W.go));
+	CHECK_OK(pthread_mutex_unlock(&W.mu));
+	uint64_t give_up = tc_now_ns() + 2000000000ull;
+	while (__atomic_load_n(&W.b.worker, __ATOMIC_ACQUIRE) < 0 && tc_now_ns() < give_up)
+		__asm__ volatile("pause");
+	tc_join(a);
+	tc_join(b);
+	return NULL;
+}
+
+/* The waker keeps running after two wakeups: the first woken thread waits
+ * on its worker (a lone woken thread is most often a ping-pong partner,
+ * and it is taken by a thief once the waker stays silent), the second goes
+ * straight to the idle worker, where it runs first, before any thief could
+ * have taken the first.  Under fifo: 2d keeps a woken thread in its
+ * worker's queue, where admission holds it in line. */
+TCASE(second_thread_woken_behind_a_running_waker_goes_to_the_idle_worker)
+{
+	tc_run_alone();
+	if (!tc_in_child()) {
+		static const char *const extra[] = { "CAPRICE_WORKERS=2", "CAPRICE_SLICE_US=1000000",
+		                                     "CAPRICE_SCHED=fifo", NULL };
+		static char out[65536];
+		int st = tc_run_self(tcase_current(), extra, out, sizeof out, 60);
+		fputs(out, stdout);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			TFAIL("the case on 2 workers failed (status %#x); its output is above", st);
+		return;
+	}
+	tc_watchdog(30);
+	pthread_t w = tc_spawn(waker, NULL);
+	tc_join(w); /* main parks: its worker, or the other, is idle */
+	int ww = atomic_load(&spinner_worker);
+	printf("waker on worker %d; a ran on worker %d after %.3f ms, b on worker %d after %.3f "
+	       "ms, b first: %d\n", ww, W.a.worker, W.a.ran_after / 1e6, W.b.worker,
+	       W.b.ran_after / 1e6, atomic_load(&W.b_before_a));
+	CHECK(W.b.worker >= 0 && W.b.worker != ww);
+	CHECK_EQ(atomic_load(&W.b_before_a), 1);
+	CHECK(W.a.worker >= 0);
+}
+
 /* A read of data in the page cache is copied at once: the reader never
  * parks (its switch count does not move), and what it gets is the file,
  * position and end of file included. */
