@@ -18,6 +18,7 @@
 #include "compiler.h"
 #include "env.h"
 
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -27,11 +28,21 @@
 #define YIELD_EVERY_NS 10000ull
 
 static int64_t fixed_spin_ns = -1;
+/* More workers than CPUs to run them: a polling worker holds a CPU that
+ * a busy one waits for, so the adaptive window never polls (with 4
+ * workers on 2 CPUs, a condvar signaller lost its CPU for over 20 ms
+ * while idle workers polled: tests/cond signal_racing_wait_entry_not_lost
+ * on 4 workers, 2 runs in 28). */
+static bool oversubscribed;
 
 void cp_idle_configure(void)
 {
 	long us = cp_env_long("CAPRICE_IDLE_SPIN_US", 0, 1000000, -1);
 	fixed_spin_ns = us < 0 ? -1 : us * 1000;
+	cpu_set_t allowed;
+	int cpus = sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed)
+	                                                               : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	oversubscribed = cpus > 0 && cp_nworkers > cpus;
 }
 
 static bool has_news(struct cp_worker *w)
@@ -77,12 +88,13 @@ static bool others_busy(struct cp_worker *w)
  * core away now and then (sched_yield), so that a kernel thread or
  * another process woken on this CPU (io_uring's workers doing a file
  * write, a client on loopback) runs at once instead of waiting for the
- * kernel to preempt the poll.  True if work turned up. */
+ * kernel to preempt the poll; a yield that came back late says the CPU
+ * is wanted, and ends the poll.  True if work turned up. */
 static bool idle_spin(struct cp_worker *w, uint64_t now)
 {
 	bool adaptive = fixed_spin_ns < 0;
 	uint64_t window = adaptive ? w->spin_ns : (uint64_t)fixed_spin_ns;
-	if (!window || (adaptive && (w->spare || !others_busy(w))))
+	if (!window || (adaptive && (oversubscribed || w->spare || !others_busy(w))))
 		return false;
 	uint64_t until = now + window, give_way = now + YIELD_EVERY_NS;
 	do {
@@ -94,7 +106,14 @@ static bool idle_spin(struct cp_worker *w, uint64_t now)
 			if (adaptive && !others_busy(w))
 				return false;
 			syscall(SYS_sched_yield);
-			give_way = now + YIELD_EVERY_NS;
+			uint64_t back = cp_now_ns();
+			if (adaptive && back - now > YIELD_EVERY_NS) {
+				/* something else ran on this CPU meanwhile: it is
+				 * wanted, polling would keep it waiting */
+				w->spin_ns /= 2;
+				return false;
+			}
+			give_way = back + YIELD_EVERY_NS;
 		} else {
 			cp_cpu_relax();
 		}
