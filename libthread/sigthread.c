@@ -287,6 +287,20 @@ bool lt_signal_route(int sig, const siginfo_t *info)
 		 * meanwhile (a hung main's watchdog must still fire) */
 		return !lt_signals_take(m, bit(sig), NULL);
 	}
+	/* caught where no user thread runs (an idle worker): a thread that
+	 * set its mask to let it in is the one, as on NPTL, where it runs in
+	 * a thread that does not block it (sig_mask_per_thread's handler ran
+	 * on the idle worker once main ran on the other one, whose kernel
+	 * thread the kernel offers process signals first) */
+	if (!x) {
+		struct lt_thread *o = lt_sigmask_admits(sig, NULL);
+		if (o && pend(o, info, &fresh)) {
+			prompt(o, sig, true);
+			return true;
+		}
+		return false; /* no thread that set its mask lets it in: one that
+		               * never set one does, and it runs here */
+	}
 	if (!x_blocks)
 		return false; /* the thread here lets it in: it runs here */
 	/* another thread that set its mask may let it in (some thread does,
