@@ -171,8 +171,9 @@ static void *waker(void *arg)
  * and it is taken by a thief once the waker stays silent), the second goes
  * to the idle worker, where it runs first (without the placement a thief
  * took the first, oldest, thread first: 3 runs in 3).  The times are
- * printed, not judged: some runs here took 20 ms, through a steal rather
- * than the placement (README, Parallel programs).  Under fifo: 2d keeps a
+ * printed, not judged: some runs here took 20 ms, the woken threads
+ * having parked again on the mutex the waker held while it signalled
+ * (README, Parallel programs).  Under fifo: 2d keeps a
  * woken thread in its worker's queue, where admission holds it in line. */
 TCASE(second_thread_woken_behind_a_running_waker_goes_to_the_idle_worker)
 {
