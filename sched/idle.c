@@ -29,10 +29,11 @@
 
 static int64_t fixed_spin_ns = -1;
 /* More workers than CPUs to run them: a polling worker holds a CPU that
- * a busy one waits for, so the adaptive window never polls (with 4
- * workers on 2 CPUs, a condvar signaller lost its CPU for over 20 ms
- * while idle workers polled: tests/cond signal_racing_wait_entry_not_lost
- * on 4 workers, 2 runs in 28). */
+ * a busy one may wait for, so the adaptive window never polls (with 4
+ * workers on 2 CPUs and idle workers polling, a condvar waiter timed out
+ * 20 ms after its signal in tests/cond signal_racing_wait_entry_not_lost
+ * on 4 workers, 2 runs in 28; a signaller kept off its CPU is the likely
+ * cause, not traced). */
 static bool oversubscribed;
 
 void cp_idle_configure(void)
