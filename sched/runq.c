@@ -238,7 +238,10 @@ static struct cp_thread *pop_first_upto(struct cp_runq *q, uint32_t top)
 
 struct cp_thread *cp_runq_pop_at_least(struct cp_runq *q, int prio)
 {
-	return pop_first_upto(q, CP_LEVEL_PRIO99 + 99u - (uint32_t)prio);
+	struct cp_thread *t = pop_first_upto(q, CP_LEVEL_PRIO99 + 99u - (uint32_t)prio);
+	if (t)
+		cp_runq_count_pin(q, t, -1);
+	return t;
 }
 
 void cp_runq_relevel(struct cp_runq *q, struct cp_thread *t)
@@ -358,9 +361,22 @@ struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
                                struct cp_thread **last, uint32_t *taken)
 {
 	struct cp_chain ch = { 0 };
+	*last = NULL;
+	*taken = 0;
 	/* hold off thieves while we read and clear slots */
 	while (!steal_bit_take(q))
 		cp_cpu_relax();
+	if (!take_pinned) {
+		/* exact here: only the owner takes pinned threads, and a
+		 * thief's steal is over */
+		uint32_t movable = cp_runq_movable(q);
+		if (n > movable)
+			n = movable;
+		if (!n) {
+			__atomic_sub_fetch(&q->steal, CP_RUNQ_STEALING, __ATOMIC_RELEASE);
+			return NULL;
+		}
+	}
 	uint64_t holes_made = 0;
 	for (uint32_t i = q->head; i != q->tail && ch.n < n; i++) {
 		struct cp_thread **slot = &q->ring[i & (CP_RUNQ_RING - 1)];
@@ -408,6 +424,9 @@ struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
 	__atomic_add_fetch(&q->steal, (holes_made - holes_passed) * CP_RUNQ_HOLE - CP_RUNQ_STEALING,
 	                   __ATOMIC_RELEASE);
 	refill(q);
+	if (take_pinned)
+		for (struct cp_thread *c = ch.first; c; c = c->next)
+			cp_runq_count_pin(q, c, -1);
 	*last = ch.last;
 	*taken = ch.n;
 	return ch.first;

@@ -230,7 +230,7 @@ static void poll_events(struct cp_worker *w)
 	}
 	if (w->ring.inflight || w->ring.unsubmitted)
 		cp_ring_poll(&w->ring);
-	if (cp_runq_len(&w->rq) >= 2)
+	if (cp_runq_movable(&w->rq) >= 2)
 		cp_steal_wake_thief(w);
 }
 

@@ -23,7 +23,8 @@ void cp_steal_give(struct cp_worker *w, struct cp_worker *thief, enum cp_donatio
 		cp_inbox_drain(w); /* so that its pinned threads (if any) stay */
 	struct cp_thread *last = NULL, *chain = NULL;
 	uint32_t k = 0;
-	uint32_t len = cp_runq_len(&w->rq);
+	/* pinned threads stay (but for CP_DONATE_ALL): halves are of the rest */
+	uint32_t len = how == CP_DONATE_ALL ? cp_runq_len(&w->rq) : cp_runq_movable(&w->rq);
 	uint32_t n = how == CP_DONATE_ALL || how == CP_DONATE_MOVABLE ? len
 	           : how == CP_DONATE_CEIL_HALF ? (len + 1) / 2 : len / 2;
 	if (n)
@@ -84,7 +85,7 @@ uint32_t cp_idle_sleepers CP_HIDDEN, cp_thieves_spinning CP_HIDDEN, cp_idle_work
 
 void cp_steal_share_at_io_park_slow(struct cp_worker *w)
 {
-	if (!cp_runq_len(&w->rq) || w->spare)
+	if (!cp_runq_movable(&w->rq) || w->spare)
 		return;
 	for (int i = 1; i < cp_nworkers; i++) {
 		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
@@ -125,7 +126,7 @@ void cp_steal_wake_thief(struct cp_worker *self)
  * returning from I/O resumes where it parked) while the other idles. */
 void cp_steal_share_burst(struct cp_worker *w)
 {
-	if (cp_runq_len(&w->rq) >= CP_SHARE_AT && !w->spare) /* nobody steals from a spare */
+	if (cp_runq_movable(&w->rq) >= CP_SHARE_AT && !w->spare) /* nobody steals from a spare */
 		cp_steal_wake_thief(w);
 }
 
@@ -182,7 +183,7 @@ static bool steal_directly(struct cp_worker *w, uint64_t now, bool *watching)
 {
 	for (int i = 1; i < cp_nworkers; i++) {
 		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
-		uint32_t len = cp_runq_len(&v->rq);
+		uint32_t len = cp_runq_movable(&v->rq); /* pinned ones run there */
 		bool inbox = __atomic_load_n(&v->inbox, __ATOMIC_RELAXED) != NULL;
 		/* I/O in flight there may have completed, and only v can reap
 		 * it; what it wakes may move where threads own their TLS */
@@ -315,7 +316,7 @@ bool cp_steal_look_for_work(struct cp_worker *w, uint64_t now)
 		 * cannot fire them; the poke handler will) */
 		uint64_t nd = __atomic_load_n(&v->next_deadline, __ATOMIC_RELAXED);
 		bool overdue = nd != CP_NO_DEADLINE && nd + CP_POKE_AFTER_NS <= now;
-		if (cp_runq_len(&v->rq) == 0 && !__atomic_load_n(&v->inbox, __ATOMIC_RELAXED) &&
+		if (cp_runq_movable(&v->rq) == 0 && !__atomic_load_n(&v->inbox, __ATOMIC_RELAXED) &&
 		    !overdue)
 			continue;
 		if (ask(w, v, now)) {

@@ -211,7 +211,7 @@ static inline void cp_steal_offer(struct cp_worker *self)
 	 * just made that its maker will join, more often than work to share:
 	 * waking a worker for it costs the waker a system call */
 	if (cp_unlikely(__atomic_load_n(&cp_idle_sleepers, __ATOMIC_RELAXED) != 0) &&
-	    cp_runq_len(&self->rq) >= 2)
+	    cp_runq_movable(&self->rq) >= 2)
 		cp_steal_offer_slow(self);
 }
 /* After a batch of completions: share them when 4+ threads wait here. */
