@@ -59,7 +59,7 @@ static bool others_have_work(struct cp_worker *w)
 {
 	for (int i = 1; i < cp_nworkers; i++) {
 		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
-		if (cp_runq_len(&v->rq) || __atomic_load_n(&v->inbox, __ATOMIC_RELAXED))
+		if (cp_runq_movable(&v->rq) || __atomic_load_n(&v->inbox, __ATOMIC_RELAXED))
 			return true;
 	}
 	return false;
@@ -91,11 +91,12 @@ static bool others_busy(struct cp_worker *w)
  * write, a client on loopback) runs at once instead of waiting for the
  * kernel to preempt the poll; a yield that came back late says the CPU
  * is wanted, and ends the poll.  True if work turned up. */
-static bool idle_spin(struct cp_worker *w, uint64_t now)
+static bool idle_spin(struct cp_worker *w, uint64_t now, bool *may_poll)
 {
 	bool adaptive = fixed_spin_ns < 0;
 	uint64_t window = adaptive ? w->spin_ns : (uint64_t)fixed_spin_ns;
-	if (!window || (adaptive && (oversubscribed || w->spare || !others_busy(w))))
+	*may_poll = !adaptive || !(oversubscribed || w->spare || !others_busy(w));
+	if (!window || !*may_poll)
 		return false;
 	uint64_t until = now + window, give_way = now + YIELD_EVERY_NS;
 	do {
@@ -145,7 +146,8 @@ static void adapt_window(struct cp_worker *w, uint64_t spell_ns, bool first_slee
  * completion, the next timer, or the next look around. */
 static void idle_sleep(struct cp_worker *w, uint64_t spell_from, uint64_t *idle_period)
 {
-	if (idle_spin(w, spell_from))
+	bool may_poll;
+	if (idle_spin(w, spell_from, &may_poll))
 		return;
 	uint64_t now = cp_now_ns();
 	/* a spare is handed work, never takes it */
@@ -165,7 +167,12 @@ static void idle_sleep(struct cp_worker *w, uint64_t spell_from, uint64_t *idle_
 	    !__atomic_load_n(&w->cancels, __ATOMIC_SEQ_CST)) {
 		w->st.sleeps++;
 		cp_ring_wait(&w->ring, timeout);
-		adapt_window(w, cp_now_ns() - spell_from, *idle_period == CP_IDLE_MIN_NS);
+		/* a spell in which the window could not poll says nothing
+		 * about one in which it may (every worker idle: a client's
+		 * requests one at a time had widened it, and the load that
+		 * followed found it wide) */
+		if (may_poll)
+			adapt_window(w, cp_now_ns() - spell_from, *idle_period == CP_IDLE_MIN_NS);
 		if (*idle_period < IDLE_MAX_NS)
 			*idle_period *= 2;
 	}
