@@ -134,7 +134,8 @@ static inline void finish_switch(struct cp_worker *w)
 		cp_runq_push(&w->rq, w->requeue);
 		w->requeue = NULL;
 	}
-	cur->home = w;
+	if (cp_unlikely(cur->home != w))
+		cp_thread_rehome(cur, w);
 	cur->pinned = 0;
 	/* asked to run something at once while it was switched out: its next
 	 * safe point does (cp_thread_redirect) */
@@ -384,6 +385,7 @@ _Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *))
 	w->in_sched = 1;
 	cp_barrier();
 	cur->done = 1;
+	__atomic_sub_fetch(&w->resident, 1, __ATOMIC_RELAXED); /* its home is w */
 	w->dead = cur;
 	w->on_dead = on_dead;
 	struct cp_thread *next = pick_next(w);

@@ -56,6 +56,8 @@ struct cp_worker {
 	uint32_t preempt;               /* the monitor asks: yield at a safe point */
 	uint32_t watching;              /* idle, spinning over others' queues */
 	uint32_t idle_now;              /* in its scheduler loop with nothing to run */
+	uint32_t resident;              /* live user threads whose home this is
+	                                   (threads.c: where a new one goes) */
 	uint32_t ring_busy;             /* SQEs half-prepared: a poke leaves the
 	                                   ring alone (cleared at every switch) */
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
@@ -122,6 +124,10 @@ enum cp_donation {
 void cp_sched_arrived(struct cp_worker *w);
 /* The entry of every new user thread's context (threads.c makes them). */
 void cp_sched_thread_begin(void *arg);
+
+/* t, running on w, last ran elsewhere (or nowhere yet): it now lives
+ * here (threads.c). */
+void cp_thread_rehome(struct cp_thread *t, struct cp_worker *w);
 
 /* A push onto the caller's own run queue, safe against a steal poke. */
 static inline void cp_local_push(struct cp_worker *w, struct cp_thread *t)
