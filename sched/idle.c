@@ -26,6 +26,7 @@
 #define SPIN_MAX_NS    200000ull
 #define SPIN_START_NS  2000ull
 #define YIELD_EVERY_NS 10000ull
+#define NOT_ASLEEP_NS  2000ull /* a ring wait that ended sooner did not sleep */
 
 static int64_t fixed_spin_ns = -1;
 /* More workers than CPUs to run them: a polling worker holds a CPU that
@@ -142,6 +143,14 @@ static void adapt_window(struct cp_worker *w, uint64_t spell_ns, bool first_slee
 	}
 }
 
+/* Work turned up without the ring's wait: what the thread that parked
+ * last prepared goes out before anything else runs. */
+static void submit_before_running(struct cp_worker *w)
+{
+	if (w->ring.unsubmitted)
+		cp_ring_poll(&w->ring);
+}
+
 /* Nothing to run: ask for work, then sleep in the ring until a kick, a
  * completion, the next timer, or the next look around. */
 static void idle_sleep(struct cp_worker *w, uint64_t spell_from, uint64_t *idle_period)
@@ -151,8 +160,10 @@ static void idle_sleep(struct cp_worker *w, uint64_t spell_from, uint64_t *idle_
 		return;
 	uint64_t now = cp_now_ns();
 	/* a spare is handed work, never takes it */
-	if (!w->spare && cp_steal_look_for_work(w, now))
+	if (!w->spare && cp_steal_look_for_work(w, now)) {
+		submit_before_running(w);
 		return;
+	}
 	uint64_t timeout = w->victim ? CP_POKE_AFTER_NS : *idle_period;
 	if (cp_runq_held(&w->rq) && timeout > CP_HELD_LOOK_NS)
 		timeout = CP_HELD_LOOK_NS; /* admission may let them go by then */
@@ -165,16 +176,25 @@ static void idle_sleep(struct cp_worker *w, uint64_t spell_from, uint64_t *idle_
 	if (!__atomic_load_n(&w->inbox, __ATOMIC_SEQ_CST) &&
 	    !__atomic_load_n(&w->steal_req, __ATOMIC_SEQ_CST) &&
 	    !__atomic_load_n(&w->cancels, __ATOMIC_SEQ_CST)) {
-		w->st.sleeps++;
+		uint64_t before = cp_now_ns();
 		cp_ring_wait(&w->ring, timeout);
-		/* a spell in which the window could not poll says nothing
-		 * about one in which it may (every worker idle: a client's
-		 * requests one at a time had widened it, and the load that
-		 * followed found it wide) */
-		if (may_poll)
-			adapt_window(w, cp_now_ns() - spell_from, *idle_period == CP_IDLE_MIN_NS);
-		if (*idle_period < IDLE_MAX_NS)
-			*idle_period *= 2;
+		uint64_t after = cp_now_ns();
+		/* the wait submitted what the last thread prepared (see
+		 * cp_idle_nothing_queued), and a completion of that at once
+		 * ended it before it slept: neither a sleep nor a spell */
+		if (after - before >= NOT_ASLEEP_NS) {
+			w->st.sleeps++;
+			/* a spell in which the window could not poll says
+			 * nothing about one in which it may (every worker idle:
+			 * a client's requests one at a time had widened it, and
+			 * the load that followed found it wide) */
+			if (may_poll)
+				adapt_window(w, after - spell_from, *idle_period == CP_IDLE_MIN_NS);
+			if (*idle_period < IDLE_MAX_NS)
+				*idle_period *= 2;
+		}
+	} else {
+		submit_before_running(w);
 	}
 	/* a kick clears it (and counts the sleeper out) first */
 	if (__atomic_exchange_n(&w->sleeping, 0, __ATOMIC_ACQ_REL) && !w->spare)
@@ -188,10 +208,15 @@ bool cp_idle_nothing_queued(struct cp_worker *w, uint64_t *idle_period)
 	uint64_t now = cp_now_ns();
 	if (now >= __atomic_load_n(&w->next_deadline, __ATOMIC_RELAXED))
 		cp_timers_fire(w, now, false);
-	if (cp_ring_poll(&w->ring) >= CP_SHARE_AT)
+	/* what the parking thread prepared is submitted by the wait in the
+	 * ring if nothing else turns up first: one io_uring_enter per idle
+	 * spell that sleeps, not one to submit and one to wait */
+	if (cp_ring_poll_before_wait(&w->ring) >= CP_SHARE_AT)
 		cp_steal_share_burst(w);
-	if (cp_runq_len(&w->rq))
+	if (cp_runq_len(&w->rq)) {
+		submit_before_running(w);
 		return true;
+	}
 	idle_sleep(w, now, idle_period);
 	cp_steal_share_burst(w); /* what the sleep's wait reaped */
 	return false;

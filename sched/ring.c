@@ -179,6 +179,13 @@ unsigned cp_ring_poll(struct cp_ring *r)
 	return reap(r);
 }
 
+unsigned cp_ring_poll_before_wait(struct cp_ring *r)
+{
+	if (completions_waiting(r) || io_uring_cq_has_overflow(&r->uring))
+		return cp_ring_poll(r);
+	return reap(r);
+}
+
 void cp_ring_wait(struct cp_ring *r, uint64_t timeout_ns)
 {
 	struct io_uring_cqe *cqe;

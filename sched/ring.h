@@ -44,6 +44,10 @@ struct io_uring_sqe *cp_ring_sqe(struct cp_ring *r);
 /* Submits what is prepared and runs the completions that are ready,
  * without sleeping.  Returns the number of completions. */
 unsigned cp_ring_poll(struct cp_ring *r);
+/* cp_ring_poll for a worker that will wait in the ring next if this finds
+ * nothing: prepared SQEs alone do not make it enter, since the wait's
+ * enter submits them (one system call instead of two per sleep). */
+unsigned cp_ring_poll_before_wait(struct cp_ring *r);
 /* Submits what is prepared and sleeps until a completion, a kick, or
  * timeout_ns (UINT64_MAX: no timeout), then runs completions. */
 void cp_ring_wait(struct cp_ring *r, uint64_t timeout_ns);
