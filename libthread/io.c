@@ -198,18 +198,16 @@ static ssize_t finish_cached(ssize_t got, size_t n, ssize_t (*more)(int, void *,
 	return got;
 }
 
-static ssize_t ring_read(int fd, void *buf, size_t n, off_t off);
 
 CP_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
 	long c = cached_read(fd, buf, n, -1);
 	if (c != -EAGAIN)
-		return finish_cached(c, n, ring_read, fd, buf, -1);
-	return ring_read(fd, buf, n, -1);
+		return finish_cached(c, n, lt_ring_read, fd, buf, -1);
+	return lt_ring_read(fd, buf, n, -1);
 }
 
-/* read (off -1) or pread through the ring */
-static ssize_t ring_read(int fd, void *buf, size_t n, off_t off)
+ssize_t lt_ring_read(int fd, void *buf, size_t n, off_t off)
 {
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin_at(off < 0 ? "read" : "pread", &io, fd,
@@ -258,8 +256,8 @@ CP_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
 		return -1;
 	long c = cached_read(fd, buf, n, off);
 	if (c != -EAGAIN)
-		return finish_cached(c, n, ring_read, fd, buf, off);
-	return ring_read(fd, buf, n, off);
+		return finish_cached(c, n, lt_ring_read, fd, buf, off);
+	return lt_ring_read(fd, buf, n, off);
 }
 CP_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off) __attribute__((alias("pread")));
 
@@ -280,7 +278,7 @@ static long vec_op(int fd, const struct iovec *iov, int cnt, int64_t off, bool o
 	if (!out && cnt == 1) { /* one buffer: a read like any other */
 		long c = cached_read(fd, iov[0].iov_base, iov[0].iov_len, off);
 		if (c != -EAGAIN)
-			return finish_cached(c, iov[0].iov_len, ring_read, fd, iov[0].iov_base, off);
+			return finish_cached(c, iov[0].iov_len, lt_ring_read, fd, iov[0].iov_base, off);
 	}
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, out ? LT_IO_SND : LT_IO_RCV);

@@ -39,6 +39,9 @@ struct io_uring_sqe *lt_io_begin_poll_at(const char *call, struct lt_io *io, int
 long lt_io_finish(struct lt_io *io) CP_HIDDEN;
 /* -errno to -1 with errno set, as the C library returns. */
 long lt_io_ret(long res) CP_HIDDEN;
+/* read (off -1) or pread through the ring, without the page-cache try
+ * first (io.c) */
+ssize_t lt_ring_read(int fd, void *buf, size_t n, off_t off) CP_HIDDEN;
 
 /* open's mode argument, there only with O_CREAT or O_TMPFILE. */
 static inline mode_t lt_open_mode(int flags, va_list ap)

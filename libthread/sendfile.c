@@ -77,7 +77,8 @@ static long splice_op(int fd_in, int64_t off_in, int fd_out, unsigned n, int reg
 	return lt_io_finish(&io);
 }
 
-/* Regular files: read a chunk (inline from the page cache), write it.
+/* Regular files: read a chunk (a page-cache read completes inline when
+ * the ring submits it), write it.
  * Returns -2 when no buffer could be had (the caller splices instead).
  * Out of line, like unread(): its calls into the C library move it to a
  * big chunk on a linked stack (sched/linked.c), and sendfile's other
@@ -92,7 +93,11 @@ static CP_NOINLINE ssize_t copy_file(int out, int in, off_t *offset, size_t coun
 	int err = 0;
 	while (total < count) {
 		size_t want = count - total > CHUNK ? CHUNK : count - total;
-		ssize_t n = offset ? pread(in, buf, want, off) : read(in, buf, want);
+		/* through the ring, not the page-cache try of read(): the
+		 * write parks anyway, and the read then costs no system call
+		 * of its own (it is submitted with the worker's next enter;
+		 * knot: 0.085 preadv2 calls per request) */
+		ssize_t n = lt_ring_read(in, buf, want, offset ? (off_t)off : -1);
 		if (n <= 0) {
 			err = n < 0 ? errno : 0; /* 0: end of file */
 			break;
