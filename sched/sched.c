@@ -49,9 +49,9 @@
  *  - pinned: a thread woken from I/O returns with errno set, and its
  *    caller may hold errno's address from before the call (glibc declares
  *    __errno_location const), which is this worker's; it may not be
- *    donated until it has run here.  finish_switch clears it.  With TLS
- *    per user thread errno is in the thread's own TCB, and a thread that
- *    has one is never pinned.
+ *    donated until it has run here.  finish_switch clears it.  A thread
+ *    with TLS of its own (errno in its own TCB) is pinned the same way,
+ *    by choice (wake.c: cp_wake_pinned).
  *
  *  - TLS per user thread (tls.c, when on): a switch to a thread whose TCB
  *    is not loaded loads it, after copying the runtime's own TLS block into

@@ -185,10 +185,7 @@ static bool steal_directly(struct cp_worker *w, uint64_t now, bool *watching)
 		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
 		uint32_t len = cp_runq_movable(&v->rq); /* pinned ones run there */
 		bool inbox = __atomic_load_n(&v->inbox, __ATOMIC_RELAXED) != NULL;
-		/* I/O in flight there may have completed, and only v can reap
-		 * it; what it wakes may move where threads own their TLS */
-		bool io = cp_tls_per_thread && __atomic_load_n(&v->ring.inflight, __ATOMIC_RELAXED);
-		if (!len && !inbox && !io)
+		if (!len && !inbox)
 			continue;
 		/* asleep (it was kicked), or in its scheduler loop about to run
 		 * what it has: it runs them itself in a moment.  (Its heartbeat
@@ -213,18 +210,6 @@ static bool steal_directly(struct cp_worker *w, uint64_t now, bool *watching)
 					ask(w, v, now);
 				*watching = true;
 				continue;
-			}
-			if (io && now - w->lone_since >= CP_REAP_POKE_NS &&
-			    now - w->asked_at >= CP_REAP_POKE_NS) {
-				/* silent with I/O in flight: its poke handler reaps
-				 * the ring, and we take what that wakes */
-				w->asked_at = now;
-				w->lone_since = now;
-				syscall(SYS_tgkill, syscall(SYS_getpid), v->tid, CP_POKE_SIGNAL);
-				__atomic_add_fetch(&v->st.pokes, 1, __ATOMIC_RELAXED);
-				*watching = true;
-			} else if (io) {
-				*watching = true;
 			}
 			if (len)
 				k = cp_runq_steal(&v->rq, &v->in_sched, true, &first, &last);

@@ -173,10 +173,6 @@ bool cp_steal_look_for_work(struct cp_worker *w, uint64_t now);
 /* A queued thread is taken without its worker's help once that worker
  * has not switched for this long (a lone one; two or more at once). */
 #define CP_LONE_AFTER_NS 20000ull
-/* A worker silent this long with I/O in flight is poked by an idle one
- * (its handler reaps the ring; where threads own their TLS what that
- * wakes may then be taken). */
-#define CP_REAP_POKE_NS 50000ull
 /* How long an idle worker watches such a queue before it sleeps. */
 #define CP_THIEF_SPIN_NS 120000ull
 /* Regular workers asleep, and idle workers watching others' queues: a
