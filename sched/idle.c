@@ -159,6 +159,14 @@ static void idle_sleep(struct cp_worker *w, uint64_t spell_from, uint64_t *idle_
 	if (idle_spin(w, spell_from, &may_poll))
 		return;
 	uint64_t now = cp_now_ns();
+	/* work handed to this worker comes before work taken from others: a
+	 * steal now would queue a thread it took ahead of a wakeup already in
+	 * the inbox (tests/steal's placement case: the lone first thread,
+	 * taken after 20 us, ran before the second, sent here at once) */
+	if (has_news(w)) {
+		submit_before_running(w);
+		return;
+	}
 	/* a spare is handed work, never takes it */
 	if (!w->spare && cp_steal_look_for_work(w, now)) {
 		submit_before_running(w);
