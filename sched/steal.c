@@ -83,22 +83,29 @@ void cp_steal_hand_off(struct cp_worker *w)
 
 uint32_t cp_idle_sleepers CP_HIDDEN, cp_thieves_spinning CP_HIDDEN, cp_idle_workers CP_HIDDEN;
 
+struct cp_worker *cp_idle_other(struct cp_worker *w)
+{
+	for (int i = 1; i < cp_nworkers; i++) {
+		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
+		if (__atomic_load_n(&v->idle_now, __ATOMIC_RELAXED))
+			return v;
+	}
+	return NULL;
+}
+
 void cp_steal_share_at_io_park_slow(struct cp_worker *w)
 {
 	if (!cp_runq_movable(&w->rq) || w->spare)
 		return;
-	for (int i = 1; i < cp_nworkers; i++) {
-		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
-		if (__atomic_load_n(&v->idle_now, __ATOMIC_RELAXED)) {
-			uint32_t was = w->in_sched; /* a poke must not take the queue mid-way */
-			w->in_sched = 1;
-			cp_barrier();
-			cp_steal_give(w, v, CP_DONATE_CEIL_HALF);
-			cp_barrier();
-			w->in_sched = was;
-			return;
-		}
-	}
+	struct cp_worker *v = cp_idle_other(w);
+	if (!v)
+		return;
+	uint32_t was = w->in_sched; /* a poke must not take the queue mid-way */
+	w->in_sched = 1;
+	cp_barrier();
+	cp_steal_give(w, v, CP_DONATE_CEIL_HALF);
+	cp_barrier();
+	w->in_sched = was;
 }
 
 void cp_steal_offer_slow(struct cp_worker *self)

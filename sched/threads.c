@@ -197,25 +197,19 @@ static struct cp_worker *start_worker(struct cp_worker *self)
 void cp_thread_start(struct cp_thread *t)
 {
 	struct cp_worker *w = cp_worker_self();
-	if (w) {
-		struct cp_worker *to = start_worker(w);
-		t->home = to;
-		__atomic_add_fetch(&to->resident, 1, __ATOMIC_RELAXED);
-		if (to == w) {
-			cp_local_push(w, t);
-			cp_steal_offer(w); /* a sleeping worker may come and take it */
-		} else {
-			t->next = NULL;
-			cp_inbox_push(to, t, t);
-		}
-		return;
+	/* made on a kernel thread that is no worker: round robin */
+	struct cp_worker *to = w ? start_worker(w)
+	                         : cp_workers[__atomic_fetch_add(&foreign_rr, 1, __ATOMIC_RELAXED) %
+	                                      (unsigned)cp_nworkers];
+	t->home = to;
+	__atomic_add_fetch(&to->resident, 1, __ATOMIC_RELAXED);
+	if (to == w) {
+		cp_local_push(w, t);
+		cp_steal_offer(w); /* a sleeping worker may come and take it */
+	} else {
+		t->next = NULL;
+		cp_inbox_push(to, t, t);
 	}
-	unsigned i = __atomic_fetch_add(&foreign_rr, 1, __ATOMIC_RELAXED);
-	w = cp_workers[i % (unsigned)cp_nworkers];
-	t->home = w;
-	__atomic_add_fetch(&w->resident, 1, __ATOMIC_RELAXED);
-	t->next = NULL;
-	cp_inbox_push(w, t, t);
 }
 
 int cp_thread_kernel_tid(const struct cp_thread *t)

@@ -104,12 +104,7 @@ static struct cp_worker *idle_elsewhere(struct cp_worker *self, struct cp_thread
 	    !__atomic_load_n(&cp_idle_workers, __ATOMIC_RELAXED) || t->pinned || self->spare ||
 	    cp_sched_2d)
 		return NULL;
-	for (int i = 1; i < cp_nworkers; i++) {
-		struct cp_worker *v = cp_workers[(self->index + i) % cp_nworkers];
-		if (__atomic_load_n(&v->idle_now, __ATOMIC_RELAXED))
-			return v;
-	}
-	return NULL;
+	return cp_idle_other(self);
 }
 
 static void wake_here(struct cp_worker *self, struct cp_thread *t)

@@ -181,6 +181,9 @@ bool cp_steal_look_for_work(struct cp_worker *w, uint64_t now);
 extern uint32_t cp_idle_sleepers CP_HIDDEN, cp_thieves_spinning CP_HIDDEN;
 /* Regular workers with nothing to run (asleep or not). */
 extern uint32_t cp_idle_workers CP_HIDDEN;
+/* The first regular worker after w that has nothing to run, or NULL
+ * (steal.c; callers check cp_idle_workers first). */
+struct cp_worker *cp_idle_other(struct cp_worker *w);
 static inline void cp_idle_enter(struct cp_worker *w)
 {
 	if (!w->idle_now && !w->spare) {
