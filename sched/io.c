@@ -91,10 +91,7 @@ int cp_io_wait(struct cp_io_op *op, unsigned interrupt_by)
 	op->interrupt_by = (uint8_t)interrupt_by;
 	op->signalled = 0;
 	if (interrupt_by) {
-		cp_spin_lock(&t->wait_lock);
-		t->io_waiting = op;
-		cp_spin_unlock(&t->wait_lock);
-		unsigned early = interrupt_by & cp_interrupt_pending(t);
+		unsigned early = cp_wait_publish(t, (void **)&t->io_waiting, op, interrupt_by);
 		if (early) { /* interrupted before we got here */
 			op->signalled = (uint8_t)(early & ~CP_INTR_CANCEL);
 			cp_io_cancel(op);
@@ -102,11 +99,8 @@ int cp_io_wait(struct cp_io_op *op, unsigned interrupt_by)
 	}
 	cp_steal_share_at_io_park(op->worker);
 	cp_park(NULL);
-	if (interrupt_by) {
-		cp_spin_lock(&t->wait_lock); /* waits out an interrupter */
-		t->io_waiting = NULL;
-		cp_spin_unlock(&t->wait_lock);
-	}
+	if (interrupt_by)
+		cp_wait_withdraw(t, (void **)&t->io_waiting); /* waits out an interrupter */
 	return op->res;
 }
 

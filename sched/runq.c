@@ -2,22 +2,14 @@
  * the owner's donations (runq.h has the protocol). */
 #include "runq.h"
 
-#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "compiler.h"
+#include "fence.h"
 #include "worker.h" /* cp_sched_2d */
 
-bool cp_runq_steal_ready CP_HIDDEN;
 uint32_t cp_runq_levels_on CP_HIDDEN;
-
-bool cp_runq_steal_init(void)
-{
-	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
-		cp_runq_steal_ready = true;
-	return cp_runq_steal_ready;
-}
 
 /* What a queue's detour carries once levels are on. */
 static uint32_t levels_detour(void)
@@ -445,7 +437,7 @@ uint32_t cp_runq_steal(struct cp_runq *q, const volatile uint32_t *owner_in_sche
 		return 0;
 	/* from here on every pop the owner starts waits for us; after the
 	 * barrier we see all it did before */
-	syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	cp_fence_rare();
 	/* an owner inside the scheduler may be claiming the head slot: a pop
 	 * that began before the barrier.  in_sched is read first: the owner
 	 * stores head before it clears in_sched, so a 0 seen here comes with

@@ -7,7 +7,7 @@
  * behind it for when more threads are runnable than the ring holds.
  *
  * Stealing (cp_runq_steal, from another worker) is an asymmetric Dekker
- * protocol: the thief sets a bit of `steal` and then runs membarrier(), which puts
+ * protocol (fence.h): the thief sets a bit of `steal` and then runs membarrier(), which puts
  * a full memory barrier on every CPU that runs this process.  After it,
  * every pop the owner starts sees `steal` and waits for the thief, and
  * what the owner did before it is visible to the thief; at most one pop
@@ -250,13 +250,9 @@ struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
 /* Another worker: takes up to half of q's movable threads, oldest first,
  * as a chain; owner_in_sched says whether the owner may be mid-pop.
  * Returns how many it took (0 if another thief was at it).  Needs
- * cp_runq_steal_ready(). */
+ * cp_membarrier_ready (fence.h): the owner's side of the handshake has
+ * no barrier of its own. */
 uint32_t cp_runq_steal(struct cp_runq *q, const volatile uint32_t *owner_in_sched,
                        bool take_lone, struct cp_thread **first, struct cp_thread **last);
-
-/* Registers the process for expedited membarrier (at start-up); false if
- * the kernel cannot, and then nobody steals without the victim's help. */
-bool cp_runq_steal_init(void);
-extern bool cp_runq_steal_ready CP_HIDDEN;
 
 #endif

@@ -118,10 +118,10 @@ struct cp_thread *cp_record_alloc(void)
 void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 {
 	__atomic_store_n(&workers_bound, 0, __ATOMIC_RELAXED); /* again in a fork's child */
-	/* stealing without the victim's help needs expedited membarrier,
-	 * registered per process (a fork's child registers again) */
-	cp_runq_steal_ready = false;
-	cp_runq_steal_init();
+	/* stealing without the victim's help, and waits published without
+	 * a lock, want expedited membarrier (fence.h), registered per
+	 * process (a fork's child registers again) */
+	cp_membarrier_init();
 	__atomic_store_n(&cp_idle_sleepers, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&cp_thieves_spinning, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&cp_idle_workers, 0, __ATOMIC_RELAXED);

@@ -37,7 +37,8 @@ struct cp_thread {
 	uint64_t id;                 /* 1 = main, then increasing */
 	struct cp_stack stack;       /* this record lives at the stack's top */
 	void (*entry)(struct cp_thread *);
-	/* cancellable waits: wait_lock guards `waiting` against interrupters */
+	/* cancellable waits: an interrupter holds wait_lock while it looks
+	 * at `waiting` or `io_waiting` (worker.h: cp_wait_publish) */
 	cp_spinlock wait_lock;
 	uint32_t interrupted;        /* CP_INTR_* pending: a cancel stays */
 	struct cp_waiter *waiting;

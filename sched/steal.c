@@ -110,7 +110,7 @@ void cp_steal_share_at_io_park_slow(struct cp_worker *w)
 
 void cp_steal_offer_slow(struct cp_worker *self)
 {
-	if (!cp_runq_steal_ready || self->spare ||
+	if (!cp_membarrier_ready || self->spare ||
 	    __atomic_load_n(&cp_thieves_spinning, __ATOMIC_RELAXED))
 		return;
 	cp_steal_wake_thief(self);
@@ -284,7 +284,7 @@ static bool steal_watching(struct cp_worker *w, uint64_t now)
 
 bool cp_steal_look_for_work(struct cp_worker *w, uint64_t now)
 {
-	if (cp_runq_steal_ready && steal_watching(w, now))
+	if (cp_membarrier_ready && steal_watching(w, now))
 		return true;
 	/* what only the victim can give: its inbox, its overdue timers (and
 	 * everything, where the kernel has no expedited membarrier) */

@@ -160,13 +160,9 @@ int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 
 	if (interrupt_by) {
 		w->lock = lk;
-		cp_spin_lock(&t->wait_lock);
-		t->waiting = w;
-		cp_spin_unlock(&t->wait_lock);
-		if ((interrupt_by & cp_interrupt_pending(t)) && claim(w, CP_W_INTERRUPTED)) {
-			cp_spin_lock(&t->wait_lock);
-			t->waiting = NULL;
-			cp_spin_unlock(&t->wait_lock);
+		if (cp_wait_publish(t, (void **)&t->waiting, w, interrupt_by) &&
+		    claim(w, CP_W_INTERRUPTED)) {
+			cp_wait_withdraw(t, (void **)&t->waiting);
 			q_unlink(q, w);
 			cp_spin_unlock(lk);
 			return EINTR;
@@ -178,11 +174,8 @@ int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 		if (cp_timer_add(cp_worker_self(), &w->timer)) {
 			q_unlink(q, w);
 			cp_spin_unlock(lk);
-			if (interrupt_by) {
-				cp_spin_lock(&t->wait_lock);
-				t->waiting = NULL;
-				cp_spin_unlock(&t->wait_lock);
-			}
+			if (interrupt_by)
+				cp_wait_withdraw(t, (void **)&t->waiting);
 			return ENOMEM;
 		}
 	}
@@ -192,11 +185,8 @@ int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 	uint32_t state = __atomic_load_n(&w->state, __ATOMIC_ACQUIRE);
 	if (deadline != CP_NO_DEADLINE)
 		cp_timer_cancel(&w->timer); /* waits out a firing timer */
-	if (interrupt_by) {
-		cp_spin_lock(&t->wait_lock); /* waits out an interrupter */
-		t->waiting = NULL;
-		cp_spin_unlock(&t->wait_lock);
-	}
+	if (interrupt_by)
+		cp_wait_withdraw(t, (void **)&t->waiting); /* waits out an interrupter */
 	if (state != CP_W_WOKEN) {
 		cp_spin_lock(lk);
 		if (w->next)
@@ -296,6 +286,7 @@ static bool interrupt_wait(struct cp_thread *t, unsigned reasons, bool via_inbox
 	__atomic_fetch_or(&t->interrupted, reasons, __ATOMIC_ACQ_REL);
 	cp_spinlock *lk;
 	cp_spin_lock(&t->wait_lock);
+	cp_fence_rare(); /* t publishes its wait with no barrier (worker.h) */
 	bool waits = interrupt_locked(t, reasons, &lk);
 	cp_spin_unlock(&t->wait_lock);
 	if (lk)

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "ring.h"
+#include "fence.h"
 #include "runq.h"
 #include "scheduler.h"
 #include "timer.h"
@@ -153,6 +154,32 @@ struct cp_thread *cp_inbox_take(struct cp_worker *w);
 void cp_inbox_drain(struct cp_worker *w);
 /* Registers the kick deferral with the spinlock (at start-up). */
 void cp_wake_init(void);
+
+/* ---- interruptible waits (wait.c, io.c) ----
+ * A waiter publishes its wait (t->waiting or t->io_waiting) with a plain
+ * store and then reads t->interrupted; an interrupter sets interrupted,
+ * takes t->wait_lock and reads the wait.  The frequent side's barrier is
+ * the compiler's (fence.h), the interrupter's is cp_fence_rare(), so
+ * either the waiter sees the interrupt or the interrupter sees the wait,
+ * and a wait costs no locked operation of its own (it took wait_lock
+ * twice: two of a condvar handoff's seven). */
+static inline unsigned cp_wait_publish(struct cp_thread *t, void **slot, void *wait,
+                                       unsigned interrupt_by)
+{
+	__atomic_store_n(slot, wait, __ATOMIC_RELAXED);
+	cp_fence_frequent();
+	return interrupt_by & cp_interrupt_pending(t);
+}
+
+/* The wait is over: once this returns, no interrupter looks at it (one
+ * that saw it holds wait_lock until it is done with it). */
+static inline void cp_wait_withdraw(struct cp_thread *t, void **slot)
+{
+	__atomic_store_n(slot, NULL, __ATOMIC_RELAXED);
+	cp_fence_frequent();
+	while (__atomic_load_n(&t->wait_lock.locked, __ATOMIC_ACQUIRE))
+		cp_cpu_relax();
+}
 
 /* ---- stealing and burst sharing (steal.c) ---- */
 
