@@ -143,10 +143,12 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 			cp_die("cannot start: out of memory for worker 0's TLS");
 		w0->own_tcb = w0->idle.tcb;
 	}
-	for (int i = 0; i < cp_nall; i++) /* a fork's child: only its caller lives */
-		__atomic_store_n(&cp_workers[i]->resident, 0, __ATOMIC_RELAXED);
+	for (int i = 0; i < cp_nall; i++) { /* a fork's child: only its caller lives */
+		__atomic_store_n(&cp_workers[i]->resident_own, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&cp_workers[i]->resident_remote, 0, __ATOMIC_RELAXED);
+	}
 	current->home = w0;
-	__atomic_store_n(&w0->resident, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&w0->resident_own, 1, __ATOMIC_RELAXED);
 	w0->current = current;
 	cp_tls_thread = current;
 	int e = cp_stack_get(NULL, IDLE_STACK_SIZE, cp_page_size(), CP_STACK_AT_LEAST,

@@ -385,7 +385,7 @@ _Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *))
 	w->in_sched = 1;
 	cp_barrier();
 	cur->done = 1;
-	__atomic_sub_fetch(&w->resident, 1, __ATOMIC_RELAXED); /* its home is w */
+	cp_worker_resident_add(w, -1); /* its home is w */
 	w->dead = cur;
 	w->on_dead = on_dead;
 	struct cp_thread *next = pick_next(w);

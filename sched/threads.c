@@ -153,8 +153,8 @@ void cp_thread_rehome(struct cp_thread *t, struct cp_worker *w)
 {
 	if (t != &w->idle) { /* a worker's own loop is no user thread */
 		if (t->home)
-			__atomic_sub_fetch(&t->home->resident, 1, __ATOMIC_RELAXED);
-		__atomic_add_fetch(&w->resident, 1, __ATOMIC_RELAXED);
+			__atomic_sub_fetch(&t->home->resident_remote, 1, __ATOMIC_RELAXED);
+		cp_worker_resident_add(w, 1); /* w is the caller's worker */
 	}
 	t->home = w;
 }
@@ -182,10 +182,10 @@ static struct cp_worker *start_worker(struct cp_worker *self)
 	if (self->spare) /* running a blocked worker's threads: stay */
 		return self;
 	struct cp_worker *best = self;
-	uint32_t least = __atomic_load_n(&self->resident, __ATOMIC_RELAXED);
+	uint32_t least = cp_worker_resident(self);
 	for (int i = 1; i < cp_nworkers; i++) {
 		struct cp_worker *v = cp_workers[(self->index + i) % cp_nworkers];
-		uint32_t n = __atomic_load_n(&v->resident, __ATOMIC_RELAXED);
+		uint32_t n = cp_worker_resident(v);
 		if (n + CP_SPREAD_SLACK < least && __atomic_load_n(&v->idle_now, __ATOMIC_RELAXED)) {
 			best = v;
 			least = n + CP_SPREAD_SLACK;
@@ -202,11 +202,12 @@ void cp_thread_start(struct cp_thread *t)
 	                         : cp_workers[__atomic_fetch_add(&foreign_rr, 1, __ATOMIC_RELAXED) %
 	                                      (unsigned)cp_nworkers];
 	t->home = to;
-	__atomic_add_fetch(&to->resident, 1, __ATOMIC_RELAXED);
 	if (to == w) {
+		cp_worker_resident_add(w, 1);
 		cp_local_push(w, t);
 		cp_steal_offer(w); /* a sleeping worker may come and take it */
 	} else {
+		__atomic_add_fetch(&to->resident_remote, 1, __ATOMIC_RELAXED);
 		t->next = NULL;
 		cp_inbox_push(to, t, t);
 	}

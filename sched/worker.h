@@ -22,6 +22,7 @@ struct cp_worker {
 	volatile uint32_t in_sched;     /* 1 while rq may be mid-update: a
 	                                   steal poke then leaves it alone */
 	int index;
+	int32_t resident_own;           /* read by others: see resident_remote */
 	int *errno_loc;                 /* this kernel thread's errno */
 	uint32_t poll_countdown;        /* switches until the next clock/ring look */
 	uint32_t poll_deferred;         /* that look waits until after a switch */
@@ -57,8 +58,12 @@ struct cp_worker {
 	uint32_t preempt;               /* the monitor asks: yield at a safe point */
 	uint32_t watching;              /* idle, spinning over others' queues */
 	uint32_t idle_now;              /* in its scheduler loop with nothing to run */
-	uint32_t resident;              /* live user threads whose home this is
-	                                   (threads.c: where a new one goes) */
+	/* live user threads whose home this is (threads.c: where a new one
+	 * goes) are resident_own + resident_remote: the owner counts those
+	 * it starts, adopts or ends in resident_own (plain stores, no
+	 * locked operation on a create or an exit); other kernel threads
+	 * count in resident_remote, atomically.  Either may go below 0. */
+	int32_t resident_remote;
 	uint32_t ring_busy;             /* SQEs half-prepared: a poke leaves the
 	                                   ring alone (cleared at every switch) */
 	struct cp_io_op *cancels;       /* I/O cancels asked by other threads */
@@ -139,6 +144,20 @@ static inline void cp_local_push(struct cp_worker *w, struct cp_thread *t)
 	cp_runq_push(&w->rq, t);
 	cp_barrier();
 	w->in_sched = was;
+}
+
+/* Live user threads whose home is w (read racily by others). */
+static inline uint32_t cp_worker_resident(const struct cp_worker *w)
+{
+	int32_t n = __atomic_load_n(&w->resident_own, __ATOMIC_RELAXED) +
+	            __atomic_load_n(&w->resident_remote, __ATOMIC_RELAXED);
+	return n > 0 ? (uint32_t)n : 0;
+}
+
+/* The owner: n more (or fewer) threads live at home here. */
+static inline void cp_worker_resident_add(struct cp_worker *w, int32_t n)
+{
+	__atomic_store_n(&w->resident_own, w->resident_own + n, __ATOMIC_RELAXED);
 }
 
 /* ---- wakeups (wake.c) ---- */
