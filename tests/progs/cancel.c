@@ -733,6 +733,91 @@ TCASE(cancel_many_at_once)
 	CHECK_EQ(clog_count(), N);
 }
 
+/* A cancel that comes while its target is just starting a wait: the
+ * wait publishes itself with no lock (sched/worker.h, cp_wait_publish),
+ * so either the waiter sees the cancel or the canceller sees the wait.
+ * A lost cancel leaves the target waiting for good and the join hangs.
+ * The canceller spins on a kernel thread of its own (no worker), so
+ * that the two really run at once, and sends each cancel after a
+ * different delay. */
+struct race {
+	pthread_t target;
+	int posted;     /* a target to cancel is in `target` */
+	int started;    /* the target runs */
+	int stop;
+	unsigned round;
+	unsigned concurrent; /* cancels sent while the target ran */
+	int fd;         /* an empty pipe's read end */
+};
+
+static void spin_for(unsigned n)
+{
+	for (volatile unsigned i = 0; i < n; i++)
+		;
+}
+
+static void *race_target(void *arg)
+{
+	struct race *r = arg;
+	__atomic_store_n(&r->started, 1, __ATOMIC_RELEASE);
+	spin_for((r->round * 37) % 2000);
+	if (r->round & 1) {
+		char b;
+		for (;;)
+			CHECK(read(r->fd, &b, 1) < 0);
+	}
+	static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+	static pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+	pthread_mutex_lock(&m);
+	pthread_cleanup_push(unlock_handler, &m);
+	for (;;)
+		pthread_cond_wait(&c, &m);
+	pthread_cleanup_pop(0);
+	return NULL;
+}
+
+static void *race_canceller(void *arg)
+{
+	struct race *r = arg;
+	while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+		if (!__atomic_load_n(&r->posted, __ATOMIC_ACQUIRE))
+			continue; /* no yield: this worker stays the canceller's */
+		while (!__atomic_load_n(&r->started, __ATOMIC_ACQUIRE))
+			;
+		spin_for((r->round * 53) % 2000);
+		r->concurrent++;
+		CHECK_OK(pthread_cancel(r->target));
+		__atomic_store_n(&r->posted, 0, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+TCASE(cancel_racing_the_start_of_a_wait_is_never_lost)
+{
+	if (tc_rerun_on_workers(2, 60))
+		return;
+	tc_watchdog(50);
+	static struct race r;
+	int p[2];
+	CHECK_OK(pipe(p));
+	r.fd = p[0];
+	pthread_t c;
+	tc_foreign_run(race_canceller, &r, &c);
+	for (r.round = 0; r.round < 3000; r.round++) {
+		r.started = 0;
+		CHECK_OK(pthread_create(&r.target, NULL, race_target, &r));
+		__atomic_store_n(&r.posted, 1, __ATOMIC_RELEASE);
+		CHECK(tc_join(r.target) == PTHREAD_CANCELED);
+		while (__atomic_load_n(&r.posted, __ATOMIC_ACQUIRE))
+			sched_yield();
+	}
+	__atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+	tc_foreign_join(c);
+	CHECK_EQ(r.concurrent, 3000u);
+	close(p[0]);
+	close(p[1]);
+}
+
 /* ---- asynchronous cancellation ---- */
 
 static volatile long spins;
