@@ -95,12 +95,17 @@ CP_EXPORT int dup2(int old, int new)
 
 CP_EXPORT int socket(int domain, int type, int proto)
 {
-	return fresh(syscall(SYS_socket, domain, type, proto));
+	return lt_fd_fresh_socket((int)syscall(SYS_socket, domain, type, proto));
 }
 
 CP_EXPORT int socketpair(int domain, int type, int proto, int sv[2])
 {
-	return fresh_pair((int)syscall(SYS_socketpair, domain, type, proto, sv), sv);
+	int r = (int)syscall(SYS_socketpair, domain, type, proto, sv);
+	if (r == 0) {
+		lt_fd_fresh_socket(sv[0]);
+		lt_fd_fresh_socket(sv[1]);
+	}
+	return r;
 }
 
 CP_EXPORT int pipe2(int fds[2], int flags)

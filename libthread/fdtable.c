@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -81,17 +82,34 @@ bool lt_fd_nonblocking(struct lt_fd *f, int fd)
 	return f->nonblock;
 }
 
+/* Learns f's kind; LT_FD_UNKNOWN stays when fd is not open (EBADF and
+ * the like: the operation itself says so). */
+static CP_NOINLINE void probe(struct lt_fd *f, int fd)
+{
+	int e = errno;
+	struct stat st;
+	if (syscall(SYS_lseek, fd, 0L, SEEK_CUR) >= 0)
+		f->kind = LT_FD_SEEKABLE;
+	else if (errno == ESPIPE && syscall(SYS_fstat, fd, &st) == 0)
+		f->kind = S_ISSOCK(st.st_mode) ? LT_FD_SOCKET : LT_FD_STREAM;
+	errno = e;
+}
+
 bool lt_fd_seekable(struct lt_fd *f, int fd)
 {
-	if (cp_unlikely(f->seek_state == 0)) {
-		if (syscall(SYS_lseek, fd, 0L, SEEK_CUR) >= 0)
-			f->seek_state = 1;
-		else if (errno == ESPIPE)
-			f->seek_state = 2;
-		else
-			return true; /* EBADF and the like: the operation says it */
+	if (cp_unlikely(f->kind == LT_FD_UNKNOWN)) {
+		probe(f, fd);
+		if (f->kind == LT_FD_UNKNOWN)
+			return true; /* not open: the positional call says so */
 	}
-	return f->seek_state == 1;
+	return f->kind == LT_FD_SEEKABLE;
+}
+
+bool lt_fd_socket(struct lt_fd *f, int fd)
+{
+	if (cp_unlikely(f->kind == LT_FD_UNKNOWN))
+		probe(f, fd);
+	return f->kind == LT_FD_SOCKET;
 }
 
 void lt_fd_flags_set(int fd, long flags)
@@ -126,12 +144,26 @@ int lt_fd_fresh(int fd)
 		struct lt_thread *t = lt_self();
 		cp_fds_changed(t ? &t->cp : NULL, 1); /* the blocking graph, admission */
 		__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
-		f->seek_state = 0;
+		f->kind = LT_FD_UNKNOWN;
 		f->no_cached_read = 0;
 		f->shared = 0;
 	} else if (fd < 0 && errno == EMFILE && lt_main) {
 		cp_fds_exhausted();
 	}
+	return fd;
+}
+
+void lt_fd_kind_unknown(struct lt_fd *f)
+{
+	f->kind = LT_FD_UNKNOWN;
+}
+
+int lt_fd_fresh_socket(int fd)
+{
+	lt_fd_fresh(fd);
+	struct lt_fd *f = lt_main ? lt_fd_get(fd) : NULL;
+	if (f)
+		f->kind = LT_FD_SOCKET;
 	return fd;
 }
 
@@ -149,7 +181,7 @@ static void drain(struct lt_fd *f)
 	}
 	f->rcvtimeo_ns = f->sndtimeo_ns = 0;
 	__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
-	f->seek_state = 0;
+	f->kind = LT_FD_UNKNOWN;
 	f->no_cached_read = 0;
 	f->shared = 0;
 }

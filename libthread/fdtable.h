@@ -8,6 +8,15 @@
 #include "io.h"
 #include "lt.h"
 
+/* What lseek and fstat said of a descriptor, asked once per descriptor
+ * (a socket made by socket, socketpair or accept is known at once). */
+enum lt_fd_kind {
+	LT_FD_UNKNOWN,
+	LT_FD_SEEKABLE, /* a regular file or a device with a position */
+	LT_FD_STREAM,   /* a pipe, a terminal...: no position, not a socket */
+	LT_FD_SOCKET,
+};
+
 struct lt_fd {
 	cp_spinlock lock;
 	uint32_t closing;           /* close() is cancelling and draining ops */
@@ -23,7 +32,7 @@ struct lt_fd {
 	 * again; on any other fd it updates only that fd's cache */
 	uint32_t flags_gen;
 	uint8_t nonblock;
-	uint8_t seek_state;         /* 0 unknown, 1 seekable, 2 a stream */
+	uint8_t kind;               /* enum lt_fd_kind */
 	uint8_t no_cached_read;     /* RWF_NOWAIT refused here (io.c) */
 	uint8_t shared;             /* dup'd: its open file description (and
 	                               O_NONBLOCK) may be another fd's too */
@@ -41,6 +50,12 @@ struct lt_fd *lt_fd_get(int fd) CP_HIDDEN;
 bool lt_fd_nonblocking(struct lt_fd *f, int fd) CP_HIDDEN;
 /* Whether positional I/O makes sense on fd (false: pipes, sockets). */
 bool lt_fd_seekable(struct lt_fd *f, int fd) CP_HIDDEN;
+/* Whether fd is a socket: its read and write go to the ring as a recv and
+ * a send, which skip what io_uring's file read and write path does for
+ * files (io.c). */
+bool lt_fd_socket(struct lt_fd *f, int fd) CP_HIDDEN;
+/* What f is must be asked again (it said ENOTSOCK). */
+void lt_fd_kind_unknown(struct lt_fd *f) CP_HIDDEN;
 /* fd's status flags are now `flags` (F_SETFL, FIONBIO).  Only fd's cache
  * changes, unless fd was dup'd: then every cached O_NONBLOCK is stale
  * (one program setting O_NONBLOCK on each accepted socket must not make
@@ -51,6 +66,8 @@ void lt_fd_dup_made(int fd, int newfd) CP_HIDDEN;
 /* fd is a new descriptor (or an error, < 0, ignored): forget what was
  * cached for the number.  Returns fd, to wrap a call's result. */
 int lt_fd_fresh(int fd) CP_HIDDEN;
+/* The same for a descriptor that is a socket (socket, accept). */
+int lt_fd_fresh_socket(int fd) CP_HIDDEN;
 /* dup2/dup3 onto newfd: like close(newfd) for whoever is blocked on it. */
 void lt_fd_forget(int fd) CP_HIDDEN;
 

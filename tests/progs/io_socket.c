@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1738,4 +1739,38 @@ TCASE(sendfile_to_closed_peer)
 	CHECK(errno == EPIPE || errno == ECONNRESET);
 	CHECK_EQ(close(f), 0);
 	CHECK_EQ(close(a), 0);
+}
+
+/* read() and write() on a socket go to the ring as a recv and a send
+ * (libthread/io.c).  A descriptor the library knows as a socket, closed
+ * and made again as a pipe behind its back (raw system calls, as a C
+ * library's own internal calls would), still reads and writes: the send
+ * says ENOTSOCK, and the call goes out again as a write. */
+/* A system call the library cannot see (its syscall() keeps its caches). */
+static long invisible_syscall(long nr, long a1, long a2)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "0"(nr), "D"(a1), "S"(a2) : "rcx", "r11", "memory");
+	return r;
+}
+
+TCASE(read_write_on_a_socket_number_reused_by_a_pipe_behind_the_library)
+{
+	int sv[2];
+	CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	char b[4] = { 0 };
+	CHECK_EQ(write(sv[0], "ab", 2), 2); /* known as sockets now */
+	CHECK_EQ(read(sv[1], b, sizeof b), 2);
+	CHECK(memcmp(b, "ab", 2) == 0);
+	CHECK_EQ(invisible_syscall(SYS_close, sv[0], 0), 0);
+	CHECK_EQ(invisible_syscall(SYS_close, sv[1], 0), 0);
+	int p[2];
+	CHECK_EQ(invisible_syscall(SYS_pipe2, (long)p, 0), 0);
+	/* the lowest free numbers: the two the sockets had */
+	CHECK((p[0] == sv[0] || p[0] == sv[1]) && (p[1] == sv[0] || p[1] == sv[1]));
+	CHECK_EQ(write(p[1], "cd", 2), 2);
+	CHECK_EQ(read(p[0], b, sizeof b), 2);
+	CHECK(memcmp(b, "cd", 2) == 0);
+	close(p[0]);
+	close(p[1]);
 }
