@@ -132,10 +132,11 @@ long lt_io_ret(long res)
 
 /* send/sendmsg without MSG_NOSIGNAL on a broken socket: the operation
  * ran with the signal suppressed, so raise it here, in the caller's
- * context, exactly as the plain call would have.  So for write() on a
- * socket, which goes out as a send (lt_ring_read).  writev() needs no
- * help: io_uring runs it inline, or retries it from poll in the
- * submitting worker, and the kernel raises SIGPIPE there itself. */
+ * context, exactly as the plain call would have.  So for write() and
+ * writev() on a socket, which go out as a send and a sendmsg
+ * (lt_ring_read).  On anything else they need no help: io_uring runs
+ * them inline, or retries them from poll in the submitting worker, and
+ * the kernel raises SIGPIPE there itself. */
 static CP_COLD void raise_sigpipe(void)
 {
 	raise(SIGPIPE); /* out of line: a C library call (sched/linked.c) */
@@ -208,7 +209,8 @@ CP_EXPORT ssize_t read(int fd, void *buf, size_t n)
 	return lt_ring_read(fd, buf, n, -1);
 }
 
-/* read(2) and write(2) on a socket go to the ring as a recv and a send:
+/* read(2) and write(2) on a socket go to the ring as a recv and a send
+ * (readv and writev as a recvmsg and a sendmsg):
  * what the kernel's calls do there, while io_uring's file read and write
  * path costs a socket more (its nowait check, and an fsnotify hook on
  * completion: 0.9 us of an echo round trip's 10 at 10,000 connections,
@@ -318,18 +320,29 @@ static long vec_op(int fd, const struct iovec *iov, int cnt, int64_t off, bool o
 		if (c != -EAGAIN)
 			return finish_cached(c, iov[0].iov_len, lt_ring_read, fd, iov[0].iov_base, off);
 	}
-	struct lt_io io;
-	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, out ? LT_IO_SND : LT_IO_RCV);
-	if (!sqe) {
-		if (off < 0)
-			return RAW(out ? SYS_writev : SYS_readv, fd, iov, cnt);
-		return RAW(out ? SYS_pwritev : SYS_preadv, fd, iov, cnt, (long)off, 0L);
+	for (;;) {
+		struct lt_io io;
+		struct io_uring_sqe *sqe = lt_io_begin(&io, fd, out ? LT_IO_SND : LT_IO_RCV);
+		if (!sqe) {
+			if (off < 0)
+				return RAW(out ? SYS_writev : SYS_readv, fd, iov, cnt);
+			return RAW(out ? SYS_pwritev : SYS_preadv, fd, iov, cnt, (long)off, 0L);
+		}
+		/* on a socket, a sendmsg or recvmsg (see lt_ring_read) */
+		bool as_socket = as_socket_op(&io, fd, off);
+		struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
+		if (as_socket && out)
+			io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL);
+		else if (as_socket)
+			io_uring_prep_recvmsg(sqe, fd, &msg, 0);
+		else if (out)
+			io_uring_prep_writev(sqe, fd, iov, (unsigned)cnt, (uint64_t)off);
+		else
+			io_uring_prep_readv(sqe, fd, iov, (unsigned)cnt, (uint64_t)off);
+		long res = lt_io_finish(&io);
+		if (!socket_op_missed(&io, as_socket, res))
+			return lt_io_ret(as_socket && out ? with_sigpipe(res, 0) : res);
 	}
-	if (out)
-		io_uring_prep_writev(sqe, fd, iov, (unsigned)cnt, (uint64_t)off);
-	else
-		io_uring_prep_readv(sqe, fd, iov, (unsigned)cnt, (uint64_t)off);
-	return lt_io_ret(lt_io_finish(&io));
 }
 
 CP_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)

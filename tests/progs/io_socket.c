@@ -1741,8 +1741,8 @@ TCASE(sendfile_to_closed_peer)
 	CHECK_EQ(close(a), 0);
 }
 
-/* read() and write() on a socket go to the ring as a recv and a send
- * (libthread/io.c).  A descriptor the library knows as a socket, closed
+/* read() and write() on a socket go to the ring as a recv and a send,
+ * readv() and writev() as a recvmsg and a sendmsg (libthread/io.c).  A descriptor the library knows as a socket, closed
  * and made again as a pipe behind its back (raw system calls, as a C
  * library's own internal calls would), still reads and writes: the send
  * says ENOTSOCK, and the call goes out again as a write. */
@@ -1771,6 +1771,23 @@ TCASE(read_write_on_a_socket_number_reused_by_a_pipe_behind_the_library)
 	CHECK_EQ(write(p[1], "cd", 2), 2);
 	CHECK_EQ(read(p[0], b, sizeof b), 2);
 	CHECK(memcmp(b, "cd", 2) == 0);
+	close(p[0]);
+	close(p[1]);
+	/* readv and writev, as a recvmsg and a sendmsg, the same way */
+	CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	char x[2] = "ef", y[3] = "ghi", in[5] = { 0 };
+	struct iovec out[2] = { { x, 2 }, { y, 3 } }, back = { in, sizeof in };
+	CHECK_EQ(writev(sv[0], out, 2), 5);
+	CHECK_EQ(readv(sv[1], &back, 1), 5);
+	CHECK(memcmp(in, "efghi", 5) == 0);
+	CHECK_EQ(invisible_syscall(SYS_close, sv[0], 0), 0);
+	CHECK_EQ(invisible_syscall(SYS_close, sv[1], 0), 0);
+	CHECK_EQ(invisible_syscall(SYS_pipe2, (long)p, 0), 0);
+	CHECK((p[0] == sv[0] || p[0] == sv[1]) && (p[1] == sv[0] || p[1] == sv[1]));
+	memset(in, 0, sizeof in);
+	CHECK_EQ(writev(p[1], out, 2), 5);
+	CHECK_EQ(readv(p[0], &back, 1), 5);
+	CHECK(memcmp(in, "efghi", 5) == 0);
 	close(p[0]);
 	close(p[1]);
 }
