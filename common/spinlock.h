@@ -67,11 +67,18 @@ static inline bool cp_spin_trylock(cp_spinlock *l)
 	return false;
 }
 
+/* Waits until l is free, without taking it: what its holder did before
+ * the release is visible after. */
+static inline void cp_spin_wait_unlocked(cp_spinlock *l)
+{
+	while (__atomic_load_n(&l->locked, __ATOMIC_ACQUIRE))
+		cp_cpu_relax();
+}
+
 static inline void cp_spin_lock(cp_spinlock *l)
 {
 	while (cp_unlikely(__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE)))
-		while (__atomic_load_n(&l->locked, __ATOMIC_RELAXED))
-			cp_cpu_relax();
+		cp_spin_wait_unlocked(l);
 	cp_locks_held_inc();
 }
 

@@ -23,11 +23,11 @@ static int fresh(long fd)
 	return lt_fd_fresh((int)fd);
 }
 
-static int fresh_pair(int r, const int fds[2])
+static int fresh_pair(int r, const int fds[2], enum lt_fd_kind kind)
 {
 	if (r == 0) {
-		lt_fd_fresh(fds[0]);
-		lt_fd_fresh(fds[1]);
+		lt_fd_fresh_kind(fds[0], kind);
+		lt_fd_fresh_kind(fds[1], kind);
 	}
 	return r;
 }
@@ -100,17 +100,12 @@ CP_EXPORT int socket(int domain, int type, int proto)
 
 CP_EXPORT int socketpair(int domain, int type, int proto, int sv[2])
 {
-	int r = (int)syscall(SYS_socketpair, domain, type, proto, sv);
-	if (r == 0) {
-		lt_fd_fresh_socket(sv[0]);
-		lt_fd_fresh_socket(sv[1]);
-	}
-	return r;
+	return fresh_pair((int)syscall(SYS_socketpair, domain, type, proto, sv), sv, LT_FD_SOCKET);
 }
 
 CP_EXPORT int pipe2(int fds[2], int flags)
 {
-	return fresh_pair((int)syscall(SYS_pipe2, fds, flags), fds);
+	return fresh_pair((int)syscall(SYS_pipe2, fds, flags), fds, LT_FD_STREAM);
 }
 
 CP_EXPORT int pipe(int fds[2])

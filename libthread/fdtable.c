@@ -137,14 +137,14 @@ void lt_fd_dup_made(int fd, int newfd)
 		b->shared = 1;
 }
 
-int lt_fd_fresh(int fd)
+int lt_fd_fresh_kind(int fd, enum lt_fd_kind kind)
 {
 	struct lt_fd *f = lt_main ? lt_fd_get(fd) : NULL; /* NULL for fd < 0 */
 	if (f) {
 		struct lt_thread *t = lt_self();
 		cp_fds_changed(t ? &t->cp : NULL, 1); /* the blocking graph, admission */
 		__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
-		f->kind = LT_FD_UNKNOWN;
+		f->kind = (uint8_t)kind;
 		f->no_cached_read = 0;
 		f->shared = 0;
 	} else if (fd < 0 && errno == EMFILE && lt_main) {
@@ -156,15 +156,6 @@ int lt_fd_fresh(int fd)
 void lt_fd_kind_unknown(struct lt_fd *f)
 {
 	f->kind = LT_FD_UNKNOWN;
-}
-
-int lt_fd_fresh_socket(int fd)
-{
-	lt_fd_fresh(fd);
-	struct lt_fd *f = lt_main ? lt_fd_get(fd) : NULL;
-	if (f)
-		f->kind = LT_FD_SOCKET;
-	return fd;
 }
 
 /* Cancels what is in flight on f and waits for it to drain; f->lock held

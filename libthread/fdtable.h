@@ -65,9 +65,16 @@ void lt_fd_flags_set(int fd, long flags) CP_HIDDEN;
 void lt_fd_dup_made(int fd, int newfd) CP_HIDDEN;
 /* fd is a new descriptor (or an error, < 0, ignored): forget what was
  * cached for the number.  Returns fd, to wrap a call's result. */
-int lt_fd_fresh(int fd) CP_HIDDEN;
+int lt_fd_fresh_kind(int fd, enum lt_fd_kind kind) CP_HIDDEN;
+static inline int lt_fd_fresh(int fd)
+{
+	return lt_fd_fresh_kind(fd, LT_FD_UNKNOWN);
+}
 /* The same for a descriptor that is a socket (socket, accept). */
-int lt_fd_fresh_socket(int fd) CP_HIDDEN;
+static inline int lt_fd_fresh_socket(int fd)
+{
+	return lt_fd_fresh_kind(fd, LT_FD_SOCKET);
+}
 /* dup2/dup3 onto newfd: like close(newfd) for whoever is blocked on it. */
 void lt_fd_forget(int fd) CP_HIDDEN;
 

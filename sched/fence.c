@@ -7,11 +7,10 @@
 
 bool cp_membarrier_ready CP_HIDDEN;
 
-bool cp_membarrier_init(void)
+void cp_membarrier_init(void)
 {
 	cp_membarrier_ready =
 		syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-	return cp_membarrier_ready;
 }
 
 void cp_fence_rare(void)

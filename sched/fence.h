@@ -18,7 +18,7 @@
 /* Set once the process registered for expedited membarrier (at start-up,
  * and again in a fork's child, before it has a second thread). */
 extern bool cp_membarrier_ready CP_HIDDEN;
-bool cp_membarrier_init(void);
+void cp_membarrier_init(void);
 
 /* The frequent side's barrier: orders its stores before its loads
  * against a cp_fence_rare() on another kernel thread. */

@@ -196,8 +196,7 @@ static inline void cp_wait_withdraw(struct cp_thread *t, void **slot)
 {
 	__atomic_store_n(slot, NULL, __ATOMIC_RELAXED);
 	cp_fence_frequent();
-	while (__atomic_load_n(&t->wait_lock.locked, __ATOMIC_ACQUIRE))
-		cp_cpu_relax();
+	cp_spin_wait_unlocked(&t->wait_lock);
 }
 
 /* ---- stealing and burst sharing (steal.c) ---- */
