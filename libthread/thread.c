@@ -152,7 +152,6 @@ CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *rest
 static void lt_on_dead(struct cp_thread *ct)
 {
 	struct lt_thread *t = (struct lt_thread *)ct;
-	lt_cpuclock_thread_gone(t); /* its clock id now names nothing */
 	cp_spin_lock(&t->join_lock);
 	if (t->join_state == LT_DETACHED) {
 		cp_spin_unlock(&t->join_lock);
@@ -165,6 +164,26 @@ static void lt_on_dead(struct cp_thread *ct)
 	 * detach may take (and free) it while that joiner is on its way */
 	t->join_state = cp_wake_all(&t->joiners) ? LT_JOINED : LT_EXITED;
 	cp_spin_unlock(&t->join_lock);
+}
+
+/* Runs on t's stack as it finishes, where nothing can switch it out: a
+ * joiner already waiting is queued here, to run (and free t) once t is
+ * off its stack, and nothing more is left to do.  Waking it only from
+ * lt_on_dead took a third switch per create+join, through the worker's
+ * loop, whenever the joiner was all there was to run. */
+static cp_on_dead_fn *lt_leaving(struct cp_thread *ct)
+{
+	struct lt_thread *t = (struct lt_thread *)ct;
+	lt_cpuclock_thread_gone(t); /* its clock id now names nothing */
+	/* a joiner that comes after this look is woken by lt_on_dead */
+	if (!__atomic_load_n(&t->joiners.head, __ATOMIC_RELAXED))
+		return lt_on_dead;
+	cp_spin_lock(&t->join_lock);
+	bool handed = t->join_state == LT_JOINABLE && cp_wake_successor(&t->joiners);
+	if (handed)
+		t->join_state = LT_JOINED; /* the joiner owns the result */
+	cp_spin_unlock(&t->join_lock);
+	return handed ? NULL : lt_on_dead;
 }
 
 /* Out of line: a C library call sends its caller to a big chunk on a
@@ -186,7 +205,7 @@ _Noreturn void lt_exit(struct lt_thread *t, void *retval)
 	if (__atomic_sub_fetch(&live_threads, 1, __ATOMIC_ACQ_REL) == 0)
 		exit_process(); /* main left with pthread_exit and we were the last */
 	lt_sigmask_thread_exit(t);
-	cp_thread_finish(lt_on_dead);
+	cp_thread_finish(lt_leaving);
 }
 
 /* glibc's cleanup buffer: we chain buffers through its private pad. */
@@ -368,9 +387,10 @@ static int join(pthread_t h, void **ret, uint64_t deadline, bool try)
 		if (self)
 			__atomic_store_n(&self->joining, NULL, __ATOMIC_RELEASE);
 		if (e == 0 && self) {
-			/* woken by lt_on_dead, which gave us the result (state
-			 * LT_JOINED) with a local push from the dead thread's
-			 * next context, so it was done with t before we ran */
+			/* woken by lt_leaving or lt_on_dead, which gave us
+			 * the result (state LT_JOINED) with a push onto the
+			 * dead thread's worker, where we run only after its
+			 * switch away, so it was done with t before we ran */
 			goto joined;
 		}
 		if (e == EINTR)

@@ -25,7 +25,8 @@
  *             I/O operation (io.c), a timer.  Exactly one party wakes it
  *             (wait.c's CAS on the waiter's state decides which), by
  *             cp_wake / cp_wake_pinned / cp_wake_here.
- *   done      switched out for good; on_dead ran in the next context.
+ *   done      switched out for good; on_dead (if any) ran in the next
+ *             context.
  * Who moves a thread: its own worker moves it between running, queued
  * and parked; a waker moves it from parked to queued (its own worker's
  * rq with cp_wake_here, else its home's inbox); a donor moves queued
@@ -373,7 +374,7 @@ void cp_yield(void)
 	switch_to(w, cur, next ? next : cur, false);
 }
 
-_Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *))
+_Noreturn void cp_thread_finish(cp_on_dead_fn *(*leaving)(struct cp_thread *t))
 {
 	struct cp_worker *w = cp_worker_self();
 	struct cp_thread *cur = w->current;
@@ -385,9 +386,12 @@ _Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *))
 	w->in_sched = 1;
 	cp_barrier();
 	cur->done = 1;
+	cp_on_dead_fn *on_dead = leaving(cur);
 	cp_worker_resident_add(w, -1); /* its home is w */
-	w->dead = cur;
-	w->on_dead = on_dead;
+	if (on_dead) {
+		w->dead = cur;
+		w->on_dead = on_dead;
+	}
 	struct cp_thread *next = pick_next(w);
 	switch_to(w, cur, next ? next : &w->idle, true);
 	cp_die("finished thread %llu was resumed", (unsigned long long)cur->id);

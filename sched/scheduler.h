@@ -185,10 +185,15 @@ static inline void cp_split_limit_set(uintptr_t v)
 /* Makes a new thread runnable (on this worker, or any worker from a
  * foreign thread). */
 void cp_thread_start(struct cp_thread *t);
-/* Ends the calling thread.  After it is switched out for good, on_dead(t)
- * runs in the next context, when t's stack is no longer in use: the place
- * to free it or to tell a joiner. */
-_Noreturn void cp_thread_finish(void (*on_dead)(struct cp_thread *));
+/* What runs once a finished thread t is off its stack for good: in the
+ * next context, on the same worker, when t's stack is no longer in use
+ * (the place to free it or to tell a joiner). */
+typedef void cp_on_dead_fn(struct cp_thread *t);
+/* Ends the calling thread.  leaving(t) runs first, still on t's stack but
+ * inside the scheduler: nothing switches t out, nor moves what it wakes
+ * with cp_wake_successor, until t is gone.  It returns what is to run
+ * once t is off its stack, or NULL. */
+_Noreturn void cp_thread_finish(cp_on_dead_fn *(*leaving)(struct cp_thread *t));
 /* Frees a finished thread's stack (and so its record). */
 void cp_thread_release(struct cp_thread *t);
 
@@ -361,6 +366,12 @@ bool cp_wake_waiter(struct cp_waitq *q, struct cp_waiter *w);
 bool cp_wake_one(struct cp_waitq *q);
 /* With the queue's lock held: wakes everyone; returns how many. */
 unsigned cp_wake_all(struct cp_waitq *q);
+/* With the queue's lock held, from cp_thread_finish's `leaving`: wakes the
+ * first waiter onto this worker's queue, where it runs only once the
+ * finishing thread is off its stack, so it may free that stack.  False if
+ * there is none, if it is a kernel thread's (it could run at once), or if
+ * it was already leaving. */
+bool cp_wake_successor(struct cp_waitq *q);
 
 /* Sleeps the caller until the monotonic deadline (0, or EINTR if
  * interrupted for a reason in interrupt_by). */

@@ -134,6 +134,12 @@ struct cp_thread *cp_thread_init(struct cp_stack st, size_t rec,
 void cp_thread_release(struct cp_thread *t)
 {
 	struct cp_worker *w = cp_worker_self();
+#ifndef NDEBUG
+	/* off its stack for good: no worker may still be switching away
+	 * from it (cp_wake_successor's promise) */
+	for (int i = 0; i < cp_nall; i++)
+		cp_assert(__atomic_load_n(&cp_workers[i]->current, __ATOMIC_RELAXED) != t);
+#endif
 	t->live = 0;
 	if (cp_unlikely(t->tls_mem != NULL))
 		cp_tls_free(t);

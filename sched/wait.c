@@ -73,15 +73,24 @@ static void q_unlink(struct cp_waitq *q, struct cp_waiter *w)
 	w->next = w->prev = NULL;
 }
 
+/* Where a woken user thread runs. */
+enum resume_at {
+	RESUME_HOME,     /* the worker it parked on */
+	RESUME_HERE,     /* the waker's */
+	RESUME_AFTER_ME, /* the waker's, once the finishing waker is gone */
+};
+
 /* Called with the queue's lock held, which the sleeper released only
  * after its switch: safe to run it on the waker's worker, which keeps a
  * 1:1 handoff on one worker.  A broadcast sends each home instead, or
  * every barrier or broadcast would gather all its threads on one. */
-static void resume(struct cp_waiter *w, bool here)
+static void resume(struct cp_waiter *w, enum resume_at at)
 {
 	if (w->thread) {
-		if (here)
+		if (at == RESUME_HERE)
 			cp_wake_here(w->thread);
+		else if (at == RESUME_AFTER_ME)
+			cp_wake_successor_thread(w->thread);
 		else
 			cp_wake(w->thread);
 	} else {
@@ -196,7 +205,7 @@ int cp_wait_then(struct cp_waitq *q, cp_spinlock *lk, struct cp_waiter *w,
 	return outcome_errno(state);
 }
 
-static bool wake_waiter(struct cp_waitq *q, struct cp_waiter *w, bool here)
+static bool wake_waiter(struct cp_waitq *q, struct cp_waiter *w, enum resume_at at)
 {
 	q_unlink(q, w);
 	if (!w->contended)
@@ -204,13 +213,13 @@ static bool wake_waiter(struct cp_waitq *q, struct cp_waiter *w, bool here)
 		__atomic_store_n(&w->state, CP_W_WOKEN, __ATOMIC_RELEASE);
 	else if (!claim(w, CP_W_WOKEN))
 		return false;
-	resume(w, here);
+	resume(w, at);
 	return true;
 }
 
 bool cp_wake_waiter(struct cp_waitq *q, struct cp_waiter *w)
 {
-	return wake_waiter(q, w, true);
+	return wake_waiter(q, w, RESUME_HERE);
 }
 
 bool cp_wake_one(struct cp_waitq *q)
@@ -227,8 +236,14 @@ unsigned cp_wake_all(struct cp_waitq *q)
 	unsigned n = 0;
 	struct cp_waiter *w;
 	while ((w = q->head) != NULL)
-		n += wake_waiter(q, w, false);
+		n += wake_waiter(q, w, RESUME_HOME);
 	return n;
+}
+
+bool cp_wake_successor(struct cp_waitq *q)
+{
+	struct cp_waiter *w = q->head;
+	return w && w->thread && wake_waiter(q, w, RESUME_AFTER_ME);
 }
 
 int cp_sleep_until(uint64_t deadline, unsigned interrupt_by)

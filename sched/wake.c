@@ -159,6 +159,18 @@ void cp_wake_pinned(struct cp_thread *t)
 	cp_wake(t);
 }
 
+void cp_wake_successor_thread(struct cp_thread *t)
+{
+	struct cp_worker *self = cp_worker_self();
+	cp_assert(self && self->in_sched && self->current->done);
+	/* no thief or spare may take it before the switch away from the
+	 * finishing thread (pinned threads stay but for the poke's hand-off,
+	 * which waits for in_sched to drop), and in_sched is up: a plain push */
+	t->pinned = 1;
+	self->st.wakes_local++;
+	cp_runq_push(&self->rq, t);
+}
+
 void cp_wake_here(struct cp_thread *t)
 {
 	struct cp_worker *self = cp_worker_self();

@@ -29,7 +29,7 @@ struct cp_worker {
 	uint32_t sigmask_gen;           /* program signal mask applied here */
 	cp_spinlock *unlock_after;      /* released once the switch is done */
 	struct cp_thread *dead;         /* finished thread awaiting on_dead */
-	void (*on_dead)(struct cp_thread *);
+	cp_on_dead_fn *on_dead;
 	struct cp_thread *switched_from;/* ASan needs the stack we left */
 	struct cp_thread *requeue;      /* a yielding thread, queued once the
 	                                   switch away from it is done */
@@ -173,6 +173,10 @@ struct cp_thread *cp_inbox_take(struct cp_worker *w);
 void cp_inbox_drain(struct cp_worker *w);
 /* Registers the kick deferral with the spinlock (at start-up). */
 void cp_wake_init(void);
+/* cp_wake_successor's wake: t goes on the queue of the worker whose
+ * current thread is finishing, pinned, so that it runs there and only
+ * once that thread is off its stack (wake.c). */
+void cp_wake_successor_thread(struct cp_thread *t);
 
 /* ---- interruptible waits (wait.c, io.c) ----
  * A waiter publishes its wait (t->waiting or t->io_waiting) with a plain

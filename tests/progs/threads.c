@@ -552,6 +552,89 @@ TCASE(clockjoin_monotonic)
 	check_timed_join(false);
 }
 
+/* A joinee hands its result to a joiner already waiting as it leaves,
+ * and the joiner then frees its stack: that must wait until the joinee is
+ * off it.  Two workers, joiners that wait or come late, some with
+ * deadlines that run out now and then: a stack handed back early is
+ * taken by the next thread made, and two threads on one stack overwrite
+ * each other's frames (and debug builds assert in cp_thread_release). */
+struct handover {
+	pthread_t target;
+	unsigned spin;
+	bool timed;
+};
+
+static void *handover_target(void *arg)
+{
+	unsigned spin = (unsigned)(uintptr_t)arg;
+	volatile unsigned char frame[1024];
+	for (unsigned i = 0; i < sizeof frame; i++)
+		frame[i] = (unsigned char)(spin + i);
+	for (unsigned i = 0; i < spin; i++)
+		__asm__ volatile("" ::: "memory");
+	for (unsigned i = 0; i < sizeof frame; i++)
+		if (frame[i] != (unsigned char)(spin + i))
+			return NULL; /* another thread ran on this stack */
+	return (void *)(uintptr_t)(2 * spin + 1);
+}
+
+static void *handover_joiner(void *arg)
+{
+	struct handover *h = arg;
+	void *r = NULL;
+	int e;
+	if (h->timed) {
+		do {
+			struct timespec dl;
+			clock_gettime(CLOCK_MONOTONIC, &dl);
+			dl.tv_nsec += 20000 + (long)(h->spin % 64) * 1000;
+			if (dl.tv_nsec >= 1000000000L) {
+				dl.tv_sec++;
+				dl.tv_nsec -= 1000000000L;
+			}
+			e = pthread_clockjoin_np(h->target, &r, CLOCK_MONOTONIC, &dl);
+		} while (e == ETIMEDOUT);
+	} else {
+		e = pthread_join(h->target, &r);
+	}
+	if (e)
+		return (void *)(uintptr_t)(1000 + e);
+	return r == (void *)(uintptr_t)(2 * h->spin + 1) ? NULL : (void *)(uintptr_t)1;
+}
+
+TCASE(join_frees_the_stack_only_once_the_joinee_is_off_it)
+{
+	if (tc_rerun_on_workers(2, 120))
+		return;
+	tc_watchdog(100);
+	uint64_t mask = 0;
+	tc_spread(&mask);
+	enum { PAIRS = 8, ROUNDS = 1500 };
+	unsigned seed = 12345;
+	for (int round = 0; round < ROUNDS; round++) {
+		struct handover h[PAIRS];
+		pthread_t joiner[PAIRS];
+		for (int i = 0; i < PAIRS; i++) {
+			h[i].spin = (unsigned)rand_r(&seed) % 4000;
+			h[i].timed = i % 3 == 0;
+			CHECK_OK(pthread_create(&h[i].target, NULL, handover_target,
+			                        (void *)(uintptr_t)h[i].spin));
+			if (i % 4 == 1)
+				sched_yield(); /* the joinee may be gone when its joiner comes */
+			CHECK_OK(pthread_create(&joiner[i], NULL, handover_joiner, &h[i]));
+			tc_note_worker(&mask);
+		}
+		for (int i = 0; i < PAIRS; i++) {
+			void *r;
+			CHECK_OK(pthread_join(joiner[i], &r));
+			if (r != NULL)
+				TFAIL("round %d pair %d: the joiner says %lu (1: wrong result, "
+				      "1000+: join's error)", round, i, (unsigned long)(uintptr_t)r);
+		}
+	}
+	tc_check_spread(&mask);
+}
+
 TCASE(clockjoin_bad_clock_einval)
 {
 	struct gate g = GATE_INIT;
