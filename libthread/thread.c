@@ -122,7 +122,6 @@ CP_EXPORT int pthread_create(pthread_t *restrict out, const pthread_attr_t *rest
 	if (!ct)
 		return err == EINVAL ? EINVAL : EAGAIN;
 	struct lt_thread *t = (struct lt_thread *)ct;
-	memset((char *)t + sizeof t->cp, 0, sizeof *t - sizeof t->cp);
 	t->magic = LT_MAGIC;
 	t->start = start;
 	t->arg = arg;

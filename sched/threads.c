@@ -116,9 +116,8 @@ struct cp_thread *cp_thread_init(struct cp_stack st, size_t rec,
 	struct cp_worker *w = cp_worker_self();
 	char *top = cp_stack_top(&st);
 	struct cp_thread *t = (struct cp_thread *)(((uintptr_t)top - rec) & ~(uintptr_t)63);
-	/* only the scheduler's part is cleared here: the layer above clears
-	 * what it needs, and a thread record can be large (key slots) */
-	memset(t, 0, sizeof *t);
+	/* the layer above's part too: one clear of a few lines */
+	memset(t, 0, rec);
 	t->stack = st;
 	t->entry = entry;
 	t->id = new_thread_id(w);
