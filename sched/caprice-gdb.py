@@ -101,7 +101,8 @@ def _runq_threads(q):
         if int(p) != 0:
             out.append(p)
         i = (i + 1) & 0xffffffff
-    out.extend(_chain(q["over_head"], "next"))
+    for i in range(2):  # movable, then pinned (each FIFO)
+        out.extend(_chain(q["over"][i]["head"], "next"))
     levels = q["level"]
     for lv in range(int(levels.type.range()[0]), int(levels.type.range()[1]) + 1):
         out.extend(_chain(levels[lv]["head"], "next"))

@@ -58,22 +58,43 @@ void cp_runq_sync(struct cp_runq *q)
 	}
 }
 
-/* The ring is full, or the overflow list is in use (FIFO: behind it). */
+/* The ring is full, or the overflow lists are in use (FIFO: behind them). */
 void cp_runq_push_overflow(struct cp_runq *q, struct cp_thread *t)
 {
+	int i = t->pinned != 0;
+	struct cp_level *l = &q->over[i];
+	uint64_t seq = q->over_seq++;
 	t->next = NULL;
-	if (q->over_tail)
-		q->over_tail->next = t;
-	else
-		q->over_head = t;
-	q->over_tail = t;
+	if (l->tail) {
+		l->tail->next = t;
+		l->tail->queued_at = seq;
+	} else {
+		l->head = t;
+		q->over_head_seq[i] = seq;
+	}
+	l->tail = t;
 	__atomic_store_n(&q->over_len, q->over_len + 1, __ATOMIC_RELAXED);
 	detour_mark(q, CP_RUNQ_OVER, true);
 }
 
+/* Unlinks the head of overflow list i (not empty). */
+static struct cp_thread *over_take_head(struct cp_runq *q, int i)
+{
+	struct cp_level *l = &q->over[i];
+	struct cp_thread *t = l->head;
+	l->head = t->next;
+	if (l->head)
+		q->over_head_seq[i] = t->queued_at;
+	else
+		l->tail = NULL;
+	t->next = NULL;
+	__atomic_store_n(&q->over_len, q->over_len - 1, __ATOMIC_RELAXED);
+	return t;
+}
+
 static void push_ring(struct cp_runq *q, struct cp_thread *t)
 {
-	if (q->tail - q->head < CP_RUNQ_RING && !q->over_head) {
+	if (q->tail - q->head < CP_RUNQ_RING && !q->over_len) {
 		q->ring[q->tail & (CP_RUNQ_RING - 1)] = t;
 		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
 		return;
@@ -95,17 +116,12 @@ static void chain_add(struct cp_chain *ch, struct cp_thread *t)
 /* Moves overflow threads into free ring slots, oldest first. */
 static void refill(struct cp_runq *q)
 {
-	while (q->over_head && q->tail - q->head < CP_RUNQ_RING) {
-		struct cp_thread *t = q->over_head;
-		q->over_head = t->next;
-		if (!q->over_head)
-			q->over_tail = NULL;
-		__atomic_store_n(&q->over_len, q->over_len - 1, __ATOMIC_RELAXED);
-		t->next = NULL;
-		q->ring[q->tail & (CP_RUNQ_RING - 1)] = t;
+	while (q->over_len && q->tail - q->head < CP_RUNQ_RING) {
+		int i = !q->over[0].head || (q->over[1].head && q->over_head_seq[1] < q->over_head_seq[0]);
+		q->ring[q->tail & (CP_RUNQ_RING - 1)] = over_take_head(q, i);
 		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
 	}
-	detour_mark(q, CP_RUNQ_OVER, q->over_head != NULL);
+	detour_mark(q, CP_RUNQ_OVER, q->over_len != 0);
 }
 
 /* ---- levels (runq.h) ---- */
@@ -324,7 +340,7 @@ static inline __attribute__((always_inline)) struct cp_thread *pop_ring(struct c
 		if (__atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) != 0)
 			cp_runq_sync(q);
 		if (q->head == q->tail) {
-			if (!q->over_head)
+			if (!q->over_len)
 				return NULL;
 			refill(q);
 			continue;
@@ -379,22 +395,10 @@ struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
 		chain_add(&ch, c);
 		holes_made++;
 	}
-	/* the overflow list, behind the ring */
-	for (struct cp_thread *c = q->over_head, *prev = NULL, *next; c && ch.n < n; c = next) {
-		next = c->next;
-		if (c->pinned && !take_pinned) {
-			prev = c;
-			continue;
-		}
-		if (prev)
-			prev->next = next;
-		else
-			q->over_head = next;
-		if (q->over_tail == c)
-			q->over_tail = prev;
-		__atomic_store_n(&q->over_len, q->over_len - 1, __ATOMIC_RELAXED);
-		chain_add(&ch, c);
-	}
+	/* the overflow lists, behind the ring: movable threads first */
+	for (int i = 0; i < (take_pinned ? 2 : 1); i++)
+		while (q->over[i].head && ch.n < n)
+			chain_add(&ch, over_take_head(q, i));
 	/* the levels, in the order a pop takes them (held ones last) */
 	for (uint32_t lv = 1; lv < CP_LEVELS && ch.n < n; lv++) {
 		for (struct cp_thread *c = q->level[lv].head, *prev = NULL, *next; c && ch.n < n;

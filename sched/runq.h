@@ -98,7 +98,7 @@ struct cp_level {
 struct cp_runq {
 	/* written by the owner, read by thieves */
 	uint32_t head, tail;          /* ring indexes, free-running */
-	uint32_t over_len;            /* threads on the overflow list */
+	uint32_t over_len;            /* threads on the overflow lists */
 	uint32_t level_len;           /* threads on levels that may run now */
 	uint32_t held_len;            /* threads held back by admission */
 	/* queued threads that must run here (cp_thread.pinned): a thread
@@ -112,8 +112,16 @@ struct cp_runq {
 	 * list alone; set by the owner, and CP_RUNQ_PUSH_LEVELS and
 	 * CP_RUNQ_PICK, which are never cleared, by anyone */
 	uint32_t detour;
-	/* the owner's alone */
-	struct cp_thread *over_head, *over_tail; /* behind the ring, FIFO */
+	/* the owner's alone.  The overflow list, behind the ring, is two
+	 * FIFO lists: [0] threads that may move, [1] pinned ones, so that a
+	 * donation takes movable threads without walking past pinned ones
+	 * (at 10,000 connections that walk, a cache miss per thread, was
+	 * 1.75 us of knot's 30 us per request).  Each push is numbered, and a
+	 * thread there keeps the number of the one behind it (queued_at): a
+	 * refill takes the older head without reading the other list's. */
+	struct cp_level over[2];
+	uint64_t over_head_seq[2];
+	uint64_t over_seq;
 	uint64_t level_bits[2];       /* bit L: level L's list is not empty */
 	struct cp_level level[CP_LEVELS];
 	uint64_t held_went_at;        /* when a held thread last went */

@@ -22,6 +22,9 @@ struct cp_loc_node;
 struct cp_thread {
 	void *sp;                    /* saved stack pointer while switched out */
 	struct cp_thread *next;      /* run queue or inbox link */
+	/* when it went on a deferred or held level; on an overflow list, the
+	 * push number of the thread behind it (runq.h), read with `next` */
+	uint64_t queued_at;
 	struct cp_worker *home;      /* worker it last ran on: wakeups go there */
 	int saved_errno;             /* errno is per user thread */
 	uint32_t flags;              /* CP_TF_* */
@@ -61,7 +64,6 @@ struct cp_thread {
 	uint64_t run_since;          /* the counter when it was switched in, or 0 */
 	struct cp_loc_node *loc;     /* where it last blocked (location.c) */
 	uint64_t loc_ticks;          /* its cpu_ticks then */
-	uint64_t queued_at;          /* when it went on a deferred or held level */
 	/* since it last blocked: descriptors it opened minus closed, and
 	 * bytes it took from malloc minus gave back (CAPRICE_SCHED=2d; within
 	 * +-2 GiB) */

@@ -1746,14 +1746,6 @@ TCASE(sendfile_to_closed_peer)
  * and made again as a pipe behind its back (raw system calls, as a C
  * library's own internal calls would), still reads and writes: the send
  * says ENOTSOCK, and the call goes out again as a write. */
-/* A system call the library cannot see (its syscall() keeps its caches). */
-static long invisible_syscall(long nr, long a1, long a2)
-{
-	long r;
-	__asm__ volatile("syscall" : "=a"(r) : "0"(nr), "D"(a1), "S"(a2) : "rcx", "r11", "memory");
-	return r;
-}
-
 TCASE(read_write_on_a_socket_number_reused_by_a_pipe_behind_the_library)
 {
 	int sv[2];
@@ -1762,10 +1754,10 @@ TCASE(read_write_on_a_socket_number_reused_by_a_pipe_behind_the_library)
 	CHECK_EQ(write(sv[0], "ab", 2), 2); /* known as sockets now */
 	CHECK_EQ(read(sv[1], b, sizeof b), 2);
 	CHECK(memcmp(b, "ab", 2) == 0);
-	CHECK_EQ(invisible_syscall(SYS_close, sv[0], 0), 0);
-	CHECK_EQ(invisible_syscall(SYS_close, sv[1], 0), 0);
+	CHECK_EQ(tc_invisible_syscall(SYS_close, sv[0], 0, 0), 0);
+	CHECK_EQ(tc_invisible_syscall(SYS_close, sv[1], 0, 0), 0);
 	int p[2];
-	CHECK_EQ(invisible_syscall(SYS_pipe2, (long)p, 0), 0);
+	CHECK_EQ(tc_invisible_syscall(SYS_pipe2, (long)p, 0, 0), 0);
 	/* the lowest free numbers: the two the sockets had */
 	CHECK((p[0] == sv[0] || p[0] == sv[1]) && (p[1] == sv[0] || p[1] == sv[1]));
 	CHECK_EQ(write(p[1], "cd", 2), 2);
@@ -1780,9 +1772,9 @@ TCASE(read_write_on_a_socket_number_reused_by_a_pipe_behind_the_library)
 	CHECK_EQ(writev(sv[0], out, 2), 5);
 	CHECK_EQ(readv(sv[1], &back, 1), 5);
 	CHECK(memcmp(in, "efghi", 5) == 0);
-	CHECK_EQ(invisible_syscall(SYS_close, sv[0], 0), 0);
-	CHECK_EQ(invisible_syscall(SYS_close, sv[1], 0), 0);
-	CHECK_EQ(invisible_syscall(SYS_pipe2, (long)p, 0), 0);
+	CHECK_EQ(tc_invisible_syscall(SYS_close, sv[0], 0, 0), 0);
+	CHECK_EQ(tc_invisible_syscall(SYS_close, sv[1], 0, 0), 0);
+	CHECK_EQ(tc_invisible_syscall(SYS_pipe2, (long)p, 0, 0), 0);
 	CHECK((p[0] == sv[0] || p[0] == sv[1]) && (p[1] == sv[0] || p[1] == sv[1]));
 	memset(in, 0, sizeof in);
 	CHECK_EQ(writev(p[1], out, 2), 5);

@@ -4,6 +4,7 @@
  * many sleepers wake in deadline order. */
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +238,87 @@ TCASE(sleepers_wake_in_deadline_order)
 
 /* fork() from a user thread while others exist: the child has a working
  * runtime made around the forking thread (POSIX: it alone survives). */
+/* More threads runnable than a run queue's ring holds (256): the rest
+ * wait on its overflow lists, where threads woken from I/O (pinned to
+ * the worker until they run) are kept apart from the others, and all of
+ * them must still run in the order they were woken.  One worker: main
+ * posts the semaphore waiters' semaphores, in an order of its own, then
+ * makes the pipe readers' bytes ready behind the library's back, and
+ * parks in a join; every reaped read queues behind the waiters. */
+#define OVER_SEM 300
+#define OVER_PIPE 300
+static sem_t over_sem[OVER_SEM];
+static int over_pipe[OVER_PIPE][2];
+static int over_order[OVER_SEM + OVER_PIPE], over_ran, over_started;
+
+static void *over_sem_waiter(void *arg)
+{
+	long i = (long)arg;
+	over_started++; /* one worker: no other thread runs meanwhile */
+	if (sem_wait(&over_sem[i]))
+		return (void *)1;
+	over_order[over_ran++] = (int)i;
+	return NULL;
+}
+
+static void *over_pipe_reader(void *arg)
+{
+	long i = (long)arg;
+	over_started++;
+	char c;
+	if (read(over_pipe[i][0], &c, 1) != 1)
+		return (void *)1;
+	over_order[over_ran++] = OVER_SEM + (int)i;
+	return NULL;
+}
+
+TCASE(threads_beyond_the_ring_run_in_the_order_they_were_woken)
+{
+	if (tc_rerun_on_workers(1, 60))
+		return;
+	tc_watchdog(50);
+	static pthread_t t[OVER_SEM + OVER_PIPE];
+	for (long i = 0; i < OVER_SEM; i++) {
+		CHECK_OK(sem_init(&over_sem[i], 0, 0));
+		CHECK_OK(pthread_create(&t[i], NULL, over_sem_waiter, (void *)i));
+	}
+	for (long i = 0; i < OVER_PIPE; i++) {
+		CHECK_OK(pipe(over_pipe[i]));
+		CHECK_OK(pthread_create(&t[OVER_SEM + i], NULL, over_pipe_reader, (void *)i));
+	}
+	while (over_started < OVER_SEM + OVER_PIPE)
+		tc_msleep(5);
+	tc_msleep(20); /* the last ones get to their waits */
+	/* the waiters from the last down: their own order is what they must
+	 * run in, and they all go before the readers */
+	for (int i = OVER_SEM - 1; i >= 0; i--)
+		CHECK_OK(sem_post(&over_sem[i]));
+	for (int i = 0; i < OVER_PIPE; i++)
+		CHECK_EQ(tc_invisible_syscall(SYS_write, over_pipe[i][1], (long)"x", 1), 1);
+	for (int i = 0; i < OVER_SEM + OVER_PIPE; i++) {
+		void *r;
+		CHECK_OK(pthread_join(t[i], &r));
+		CHECK(r == NULL);
+	}
+	CHECK_EQ(over_ran, OVER_SEM + OVER_PIPE);
+	static bool seen[OVER_PIPE];
+	for (int k = 0; k < OVER_SEM + OVER_PIPE; k++) {
+		int id = over_order[k];
+		if (k < OVER_SEM && id != OVER_SEM - 1 - k)
+			TFAIL("run %d was %d, where semaphore waiter %d was due (woken in "
+			      "the order %d..0, before any reader)", k, id, OVER_SEM - 1 - k,
+			      OVER_SEM - 1);
+		if (k >= OVER_SEM) {
+			CHECK(id >= OVER_SEM && !seen[id - OVER_SEM]);
+			seen[id - OVER_SEM] = true;
+		}
+	}
+	for (int i = 0; i < OVER_PIPE; i++) {
+		CHECK_OK(close(over_pipe[i][0]));
+		CHECK_OK(close(over_pipe[i][1]));
+	}
+}
+
 static pthread_mutex_t park_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t park_cond = PTHREAD_COND_INITIALIZER;
 static bool release_parked;

@@ -289,6 +289,17 @@ void *tc_foreign_join(pthread_t t);
 void tc_read_first_line(const char *path, char *out, size_t n);
 void tc_dump_tasks(pid_t pid);
 
+/* A system call the library cannot see, made with the instruction: its
+ * syscall() keeps its caches, and a C library's own internal calls are
+ * made this way. */
+static inline long tc_invisible_syscall(long nr, long a1, long a2, long a3)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "0"(nr), "D"(a1), "S"(a2), "d"(a3)
+	                 : "rcx", "r11", "memory");
+	return r;
+}
+
 /* Zeroed memory a fork's child shares with its parent (MAP_SHARED). */
 void *tc_shared_alloc(size_t n);
 /* Waits for a child and checks that it exited with status 0. */
