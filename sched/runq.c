@@ -83,8 +83,10 @@ static struct cp_thread *over_take_head(struct cp_runq *q, int i)
 	struct cp_level *l = &q->over[i];
 	struct cp_thread *t = l->head;
 	l->head = t->next;
-	if (l->head)
+	if (l->head) {
 		q->over_head_seq[i] = t->queued_at;
+		__builtin_prefetch(l->head); /* the next refill reads it */
+	}
 	else
 		l->tail = NULL;
 	t->next = NULL;
@@ -350,6 +352,7 @@ static inline __attribute__((always_inline)) struct cp_thread *pop_ring(struct c
 		__atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
 		if (t) {
 			refill(q);
+			cp_runq_prefetch_next(q);
 			return t;
 		}
 		__atomic_sub_fetch(&q->steal, CP_RUNQ_HOLE, __ATOMIC_RELAXED); /* passed a hole */

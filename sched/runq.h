@@ -203,6 +203,14 @@ static inline __attribute__((always_inline)) void cp_runq_push(struct cp_runq *q
 	cp_runq_push_slow(q, t);
 }
 
+/* The owner, having taken the head: the record of the thread behind it,
+ * which runs next, starts on its way into the cache now, while this one
+ * runs (with thousands of threads queued it is no longer there). */
+static inline void cp_runq_prefetch_next(const struct cp_runq *q)
+{
+	__builtin_prefetch(__atomic_load_n(&q->ring[q->head & (CP_RUNQ_RING - 1)], __ATOMIC_RELAXED));
+}
+
 static inline __attribute__((always_inline)) struct cp_thread *cp_runq_pop(struct cp_runq *q)
 {
 	if (cp_likely(__atomic_load_n(&q->steal, __ATOMIC_ACQUIRE) == 0 && q->head != q->tail &&
@@ -211,6 +219,7 @@ static inline __attribute__((always_inline)) struct cp_thread *cp_runq_pop(struc
 		                                      __ATOMIC_RELAXED);
 		if (cp_likely(t != NULL)) {
 			__atomic_store_n(&q->head, q->head + 1, __ATOMIC_RELAXED);
+			cp_runq_prefetch_next(q);
 			cp_runq_count_pin(q, t, -1);
 			return t;
 		}
