@@ -38,11 +38,11 @@
 static int listen_fd;
 static int64_t send_ms;
 
-static bool send_all(int fd, int slot, struct iovec *iov, int cnt, bool more)
+static bool send_all(int fd, struct watch *w, struct iovec *iov, int cnt, bool more)
 {
 	struct msghdr m = { 0 };
 	while (cnt > 0) {
-		if (!watch_arm(slot, WATCH_SEND, watch_now_ms() + send_ms))
+		if (!watch_arm(w, WATCH_SEND, watch_now_ms() + send_ms))
 			return false;
 		int flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
 		ssize_t r;
@@ -76,11 +76,11 @@ static bool send_all(int fd, int slot, struct iovec *iov, int cnt, bool more)
  * shrank or the watchdog shut the socket: the connection is done.  On
  * NPTL this is the kernel's zero-copy sendfile; under Caprice libthread's,
  * which for a regular file is itself a read + write of the chunk. */
-static bool send_big(struct kconn *c, int slot)
+static bool send_big(struct kconn *c, struct watch *w)
 {
 	off_t off = (off_t)c->big_off, end = (off_t)c->big_end;
 	while (off < end) {
-		if (!watch_arm(slot, WATCH_SEND, watch_now_ms() + send_ms))
+		if (!watch_arm(w, WATCH_SEND, watch_now_ms() + send_ms))
 			return false;
 		size_t want = (size_t)(end - off) > BIG_CHUNK ? BIG_CHUNK : (size_t)(end - off);
 		ssize_t r = sendfile(c->fd, c->big->fd, &off, want);
@@ -94,10 +94,10 @@ static bool send_big(struct kconn *c, int slot)
 
 /* Half-closes and reads what the client still sends (for at most 2 s),
  * so an error response is not destroyed by a reset from unread input. */
-static void linger_close(struct kconn *c, int slot)
+static void linger_close(struct kconn *c, struct watch *w)
 {
 	shutdown(c->fd, SHUT_WR);
-	watch_arm(slot, WATCH_READ, watch_now_ms() + 2000);
+	watch_arm(w, WATCH_READ, watch_now_ms() + 2000);
 	size_t total = 0;
 	while (total < (1u << 20)) {
 		ssize_t r = recv(c->fd, c->buf, sizeof c->buf, 0);
@@ -110,10 +110,10 @@ static void linger_close(struct kconn *c, int slot)
 
 static void *serve(void *arg)
 {
+	struct watch w;
 	struct kconn c;
 	int fd = (int)((uintptr_t)arg & 0xffffffffu);
-	int slot = watch_add(fd);
-	if (slot < 0) { /* cannot happen: slots = --max-conns */
+	if (!watch_add(&w, fd)) { /* cannot happen: slots = --max-conns */
 		knot_refuse(fd);
 		goto out_noslot;
 	}
@@ -122,8 +122,8 @@ static void *serve(void *arg)
 
 	for (;;) {
 		if (kconn_build(&c) > 0) {
-			bool ok = send_all(fd, slot, c.iov, c.iovcnt, c.big != NULL) &&
-			          (!c.big || send_big(&c, slot));
+			bool ok = send_all(fd, &w, c.iov, c.iovcnt, c.big != NULL) &&
+			          (!c.big || send_big(&c, &w));
 			kconn_done(&c);
 			if (!ok)
 				goto out;
@@ -132,7 +132,7 @@ static void *serve(void *arg)
 		if (!c.keep_open)
 			break;
 		int64_t now = watch_now_ms(), until = kconn_read_deadline(&c, now);
-		if (until <= now || !watch_arm(slot, WATCH_READ, until))
+		if (until <= now || !watch_arm(&w, WATCH_READ, until))
 			goto timeout;
 		size_t room;
 		char *p = kconn_rbuf(&c, &room);
@@ -143,12 +143,12 @@ static void *serve(void *arg)
 		}
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (watch_fired(slot))
+		if (watch_fired(&w))
 			goto timeout;
 		goto out;
 	}
 	if (c.linger)
-		linger_close(&c, slot);
+		linger_close(&c, &w);
 	goto out;
 timeout:
 	/* the watchdog shut our reading side: the way out still works */
@@ -158,9 +158,9 @@ timeout:
 		sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
 	}
 	kconn_done(&c);
-	linger_close(&c, slot);
+	linger_close(&c, &w);
 out:
-	watch_remove(slot);
+	watch_remove(&w);
 out_noslot:
 	close(fd);
 	atomic_fetch_sub_explicit(&knot.active, 1, memory_order_relaxed);

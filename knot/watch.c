@@ -1,10 +1,12 @@
-/* watch.c: the connection watchdog (see watch.h).  A slot's state is one
- * 64-bit word, deadline << 3 | kind << 1 | fired; the watchdog fires with
- * a compare-and-swap, so it only ever fires the deadline it saw. */
+/* watch.c: the connection watchdog (see watch.h).  A watch's state is
+ * one 64-bit word, deadline << 3 | kind << 1 | fired; the watchdog fires
+ * with a compare-and-swap, so it only ever fires the deadline it saw.
+ * The table holds where each word is; the watchdog reads the words under
+ * the table's lock, which watch_remove takes before the word's frame can
+ * go away. */
 #include "watch.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +15,11 @@
 
 #define FIRED 1u
 
-/* a cache line each: owners on different cores store here every request */
 struct slot {
-	_Atomic uint64_t word;
+	_Atomic uint64_t *word;
 	int fd;          /* -1: free; changed under `lock` only */
 	int next_free;
-} __attribute__((aligned(64)));
+};
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct slot *slots;
@@ -35,7 +36,7 @@ int watch_init(long n)
 {
 	if (n > (1L << 24))
 		n = 1L << 24;
-	slots = aligned_alloc(64, (size_t)n * sizeof *slots);
+	slots = malloc((size_t)n * sizeof *slots);
 	if (slots)
 		memset(slots, 0, (size_t)n * sizeof *slots);
 	if (!slots)
@@ -44,9 +45,10 @@ int watch_init(long n)
 	return 0;
 }
 
-int watch_add(int fd)
+bool watch_add(struct watch *w, int fd)
 {
 	int i;
+	atomic_store_explicit(&w->word, 0, memory_order_relaxed);
 	pthread_mutex_lock(&lock);
 	if (free_head >= 0) {
 		i = free_head;
@@ -55,41 +57,42 @@ int watch_add(int fd)
 		i = high++;
 	} else {
 		pthread_mutex_unlock(&lock);
-		return -1;
+		return false;
 	}
-	atomic_store_explicit(&slots[i].word, 0, memory_order_relaxed);
+	slots[i].word = &w->word;
 	slots[i].fd = fd;
 	pthread_mutex_unlock(&lock);
-	return i;
+	w->slot = i;
+	return true;
 }
 
-void watch_remove(int i)
+void watch_remove(struct watch *w)
 {
+	int i = w->slot;
 	pthread_mutex_lock(&lock);
 	slots[i].fd = -1;
-	atomic_store_explicit(&slots[i].word, 0, memory_order_relaxed);
+	slots[i].word = NULL;
 	slots[i].next_free = free_head;
 	free_head = i;
 	pthread_mutex_unlock(&lock);
 }
 
-bool watch_arm(int i, int kind, int64_t deadline_ms)
+bool watch_arm(struct watch *w, int kind, int64_t deadline_ms)
 {
 	/* A plain store, not a compare-and-swap: if the watchdog fires in
 	 * between, it did so for a deadline that had passed, and the owner
 	 * sees its call fail and closes (without the 408). */
-	uint64_t old = atomic_load_explicit(&slots[i].word, memory_order_relaxed);
+	uint64_t old = atomic_load_explicit(&w->word, memory_order_relaxed);
 	if (old & FIRED)
 		return false;
-	atomic_store_explicit(&slots[i].word,
-	                      ((uint64_t)deadline_ms << 3) | ((uint64_t)kind << 1),
+	atomic_store_explicit(&w->word, ((uint64_t)deadline_ms << 3) | ((uint64_t)kind << 1),
 	                      memory_order_relaxed);
 	return true;
 }
 
-bool watch_fired(int i)
+bool watch_fired(const struct watch *w)
 {
-	return atomic_load_explicit(&slots[i].word, memory_order_relaxed) & FIRED;
+	return atomic_load_explicit(&w->word, memory_order_relaxed) & FIRED;
 }
 
 void *watch_thread(void *arg)
@@ -104,10 +107,10 @@ void *watch_thread(void *arg)
 			struct slot *s = &slots[i];
 			if (s->fd < 0)
 				continue;
-			uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+			uint64_t w = atomic_load_explicit(s->word, memory_order_relaxed);
 			if (w == 0 || (w & FIRED) || (int64_t)(w >> 3) > now)
 				continue;
-			if (!atomic_compare_exchange_strong_explicit(&s->word, &w, w | FIRED,
+			if (!atomic_compare_exchange_strong_explicit(s->word, &w, w | FIRED,
 			                                             memory_order_relaxed,
 			                                             memory_order_relaxed))
 				continue; /* re-armed meanwhile */
