@@ -86,9 +86,9 @@ static struct cp_thread *over_take_head(struct cp_runq *q, int i)
 	if (l->head) {
 		q->over_head_seq[i] = t->queued_at;
 		__builtin_prefetch(l->head); /* the next refill reads it */
-	}
-	else
+	} else {
 		l->tail = NULL;
+	}
 	t->next = NULL;
 	__atomic_store_n(&q->over_len, q->over_len - 1, __ATOMIC_RELAXED);
 	return t;
@@ -119,7 +119,10 @@ static void chain_add(struct cp_chain *ch, struct cp_thread *t)
 static void refill(struct cp_runq *q)
 {
 	while (q->over_len && q->tail - q->head < CP_RUNQ_RING) {
-		int i = !q->over[0].head || (q->over[1].head && q->over_head_seq[1] < q->over_head_seq[0]);
+		/* the older head: pinned (1) if only it is there or it was
+		 * pushed first */
+		int i = !q->over[0].head ||
+		        (q->over[1].head && q->over_head_seq[1] < q->over_head_seq[0]);
 		q->ring[q->tail & (CP_RUNQ_RING - 1)] = over_take_head(q, i);
 		__atomic_store_n(&q->tail, q->tail + 1, __ATOMIC_RELEASE);
 	}

@@ -143,9 +143,9 @@ int cp_worker_index(void);
 
 /* ---- threads ---- */
 
-/* Makes a zeroed thread record of thread_size bytes at the top of a
- * new stack; entry(t) runs when
- * it is first scheduled and must end with cp_thread_finish().  stack_addr non-NULL wraps a caller's stack.
+/* Makes a zeroed thread record of thread_size bytes at the top of a new
+ * stack; entry(t) runs when it is first scheduled and must end with
+ * cp_thread_finish().  stack_addr non-NULL wraps a caller's stack.
  * Returns NULL and sets *err to EAGAIN/ENOMEM/EINVAL on failure. */
 struct cp_thread *cp_thread_new(size_t thread_size, size_t stack_size, size_t guard,
                                 enum cp_stack_fit fit, void *stack_addr,
