@@ -243,7 +243,12 @@ unsigned cp_wake_all(struct cp_waitq *q)
 bool cp_wake_successor(struct cp_waitq *q)
 {
 	struct cp_waiter *w = q->head;
-	return w && w->thread && wake_waiter(q, w, RESUME_AFTER_ME);
+	/* only one that parked on this worker: run here, one that parked
+	 * elsewhere would return from its call on another worker, and its
+	 * caller may keep errno's address across the call (a pthread_join
+	 * then a failing recv read the other worker's errno) */
+	return w && w->thread && w->thread->home == cp_worker_self() &&
+	       wake_waiter(q, w, RESUME_AFTER_ME);
 }
 
 int cp_sleep_until(uint64_t deadline, unsigned interrupt_by)

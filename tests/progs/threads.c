@@ -635,6 +635,95 @@ TCASE(join_frees_the_stack_only_once_the_joinee_is_off_it)
 	tc_check_spread(&mask);
 }
 
+/* A joiner comes back from pthread_join on the worker it waited on, also
+ * when the thread it joined ended on another: its caller may keep errno's
+ * address across the call (glibc declares __errno_location const), and
+ * errno is the worker's (README, What differs from NPTL); a join then a
+ * failing recv read the other worker's errno.  The joinees are made by a
+ * maker thread on the other worker, which waits for each order in a pipe
+ * read (a wakeup from I/O runs where it parked) and makes the joinee
+ * where it runs. */
+struct jw_maker {
+	int order[2], made[2];
+};
+static int jw_ended_on; /* the worker the last joinee ended on */
+
+static void *jw_joinee(void *arg)
+{
+	tc_msleep(2); /* its joiner parks meanwhile */
+	*(int *)arg = caprice_worker_index();
+	return NULL;
+}
+
+static void *jw_make(void *arg)
+{
+	struct jw_maker *m = arg;
+	char c;
+	while (read(m->order[0], &c, 1) == 1 && c == 'm') {
+		pthread_t t;
+		if (pthread_create(&t, NULL, jw_joinee, &jw_ended_on) != 0 ||
+		    write(m->made[1], &t, sizeof t) != sizeof t)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+TCASE(join_returns_on_the_worker_the_joiner_waited_on)
+{
+	if (tc_rerun_on_workers(2, 60))
+		return;
+	tc_watchdog(50);
+	enum { MAKERS = 8, ROUNDS = 100 };
+	struct jw_maker m[MAKERS];
+	pthread_t mt[MAKERS];
+	for (int i = 0; i < MAKERS; i++) {
+		CHECK_OK(pipe(m[i].order));
+		CHECK_OK(pipe2(m[i].made, O_NONBLOCK));
+		CHECK_OK(pthread_create(&mt[i], NULL, jw_make, &m[i]));
+	}
+	tc_msleep(20); /* all parked in their reads */
+	int ended_elsewhere = 0;
+	for (int round = 0; round < ROUNDS; round++) {
+		/* a maker parked on another worker than ours (we may have been
+		 * moved by a steal since the last round) */
+		int mine = caprice_worker_index(), other = -1;
+		for (int i = 0; i < MAKERS && other < 0; i++) {
+			struct caprice_thread_stats st;
+			CHECK_OK(caprice_thread_stats(mt[i], &st));
+			if (st.worker != mine)
+				other = i;
+		}
+		if (other < 0)
+			continue;
+		pthread_t t;
+		CHECK_EQ(write(m[other].order[1], "m", 1), 1);
+		/* busy meanwhile: the placement would start the joinee on an
+		 * idle worker with fewer threads, ours */
+		ssize_t n;
+		while ((n = read(m[other].made[0], &t, sizeof t)) < 0 && errno == EAGAIN)
+			;
+		CHECK_EQ(n, (ssize_t)sizeof t);
+		mine = caprice_worker_index();
+		CHECK_OK(pthread_join(t, NULL));
+		if (caprice_worker_index() != mine)
+			TFAIL("round %d: joined on worker %d, came back on %d", round, mine,
+			      caprice_worker_index());
+		ended_elsewhere += jw_ended_on != mine;
+	}
+	/* else the case tested too little */
+	CHECK(ended_elsewhere >= ROUNDS / 2);
+	for (int i = 0; i < MAKERS; i++) {
+		CHECK_EQ(write(m[i].order[1], "q", 1), 1);
+		void *r;
+		CHECK_OK(pthread_join(mt[i], &r));
+		CHECK(r == NULL);
+		CHECK_OK(close(m[i].order[0]));
+		CHECK_OK(close(m[i].order[1]));
+		CHECK_OK(close(m[i].made[0]));
+		CHECK_OK(close(m[i].made[1]));
+	}
+}
+
 TCASE(clockjoin_bad_clock_einval)
 {
 	struct gate g = GATE_INIT;
