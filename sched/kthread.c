@@ -12,6 +12,12 @@
 #include "compiler.h"
 #include "scheduler.h"
 
+#ifdef CP_ASAN
+#include <sanitizer/asan_interface.h>
+
+#include "worker.h"
+#endif
+
 cp_real_pthread_create_fn cp_real_pthread_create(void)
 {
 	static cp_real_pthread_create_fn fn;
@@ -50,6 +56,19 @@ struct kthread_start {
 static CP_NO_SPLIT void *kthread_begin(void *p)
 {
 	cp_split_limit_set(0);
+#ifdef CP_ASAN
+	/* made past ASan's pthread_create, which would clear the stack's
+	 * shadow: the C library may hand it a recycled stack whose shadow
+	 * still holds the redzones of frames of a thread that is gone (after
+	 * a fork every other thread's stack is recycled), and a fork's child
+	 * reported a stack-buffer-underflow in a worker's first snprintf */
+	struct cp_stack st = { 0 };
+	cp_native_stack_bounds(&st);
+	char *sp;
+	__asm__ volatile("movq %%rsp, %0" : "=r"(sp));
+	if (st.lo && sp > (char *)st.lo)
+		__asan_unpoison_memory_region(st.lo, (size_t)(sp - (char *)st.lo));
+#endif
 	struct kthread_start start = *(struct kthread_start *)p;
 	free(p);
 	return start.fn(start.arg);
