@@ -9,7 +9,6 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -36,9 +35,7 @@ int watch_init(long n)
 {
 	if (n > (1L << 24))
 		n = 1L << 24;
-	slots = malloc((size_t)n * sizeof *slots);
-	if (slots)
-		memset(slots, 0, (size_t)n * sizeof *slots);
+	slots = calloc((size_t)n, sizeof *slots);
 	if (!slots)
 		return -1;
 	nslots = (int)n;

@@ -214,10 +214,11 @@ CP_EXPORT ssize_t read(int fd, void *buf, size_t n)
  * do there, while io_uring's file read and write path costs a socket
  * more (its nowait check, and an fsnotify hook on completion: 0.87 us of
  * an echo round trip at 10,000 connections, perf, of which 0.39 came
- * back where the same cache misses were then taken).  A descriptor cached as a socket that is no longer one (closed
- * and reused behind the library's back, by a C library call that does
- * not come here) says ENOTSOCK: it is asked again, and the call goes
- * out as a read or a write. */
+ * back where the same cache misses were then taken).  A descriptor
+ * cached as a socket that is no longer one (closed and reused behind the
+ * library's back, by a C library call that does not come here) says
+ * ENOTSOCK: it is asked again, and the call goes out as a read or a
+ * write. */
 static bool as_socket_op(struct lt_io *io, int fd, off_t off)
 {
 	return off < 0 && io->f && lt_fd_socket(io->f, fd);

@@ -175,7 +175,7 @@ static cp_on_dead_fn *lt_leaving(struct cp_thread *ct)
 	struct lt_thread *t = (struct lt_thread *)ct;
 	lt_cpuclock_thread_gone(t); /* its clock id now names nothing */
 	/* a joiner that comes after this look is woken by lt_on_dead */
-	if (!__atomic_load_n(&t->joiners.head, __ATOMIC_RELAXED))
+	if (cp_waitq_empty(&t->joiners))
 		return lt_on_dead;
 	cp_spin_lock(&t->join_lock);
 	bool handed = t->join_state == LT_JOINABLE && cp_wake_successor(&t->joiners);

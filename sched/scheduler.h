@@ -321,7 +321,12 @@ struct cp_waitq {
 };
 #define CP_WAITQ_INIT { NULL }
 
-static inline bool cp_waitq_empty(const struct cp_waitq *q) { return q->head == NULL; }
+/* Under the queue's lock, exact; without it, a hint (a waiter may be
+ * coming or going). */
+static inline bool cp_waitq_empty(const struct cp_waitq *q)
+{
+	return __atomic_load_n(&q->head, __ATOMIC_RELAXED) == NULL;
+}
 static inline struct cp_waiter *cp_waitq_first(const struct cp_waitq *q) { return q->head; }
 static inline struct cp_waiter *cp_waitq_next(const struct cp_waitq *q, const struct cp_waiter *w)
 {

@@ -90,7 +90,7 @@ static void resume(struct cp_waiter *w, enum resume_at at)
 		if (at == RESUME_HERE)
 			cp_wake_here(w->thread);
 		else if (at == RESUME_AFTER_ME)
-			cp_wake_successor_thread(w->thread);
+			cp_wake_successor_thread(w->thread->home, w->thread);
 		else
 			cp_wake(w->thread);
 	} else {
@@ -243,7 +243,8 @@ unsigned cp_wake_all(struct cp_waitq *q)
 bool cp_wake_successor(struct cp_waitq *q)
 {
 	struct cp_waiter *w = q->head;
-	/* only one that parked on this worker: run here, one that parked
+	/* only one that parked on this worker (its home, which
+	 * cp_wake_successor_thread queues it on): run here, one that parked
 	 * elsewhere would return from its call on another worker, and its
 	 * caller may keep errno's address across the call (a pthread_join
 	 * then a failing recv read the other worker's errno) */

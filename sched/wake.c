@@ -159,10 +159,9 @@ void cp_wake_pinned(struct cp_thread *t)
 	cp_wake(t);
 }
 
-void cp_wake_successor_thread(struct cp_thread *t)
+void cp_wake_successor_thread(struct cp_worker *self, struct cp_thread *t)
 {
-	struct cp_worker *self = cp_worker_self();
-	cp_assert(self && self->in_sched && self->current->done);
+	cp_assert(self == cp_worker_self() && self->in_sched && self->current->done);
 	/* no thief or spare may take it before the switch away from the
 	 * finishing thread (pinned threads stay but for the poke's hand-off,
 	 * which waits for in_sched to drop), and in_sched is up: a plain push */

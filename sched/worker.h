@@ -176,7 +176,7 @@ void cp_wake_init(void);
 /* cp_wake_successor's wake: t goes on the queue of the worker whose
  * current thread is finishing, pinned, so that it runs there and only
  * once that thread is off its stack (wake.c). */
-void cp_wake_successor_thread(struct cp_thread *t);
+void cp_wake_successor_thread(struct cp_worker *self, struct cp_thread *t);
 
 /* ---- interruptible waits (wait.c, io.c) ----
  * A waiter publishes its wait (t->waiting or t->io_waiting) with a plain
