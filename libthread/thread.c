@@ -166,7 +166,7 @@ static void lt_on_dead(struct cp_thread *ct)
 }
 
 /* Runs on t's stack as it finishes, where nothing can switch it out: a
- * joiner already waiting is queued here, to run (and free t) once t is
+ * joiner already waiting runs next here (and frees t) once t is
  * off its stack, and nothing more is left to do.  Waking it only from
  * lt_on_dead took a third switch per create+join, through the worker's
  * loop, whenever the joiner was all there was to run. */

@@ -392,7 +392,11 @@ _Noreturn void cp_thread_finish(cp_on_dead_fn *(*leaving)(struct cp_thread *t))
 		w->dead = cur;
 		w->on_dead = on_dead;
 	}
-	struct cp_thread *next = pick_next(w);
+	struct cp_thread *next = w->successor;
+	if (next)
+		w->successor = NULL;
+	else
+		next = pick_next(w);
 	switch_to(w, cur, next ? next : &w->idle, true);
 	cp_die("finished thread %llu was resumed", (unsigned long long)cur->id);
 }

@@ -244,7 +244,7 @@ bool cp_wake_successor(struct cp_waitq *q)
 {
 	struct cp_waiter *w = q->head;
 	/* only one that parked on this worker (its home, which
-	 * cp_wake_successor_thread queues it on): run here, one that parked
+	 * cp_wake_successor_thread runs it on): run here, one that parked
 	 * elsewhere would return from its call on another worker, and its
 	 * caller may keep errno's address across the call (a pthread_join
 	 * then a failing recv read the other worker's errno) */

@@ -33,6 +33,8 @@ struct cp_worker {
 	struct cp_thread *switched_from;/* ASan needs the stack we left */
 	struct cp_thread *requeue;      /* a yielding thread, queued once the
 	                                   switch away from it is done */
+	struct cp_thread *successor;    /* runs next, once the finishing
+	                                   current thread is off its stack */
 	struct cp_stack_pool stacks;
 	struct cp_chunk_pool chunks;    /* linked stacks' chunks (chunk.h) */
 	struct cp_thread idle;          /* the worker's own loop, as a context */
@@ -173,9 +175,9 @@ struct cp_thread *cp_inbox_take(struct cp_worker *w);
 void cp_inbox_drain(struct cp_worker *w);
 /* Registers the kick deferral with the spinlock (at start-up). */
 void cp_wake_init(void);
-/* cp_wake_successor's wake: t goes on the queue of the worker whose
- * current thread is finishing, pinned, so that it runs there and only
- * once that thread is off its stack (wake.c). */
+/* cp_wake_successor's wake: t runs next on the worker whose current
+ * thread is finishing, straight after the switch away from that thread
+ * (wake.c). */
 void cp_wake_successor_thread(struct cp_worker *self, struct cp_thread *t);
 
 /* ---- interruptible waits (wait.c, io.c) ----

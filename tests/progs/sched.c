@@ -1,7 +1,7 @@
-/* sched.c: scheduler behaviour a user can observe: queued threads are not
- * stranded behind a worker stuck in a computation or in a call the
- * runtime cannot see; idle workers sleep; CAPRICE_WORKERS is honoured;
- * many sleepers wake in deadline order. */
+/* sched.c: scheduler behaviour a user can observe: queued threads, and a
+ * joiner, are not stranded behind a worker stuck in a computation or in a
+ * call the runtime cannot see; idle workers sleep; CAPRICE_WORKERS is
+ * honoured; many sleepers wake in deadline order. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -97,6 +97,30 @@ TCASE(queued_threads_not_stranded_by_unseen_blocking_call)
 	pthread_t w;
 	CHECK_OK(pthread_create(&w, NULL, late_writer, NULL));
 	check_not_stranded(blind_read);
+	CHECK_OK(pthread_join(w, NULL));
+}
+
+/* A joiner woken by its joinee's end on their worker runs there next, not
+ * behind the threads queued ahead of it: one of those may block the
+ * worker in a call the runtime cannot see, and a joiner kept on that
+ * worker (as it must be until the joinee is off its stack) would wait
+ * for that call to return. */
+TCASE(joiner_runs_before_a_queued_thread_that_blocks_its_worker)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	CHECK_OK(pipe(pipefd) == 0 ? 0 : errno);
+	pthread_t w, joinee, h;
+	CHECK_OK(pthread_create(&w, NULL, late_writer, NULL));
+	uint64_t start = tc_now_ns();
+	/* the joinee first, then the blocker behind it, on the one worker */
+	CHECK_OK(pthread_create(&joinee, NULL, record_start, (void *)0L));
+	CHECK_OK(pthread_create(&h, NULL, blind_read, NULL));
+	CHECK_OK(pthread_join(joinee, NULL));
+	uint64_t joined = tc_now_ns() - start;
+	if (joined > tc_late_ns(150))
+		TFAIL("pthread_join returned after %.1f ms, behind a blocked worker", joined / 1e6);
+	CHECK_OK(pthread_join(h, NULL));
 	CHECK_OK(pthread_join(w, NULL));
 }
 
