@@ -371,6 +371,14 @@ static bool steal_bit_take(struct cp_runq *q)
 	                                   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 
+/* For cp_runq_take: a pinned thread leaves only with take_pinned, and
+ * only with TLS of its own; on the worker's TLS (a thread on a stack the
+ * program gave) errno's address is this worker's. */
+static inline bool stays(const struct cp_thread *c, bool take_pinned)
+{
+	return c->pinned && !(take_pinned && c->tcb);
+}
+
 struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
                                struct cp_thread **last, uint32_t *taken)
 {
@@ -395,22 +403,31 @@ struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
 	for (uint32_t i = q->head; i != q->tail && ch.n < n; i++) {
 		struct cp_thread **slot = &q->ring[i & (CP_RUNQ_RING - 1)];
 		struct cp_thread *c = *slot;
-		if (!c || (c->pinned && !take_pinned))
+		if (!c || stays(c, take_pinned))
 			continue;
 		*slot = NULL;
 		chain_add(&ch, c);
 		holes_made++;
 	}
-	/* the overflow lists, behind the ring: movable threads first */
-	for (int i = 0; i < (take_pinned ? 2 : 1); i++)
-		while (q->over[i].head && ch.n < n)
-			chain_add(&ch, over_take_head(q, i));
+	/* the overflow lists, behind the ring: movable threads first; pinned
+	 * ones that stay go back behind the rest of theirs */
+	while (q->over[0].head && ch.n < n)
+		chain_add(&ch, over_take_head(q, 0));
+	struct cp_chain kept = { 0 };
+	while (take_pinned && q->over[1].head && ch.n < n) {
+		struct cp_thread *c = over_take_head(q, 1);
+		chain_add(stays(c, take_pinned) ? &kept : &ch, c);
+	}
+	for (struct cp_thread *c = kept.first, *next; c; c = next) {
+		next = c->next;
+		cp_runq_push_overflow(q, c);
+	}
 	/* the levels, in the order a pop takes them (held ones last) */
 	for (uint32_t lv = 1; lv < CP_LEVELS && ch.n < n; lv++) {
 		for (struct cp_thread *c = q->level[lv].head, *prev = NULL, *next; c && ch.n < n;
 		     c = next) {
 			next = c->next;
-			if (c->pinned && !take_pinned) {
+			if (stays(c, take_pinned)) {
 				prev = c;
 				continue;
 			}

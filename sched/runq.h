@@ -261,7 +261,8 @@ bool cp_policy_holds(struct cp_runq *q, struct cp_thread *t);
 #define CP_HELD_MAX_NS 200000000ull
 
 /* The owner: detaches up to n threads, oldest first, as a NULL-terminated
- * chain; pinned threads stay unless take_pinned (runq.c). */
+ * chain; pinned threads stay, but with take_pinned those with TLS of
+ * their own (runq.c). */
 struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
                                struct cp_thread **last, uint32_t *taken);
 

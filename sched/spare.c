@@ -127,6 +127,6 @@ void cp_spare_look(struct cp_worker *s)
 		return;
 	if (cp_runq_len(&s->rq) || __atomic_load_n(&s->inbox, __ATOMIC_RELAXED)) {
 		struct cp_worker *to = s->covered_last ? s->covered_last : cp_workers[0];
-		cp_steal_give(s, to, CP_DONATE_MOVABLE);
+		cp_steal_give(s, to, CP_DONATE_ALL);
 	}
 }

@@ -14,31 +14,21 @@
 
 #include "compiler.h"
 
-/* Moves part of w's queue (and with CP_DONATE_ALL, its inbox) to
+/* Moves part of w's queue (with CP_DONATE_ALL, its inbox first) to
  * thief's inbox. */
 void cp_steal_give(struct cp_worker *w, struct cp_worker *thief, enum cp_donation how)
 {
-	bool include_inbox = how == CP_DONATE_ALL;
-	if (how == CP_DONATE_MOVABLE)
-		cp_inbox_drain(w); /* so that its pinned threads (if any) stay */
+	bool all = how == CP_DONATE_ALL;
+	if (all) /* behind the queue: they were woken last */
+		cp_inbox_drain(w);
 	struct cp_thread *last = NULL, *chain = NULL;
 	uint32_t k = 0;
-	/* pinned threads stay (but for CP_DONATE_ALL): halves are of the rest */
-	uint32_t len = how == CP_DONATE_ALL ? cp_runq_len(&w->rq) : cp_runq_movable(&w->rq);
-	uint32_t n = how == CP_DONATE_ALL || how == CP_DONATE_MOVABLE ? len
-	           : how == CP_DONATE_CEIL_HALF ? (len + 1) / 2 : len / 2;
+	/* pinned threads stay (but those that may leave, for CP_DONATE_ALL):
+	 * halves are of the rest */
+	uint32_t len = all ? cp_runq_len(&w->rq) : cp_runq_movable(&w->rq);
+	uint32_t n = all ? len : how == CP_DONATE_CEIL_HALF ? (len + 1) / 2 : len / 2;
 	if (n)
-		chain = cp_runq_take(&w->rq, n, how == CP_DONATE_ALL, &last, &k);
-	if (include_inbox) { /* behind the queue: they were woken last */
-		for (struct cp_thread *t = cp_inbox_take(w), *n; t; t = n, k++) {
-			n = t->next;
-			if (last)
-				last->next = t;
-			else
-				chain = t;
-			last = t;
-		}
-	}
+		chain = cp_runq_take(&w->rq, n, all && cp_tls_per_thread, &last, &k);
 	if (!chain)
 		return;
 	__atomic_add_fetch(&w->st.steals_out, k, __ATOMIC_RELAXED);
@@ -70,7 +60,7 @@ void cp_steal_hand_off(struct cp_worker *w)
 	for (int i = 1; i < cp_nworkers; i++) {
 		struct cp_worker *v = cp_workers[(w->index + i) % cp_nworkers];
 		if (__atomic_load_n(&v->sleeping, __ATOMIC_RELAXED)) {
-			cp_steal_give(w, v, CP_DONATE_MOVABLE);
+			cp_steal_give(w, v, CP_DONATE_ALL);
 			return;
 		}
 	}
@@ -78,7 +68,7 @@ void cp_steal_hand_off(struct cp_worker *w)
 	 * blocked in the kernel (the monitor assigned one: spare.c) */
 	struct cp_worker *s = cp_spare_of(w);
 	if (s)
-		cp_steal_give(w, s, CP_DONATE_MOVABLE);
+		cp_steal_give(w, s, CP_DONATE_ALL);
 }
 
 uint32_t cp_idle_sleepers CP_HIDDEN, cp_thieves_spinning CP_HIDDEN, cp_idle_workers CP_HIDDEN;

@@ -122,10 +122,11 @@ enum cp_donation {
 	                         workers and pay a kick per handoff */
 	CP_DONATE_CEIL_HALF,  /* at a yield: everything stays runnable, so a
 	                         lone queued thread is better run elsewhere */
-	CP_DONATE_ALL,        /* stuck (poke): nothing here will run for a while */
-	CP_DONATE_MOVABLE,    /* the monitor's poke, a spare: every thread that
-	                         may move (not the pinned ones, whose errno
-	                         address is this worker's), the inbox's too */
+	CP_DONATE_ALL,        /* stuck (the poke's hand-off), a spare giving
+	                         back: every thread that may leave, the inbox's
+	                         too: the movable ones and the pinned ones with
+	                         TLS of their own (with the worker's, errno's
+	                         address is this worker's: they stay) */
 };
 
 /* First code of a fresh context: finishes the switch that led here. */

@@ -8,12 +8,16 @@
  * worker, queues a blocker and four tickers there and waits.  The blocker
  * sleeps 400 ms with the raw `syscall` instruction (no libc, no
  * interposition), blocking that worker in the kernel.  Without a spare the
- * tickers would first run after those 400 ms. */
+ * tickers would first run after those 400 ms.  Last, a thread whose read
+ * completes on the blocked worker's ring: with TLS of its own the spare
+ * runs it, with the worker's it waits for its worker (errno). */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
 
 #include "caprice.h"
 #include "tcase.h"
@@ -185,4 +189,97 @@ TCASE(no_spare_beside_a_worker_that_computes)
 		CHECK(k[i].max_gap < max_gap_ns());
 	}
 	CHECK_EQ(st.covers, 0);
+}
+
+/* A thread whose read completes on a blocked worker's ring (the poke reaps
+ * it there) first runs on that worker when `errno` is the worker's: its
+ * caller may hold errno's address from before the call.  With TLS of its
+ * own (CAPRICE_TLS=thread) nothing ties it there, and the spare runs it at
+ * once.  The scene, on one worker and its spare: a reader parks in read()
+ * on an empty pipe, a blocker then holds the worker in a raw nanosleep,
+ * and a kernel thread of the C library writes the byte 50 ms later. */
+static int io_pipe[2];
+static atomic_bool reader_started, blocker_blocking;
+static uint64_t t_written, t_read_done;
+
+static void *reader(void *arg)
+{
+	(void)arg;
+	char c;
+	atomic_store(&reader_started, true);
+	ssize_t n = read(io_pipe[0], &c, 1); /* parks on the worker's ring */
+	__atomic_store_n(&t_read_done, tc_now_ns(), __ATOMIC_RELEASE);
+	return (void *)n;
+}
+
+static void *blocker_after_reader(void *arg)
+{
+	while (!atomic_load(&reader_started))
+		tc_msleep(1);
+	tc_msleep(5); /* the reader is parked in its read by now */
+	atomic_store(&blocker_blocking, true);
+	return blocker(arg);
+}
+
+static void *late_byte(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&blocker_blocking))
+		usleep(1000);
+	usleep(50000);
+	__atomic_store_n(&t_written, tc_now_ns(), __ATOMIC_RELEASE);
+	if (write(io_pipe[1], "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+/* Runs the scene in a child on one worker with CAPRICE_TLS=tls; returns
+ * in that child, true, after the scene (false in the parent, which has
+ * checked the child). */
+static bool reader_behind_blocked_worker(const char *tls)
+{
+	if (!tc_in_child()) {
+		char env[32], out[8192];
+		snprintf(env, sizeof env, "CAPRICE_TLS=%s", tls);
+		const char *extra[] = { "CAPRICE_WORKERS=1", env, NULL };
+		int st = tc_run_self(tcase_current(), extra, out, sizeof out, 60);
+		fputs(out, stdout);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			TFAIL("the CAPRICE_TLS=%s run failed (status %#x); its output is above", tls, st);
+		return false;
+	}
+	tc_watchdog(30);
+	CHECK_OK(pipe(io_pipe) == 0 ? 0 : errno);
+	int blocked_worker = -1;
+	pthread_t w;
+	tc_foreign_run(late_byte, NULL, &w);
+	pthread_t r = tc_spawn(reader, NULL);
+	pthread_t b = tc_spawn(blocker_after_reader, &blocked_worker);
+	CHECK_EQ((long)tc_join(r), 1L);
+	tc_join(b);
+	tc_foreign_join(w);
+	printf("CAPRICE_TLS=%s: read returned %.1f ms after the write; the blocker let go "
+	       "%.1f ms after it\n",
+	       tls, (t_read_done - t_written) / 1e6, (t_blocker_done - t_written) / 1e6);
+	fflush(stdout);
+	return true;
+}
+
+TCASE(io_woken_thread_with_tls_of_its_own_leaves_a_blocked_worker)
+{
+	if (getenv("CAPRICE_TEST_SANITIZED"))
+		TSKIP("TLS per user thread is off in sanitized builds (ASan keeps its own "
+		      "per-thread state in TLS)");
+	tc_run_alone();
+	if (!reader_behind_blocked_worker("thread"))
+		return;
+	CHECK(t_read_done - t_written < max_gap_ns());
+}
+
+TCASE(io_woken_thread_with_the_workers_tls_waits_for_its_worker)
+{
+	tc_run_alone();
+	if (!reader_behind_blocked_worker("worker"))
+		return;
+	CHECK(t_read_done >= t_blocker_done);
 }
