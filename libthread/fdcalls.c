@@ -23,11 +23,12 @@ static int fresh(long fd)
 	return lt_fd_fresh((int)fd);
 }
 
-static int fresh_pair(int r, const int fds[2], enum lt_fd_kind kind)
+static int fresh_pair(int r, const int fds[2], enum lt_fd_kind kind, bool nonblock)
 {
 	if (r == 0) {
-		lt_fd_fresh_kind(fds[0], kind);
-		lt_fd_fresh_kind(fds[1], kind);
+		enum lt_fd_nonblock nb = nonblock ? LT_NONBLOCK_YES : LT_NONBLOCK_NO;
+		lt_fd_fresh_known(fds[0], kind, nb);
+		lt_fd_fresh_known(fds[1], kind, nb);
 	}
 	return r;
 }
@@ -95,17 +96,20 @@ CP_EXPORT int dup2(int old, int new)
 
 CP_EXPORT int socket(int domain, int type, int proto)
 {
-	return lt_fd_fresh_socket((int)syscall(SYS_socket, domain, type, proto));
+	return lt_fd_fresh_socket((int)syscall(SYS_socket, domain, type, proto),
+	                          (type & SOCK_NONBLOCK) != 0);
 }
 
 CP_EXPORT int socketpair(int domain, int type, int proto, int sv[2])
 {
-	return fresh_pair((int)syscall(SYS_socketpair, domain, type, proto, sv), sv, LT_FD_SOCKET);
+	return fresh_pair((int)syscall(SYS_socketpair, domain, type, proto, sv), sv, LT_FD_SOCKET,
+	                  (type & SOCK_NONBLOCK) != 0);
 }
 
 CP_EXPORT int pipe2(int fds[2], int flags)
 {
-	return fresh_pair((int)syscall(SYS_pipe2, fds, flags), fds, LT_FD_STREAM);
+	return fresh_pair((int)syscall(SYS_pipe2, fds, flags), fds, LT_FD_STREAM,
+	                  (flags & O_NONBLOCK) != 0);
 }
 
 CP_EXPORT int pipe(int fds[2])

@@ -137,13 +137,19 @@ void lt_fd_dup_made(int fd, int newfd)
 		b->shared = 1;
 }
 
-int lt_fd_fresh_kind(int fd, enum lt_fd_kind kind)
+int lt_fd_fresh_known(int fd, enum lt_fd_kind kind, enum lt_fd_nonblock nonblock)
 {
 	struct lt_fd *f = lt_main ? lt_fd_get(fd) : NULL; /* NULL for fd < 0 */
 	if (f) {
 		struct lt_thread *t = lt_self();
 		cp_fds_changed(t ? &t->cp : NULL, 1); /* the blocking graph, admission */
-		__atomic_store_n(&f->flags_gen, 0, __ATOMIC_RELAXED);
+		f->nonblock = nonblock == LT_NONBLOCK_YES;
+		/* a new open file description, shared with no other fd yet */
+		__atomic_store_n(&f->flags_gen,
+		                 nonblock == LT_NONBLOCK_ASK
+		                         ? 0
+		                         : __atomic_load_n(&flags_generation, __ATOMIC_ACQUIRE),
+		                 __ATOMIC_RELEASE);
 		f->kind = (uint8_t)kind;
 		f->no_cached_read = 0;
 		f->shared = 0;

@@ -63,17 +63,24 @@ void lt_fd_kind_unknown(struct lt_fd *f) CP_HIDDEN;
 void lt_fd_flags_set(int fd, long flags) CP_HIDDEN;
 /* fd and newfd share an open file description (dup and friends). */
 void lt_fd_dup_made(int fd, int newfd) CP_HIDDEN;
+/* What the call that made a descriptor says of its O_NONBLOCK. */
+enum lt_fd_nonblock { LT_NONBLOCK_ASK = -1, LT_NONBLOCK_NO = 0, LT_NONBLOCK_YES = 1 };
 /* fd is a new descriptor (or an error, < 0, ignored): forget what was
- * cached for the number.  Returns fd, to wrap a call's result. */
-int lt_fd_fresh_kind(int fd, enum lt_fd_kind kind) CP_HIDDEN;
+ * cached for the number, and cache what the call that made it decided:
+ * its kind, and whether it is nonblocking (a flag of that call: an
+ * accepted socket's O_NONBLOCK is SOCK_NONBLOCK's, not the listener's).
+ * Each one known saves a system call later (an fcntl per accepted
+ * connection).  Returns fd, to wrap a call's result. */
+int lt_fd_fresh_known(int fd, enum lt_fd_kind kind, enum lt_fd_nonblock nonblock) CP_HIDDEN;
 static inline int lt_fd_fresh(int fd)
 {
-	return lt_fd_fresh_kind(fd, LT_FD_UNKNOWN);
+	return lt_fd_fresh_known(fd, LT_FD_UNKNOWN, LT_NONBLOCK_ASK);
 }
-/* The same for a descriptor that is a socket (socket, accept). */
-static inline int lt_fd_fresh_socket(int fd)
+/* The same for a socket (socket, accept4) made with or without
+ * SOCK_NONBLOCK. */
+static inline int lt_fd_fresh_socket(int fd, bool nonblock)
 {
-	return lt_fd_fresh_kind(fd, LT_FD_SOCKET);
+	return lt_fd_fresh_known(fd, LT_FD_SOCKET, nonblock ? LT_NONBLOCK_YES : LT_NONBLOCK_NO);
 }
 /* dup2/dup3 onto newfd: like close(newfd) for whoever is blocked on it. */
 void lt_fd_forget(int fd) CP_HIDDEN;

@@ -514,9 +514,10 @@ CP_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin(&io, fd, LT_IO_RCV);
 	if (!sqe)
-		return lt_fd_fresh_socket((int)RAW(SYS_accept4, fd, addr, addrlen, flags));
+		return lt_fd_fresh_socket((int)RAW(SYS_accept4, fd, addr, addrlen, flags),
+		                          (flags & SOCK_NONBLOCK) != 0);
 	io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
-	return lt_fd_fresh_socket((int)lt_io_ret(lt_io_finish(&io)));
+	return lt_fd_fresh_socket((int)lt_io_ret(lt_io_finish(&io)), (flags & SOCK_NONBLOCK) != 0);
 }
 
 CP_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
@@ -570,10 +571,12 @@ static int open_op(int dfd, const char *path, int flags, mode_t mode)
 {
 	struct lt_io io;
 	struct io_uring_sqe *sqe = lt_io_begin(&io, -1, LT_IO_NONE);
+	enum lt_fd_nonblock nb = flags & O_NONBLOCK ? LT_NONBLOCK_YES : LT_NONBLOCK_NO;
 	if (!sqe)
-		return lt_fd_fresh((int)RAW(SYS_openat, dfd, path, flags, mode));
+		return lt_fd_fresh_known((int)RAW(SYS_openat, dfd, path, flags, mode), LT_FD_UNKNOWN,
+		                         nb);
 	io_uring_prep_openat(sqe, dfd, path, flags, mode);
-	return lt_fd_fresh((int)lt_io_ret(lt_io_finish(&io)));
+	return lt_fd_fresh_known((int)lt_io_ret(lt_io_finish(&io)), LT_FD_UNKNOWN, nb);
 }
 
 CP_EXPORT int open(const char *path, int flags, ...)

@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -992,6 +993,68 @@ TCASE(nonblocking_socket_never_waits)
 	int fds[] = { a, b, c, d, u, l, full, first, k, e, s, ac, as, l2 };
 	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
 		CHECK_EQ(close(fds[i]), 0);
+}
+
+/* What a new descriptor's O_NONBLOCK is comes from the call that made
+ * it, which the runtime takes at its word instead of asking (fcntl) at
+ * the first read: an accepted socket does not inherit the listener's
+ * flag (Linux), and a FIFO opened with O_NONBLOCK has it. */
+static void *write_later(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	tc_msleep(50);
+	write_all(fd, "late", 4);
+	return NULL;
+}
+
+TCASE(new_descriptors_block_as_the_call_that_made_them_says)
+{
+	/* on one worker and no spare: a recv that blocked the worker in the
+	 * kernel instead of parking would keep the writer from running */
+	if (!tc_in_child()) {
+		static char out[16384];
+		const char *extra[] = { "CAPRICE_WORKERS=1", "CAPRICE_SPARE_WORKERS=0", NULL };
+		int st = tc_run_self(tcase_current(), extra, out, sizeof out, 20);
+		fputs(out, stdout);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			TFAIL("the case on one worker failed (status %#x); its output is above", st);
+		return;
+	}
+	int port;
+	int l = listen_tcp(8, &port);
+	set_nonblock(l);
+	int c = connect_tcp(port);
+	int s;
+	uint64_t give_up = tc_now_ns() + 1000 * MS;
+	while ((s = accept4(l, NULL, NULL, SOCK_CLOEXEC)) < 0) {
+		CHECK_EQ(errno, EAGAIN);
+		CHECK(tc_now_ns() < give_up);
+		tc_msleep(1);
+	}
+	pthread_t w = tc_spawn(write_later, (void *)(intptr_t)c);
+	char buf[8];
+	uint64_t t0 = tc_now_ns();
+	ssize_t r = recv(s, buf, sizeof buf, 0); /* blocks: no SOCK_NONBLOCK */
+	if (r != 4)
+		TFAIL("recv on a socket accepted without SOCK_NONBLOCK from a nonblocking "
+		      "listener: %zd (%s)", r, r < 0 ? strerror(errno) : "short");
+	CHECK(tc_now_ns() - t0 >= 40 * MS);
+	tc_join(w);
+
+	char path[] = "/tmp/caprice-fifo-XXXXXX";
+	CHECK(mkdtemp(path) != NULL);
+	char fifo[64];
+	snprintf(fifo, sizeof fifo, "%s/f", path);
+	CHECK_EQ(mkfifo(fifo, 0600), 0);
+	int f = open(fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	CHECK(f >= 0);
+	expect_no_wait(NB_READ, f, EAGAIN, NULL);
+	nb_report();
+	int fds[] = { l, c, s, f };
+	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+		CHECK_EQ(close(fds[i]), 0);
+	CHECK_EQ(unlink(fifo), 0);
+	CHECK_EQ(rmdir(path), 0);
 }
 
 TCASE(accept4_flags_respected)
