@@ -1431,6 +1431,246 @@ TCASE(real_curl_threaded_resolver)
 	free(got);
 }
 
+/* memcached, unmodified under the shim: a listener thread hands each
+ * connection through a pipe to one of -t 4 worker threads, each a
+ * libevent loop around epoll_wait on nonblocking sockets.  32 client
+ * connections, each on a kernel thread of this driver, set 150 values of
+ * 10 bytes to 64 KiB (the big ones take several reads and writes on both
+ * sides), read each back, fetch them all in multi-gets and delete half,
+ * beside 4 connections that asked for the version once and then stay
+ * quiet (one per memcached thread, which hands connections round-robin:
+ * a read on a quiet one must answer EAGAIN, not wait, or its thread's
+ * other connections wait with it); every byte must come back,
+ * memcached's own counters must agree with what was sent, and SIGTERM
+ * must end it with exit 0. */
+#define MC_CLIENTS 32
+#define MC_KEYS    150
+
+struct mc_client {
+	int port, id;
+	char err[256];
+};
+
+static size_t mc_len(int id, int k)
+{
+	/* mostly small, every seventh big */
+	return k % 7 == 3 ? 16384u + (size_t)((id * 7919 + k * 104729) % 49152)
+	                  : 10u + (size_t)((id * 31 + k * 17) % 500);
+}
+
+static void mc_value(int id, int k, char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		v[i] = (char)('a' + (id * 131 + k * 7 + (int)i) % 26);
+}
+
+static bool mc_send(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+/* Reads until `end` closes what buf holds (reply ends are unique per
+ * command here); returns the length, or -1. */
+static long mc_reply(int fd, char *buf, size_t cap, const char *end)
+{
+	size_t len = 0, elen = strlen(end);
+	for (;;) {
+		if (len >= elen && memcmp(buf + len - elen, end, elen) == 0)
+			return (long)len;
+		if (len == cap)
+			return -1;
+		ssize_t r = recv(fd, buf + len, cap - len, 0);
+		if (r <= 0)
+			return -1;
+		len += (size_t)r;
+	}
+}
+
+#define MC_FAIL(c, ...)                                                     \
+	do {                                                                \
+		snprintf((c)->err, sizeof (c)->err, __VA_ARGS__);           \
+		goto out;                                                   \
+	} while (0)
+
+/* A connection to memcached whose replies must come within 10 s (a
+ * server thread stuck elsewhere fails the case instead of hanging it). */
+static int mc_connect(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct timeval tv = {.tv_sec = 10};
+	if (fd >= 0 && (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+	                connect(fd, (struct sockaddr *)&a, sizeof a) != 0)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void *mc_client_main(void *arg)
+{
+	struct mc_client *c = arg;
+	size_t cap = 2u << 20;
+	char *buf = malloc(cap), *val = malloc(65536), *cmd = malloc(65536 + 128);
+	int fd = mc_connect(c->port);
+	if (!buf || !val || !cmd || fd < 0)
+		MC_FAIL(c, "client %d: connect: %s", c->id, strerror(errno));
+	for (int k = 0; k < MC_KEYS; k++) {
+		size_t n = mc_len(c->id, k);
+		mc_value(c->id, k, val, n);
+		int h = snprintf(cmd, 128, "set c%d_k%d %d 0 %zu\r\n", c->id, k, k, n);
+		memcpy(cmd + h, val, n);
+		memcpy(cmd + h + n, "\r\n", 2);
+		if (!mc_send(fd, cmd, (size_t)h + n + 2) ||
+		    mc_reply(fd, buf, cap, "\r\n") != 8 || memcmp(buf, "STORED\r\n", 8) != 0)
+			MC_FAIL(c, "client %d: set of key %d (%zu bytes) not STORED", c->id, k, n);
+		h = snprintf(cmd, 128, "get c%d_k%d\r\n", c->id, k);
+		long r = mc_send(fd, cmd, (size_t)h) ? mc_reply(fd, buf, cap, "END\r\n") : -1;
+		char head[128];
+		int hl = snprintf(head, sizeof head, "VALUE c%d_k%d %d %zu\r\n", c->id, k, k, n);
+		if (r != hl + (long)n + 7 || memcmp(buf, head, (size_t)hl) != 0 ||
+		    memcmp(buf + hl, val, n) != 0)
+			MC_FAIL(c, "client %d: get of key %d (%zu bytes) came back wrong (%ld bytes)",
+			        c->id, k, n, r);
+	}
+	/* all of them again, 30 keys per multi-get */
+	for (int k0 = 0; k0 < MC_KEYS; k0 += 30) {
+		int h = snprintf(cmd, 64, "get");
+		for (int k = k0; k < k0 + 30; k++)
+			h += snprintf(cmd + h, 64, " c%d_k%d", c->id, k);
+		h += snprintf(cmd + h, 8, "\r\n");
+		long r = mc_send(fd, cmd, (size_t)h) ? mc_reply(fd, buf, cap, "END\r\n") : -1;
+		if (r < 0)
+			MC_FAIL(c, "client %d: multi-get from key %d: no END", c->id, k0);
+		const char *p = buf;
+		for (int k = k0; k < k0 + 30; k++) {
+			size_t n = mc_len(c->id, k);
+			mc_value(c->id, k, val, n);
+			char head[128];
+			int hl = snprintf(head, sizeof head, "VALUE c%d_k%d %d %zu\r\n", c->id, k, k, n);
+			if (memcmp(p, head, (size_t)hl) != 0 || memcmp(p + hl, val, n) != 0)
+				MC_FAIL(c, "client %d: multi-get: key %d came back wrong", c->id, k);
+			p += hl + n + 2;
+		}
+	}
+	for (int k = 0; k < MC_KEYS; k += 2) {
+		int h = snprintf(cmd, 128, "delete c%d_k%d\r\n", c->id, k);
+		if (!mc_send(fd, cmd, (size_t)h) || mc_reply(fd, buf, cap, "\r\n") != 9 ||
+		    memcmp(buf, "DELETED\r\n", 9) != 0)
+			MC_FAIL(c, "client %d: delete of key %d not DELETED", c->id, k);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	free(val);
+	free(cmd);
+	return NULL;
+}
+
+/* memcached's "stats" value for name, or -1. */
+static long mc_stat(int port, const char *name)
+{
+	int fd = mc_connect(port);
+	static char buf[65536];
+	long v = -1;
+	if (fd >= 0 && mc_send(fd, "stats\r\n", 7) && mc_reply(fd, buf, sizeof buf - 1, "END\r\n") > 0) {
+		char key[96];
+		snprintf(key, sizeof key, "STAT %s ", name);
+		const char *p = strstr(buf, key);
+		if (p)
+			v = atol(p + strlen(key));
+	}
+	if (fd >= 0)
+		close(fd);
+	return v;
+}
+
+TCASE(real_memcached_clients)
+{
+	tc_run_alone();
+	require_tool("/usr/bin/memcached");
+	/* a free port, then memcached on it (another process could take it
+	 * in between: memcached then exits, and the case says so) */
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) || getsockname(s, (struct sockaddr *)&a, &al))
+		TFAIL("cannot find a free port: %s", strerror(errno));
+	int port = ntohs(a.sin_port);
+	close(s);
+	char port_s[16];
+	snprintf(port_s, sizeof port_s, "%d", port);
+	struct child c;
+	if (geteuid() == 0)
+		spawn(&SPAWN(.mode = LAUNCHER, .prog = "/usr/bin/memcached",
+		             ARGS("-p", port_s, "-l", "127.0.0.1", "-U", "0", "-t", "4", "-c", "256",
+		                  "-u", "root"),
+		             ENV(W2, "CAPRICE_STATS=1")),
+		      &c);
+	else
+		spawn(&SPAWN(.mode = LAUNCHER, .prog = "/usr/bin/memcached",
+		             ARGS("-p", port_s, "-l", "127.0.0.1", "-U", "0", "-t", "4", "-c", "256"),
+		             ENV(W2, "CAPRICE_STATS=1")),
+		      &c);
+	/* ready once it answers */
+	uint64_t give_up = tc_now_ns() + 10000000000ull;
+	while (mc_stat(port, "pid") < 0) {
+		int st;
+		if (waitpid(c.pid, &st, WNOHANG) == c.pid) {
+			c.status = st;
+			c.reaped = true;
+			pump(&c, 200, NULL, 0);
+			EXPECT_MSG(&c, false, "memcached ended before it answered on port %d", port);
+		}
+		EXPECT_MSG(&c, tc_now_ns() < give_up, "memcached did not answer on port %d in 10 s", port);
+		pump(&c, 20, NULL, 0);
+	}
+	int quiet[4];
+	for (int i = 0; i < 4; i++) {
+		char r[64];
+		quiet[i] = mc_connect(port);
+		EXPECT_MSG(&c, quiet[i] >= 0 && mc_send(quiet[i], "version\r\n", 9) &&
+		                   mc_reply(quiet[i], r, sizeof r, "\r\n") > 0 &&
+		                   strncmp(r, "VERSION ", 8) == 0,
+		           "quiet connection %d: no VERSION", i);
+	}
+	static struct mc_client cl[MC_CLIENTS];
+	pthread_t t[MC_CLIENTS];
+	for (int i = 0; i < MC_CLIENTS; i++) {
+		cl[i] = (struct mc_client){.port = port, .id = i};
+		CHECK_OK(pthread_create(&t[i], NULL, mc_client_main, &cl[i]));
+	}
+	for (int i = 0; i < MC_CLIENTS; i++) {
+		CHECK_OK(pthread_join(t[i], NULL));
+		EXPECT_MSG(&c, !cl[i].err[0], "%s", cl[i].err);
+	}
+	long sets = mc_stat(port, "cmd_set"), hits = mc_stat(port, "get_hits"),
+	     misses = mc_stat(port, "get_misses"), items = mc_stat(port, "curr_items"),
+	     threads = mc_stat(port, "threads");
+	EXPECT_MSG(&c, sets == MC_CLIENTS * MC_KEYS && hits == 2 * MC_CLIENTS * MC_KEYS && misses == 0 &&
+	                   items == MC_CLIENTS * MC_KEYS / 2 && threads == 4,
+	           "memcached's counters: %ld sets, %ld hits, %ld misses, %ld items, %ld threads",
+	           sets, hits, misses, items, threads);
+	for (int i = 0; i < 4; i++)
+		close(quiet[i]);
+	kill(c.pid, SIGTERM);
+	finish(&c, 20000);
+	EXPECT_EXIT(&c, 0);
+	long sw = stat_sum(&c.e, "switches");
+	EXPECT_MSG(&c, sw > 0, "no user-thread switches counted");
+	printf("memcached: %d clients x %d keys set, got twice, half deleted; %ld switches\n",
+	       MC_CLIENTS, MC_KEYS, sw);
+}
+
 /* MariaDB's server, unmodified under the shim, loaded by sysbench: the
  * real server that once hung at start-up (a worker held by a raw
  * io_uring or futex wait with main's I/O unsubmitted) and crashed (its
