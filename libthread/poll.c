@@ -31,6 +31,7 @@ struct poll_item {
 	struct cp_io_op op;
 	struct poll_wait *pw;
 	struct lt_fd *f;
+	bool completed;            /* its CQE is in (under pw->lock) */
 };
 
 struct poll_wait {
@@ -58,6 +59,7 @@ static void item_done(struct cp_io_op *op)
 	struct poll_item *it = cp_container_of(op, struct poll_item, op);
 	struct poll_wait *pw = it->pw;
 	cp_spin_lock(&pw->lock);
+	it->completed = true;
 	pw->outstanding--;
 	pw->fired = true;
 	cp_wake_all(&pw->q);
@@ -141,6 +143,7 @@ static int poll_ns_for(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			continue;
 		struct poll_item *it = &items[armed];
 		it->pw = &pw;
+		it->completed = false;
 		it->f = lt_fd_get(fds[i].fd);
 		if (it->f)
 			lt_fd_begin(it->f, &it->op);
@@ -158,11 +161,18 @@ static int poll_ns_for(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 		cp_spin_lock(&pw.lock);
 	}
 	/* cancel whatever has not fired and wait until every CQE is in:
-	 * each item lives in this frame */
-	cp_spin_unlock(&pw.lock);
-	for (nfds_t i = 0; i < armed; i++)
-		cp_io_cancel(&items[i].op);
-	cp_spin_lock(&pw.lock);
+	 * each item lives in this frame.  One whose CQE is in needs no
+	 * cancel: a cancel's request must be turned into an SQE by the op's
+	 * worker before the op may go (cp_io_release), which cost a poll
+	 * that fired a kick and a yield or more (Apache under the shim, whose
+	 * threads poll one socket at a time: 4 yields per request) */
+	for (nfds_t i = 0; i < armed; i++) {
+		bool completed = items[i].completed; /* under pw.lock */
+		cp_spin_unlock(&pw.lock);
+		if (!completed)
+			cp_io_cancel(&items[i].op); /* completing meanwhile: harmless */
+		cp_spin_lock(&pw.lock);
+	}
 	while (pw.outstanding) {
 		struct cp_waiter w;
 		cp_wait(&pw.q, &pw.lock, &w, CP_NO_DEADLINE, false);
