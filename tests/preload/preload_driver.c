@@ -1671,6 +1671,205 @@ TCASE(real_memcached_clients)
 	       MC_CLIENTS, MC_KEYS, sw);
 }
 
+/* Apache httpd with the worker MPM, unmodified under the shim: a
+ * thread-per-connection server (a listener thread hands each connection
+ * to one of 64 threads, which reads, answers and keeps it open), in a
+ * child process apache forks after it starts (as root, that child runs
+ * as nobody).  24 keep-alive connections, each on a kernel thread of this
+ * driver, GET 40 responses of 200 bytes to 300 KB each, while one more
+ * connection sends half a request line and finishes it a second later
+ * (its apache thread waits in a read, parked); every response must be a
+ * 200 with the file's bytes, the error log must hold no error, and
+ * SIGTERM must end apache with exit 0. */
+#define AP_CLIENTS 24
+#define AP_GETS    40
+
+static const char *const ap_files[] = {"small.txt", "f20k.txt", "f300k.txt"};
+static const size_t ap_sizes[] = {200, 20000, 300000};
+static char *ap_body[3];
+
+struct ap_client {
+	int port, id;
+	bool slow;
+	char err[256];
+};
+
+/* One response on fd: status, then Content-Length bytes of body into
+ * out (cap bytes).  Returns the body length, or -1 with why in err. */
+static long ap_response(int fd, char *out, size_t cap, int *status, char *err, size_t errn)
+{
+	char head[4096];
+	size_t hl = 0;
+	while (hl < 4 || memcmp(head + hl - 4, "\r\n\r\n", 4) != 0) {
+		if (hl == sizeof head - 1 || recv(fd, head + hl, 1, 0) != 1) {
+			snprintf(err, errn, "response head cut short after %zu bytes", hl);
+			return -1;
+		}
+		hl++;
+	}
+	head[hl] = 0;
+	const char *cl = strcasestr(head, "\r\nContent-Length:");
+	if (sscanf(head, "HTTP/1.1 %d", status) != 1 || !cl) {
+		snprintf(err, errn, "odd response head: %.100s", head);
+		return -1;
+	}
+	long n = atol(cl + 17);
+	if (n < 0 || (size_t)n > cap) {
+		snprintf(err, errn, "Content-Length %ld", n);
+		return -1;
+	}
+	for (long got = 0; got < n;) {
+		ssize_t r = recv(fd, out + got, (size_t)(n - got), 0);
+		if (r <= 0) {
+			snprintf(err, errn, "body cut short at %ld of %ld bytes", got, n);
+			return -1;
+		}
+		got += r;
+	}
+	return n;
+}
+
+static void *ap_client_main(void *arg)
+{
+	struct ap_client *c = arg;
+	char *body = malloc(ap_sizes[2]);
+	int fd = mc_connect(c->port); /* a TCP connection with a 10 s read timeout */
+	if (!body || fd < 0) {
+		snprintf(c->err, sizeof c->err, "client %d: connect: %s", c->id, strerror(errno));
+		goto out;
+	}
+	for (int i = 0; i < (c->slow ? 1 : AP_GETS); i++) {
+		int f = (c->id + i) % 3;
+		char req[256];
+		int n = snprintf(req, sizeof req, "GET /%s HTTP/1.1\r\nHost: localhost\r\n\r\n", ap_files[f]);
+		if (c->slow) {
+			/* half the request line, then the rest a second later */
+			if (!mc_send(fd, req, 6))
+				break;
+			usleep(1000000);
+			if (!mc_send(fd, req + 6, (size_t)n - 6))
+				break;
+		} else if (!mc_send(fd, req, (size_t)n)) {
+			snprintf(c->err, sizeof c->err, "client %d: send: %s", c->id, strerror(errno));
+			goto out;
+		}
+		int status = 0;
+		char why[200];
+		long len = ap_response(fd, body, ap_sizes[2], &status, why, sizeof why);
+		if (len < 0 || status != 200 || (size_t)len != ap_sizes[f] ||
+		    memcmp(body, ap_body[f], ap_sizes[f]) != 0) {
+			snprintf(c->err, sizeof c->err, "client %d, GET %d of /%s: status %d, %ld bytes%s%s",
+			         c->id, i, ap_files[f], status, len, len < 0 ? ": " : " (wrong bytes?)",
+			         len < 0 ? why : "");
+			goto out;
+		}
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(body);
+	return NULL;
+}
+
+TCASE(real_apache_worker_mpm)
+{
+	tc_run_alone();
+	require_tool("/usr/sbin/apache2");
+	const char *d = make_tmpdir();
+	CHECK(chmod(d, 0755) == 0); /* apache's child runs as nobody */
+	char path[400], conf[400], elog[400];
+	for (int i = 0; i < 3; i++) {
+		snprintf(path, sizeof path, "%s/%s", d, ap_files[i]);
+		ap_body[i] = malloc(ap_sizes[i]);
+		for (size_t k = 0; k < ap_sizes[i]; k++)
+			ap_body[i][k] = (char)('A' + (next_rand() % 26));
+		FILE *f = fopen(path, "w");
+		if (!f || fwrite(ap_body[i], 1, ap_sizes[i], f) != ap_sizes[i] || fclose(f) != 0)
+			TFAIL("write %s failed", path);
+		chmod(path, 0644);
+	}
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) || getsockname(s, (struct sockaddr *)&a, &al))
+		TFAIL("cannot find a free port: %s", strerror(errno));
+	int port = ntohs(a.sin_port);
+	close(s);
+	snprintf(conf, sizeof conf, "%s/httpd.conf", d);
+	snprintf(elog, sizeof elog, "%s/error.log", d);
+	FILE *f = fopen(conf, "w");
+	if (!f)
+		TFAIL("fopen %s: %s", conf, strerror(errno));
+	const char *mods = "/usr/lib/apache2/modules";
+	fprintf(f,
+	        "ServerRoot %s\nPidFile %s/httpd.pid\nListen 127.0.0.1:%d\nServerName localhost\n"
+	        "LoadModule mpm_worker_module %s/mod_mpm_worker.so\n"
+	        "LoadModule authz_core_module %s/mod_authz_core.so\n"
+	        "LoadModule mime_module %s/mod_mime.so\nTypesConfig /dev/null\n"
+	        "DocumentRoot %s\nErrorLog %s\nLogLevel warn\n"
+	        "StartServers 1\nServerLimit 1\nThreadLimit 64\nThreadsPerChild 64\n"
+	        "MaxRequestWorkers 64\nMinSpareThreads 1\nMaxSpareThreads 64\n"
+	        "KeepAlive On\nMaxKeepAliveRequests 0\n"
+	        "<Directory %s>\n  Require all granted\n</Directory>\n",
+	        d, d, port, mods, mods, mods, d, elog, d);
+	if (geteuid() == 0)
+		fprintf(f, "User nobody\nGroup nogroup\n");
+	if (fclose(f) != 0)
+		TFAIL("write %s failed", conf);
+	struct child c;
+	spawn(&SPAWN(.mode = LAUNCHER, .prog = "/usr/sbin/apache2", ARGS("-f", conf, "-DFOREGROUND"),
+	             ENV(W2, "CAPRICE_STATS=1")),
+	      &c);
+	/* ready once it answers */
+	uint64_t give_up = tc_now_ns() + 10000000000ull;
+	for (;;) {
+		int fd = mc_connect(port), status = 0;
+		char why[200], body[256];
+		bool ok = fd >= 0 && mc_send(fd, "GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n", 37) &&
+		          ap_response(fd, body, sizeof body, &status, why, sizeof why) >= 0 && status == 200;
+		if (fd >= 0)
+			close(fd);
+		if (ok)
+			break;
+		int st;
+		if (waitpid(c.pid, &st, WNOHANG) == c.pid) {
+			c.status = st;
+			c.reaped = true;
+			pump(&c, 200, NULL, 0);
+			EXPECT_MSG(&c, false, "apache ended before it answered on port %d", port);
+		}
+		EXPECT_MSG(&c, tc_now_ns() < give_up, "apache did not answer on port %d in 10 s", port);
+		pump(&c, 50, NULL, 0);
+	}
+	static struct ap_client cl[AP_CLIENTS + 1];
+	pthread_t t[AP_CLIENTS + 1];
+	for (int i = 0; i <= AP_CLIENTS; i++) {
+		cl[i] = (struct ap_client){.port = port, .id = i, .slow = i == AP_CLIENTS};
+		CHECK_OK(pthread_create(&t[i], NULL, ap_client_main, &cl[i]));
+	}
+	for (int i = 0; i <= AP_CLIENTS; i++) {
+		CHECK_OK(pthread_join(t[i], NULL));
+		EXPECT_MSG(&c, !cl[i].err[0], "%s", cl[i].err);
+	}
+	kill(c.pid, SIGTERM);
+	finish(&c, 20000);
+	EXPECT_EXIT(&c, 0);
+	/* what apache logged at warn and above: only its notices */
+	struct buf log = {0};
+	FILE *lf = fopen(elog, "r");
+	char line[2048];
+	while (lf && fgets(line, sizeof line, lf))
+		if (!strstr(line, ":notice]"))
+			buf_add(&log, line, strlen(line));
+	if (lf)
+		fclose(lf);
+	EXPECT_MSG(&c, log.len == 0, "apache's error log:\n%s", bstr(&log));
+	long sw = stat_sum(&c.e, "switches");
+	EXPECT_MSG(&c, sw > 0, "no user-thread switches counted");
+	printf("apache: %d connections x %d GETs and a slow one, %ld switches\n", AP_CLIENTS, AP_GETS,
+	       sw);
+}
+
 /* MariaDB's server, unmodified under the shim, loaded by sysbench: the
  * real server that once hung at start-up (a worker held by a raw
  * io_uring or futex wait with main's I/O unsubmitted) and crashed (its
