@@ -1594,19 +1594,49 @@ static long mc_stat(int port, const char *name)
 	return v;
 }
 
-TCASE(real_memcached_clients)
+/* A loopback port free now, for a server to listen on (another process
+ * could take it before the server does: the server then exits, and
+ * await_server says so). */
+static int free_loopback_port(void)
 {
-	tc_run_alone();
-	require_tool("/usr/bin/memcached");
-	/* a free port, then memcached on it (another process could take it
-	 * in between: memcached then exits, and the case says so) */
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t al = sizeof a;
 	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) || getsockname(s, (struct sockaddr *)&a, &al))
 		TFAIL("cannot find a free port: %s", strerror(errno));
-	int port = ntohs(a.sin_port);
 	close(s);
+	return ntohs(a.sin_port);
+}
+
+/* Waits up to 10 s for the server c started to answer on port
+ * (answers(port) true), reading its output; fails the case if it ends
+ * or stays silent. */
+static void await_server(struct child *c, const char *name, int port, bool (*answers)(int port))
+{
+	uint64_t give_up = tc_now_ns() + 10000000000ull;
+	while (!answers(port)) {
+		int st;
+		if (waitpid(c->pid, &st, WNOHANG) == c->pid) {
+			c->status = st;
+			c->reaped = true;
+			pump(c, 200, NULL, 0);
+			EXPECT_MSG(c, false, "%s ended before it answered on port %d", name, port);
+		}
+		EXPECT_MSG(c, tc_now_ns() < give_up, "%s did not answer on port %d in 10 s", name, port);
+		pump(c, 20, NULL, 0);
+	}
+}
+
+static bool mc_answers(int port)
+{
+	return mc_stat(port, "pid") >= 0;
+}
+
+TCASE(real_memcached_clients)
+{
+	tc_run_alone();
+	require_tool("/usr/bin/memcached");
+	int port = free_loopback_port();
 	char port_s[16];
 	snprintf(port_s, sizeof port_s, "%d", port);
 	struct child c;
@@ -1621,19 +1651,7 @@ TCASE(real_memcached_clients)
 		             ARGS("-p", port_s, "-l", "127.0.0.1", "-U", "0", "-t", "4", "-c", "256"),
 		             ENV(W2, "CAPRICE_STATS=1")),
 		      &c);
-	/* ready once it answers */
-	uint64_t give_up = tc_now_ns() + 10000000000ull;
-	while (mc_stat(port, "pid") < 0) {
-		int st;
-		if (waitpid(c.pid, &st, WNOHANG) == c.pid) {
-			c.status = st;
-			c.reaped = true;
-			pump(&c, 200, NULL, 0);
-			EXPECT_MSG(&c, false, "memcached ended before it answered on port %d", port);
-		}
-		EXPECT_MSG(&c, tc_now_ns() < give_up, "memcached did not answer on port %d in 10 s", port);
-		pump(&c, 20, NULL, 0);
-	}
+	await_server(&c, "memcached", port, mc_answers);
 	int quiet[4];
 	for (int i = 0; i < 4; i++) {
 		char r[64];
@@ -1771,6 +1789,17 @@ out:
 	return NULL;
 }
 
+static bool ap_answers(int port)
+{
+	int fd = mc_connect(port), status = 0;
+	char why[200], body[256];
+	bool ok = fd >= 0 && mc_send(fd, "GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n", 37) &&
+	          ap_response(fd, body, sizeof body, &status, why, sizeof why) >= 0 && status == 200;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
 TCASE(real_apache_worker_mpm)
 {
 	tc_run_alone();
@@ -1788,13 +1817,7 @@ TCASE(real_apache_worker_mpm)
 			TFAIL("write %s failed", path);
 		chmod(path, 0644);
 	}
-	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t al = sizeof a;
-	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) || getsockname(s, (struct sockaddr *)&a, &al))
-		TFAIL("cannot find a free port: %s", strerror(errno));
-	int port = ntohs(a.sin_port);
-	close(s);
+	int port = free_loopback_port();
 	snprintf(conf, sizeof conf, "%s/httpd.conf", d);
 	snprintf(elog, sizeof elog, "%s/error.log", d);
 	FILE *f = fopen(conf, "w");
@@ -1820,27 +1843,7 @@ TCASE(real_apache_worker_mpm)
 	spawn(&SPAWN(.mode = LAUNCHER, .prog = "/usr/sbin/apache2", ARGS("-f", conf, "-DFOREGROUND"),
 	             ENV(W2, "CAPRICE_STATS=1")),
 	      &c);
-	/* ready once it answers */
-	uint64_t give_up = tc_now_ns() + 10000000000ull;
-	for (;;) {
-		int fd = mc_connect(port), status = 0;
-		char why[200], body[256];
-		bool ok = fd >= 0 && mc_send(fd, "GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n", 37) &&
-		          ap_response(fd, body, sizeof body, &status, why, sizeof why) >= 0 && status == 200;
-		if (fd >= 0)
-			close(fd);
-		if (ok)
-			break;
-		int st;
-		if (waitpid(c.pid, &st, WNOHANG) == c.pid) {
-			c.status = st;
-			c.reaped = true;
-			pump(&c, 200, NULL, 0);
-			EXPECT_MSG(&c, false, "apache ended before it answered on port %d", port);
-		}
-		EXPECT_MSG(&c, tc_now_ns() < give_up, "apache did not answer on port %d in 10 s", port);
-		pump(&c, 50, NULL, 0);
-	}
+	await_server(&c, "apache", port, ap_answers);
 	static struct ap_client cl[AP_CLIENTS + 1];
 	pthread_t t[AP_CLIENTS + 1];
 	for (int i = 0; i <= AP_CLIENTS; i++) {
