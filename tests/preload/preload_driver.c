@@ -1800,14 +1800,14 @@ static bool ap_answers(int port)
 	return ok;
 }
 
-TCASE(real_apache_worker_mpm)
+/* The served files, in a new directory that a server running as nobody
+ * may read; returns the directory. */
+static const char *http_docroot(void)
 {
-	tc_run_alone();
-	require_tool("/usr/sbin/apache2");
 	const char *d = make_tmpdir();
-	CHECK(chmod(d, 0755) == 0); /* apache's child runs as nobody */
-	char path[400], conf[400], elog[400];
+	CHECK(chmod(d, 0755) == 0);
 	for (int i = 0; i < 3; i++) {
+		char path[400];
 		snprintf(path, sizeof path, "%s/%s", d, ap_files[i]);
 		ap_body[i] = malloc(ap_sizes[i]);
 		for (size_t k = 0; k < ap_sizes[i]; k++)
@@ -1817,6 +1817,43 @@ TCASE(real_apache_worker_mpm)
 			TFAIL("write %s failed", path);
 		chmod(path, 0644);
 	}
+	return d;
+}
+
+/* AP_CLIENTS keep-alive clients and a slow one against the server c
+ * runs on port; fails the case with the first client's complaint. */
+static void http_clients(struct child *c, int port)
+{
+	static struct ap_client cl[AP_CLIENTS + 1];
+	pthread_t t[AP_CLIENTS + 1];
+	for (int i = 0; i <= AP_CLIENTS; i++) {
+		cl[i] = (struct ap_client){.port = port, .id = i, .slow = i == AP_CLIENTS};
+		CHECK_OK(pthread_create(&t[i], NULL, ap_client_main, &cl[i]));
+	}
+	for (int i = 0; i <= AP_CLIENTS; i++) {
+		CHECK_OK(pthread_join(t[i], NULL));
+		EXPECT_MSG(c, !cl[i].err[0], "%s", cl[i].err);
+	}
+}
+
+/* The lines of the log at path that do not hold `allowed`, into out. */
+static void log_lines_but(const char *path, const char *allowed, struct buf *out)
+{
+	FILE *lf = fopen(path, "r");
+	char line[2048];
+	while (lf && fgets(line, sizeof line, lf))
+		if (!strstr(line, allowed))
+			buf_add(out, line, strlen(line));
+	if (lf)
+		fclose(lf);
+}
+
+TCASE(real_apache_worker_mpm)
+{
+	tc_run_alone();
+	require_tool("/usr/sbin/apache2");
+	const char *d = http_docroot(); /* apache's child runs as nobody */
+	char conf[400], elog[400];
 	int port = free_loopback_port();
 	snprintf(conf, sizeof conf, "%s/httpd.conf", d);
 	snprintf(elog, sizeof elog, "%s/error.log", d);
@@ -1844,33 +1881,61 @@ TCASE(real_apache_worker_mpm)
 	             ENV(W2, "CAPRICE_STATS=1")),
 	      &c);
 	await_server(&c, "apache", port, ap_answers);
-	static struct ap_client cl[AP_CLIENTS + 1];
-	pthread_t t[AP_CLIENTS + 1];
-	for (int i = 0; i <= AP_CLIENTS; i++) {
-		cl[i] = (struct ap_client){.port = port, .id = i, .slow = i == AP_CLIENTS};
-		CHECK_OK(pthread_create(&t[i], NULL, ap_client_main, &cl[i]));
-	}
-	for (int i = 0; i <= AP_CLIENTS; i++) {
-		CHECK_OK(pthread_join(t[i], NULL));
-		EXPECT_MSG(&c, !cl[i].err[0], "%s", cl[i].err);
-	}
+	http_clients(&c, port);
 	kill(c.pid, SIGTERM);
 	finish(&c, 20000);
 	EXPECT_EXIT(&c, 0);
 	/* what apache logged at warn and above: only its notices */
 	struct buf log = {0};
-	FILE *lf = fopen(elog, "r");
-	char line[2048];
-	while (lf && fgets(line, sizeof line, lf))
-		if (!strstr(line, ":notice]"))
-			buf_add(&log, line, strlen(line));
-	if (lf)
-		fclose(lf);
+	log_lines_but(elog, ":notice]", &log);
 	EXPECT_MSG(&c, log.len == 0, "apache's error log:\n%s", bstr(&log));
 	long sw = stat_sum(&c.e, "switches");
 	EXPECT_MSG(&c, sw > 0, "no user-thread switches counted");
 	printf("apache: %d connections x %d GETs and a slow one, %ld switches\n", AP_CLIENTS, AP_GETS,
 	       sw);
+}
+
+/* nginx, unmodified under the shim: a master process and two worker
+ * processes, each a single-threaded epoll loop (the shim serves its
+ * epoll_wait from the ring), the clients of the Apache case against it,
+ * and SIGQUIT (graceful shutdown) must end it with exit 0 and an error
+ * log without errors. */
+TCASE(real_nginx_workers)
+{
+	tc_run_alone();
+	require_tool("/usr/sbin/nginx");
+	const char *d = http_docroot(); /* workers run as nobody under root */
+	char conf[400], elog[400];
+	int port = free_loopback_port();
+	snprintf(conf, sizeof conf, "%s/nginx.conf", d);
+	snprintf(elog, sizeof elog, "%s/error.log", d);
+	FILE *f = fopen(conf, "w");
+	if (!f)
+		TFAIL("fopen %s: %s", conf, strerror(errno));
+	fprintf(f,
+	        "worker_processes 2;\nerror_log %s warn;\npid %s/nginx.pid;\n"
+	        "events { worker_connections 256; }\n"
+	        "http {\n  access_log off;\n  keepalive_requests 100000;\n"
+	        "  client_body_temp_path %s/cb; proxy_temp_path %s/px; fastcgi_temp_path %s/fc;\n"
+	        "  uwsgi_temp_path %s/uw; scgi_temp_path %s/sc;\n"
+	        "  server { listen 127.0.0.1:%d; root %s; }\n}\n",
+	        elog, d, d, d, d, d, d, port, d);
+	if (fclose(f) != 0)
+		TFAIL("write %s failed", conf);
+	struct child c;
+	spawn(&SPAWN(.mode = LAUNCHER, .prog = "/usr/sbin/nginx",
+	             ARGS("-p", d, "-c", conf, "-g", "daemon off;"), ENV(W2, "CAPRICE_STATS=1")),
+	      &c);
+	await_server(&c, "nginx", port, ap_answers);
+	http_clients(&c, port);
+	kill(c.pid, SIGQUIT);
+	finish(&c, 20000);
+	EXPECT_EXIT(&c, 0);
+	struct buf log = {0};
+	log_lines_but(elog, "[notice]", &log);
+	EXPECT_MSG(&c, log.len == 0, "nginx's error log:\n%s", bstr(&log));
+	printf("nginx: %d connections x %d GETs and a slow one, %d processes' statistics\n",
+	       AP_CLIENTS, AP_GETS, count_lines(&c.e, "caprice: stats: worker 0"));
 }
 
 /* MariaDB's server, unmodified under the shim, loaded by sysbench: the
