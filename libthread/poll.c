@@ -31,7 +31,7 @@ struct poll_item {
 	struct cp_io_op op;
 	struct poll_wait *pw;
 	struct lt_fd *f;
-	bool completed;            /* its CQE is in (under pw->lock) */
+	bool completed;            /* its CQE is in (set once, atomically) */
 };
 
 struct poll_wait {
@@ -59,7 +59,7 @@ static void item_done(struct cp_io_op *op)
 	struct poll_item *it = cp_container_of(op, struct poll_item, op);
 	struct poll_wait *pw = it->pw;
 	cp_spin_lock(&pw->lock);
-	it->completed = true;
+	__atomic_store_n(&it->completed, true, __ATOMIC_RELEASE);
 	pw->outstanding--;
 	pw->fired = true;
 	cp_wake_all(&pw->q);
@@ -165,14 +165,12 @@ static int poll_ns_for(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 	 * cancel: a cancel's request must be turned into an SQE by the op's
 	 * worker before the op may go (cp_io_release), which cost a poll
 	 * that fired a kick and a yield or more (Apache under the shim, whose
-	 * threads poll one socket at a time: 4 yields per request) */
-	for (nfds_t i = 0; i < armed; i++) {
-		bool completed = items[i].completed; /* under pw.lock */
-		cp_spin_unlock(&pw.lock);
-		if (!completed)
+	 * threads poll one socket at a time: 7.8 yields per request) */
+	cp_spin_unlock(&pw.lock);
+	for (nfds_t i = 0; i < armed; i++)
+		if (!__atomic_load_n(&items[i].completed, __ATOMIC_ACQUIRE))
 			cp_io_cancel(&items[i].op); /* completing meanwhile: harmless */
-		cp_spin_lock(&pw.lock);
-	}
+	cp_spin_lock(&pw.lock);
 	while (pw.outstanding) {
 		struct cp_waiter w;
 		cp_wait(&pw.q, &pw.lock, &w, CP_NO_DEADLINE, false);

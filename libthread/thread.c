@@ -386,10 +386,11 @@ static int join(pthread_t h, void **ret, uint64_t deadline, bool try)
 		if (self)
 			__atomic_store_n(&self->joining, NULL, __ATOMIC_RELEASE);
 		if (e == 0 && self) {
-			/* woken by lt_leaving or lt_on_dead, which gave us
-			 * the result (state LT_JOINED) with a push onto the
-			 * dead thread's worker, where we run only after its
-			 * switch away, so it was done with t before we ran */
+			/* woken by lt_leaving (we run next on the dead
+			 * thread's worker, after its switch away) or by
+			 * lt_on_dead (after that switch), which gave us the
+			 * result (state LT_JOINED): it was done with t
+			 * before we ran */
 			goto joined;
 		}
 		if (e == EINTR)

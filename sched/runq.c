@@ -372,8 +372,8 @@ static bool steal_bit_take(struct cp_runq *q)
 }
 
 /* For cp_runq_take: a pinned thread leaves only with take_pinned, and
- * only with TLS of its own; on the worker's TLS (a thread on a stack the
- * program gave) errno's address is this worker's. */
+ * only with TLS of its own (a TCB: CAPRICE_TLS=thread, not on a stack the
+ * program gave); on the worker's TLS errno's address is this worker's. */
 static inline bool stays(const struct cp_thread *c, bool take_pinned)
 {
 	return c->pinned && !(take_pinned && c->tcb);

@@ -262,7 +262,7 @@ bool cp_policy_holds(struct cp_runq *q, struct cp_thread *t);
 
 /* The owner: detaches up to n threads, oldest first, as a NULL-terminated
  * chain; pinned threads stay, but with take_pinned those with TLS of
- * their own (runq.c). */
+ * their own (a TCB) go too (runq.c). */
 struct cp_thread *cp_runq_take(struct cp_runq *q, uint32_t n, bool take_pinned,
                                struct cp_thread **last, uint32_t *taken);
 

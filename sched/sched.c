@@ -24,7 +24,9 @@
  *   parked    linked from what it waits for: a wait queue (wait.c), an
  *             I/O operation (io.c), a timer.  Exactly one party wakes it
  *             (wait.c's CAS on the waiter's state decides which), by
- *             cp_wake / cp_wake_pinned / cp_wake_here.
+ *             cp_wake / cp_wake_pinned / cp_wake_here; a joiner on the
+ *             finishing thread's worker goes straight to running
+ *             (cp_wake_successor_thread: w->successor, no queue).
  *   done      switched out for good; on_dead (if any) ran in the next
  *             context.
  * Who moves a thread: its own worker moves it between running, queued

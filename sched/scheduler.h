@@ -375,9 +375,10 @@ bool cp_wake_one(struct cp_waitq *q);
 unsigned cp_wake_all(struct cp_waitq *q);
 /* With the queue's lock held, from cp_thread_finish's `leaving`: wakes the
  * first waiter, if it parked on this worker, to run next here, once the
- * finishing thread is off its stack, so it may free that stack.  False if there is none, if it is a kernel
- * thread's (it could run at once), if it parked on another worker (it
- * must return where its errno is), or if it was already leaving. */
+ * finishing thread is off its stack, so it may free that stack.  False
+ * if there is none, if it is a kernel thread's (it could run at once), if
+ * it parked on another worker (it must return where its errno is), or if
+ * it was already leaving. */
 bool cp_wake_successor(struct cp_waitq *q);
 
 /* Sleeps the caller until the monotonic deadline (0, or EINTR if

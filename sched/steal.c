@@ -28,6 +28,8 @@ void cp_steal_give(struct cp_worker *w, struct cp_worker *thief, enum cp_donatio
 	uint32_t len = all ? cp_runq_len(&w->rq) : cp_runq_movable(&w->rq);
 	uint32_t n = all ? len : how == CP_DONATE_CEIL_HALF ? (len + 1) / 2 : len / 2;
 	if (n)
+		/* with the worker's TLS no pinned thread may leave: asking
+		 * would only walk and re-queue every pinned one */
 		chain = cp_runq_take(&w->rq, n, all && cp_tls_per_thread, &last, &k);
 	if (!chain)
 		return;
