@@ -63,10 +63,16 @@ int cp_stack_get(struct cp_stack_pool *pool, size_t size, size_t guard, enum cp_
 /* Wraps caller-provided memory (pthread_attr_setstack). */
 int cp_stack_wrap_user(void *addr, size_t size, struct cp_stack *out);
 
-/* Returns a stack.  Pooled stacks stay committed while the pool is small
- * (a hot stack costs no page faults on reuse); past the pool's cap they go
- * to the depot, whose cold part gives its memory back with MADV_DONTNEED. */
+/* Returns a stack.  Pooled stacks stay committed (a hot stack costs no
+ * page faults on reuse); past the pool's cap they go to the depot, which
+ * keeps them hot too until cp_stack_decay finds them unneeded. */
 void cp_stack_put(struct cp_stack_pool *pool, struct cp_stack *s);
+
+/* For the runtime's monitor, called often (now_ns: CLOCK_MONOTONIC): once
+ * a second, the depot's hot stacks beyond its cap that no taker needed in
+ * the past second give their memory back (MADV_DONTNEED), the oldest
+ * first, in this caller's time rather than a thread's exit. */
+void cp_stack_decay(uint64_t now_ns);
 
 /* True when addr lies in the guard of s: the fault was a stack overflow. */
 static inline bool cp_stack_guard_hit(const struct cp_stack *s, const void *addr)

@@ -842,6 +842,85 @@ TCASE(detached_resources_come_back)
 	pthread_attr_destroy(&a);
 }
 
+/* A burst of threads alive at once, each with 32 KiB of its stack
+ * written, then all gone: the shape of a server's connections. */
+enum { BURST = 5000, BURST_TOUCH = 32 * 1024 };
+
+static void *burst_body(void *arg)
+{
+	volatile char scratch[BURST_TOUCH];
+	for (size_t i = 0; i < sizeof scratch; i += 1024)
+		scratch[i] = 1;
+	gate_wait(arg);
+	return (void *)(long)scratch[0];
+}
+
+static void burst(void)
+{
+	static pthread_t t[BURST];
+	struct gate g = GATE_INIT;
+	for (int i = 0; i < BURST; i++)
+		CHECK_OK(pthread_create(&t[i], NULL, burst_body, &g));
+	gate_await_waiters(&g, BURST);
+	gate_open(&g);
+	for (int i = 0; i < BURST; i++)
+		CHECK_OK(pthread_join(t[i], NULL));
+}
+
+static long minor_faults(void)
+{
+	struct rusage ru;
+	CHECK_OK(getrusage(RUSAGE_SELF, &ru));
+	return ru.ru_minflt;
+}
+
+/* A burst that comes back soon finds its stacks as it left them: no page
+ * faults to commit them again (giving them back at each thread's exit
+ * made the second burst fault in 8 pages a stack past the first 1,000). */
+TCASE(stacks_of_a_burst_come_back_committed)
+{
+	burst();
+	long before = minor_faults();
+	burst();
+	long faults = minor_faults() - before;
+	fprintf(stderr, "second burst of %d threads: %ld page faults\n", BURST, faults);
+	/* ASan's shadow of each stack faults in again as its frames are
+	 * poisoned and unpoisoned: only the plain build can say */
+	if (getenv("CAPRICE_TEST_SANITIZED"))
+		return;
+	/* each thread's 32 KiB is 8 pages: 5,000 stacks given back would
+	 * fault about 40,000 times, 4,000 of them about 32,000 */
+	CHECK(faults < BURST);
+}
+
+/* ...but what stays unneeded goes back to the kernel within seconds:
+ * all but the depot's 1,024 and the workers' pools (64 each). */
+TCASE(stacks_left_idle_give_their_memory_back)
+{
+	long base = rss_kib();
+	burst();
+	long after_burst = rss_kib();
+	long kept_kib = (1024 + 64 * (long)(caprice_worker_count() + caprice_spare_worker_count())) * (BURST_TOUCH / 1024);
+	long bound = kept_kib + 16 * 1024;
+	long now = after_burst;
+	if (getenv("CAPRICE_TEST_SANITIZED")) {
+		tc_msleep(2500); /* the decay still runs, under ASan's eyes */
+		now = rss_kib();
+	}
+	for (int i = 0; i < 100 && now - base > bound && !getenv("CAPRICE_TEST_SANITIZED"); i++) {
+		tc_msleep(50);
+		now = rss_kib();
+	}
+	fprintf(stderr, "RSS %ld KiB before the burst, %ld KiB after, %ld KiB later\n", base,
+	        after_burst, now);
+	/* ASan keeps each thread's shadow and records (as in the case above) */
+	if (getenv("CAPRICE_TEST_SANITIZED"))
+		return;
+	if (now - base > bound)
+		TFAIL("RSS still %ld KiB above where it was 5 s after the burst, expected %ld KiB "
+		      "or less", now - base, bound);
+}
+
 /* ------------------------------------------------------------------ */
 /* exit                                                               */
 
