@@ -122,6 +122,7 @@ static void *monitor_main(void *arg)
 		cp_location_monitor_look();
 		cp_policy_monitor_look(cp_now_ns());
 		cp_stack_decay(now);
+		cp_chunk_decay(now);
 		struct timespec ts = cp_ns_to_ts(all_asleep ? IDLE_TICK_NS : TICK_NS);
 		syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &ts, NULL);
 	}

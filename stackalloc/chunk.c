@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "depot.h"
 #include "spinlock.h"
 
 #define SLAB_BYTES (4u << 20)
@@ -15,18 +16,25 @@ static const size_t class_size[CP_CHUNK_CLASSES] = { 2u << 10, 8u << 10, 32u << 
  * takes them: the first chunks of threads that come and go, and enough
  * for the growth and shrinking of a few deep calls */
 static const unsigned pool_cap[CP_CHUNK_CLASSES] = { 256, 64, 16, 4 };
-/* the depot keeps this many committed; the rest give their pages back
- * (a 2 KiB chunk shares its page, and keeps it) */
-static const unsigned depot_hot_cap[CP_CHUNK_CLASSES] = { 4096, 1024, 64, 16 };
+/* A free chunk in the depot is linked through its header's first words
+ * (`older` and `newer`, which cp_chunk_get resets). */
+_Static_assert(sizeof(struct cp_depot_link) <= offsetof(struct cp_chunk, size), "depot link");
 
-struct depot_class {
-	struct cp_chunk *free;
-	unsigned count;
-	char *cursor, *end;      /* the slab being carved */
+static void give_back_pages(struct cp_depot_link *l);
+
+/* the depots keep this many committed for good; what else they hold
+ * gives its pages back once unneeded for a while (depot.h; a 2 KiB chunk
+ * shares its page, and keeps it) */
+static struct cp_depot depot[CP_CHUNK_CLASSES] = {
+	CP_DEPOT_INIT(4096, give_back_pages), CP_DEPOT_INIT(1024, give_back_pages),
+	CP_DEPOT_INIT(64, give_back_pages), CP_DEPOT_INIT(16, give_back_pages),
 };
 
-static cp_spinlock depot_lock = CP_SPINLOCK_INIT;
-static struct depot_class depot[CP_CHUNK_CLASSES];
+/* the slabs being carved, one per class */
+static cp_spinlock carve_lock = CP_SPINLOCK_INIT;
+static struct {
+	char *cursor, *end;
+} slab[CP_CHUNK_CLASSES];
 static uint64_t mapped_chunks;
 
 size_t cp_chunk_class_size(unsigned cls)
@@ -42,14 +50,14 @@ unsigned cp_chunk_class_for(size_t bytes)
 	return c;
 }
 
-/* With the depot's lock: a chunk from the class's slab, mapping a new
- * slab when it is used up.  The tail of the old slab that no chunk fits
+/* With carve_lock: a chunk from the class's slab, mapping a new slab
+ * when it is used up.  The tail of the old slab that no chunk fits
  * is never touched, so it costs address space only.  Out of line, as
  * every C library call here: it would move the pool's fast paths to a big
  * chunk when a linked thread runs them (sched/linked.c). */
 static CP_NOINLINE struct cp_chunk *carve(unsigned cls)
 {
-	struct depot_class *d = &depot[cls];
+	__typeof__(slab[0]) *d = &slab[cls];
 	size_t size = class_size[cls];
 	if (!d->cursor || (size_t)(d->end - d->cursor) < size) {
 		void *p = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE,
@@ -83,16 +91,10 @@ struct cp_chunk *cp_chunk_get(struct cp_chunk_pool *pool, struct cp_stack_pool *
 	} else if (pool && (c = pool->free[cls]) != NULL) {
 		pool->free[cls] = c->newer;
 		pool->count[cls]--;
-	} else {
-		cp_spin_lock(&depot_lock);
-		struct depot_class *d = &depot[cls];
-		if ((c = d->free) != NULL) {
-			d->free = c->newer;
-			d->count--;
-		} else {
-			c = carve(cls);
-		}
-		cp_spin_unlock(&depot_lock);
+	} else if ((c = (struct cp_chunk *)cp_depot_pop(&depot[cls])) == NULL) {
+		cp_spin_lock(&carve_lock);
+		c = carve(cls);
+		cp_spin_unlock(&carve_lock);
 		if (!c)
 			return NULL;
 	}
@@ -100,10 +102,11 @@ struct cp_chunk *cp_chunk_get(struct cp_chunk_pool *pool, struct cp_stack_pool *
 	return c;
 }
 
-/* The pages of a free chunk, but the header's, which holds the depot's
- * link. */
-static CP_NOINLINE void give_back_pages(struct cp_chunk *c)
+/* The depots': the pages of a free chunk, but the header's, which holds
+ * the depot's link. */
+static CP_NOINLINE void give_back_pages(struct cp_depot_link *l)
 {
+	struct cp_chunk *c = (struct cp_chunk *)l;
 	size_t page = cp_page_size();
 	char *from = (char *)(((uintptr_t)c + CP_CHUNK_LIMIT_OFF + page - 1) & ~(page - 1));
 	char *to = (char *)c + c->size;
@@ -125,30 +128,29 @@ void cp_chunk_put(struct cp_chunk_pool *pool, struct cp_stack_pool *stacks, stru
 		pool->count[cls]++;
 		return;
 	}
-	struct depot_class *d = &depot[cls];
-	/* past the depot's hot part its pages go back first (a racy count is
-	 * fine for that) */
-	if (__atomic_load_n(&d->count, __ATOMIC_RELAXED) >= depot_hot_cap[cls])
-		give_back_pages(c);
-	cp_spin_lock(&depot_lock);
-	c->newer = d->free;
-	d->free = c;
-	d->count++;
-	cp_spin_unlock(&depot_lock);
+	cp_depot_push(&depot[cls], (struct cp_depot_link *)c);
+}
+
+void cp_chunk_decay(uint64_t now_ns)
+{
+	for (unsigned i = 0; i < CP_CHUNK_CLASSES; i++)
+		cp_depot_decay(&depot[i], now_ns);
 }
 
 void cp_chunk_after_fork(void)
 {
-	depot_lock = (cp_spinlock)CP_SPINLOCK_INIT;
+	carve_lock = (cp_spinlock)CP_SPINLOCK_INIT;
+	for (unsigned i = 0; i < CP_CHUNK_CLASSES; i++)
+		cp_depot_after_fork(&depot[i]);
 }
 
 void cp_chunk_counts(uint64_t *mapped, uint64_t *in_depot)
 {
-	cp_spin_lock(&depot_lock);
+	cp_spin_lock(&carve_lock);
 	*mapped = mapped_chunks;
+	cp_spin_unlock(&carve_lock);
 	uint64_t n = 0;
 	for (unsigned i = 0; i < CP_CHUNK_CLASSES; i++)
-		n += depot[i].count;
+		n += cp_depot_count(&depot[i]);
 	*in_depot = n;
-	cp_spin_unlock(&depot_lock);
 }

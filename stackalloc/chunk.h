@@ -16,7 +16,8 @@
  * Small chunks come in a few size classes, carved from slabs (one mmap
  * for many chunks) and recycled through per-worker pools with no lock and
  * no atomic operation; past a pool's cap they go to a shared depot, which
- * gives the memory of what it holds back to the kernel.  Big chunks, on
+ * gives the memory of what a load stopped needing back to the kernel
+ * (depot.h).  Big chunks, on
  * which calls into code without split-stack prologues run, are ordinary
  * pooled stacks (stack.h), guard page included. */
 #ifndef CAPRICE_CHUNK_H
@@ -90,7 +91,11 @@ struct cp_chunk *cp_chunk_get(struct cp_chunk_pool *pool, struct cp_stack_pool *
 /* Gives a chunk back (to pool, or the depot past the pool's cap). */
 void cp_chunk_put(struct cp_chunk_pool *pool, struct cp_stack_pool *stacks, struct cp_chunk *c);
 
-/* In the child of fork(): the depot's lock may have been held. */
+/* For the runtime's monitor, called often (now_ns: CLOCK_MONOTONIC): the
+ * depots give back what went unneeded for a while (depot.h). */
+void cp_chunk_decay(uint64_t now_ns);
+
+/* In the child of fork(): the depots' locks may have been held. */
 void cp_chunk_after_fork(void);
 
 /* Chunks mapped so far, and those free in the depot (for benchmarks). */

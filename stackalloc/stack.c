@@ -10,7 +10,7 @@
 
 #include "compiler.h"
 #include "env.h"
-#include "spinlock.h"
+#include "depot.h"
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
@@ -24,21 +24,11 @@
 #define POOL_CAP           64             /* hot stacks a worker keeps */
 #define DEPOT_HOT_CAP      1024           /* hot stacks the depot keeps for good */
 #define SLAB_BYTES         (32u << 20)    /* one mapping serves this much */
-/* Hot stacks past the cap that no taker needed for this long give their
- * memory back.  Not at once, when they come back: a server whose 10,000
- * connections close and reopen would pay a madvise (and a TLB shootdown
- * on every core that runs it) per closing connection, then page faults
- * for every stack it takes again (at 10,000 connections that madvise
- * was 3% of knot's CPU).  Like an allocator's decay, what a load needed
- * within the interval stays. */
-#define DECAY_NS           1000000000ull
-#define DECAY_BATCH        256            /* stacks given back per lock hold */
 
-/* A free stack records itself in its own top bytes, which stay committed.
- * Hot ones are on a list with both ends: takers take the newest (its
- * pages are the likeliest in the cache), the decay gives back the oldest. */
+/* A free stack records itself in its own top bytes, which stay committed. */
 struct cp_free_stack {
-	struct cp_free_stack *next, *prev;
+	struct cp_depot_link link; /* first: a depot link is a free stack */
+	struct cp_free_stack *next; /* in a worker's pool, a new slab's chain */
 	struct cp_stack desc;
 };
 
@@ -47,13 +37,10 @@ static size_t default_size;
 static size_t default_guard;
 static int guard_mode; /* 0 unknown, 1 MADV_GUARD_INSTALL, 2 mprotect */
 
+static void give_back(struct cp_depot_link *l);
+
 struct cp_stack_slab *cp_stack_slabs;
-static cp_spinlock depot_lock = CP_SPINLOCK_INIT;
-static struct cp_free_stack *hot_new, *hot_old; /* the hot list's ends */
-static struct cp_free_stack *cold;              /* their memory given back */
-static uint64_t depot_hot, depot_cold;
-static uint64_t hot_low;    /* the fewest hot stacks since the last decay */
-static uint64_t decayed_at; /* when the decay last looked (the monitor's) */
+static struct cp_depot depot = CP_DEPOT_INIT(DEPOT_HOT_CAP, give_back);
 
 static size_t round_pages(size_t n)
 {
@@ -107,11 +94,9 @@ static int map_errno(int e)
 /* Maps a slab of default stacks (as many as fit in SLAB_BYTES, at most 64)
  * and threads them into a chain from *first to *last, counted in *count.
  * Called without locks held: mmap can take microseconds. */
-/* Out of line (slab_new, map_single, unmap_single, depot_push): a call
+/* Out of line (slab_new, map_single, unmap_single, give_back): a call
  * into the C library moves its caller to a big chunk on a linked stack
  * (sched/linked.c), and the pool's fast paths must not pay for it. */
-static CP_NOINLINE void depot_push(struct cp_free_stack *f);
-
 static CP_NOINLINE int slab_new(struct cp_free_stack **first, struct cp_free_stack **last, unsigned *count)
 {
 	size_t stride = default_size + default_guard;
@@ -202,21 +187,7 @@ int cp_stack_get(struct cp_stack_pool *pool, size_t size, size_t guard, enum cp_
 		*out = f->desc;
 		return 0;
 	}
-	cp_spin_lock(&depot_lock);
-	f = hot_new;
-	if (f) {
-		hot_new = f->next;
-		if (hot_new)
-			hot_new->prev = NULL;
-		else
-			hot_old = NULL;
-		if (--depot_hot < hot_low)
-			hot_low = depot_hot;
-	} else if ((f = cold) != NULL) {
-		cold = f->next;
-		depot_cold--;
-	}
-	cp_spin_unlock(&depot_lock);
+	f = (struct cp_free_stack *)cp_depot_pop(&depot);
 	if (f) {
 		*out = f->desc;
 		return 0;
@@ -235,10 +206,8 @@ int cp_stack_get(struct cp_stack_pool *pool, size_t size, size_t guard, enum cp_
 			pool->head = rest;
 			pool->count += n - 1;
 		} else {
-			for (struct cp_free_stack *r = rest, *next; r; r = next) {
-				next = r->next;
-				depot_push(r);
-			}
+			for (struct cp_free_stack *r = rest; r; r = r->next)
+				cp_depot_push(&depot, &r->link);
 		}
 	}
 	return 0;
@@ -257,81 +226,18 @@ static CP_NOINLINE void unmap_single(struct cp_stack *s)
 	munmap(s->lo - s->guard, s->size + s->guard);
 }
 
-static CP_NOINLINE void depot_push(struct cp_free_stack *f)
+/* The depot's: a free stack's memory but its top page, which holds f. */
+static CP_NOINLINE void give_back(struct cp_depot_link *l)
 {
-	cp_spin_lock(&depot_lock);
-	f->prev = NULL;
-	f->next = hot_new;
-	if (hot_new)
-		hot_new->prev = f;
-	else
-		hot_old = f;
-	hot_new = f;
-	depot_hot++;
-	cp_spin_unlock(&depot_lock);
-}
-
-/* Gives back the memory of up to n of the oldest hot stacks, keeping at
- * least DEPOT_HOT_CAP hot; returns how many it gave back. */
-static uint64_t decay_some(uint64_t n)
-{
-	cp_spin_lock(&depot_lock);
-	if (depot_hot <= DEPOT_HOT_CAP)
-		n = 0;
-	else if (n > depot_hot - DEPOT_HOT_CAP)
-		n = depot_hot - DEPOT_HOT_CAP;
-	/* detach them from the old end, into a chain from first */
-	struct cp_free_stack *first = NULL;
-	for (uint64_t i = 0; i < n; i++) {
-		struct cp_free_stack *f = hot_old;
-		hot_old = f->prev;
-		f->next = first;
-		first = f;
-	}
-	if (n) {
-		if (hot_old)
-			hot_old->next = NULL;
-		else
-			hot_new = NULL;
-		depot_hot -= n;
-		if (hot_low > depot_hot)
-			hot_low = depot_hot;
-	}
-	cp_spin_unlock(&depot_lock);
-	if (!n)
-		return 0;
-	struct cp_free_stack *last = first;
-	for (struct cp_free_stack *f = first; f; f = f->next) {
-		/* keep the top page, which holds f */
-		char *top_page = (char *)((uintptr_t)f & ~(page_size - 1));
-		if (top_page > f->desc.lo)
-			madvise(f->desc.lo, (size_t)(top_page - f->desc.lo), MADV_DONTNEED);
-		last = f;
-	}
-	cp_spin_lock(&depot_lock);
-	last->next = cold;
-	cold = first;
-	depot_cold += n;
-	cp_spin_unlock(&depot_lock);
-	return n;
+	struct cp_free_stack *f = (struct cp_free_stack *)l;
+	char *top_page = (char *)((uintptr_t)f & ~(page_size - 1));
+	if (top_page > f->desc.lo)
+		madvise(f->desc.lo, (size_t)(top_page - f->desc.lo), MADV_DONTNEED);
 }
 
 void cp_stack_decay(uint64_t now_ns)
 {
-	if (now_ns - __atomic_load_n(&decayed_at, __ATOMIC_RELAXED) < DECAY_NS)
-		return;
-	__atomic_store_n(&decayed_at, now_ns, __ATOMIC_RELAXED);
-	/* stacks beyond the cap that stayed hot all interval were not needed */
-	cp_spin_lock(&depot_lock);
-	uint64_t idle = hot_low > DEPOT_HOT_CAP ? hot_low - DEPOT_HOT_CAP : 0;
-	hot_low = depot_hot;
-	cp_spin_unlock(&depot_lock);
-	while (idle) {
-		uint64_t n = decay_some(idle < DECAY_BATCH ? idle : DECAY_BATCH);
-		if (!n)
-			break;
-		idle -= n;
-	}
+	cp_depot_decay(&depot, now_ns);
 }
 
 void cp_stack_put(struct cp_stack_pool *pool, struct cp_stack *s)
@@ -356,10 +262,10 @@ void cp_stack_put(struct cp_stack_pool *pool, struct cp_stack *s)
 		pool->count++;
 		return;
 	}
-	depot_push(f);
+	cp_depot_push(&depot, &f->link);
 }
 
 void cp_stack_after_fork(void)
 {
-	depot_lock = (cp_spinlock)CP_SPINLOCK_INIT;
+	cp_depot_after_fork(&depot);
 }

@@ -68,10 +68,9 @@ int cp_stack_wrap_user(void *addr, size_t size, struct cp_stack *out);
  * keeps them hot too until cp_stack_decay finds them unneeded. */
 void cp_stack_put(struct cp_stack_pool *pool, struct cp_stack *s);
 
-/* For the runtime's monitor, called often (now_ns: CLOCK_MONOTONIC): once
- * a second, the depot's hot stacks beyond its cap that no taker needed in
- * the past second give their memory back (MADV_DONTNEED), the oldest
- * first, in this caller's time rather than a thread's exit. */
+/* For the runtime's monitor, called often (now_ns: CLOCK_MONOTONIC): the
+ * depot gives back, in the caller's time rather than at a thread's exit,
+ * what went unneeded for a while (depot.h). */
 void cp_stack_decay(uint64_t now_ns);
 
 /* True when addr lies in the guard of s: the fault was a stack overflow. */

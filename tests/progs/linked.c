@@ -575,3 +575,89 @@ TCASE(fork_from_a_linked_stack)
 {
 	CHECK_EQ((long)tc_join(tc_spawn(forks_deep, NULL)), 200L * 201 / 2);
 }
+
+/* ---- the depots keep what a load needs (stackalloc/depot.h) ---- */
+
+/* A burst of linked threads alive at once, each about 24 KiB deep (a 2,
+ * an 8 and a 32 KiB chunk), then all gone: a server's connections. */
+enum { BURST = 3000, BURST_LEVELS = 24 };
+static pthread_mutex_t burst_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t burst_c = PTHREAD_COND_INITIALIZER;
+static int burst_waiting, burst_open;
+
+static __attribute__((noinline)) long burst_deep(long n)
+{
+	volatile char pad[1000];
+	pad[0] = (char)n;
+	if (n == 0) {
+		pthread_mutex_lock(&burst_m);
+		burst_waiting++;
+		pthread_cond_broadcast(&burst_c);
+		while (!burst_open)
+			pthread_cond_wait(&burst_c, &burst_m);
+		pthread_mutex_unlock(&burst_m);
+		return 0;
+	}
+	return 1 + burst_deep(n - 1) + (pad[0] - (char)n);
+}
+
+static void *burst_body(void *arg)
+{
+	(void)arg;
+	return (void *)burst_deep(BURST_LEVELS);
+}
+
+static void burst(void)
+{
+	static pthread_t t[BURST];
+	burst_waiting = burst_open = 0;
+	for (int i = 0; i < BURST; i++)
+		CHECK_OK(pthread_create(&t[i], NULL, burst_body, NULL));
+	pthread_mutex_lock(&burst_m);
+	while (burst_waiting < BURST)
+		pthread_cond_wait(&burst_c, &burst_m);
+	burst_open = 1;
+	pthread_cond_broadcast(&burst_c);
+	pthread_mutex_unlock(&burst_m);
+	for (int i = 0; i < BURST; i++)
+		CHECK_EQ((long)tc_join(t[i]), BURST_LEVELS);
+}
+
+/* A burst that comes back soon finds its chunks committed (giving them
+ * back as each thread ended made the second burst fault its 32 KiB
+ * chunks in again, 7 pages each past the depot's first 64). */
+TCASE(chunks_of_a_burst_come_back_committed)
+{
+	burst();
+	long before = tc_minor_faults();
+	burst();
+	long faults = tc_minor_faults() - before;
+	printf("second burst of %d linked threads: %ld page faults\n", BURST, faults);
+	/* ASan's shadow of each chunk faults in again: only the plain build
+	 * can say */
+	if (getenv("CAPRICE_TEST_SANITIZED"))
+		return;
+	CHECK(faults < BURST);
+}
+
+/* ...and what stays unneeded gives its pages back within seconds: all
+ * but the depots' hot parts, the workers' pools, and a header page of
+ * each chunk of 8 KiB or more. */
+TCASE(chunks_left_idle_give_their_memory_back)
+{
+	long base = tc_rss_kib();
+	burst();
+	long after_burst = tc_rss_kib();
+	/* per thread 10 KiB: its 2 KiB chunk (which shares its page and
+	 * keeps it) and the header pages of its 8 and 32 KiB chunks; then
+	 * the depots' hot parts (10 MiB), the pools and some slack */
+	long bound = BURST * 10L + 48 * 1024;
+	long now = tc_await_rss_within(base, bound, 5000);
+	printf("RSS %ld KiB before the burst, %ld KiB after, %ld KiB later\n", base, after_burst,
+	       now);
+	if (getenv("CAPRICE_TEST_SANITIZED"))
+		return;
+	if (now - base > bound)
+		TFAIL("RSS still %ld KiB above where it was 5 s after the burst, expected %ld KiB "
+		      "or less", now - base, bound);
+}

@@ -230,6 +230,14 @@ void tc_join_within(pthread_t t, long ms, const char *what);
  * ((int *)arg)[0] and [1]; returns 1 if it cannot read them. */
 void *tc_report_sched(void *arg);
 
+/* This process's resident memory in KiB (/proc/self/statm), and its
+ * minor page faults so far. */
+long tc_rss_kib(void);
+long tc_minor_faults(void);
+/* Waits up to ms for the resident memory to come within bound KiB above
+ * base; returns the last reading. */
+long tc_await_rss_within(long base, long bound, long ms);
+
 /* Writes all n bytes (any short or failed write fails the case; EINTR
  * is not retried). */
 void tc_write_all(int fd, const void *buf, size_t n);

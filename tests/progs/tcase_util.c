@@ -10,6 +10,7 @@
 #include <spawn.h>
 #include <stdbool.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,6 +58,33 @@ void *tc_report_sched(void *arg)
 
 /* ------------------------------------------------------------------ */
 /* I/O                                                                */
+
+long tc_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	CHECK(f != NULL);
+	long size = 0, resident = 0;
+	CHECK_EQ(fscanf(f, "%ld %ld", &size, &resident), 2);
+	fclose(f);
+	return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+long tc_minor_faults(void)
+{
+	struct rusage ru;
+	CHECK_OK(getrusage(RUSAGE_SELF, &ru));
+	return ru.ru_minflt;
+}
+
+long tc_await_rss_within(long base, long bound, long ms)
+{
+	long now = tc_rss_kib();
+	for (long waited = 0; now - base > bound && waited < ms; waited += 50) {
+		tc_msleep(50);
+		now = tc_rss_kib();
+	}
+	return now;
+}
 
 void tc_write_all(int fd, const void *buf, size_t n)
 {

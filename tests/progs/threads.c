@@ -44,16 +44,6 @@ static size_t count_substr(const char *hay, const char *needle)
 	return n;
 }
 
-static long rss_kib(void)
-{
-	FILE *f = fopen("/proc/self/statm", "r");
-	CHECK(f != NULL);
-	long size = 0, resident = 0;
-	CHECK_EQ(fscanf(f, "%ld %ld", &size, &resident), 2);
-	fclose(f);
-	return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 /* A gate: threads block in gate_wait until gate_open. */
 struct gate {
 	pthread_mutex_t m;
@@ -819,14 +809,14 @@ TCASE(detached_resources_come_back)
 			CHECK(pthread_cond_timedwait(&detached_c, &detached_m, &dl) != ETIMEDOUT);
 		pthread_mutex_unlock(&detached_m);
 		tc_msleep(5);
-		long rss = rss_kib();
+		long rss = tc_rss_kib();
 		if (w == 2)
 			base = rss;
 		if (rss > peak)
 			peak = rss;
 	}
 	CHECK_EQ(detached_done, WAVE * WAVES);
-	long end = rss_kib();
+	long end = tc_rss_kib();
 	fprintf(stderr, "RSS: %ld KiB after wave 3, %ld KiB peak, %ld KiB at the end\n", base, peak,
 	        end);
 	/* The pools and the depot fill up over the first few dozen waves
@@ -867,22 +857,15 @@ static void burst(void)
 		CHECK_OK(pthread_join(t[i], NULL));
 }
 
-static long minor_faults(void)
-{
-	struct rusage ru;
-	CHECK_OK(getrusage(RUSAGE_SELF, &ru));
-	return ru.ru_minflt;
-}
-
 /* A burst that comes back soon finds its stacks as it left them: no page
  * faults to commit them again (giving them back at each thread's exit
  * made the second burst fault in 8 pages a stack past the first 1,000). */
 TCASE(stacks_of_a_burst_come_back_committed)
 {
 	burst();
-	long before = minor_faults();
+	long before = tc_minor_faults();
 	burst();
-	long faults = minor_faults() - before;
+	long faults = tc_minor_faults() - before;
 	fprintf(stderr, "second burst of %d threads: %ld page faults\n", BURST, faults);
 	/* ASan's shadow of each stack faults in again as its frames are
 	 * poisoned and unpoisoned: only the plain build can say */
@@ -897,23 +880,17 @@ TCASE(stacks_of_a_burst_come_back_committed)
  * all but the depot's 1,024 and the workers' pools (64 each). */
 TCASE(stacks_left_idle_give_their_memory_back)
 {
-	long base = rss_kib();
+	long base = tc_rss_kib();
 	burst();
-	long after_burst = rss_kib();
-	long kept_kib = (1024 + 64 * (long)(caprice_worker_count() + caprice_spare_worker_count())) * (BURST_TOUCH / 1024);
+	long after_burst = tc_rss_kib();
+	long kept_kib = (1024 + 64 * (long)(caprice_worker_count() + caprice_spare_worker_count())) *
+	                (BURST_TOUCH / 1024);
 	long bound = kept_kib + 16 * 1024;
-	long now = after_burst;
-	if (getenv("CAPRICE_TEST_SANITIZED")) {
-		tc_msleep(2500); /* the decay still runs, under ASan's eyes */
-		now = rss_kib();
-	}
-	for (int i = 0; i < 100 && now - base > bound && !getenv("CAPRICE_TEST_SANITIZED"); i++) {
-		tc_msleep(50);
-		now = rss_kib();
-	}
+	long now = tc_await_rss_within(base, bound, 5000);
 	fprintf(stderr, "RSS %ld KiB before the burst, %ld KiB after, %ld KiB later\n", base,
 	        after_burst, now);
-	/* ASan keeps each thread's shadow and records (as in the case above) */
+	/* ASan keeps each thread's shadow and records (as in the case
+	 * above); the decay ran under its eyes all the same */
 	if (getenv("CAPRICE_TEST_SANITIZED"))
 		return;
 	if (now - base > bound)
