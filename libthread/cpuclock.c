@@ -13,6 +13,7 @@
 
 #include "lt.h"
 #include "timespec.h"
+#include "rtmem.h"
 
 #define CLOCK_TAG     6             /* the kernel's CPUCLOCK_PERTHREAD | SCHED */
 #define SLOTS_MAX     (1u << 20)
@@ -102,7 +103,7 @@ CP_EXPORT int pthread_getcpuclockid(pthread_t h, clockid_t *clock)
 			s++;
 		if (s == nslots) {
 			uint32_t n = nslots ? nslots * 2 : 64;
-			struct lt_thread **grown = n <= SLOTS_MAX ? realloc(slots, n * sizeof *slots) : NULL;
+			struct lt_thread **grown = n <= SLOTS_MAX ? cp_rt_realloc(slots, n * sizeof *slots) : NULL;
 			if (!grown) {
 				cp_spin_unlock(&slots_lock);
 				return ENOMEM;

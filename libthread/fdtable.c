@@ -5,6 +5,7 @@
  * The table is two-level and grows by chunks on first use, so a process
  * with few fds pays for few entries and a lookup never takes a lock. */
 #include "fdtable.h"
+#include "rtmem.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,14 +24,14 @@ static struct lt_fd *chunks[MAX_CHUNKS];
  * would move the whole caller to a big chunk (sched/linked.c). */
 static CP_COLD struct lt_fd *chunk_make(unsigned c)
 {
-	struct lt_fd *fresh = calloc(CHUNK_SIZE, sizeof *fresh);
+	struct lt_fd *fresh = cp_rt_calloc(CHUNK_SIZE, sizeof *fresh);
 	if (!fresh)
 		return NULL;
 	struct lt_fd *none = NULL;
 	if (__atomic_compare_exchange_n(&chunks[c], &none, fresh, false, __ATOMIC_ACQ_REL,
 	                                __ATOMIC_ACQUIRE))
 		return fresh;
-	free(fresh);
+	cp_rt_free(fresh);
 	return none;
 }
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "lt.h"
+#include "rtmem.h"
 
 struct key_def {
 	uint64_t seq;                 /* odd: in use */
@@ -74,7 +75,7 @@ CP_EXPORT int pthread_key_delete(pthread_key_t key)
  * chunk on a linked stack (sched/linked.c). */
 static CP_COLD void *zeroed(size_t n, size_t size)
 {
-	return calloc(n, size);
+	return cp_rt_calloc(n, size);
 }
 
 static struct lt_key_slot *slot(struct lt_thread *t, pthread_key_t key, bool create)
@@ -99,8 +100,8 @@ static struct lt_key_slot *slot(struct lt_thread *t, pthread_key_t key, bool cre
 static CP_NOINLINE void free_pages(struct lt_thread *t)
 {
 	for (unsigned p = 0; p < LT_KEY_PAGES; p++)
-		free(t->key_pages[p]);
-	free(t->key_pages);
+		cp_rt_free(t->key_pages[p]);
+	cp_rt_free(t->key_pages);
 	t->key_pages = NULL;
 }
 

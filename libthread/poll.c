@@ -22,6 +22,7 @@
 #include "fdtable.h"
 #include "lt_io.h"
 #include "timespec.h"
+#include "rtmem.h"
 
 #define STACK_ITEMS 16
 
@@ -46,12 +47,12 @@ struct poll_wait {
  * (sched/linked.c). */
 static CP_COLD void *heap_zeroed(size_t n, size_t size)
 {
-	return calloc(n, size);
+	return cp_rt_calloc(n, size);
 }
 
 static CP_COLD void heap_free(void *p)
 {
-	free(p);
+	cp_rt_free(p);
 }
 
 static void item_done(struct cp_io_op *op)

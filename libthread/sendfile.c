@@ -18,6 +18,7 @@
 
 #include "fdtable.h"
 #include "lt_io.h"
+#include "rtmem.h"
 
 #define CHUNK     (64 * 1024)  /* a default pipe holds 64 KiB */
 #define POOL_MAX  64
@@ -85,7 +86,7 @@ static long splice_op(int fd_in, int64_t off_in, int fd_out, unsigned n, int reg
  * paths need not follow. */
 static CP_NOINLINE ssize_t copy_file(int out, int in, off_t *offset, size_t count)
 {
-	char *buf = malloc(count < CHUNK ? count : CHUNK);
+	char *buf = cp_rt_malloc(count < CHUNK ? count : CHUNK);
 	if (!buf)
 		return -2;
 	int64_t off = offset ? *offset : 0;
@@ -125,7 +126,7 @@ static CP_NOINLINE ssize_t copy_file(int out, int in, off_t *offset, size_t coun
 			break;
 		}
 	}
-	free(buf);
+	cp_rt_free(buf);
 	if (offset)
 		*offset = off;
 	if (total == 0 && err) {

@@ -24,6 +24,7 @@
 
 #include "lt.h"
 #include "timespec.h"
+#include "rtmem.h"
 
 static uint64_t to_bits(const sigset_t *set)
 {
@@ -62,7 +63,7 @@ static void note_masked(struct lt_thread *t)
 			return;
 	if (n_masked == cap_masked) {
 		size_t cap = cap_masked ? 2 * cap_masked : 16;
-		struct lt_thread **m = realloc(masked, cap * sizeof *m);
+		struct lt_thread **m = cp_rt_realloc(masked, cap * sizeof *m);
 		if (!m)
 			return; /* only a hint is lost */
 		masked = m;

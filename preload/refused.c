@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "lt.h"
+#include "rtmem.h"
 
 #define SHIM_NAME "libthread-preload.so"
 #define GUARD_ENV "CAPRICE_SHIM_REFUSED=1"
@@ -28,7 +29,7 @@ static bool is_shim(const char *entry, size_t len)
 static char *strip_preload(const char *value)
 {
 	size_t cap = strlen("LD_PRELOAD=") + strlen(value) + 1;
-	char *out = malloc(cap);
+	char *out = cp_rt_malloc(cap);
 	if (!out)
 		return NULL;
 	strcpy(out, "LD_PRELOAD=");
@@ -57,14 +58,14 @@ static char **read_argv(void)
 	if (fd < 0)
 		return NULL;
 	size_t cap = 4096, len = 0;
-	char *buf = malloc(cap);
+	char *buf = cp_rt_malloc(cap);
 	for (;;) {
 		if (!buf)
 			break;
 		if (len == cap) {
-			char *nb = realloc(buf, cap * 2);
+			char *nb = cp_rt_realloc(buf, cap * 2);
 			if (!nb) {
-				free(buf);
+				cp_rt_free(buf);
 				buf = NULL;
 				break;
 			}
@@ -82,7 +83,7 @@ static char **read_argv(void)
 	size_t argc = 0;
 	for (size_t i = 0; i < len; i++)
 		argc += buf[i] == 0;
-	char **argv = calloc(argc + 1, sizeof *argv);
+	char **argv = cp_rt_calloc(argc + 1, sizeof *argv);
 	if (!argv)
 		return NULL;
 	size_t k = 0;
@@ -103,7 +104,7 @@ void lt_runtime_refused(int err)
 	size_t n = 0;
 	while (environ[n])
 		n++;
-	char **env = calloc(n + 2, sizeof *env);
+	char **env = cp_rt_calloc(n + 2, sizeof *env);
 	if (argv && env) {
 		size_t k = 0;
 		for (size_t i = 0; i < n; i++) {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "rtmem.h"
 #include "scheduler.h"
 
 #ifdef CP_ASAN
@@ -70,7 +71,7 @@ static CP_NO_SPLIT void *kthread_begin(void *p)
 		__asan_unpoison_memory_region(st.lo, (size_t)(sp - (char *)st.lo));
 #endif
 	struct kthread_start start = *(struct kthread_start *)p;
-	free(p);
+	cp_rt_free(p);
 	return start.fn(start.arg);
 }
 
@@ -87,21 +88,21 @@ int cp_kthread_create(pthread_t *kt, void *(*fn)(void *), void *arg)
 			cp_die("cannot find the C library's pthread_attr_*: %s", dlerror());
 		__atomic_store_n(&set_size, s, __ATOMIC_RELEASE);
 	}
-	struct kthread_start *start = malloc(sizeof *start);
+	struct kthread_start *start = cp_rt_malloc(sizeof *start);
 	if (!start)
 		return EAGAIN;
 	start->fn = fn;
 	start->arg = arg;
 	pthread_attr_t a;
 	if (init(&a)) {
-		free(start);
+		cp_rt_free(start);
 		return EAGAIN;
 	}
 	set_size(&a, KTHREAD_STACK);
 	int e = cp_real_pthread_create()(kt, &a, kthread_begin, start);
 	destroy(&a);
 	if (e)
-		free(start);
+		cp_rt_free(start);
 	return e;
 }
 

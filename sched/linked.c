@@ -48,6 +48,7 @@
 #include "compiler.h"
 #include "context.h"
 #include "env.h"
+#include "rtmem.h"
 
 #define SCRATCH_BYTES (32u << 10)
 /* room the first chunk keeps for frames beside the record: a start, and a
@@ -68,7 +69,7 @@ void cp_linked_bind_kthread(void)
 	/* a kernel thread's TCB may be a recycled one with an old limit */
 	cp_split_limit_set(0);
 	if (!__caprice_morestack_scratch) {
-		char *s = aligned_alloc(64, SCRATCH_BYTES);
+		char *s = cp_rt_aligned(64, SCRATCH_BYTES);
 		if (!s)
 			cp_die("cannot allocate the split-stack scratch stack: out of memory");
 		__caprice_morestack_scratch = s + SCRATCH_BYTES;
@@ -281,7 +282,7 @@ struct alloca_block {
 
 CP_EXPORT void *__caprice_morestack_alloca(size_t size)
 {
-	struct alloca_block *b = malloc(sizeof *b + size);
+	struct alloca_block *b = cp_rt_malloc(sizeof *b + size);
 	if (!b)
 		cp_die("out of memory for %zu bytes of stack space (alloca or a variable-length "
 		       "array in split-stack code)", size);
@@ -296,7 +297,7 @@ void cp_linked_free_alloca(struct cp_thread *t)
 {
 	for (struct alloca_block *b = t->alloca_blocks, *n; b; b = n) {
 		n = b->next;
-		free(b);
+		cp_rt_free(b);
 	}
 	t->alloca_blocks = NULL;
 }

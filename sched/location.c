@@ -40,6 +40,7 @@
 
 #include "compiler.h"
 #include "env.h"
+#include "rtmem.h"
 
 #define FRAMES      4      /* return addresses above the runtime, hashed */
 #define NODES       1024   /* per worker; a full table drops new nodes */
@@ -273,7 +274,7 @@ void cp_location_park_slow(struct cp_worker *w, struct cp_thread *t)
 {
 	struct cp_blocking_graph *g = w->graph;
 	if (!g) {
-		g = calloc(1, sizeof *g);
+		g = cp_rt_calloc(1, sizeof *g);
 		if (!g)
 			return; /* no graph, no harm: the park goes on */
 		w->graph = g;
@@ -451,12 +452,12 @@ static void write_graph(void)
 	snprintf(tmp, sizeof tmp, "%s.tmp%d", graph_path, (int)getpid());
 	/* merged off the stack: it is some 200 KiB, and exit may run on a
 	 * user thread's */
-	struct cp_blocking_graph *all = calloc(1, sizeof *all);
+	struct cp_blocking_graph *all = cp_rt_calloc(1, sizeof *all);
 	FILE *f = all ? fopen(tmp, "w") : NULL;
 	if (!f) {
 		cp_warn("CAPRICE_GRAPH=%s: cannot write it: %s", graph_path,
 		        all ? strerror(errno) : "out of memory");
-		free(all);
+		cp_rt_free(all);
 		cp_spin_unlock(&graph_writing);
 		return;
 	}
@@ -527,6 +528,6 @@ static void write_graph(void)
 		cp_warn("CAPRICE_GRAPH=%s: cannot write it", graph_path);
 		unlink(tmp);
 	}
-	free(all);
+	cp_rt_free(all);
 	cp_spin_unlock(&graph_writing);
 }

@@ -34,6 +34,7 @@
 #include "env.h"
 #include "kthread.h"
 #include "timespec.h"
+#include "rtmem.h"
 
 #define TICK_NS      1000000ull   /* look at every worker this often */
 #define IDLE_TICK_NS 20000000ull  /* when every worker sleeps */
@@ -136,7 +137,7 @@ void cp_monitor_start(void)
 	/* allocated here, not by the monitor: its new kernel thread would
 	 * need a malloc arena of its own (64 MiB of address space), which a
 	 * fork's child under a tight RLIMIT_AS cannot get */
-	struct watch *watches = calloc((size_t)cp_nall, sizeof *watches);
+	struct watch *watches = cp_rt_calloc((size_t)cp_nall, sizeof *watches);
 	if (!watches)
 		cp_die("monitor: out of memory for %d workers", cp_nall);
 	int e = cp_kthread_spawn(monitor_main, watches);

@@ -15,6 +15,7 @@
 #include "context.h"
 #include "env.h"
 #include "kthread.h"
+#include "rtmem.h"
 
 #define IDLE_STACK_SIZE (64u * 1024)
 #define MAX_WORKERS     256
@@ -90,7 +91,7 @@ static void *worker_main(void *arg)
 
 static struct cp_worker *worker_alloc(int idx)
 {
-	struct cp_worker *w = aligned_alloc(CP_CACHELINE, (sizeof *w + CP_CACHELINE - 1) &
+	struct cp_worker *w = cp_rt_aligned(CP_CACHELINE, (sizeof *w + CP_CACHELINE - 1) &
 	                                                  ~(size_t)(CP_CACHELINE - 1));
 	if (!w)
 		cp_die("cannot allocate worker %d: out of memory", idx);
@@ -109,7 +110,7 @@ static struct cp_worker *worker_alloc(int idx)
 struct cp_thread *cp_record_alloc(void)
 {
 	size_t size = (cp_thread_record_size + 63) & ~(size_t)63;
-	struct cp_thread *t = aligned_alloc(64, size);
+	struct cp_thread *t = cp_rt_aligned(64, size);
 	if (t)
 		memset(t, 0, size);
 	return t;
@@ -125,7 +126,7 @@ void cp_runtime_build(struct cp_thread *current, struct cp_worker *made0)
 	__atomic_store_n(&cp_idle_sleepers, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&cp_thieves_spinning, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&cp_idle_workers, 0, __ATOMIC_RELAXED);
-	cp_workers = calloc((size_t)cp_nall, sizeof *cp_workers);
+	cp_workers = cp_rt_calloc((size_t)cp_nall, sizeof *cp_workers);
 	if (!cp_workers)
 		cp_die("cannot start: out of memory for %d workers", cp_nall);
 	for (int i = 0; i < cp_nall; i++) {
@@ -203,7 +204,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 	int e = cp_ring_init(&w0->ring);
 	if (e) {
 		syscall(SYS_close, w0->ring.kick_fd);
-		free(w0);
+		cp_rt_free(w0);
 		__atomic_store_n(&runtime_state, 0, __ATOMIC_RELEASE);
 		*refused = e;
 		return NULL;

@@ -14,6 +14,7 @@
 
 #include "compiler.h"
 #include "context.h"
+#include "rtmem.h"
 
 #define ALTSTACK_SIZE (64u * 1024)
 
@@ -149,7 +150,7 @@ static CP_NO_SPLIT void on_poke(int sig, siginfo_t *si, void *uc)
 
 void cp_signals_bind_worker(void)
 {
-	stack_t ss = { .ss_sp = malloc(ALTSTACK_SIZE), .ss_size = ALTSTACK_SIZE, .ss_flags = 0 };
+	stack_t ss = { .ss_sp = cp_rt_malloc(ALTSTACK_SIZE), .ss_size = ALTSTACK_SIZE, .ss_flags = 0 };
 	if (ss.ss_sp)
 		sigaltstack(&ss, NULL);
 }

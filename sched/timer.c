@@ -9,6 +9,7 @@
 #include "compiler.h"
 #include "timespec.h"
 #include "worker.h"
+#include "rtmem.h"
 
 typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
 static clock_gettime_fn c_clock_gettime;
@@ -85,7 +86,7 @@ static void sift_down(struct cp_timer_heap *h, uint32_t i)
 static CP_COLD int heap_grow(struct cp_timer_heap *h)
 {
 	uint32_t cap = h->cap ? h->cap * 2 : 256;
-	struct cp_timer **v = realloc(h->v, cap * sizeof *v);
+	struct cp_timer **v = cp_rt_realloc(h->v, cap * sizeof *v);
 	if (!v)
 		return ENOMEM;
 	h->v = v;

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "rtmem.h"
 
 bool cp_tls_per_thread CP_HIDDEN;
 
@@ -191,13 +192,13 @@ int cp_tls_make(struct cp_thread *t)
 {
 	size_t align = static_align < 64 ? 64 : static_align;
 	size_t size = (static_size + align - 1) & ~(align - 1);
-	char *mem = aligned_alloc(align, size);
+	char *mem = cp_rt_aligned(align, size);
 	if (!mem)
 		return ENOMEM;
 	char *tcb = (char *)(((uintptr_t)mem + static_size - tcb_size) & ~(uintptr_t)(align - 1));
 	memset(tcb, 0, tcb_size);
 	if (!allocate_tls(tcb)) {
-		free(mem);
+		cp_rt_free(mem);
 		return ENOMEM;
 	}
 	char *tp = thread_pointer();
@@ -230,7 +231,7 @@ void cp_tls_free(struct cp_thread *t)
 	if (!t->tls_mem)
 		return;
 	deallocate_tls(t->tcb, false);
-	free(t->tls_mem);
+	cp_rt_free(t->tls_mem);
 	t->tcb = t->tls_mem = NULL;
 }
 

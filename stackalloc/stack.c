@@ -11,6 +11,7 @@
 #include "compiler.h"
 #include "env.h"
 #include "depot.h"
+#include "rtmem.h"
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
@@ -131,7 +132,7 @@ static CP_NOINLINE int slab_new(struct cp_free_stack **first, struct cp_free_sta
 		tail = f;
 		(*count)++;
 	}
-	struct cp_stack_slab *slab = malloc(sizeof *slab);
+	struct cp_stack_slab *slab = cp_rt_malloc(sizeof *slab);
 	if (slab) { /* for debuggers only: without it the slab just goes unlisted */
 		*slab = (struct cp_stack_slab){ NULL, base, stride, default_guard, default_size, *count };
 		slab->next = __atomic_load_n(&cp_stack_slabs, __ATOMIC_RELAXED);

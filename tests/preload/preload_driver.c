@@ -1689,6 +1689,273 @@ TCASE(real_memcached_clients)
 	       MC_CLIENTS, MC_KEYS, sw);
 }
 
+/* redis-server, Debian's 7.0, unmodified under the shim: an event loop
+ * on its main thread, background threads (lazy freeing, closing files)
+ * fed through condition variables, and jemalloc, a library the program
+ * links for its allocator: the shim's allocator family must pass redis's
+ * calls on to it, and the runtime's own blocks must not come from it
+ * (jemalloc's start-up closes a descriptor through syscall(), which the
+ * runtime serves).  16 clients, each on a kernel thread of this driver,
+ * SET, GET and MGET 150 values of 10 bytes to 64 KiB, INCR a shared
+ * counter and UNLINK a 20,000-element list (freed by a background
+ * thread), while one more connection waits in a BLPOP until the end
+ * pushes to it; every byte must come back, the counter and DBSIZE must
+ * agree, and SIGTERM must end redis with exit 0. */
+#define RD_CLIENTS 16
+#define RD_KEYS    150
+
+struct rd_conn {
+	int fd;
+	char buf[1 << 17];
+	size_t start, len;
+	char cmd[1 << 17];
+};
+
+static bool rd_open(struct rd_conn *c, int port)
+{
+	c->start = c->len = 0;
+	c->fd = mc_connect(port);
+	return c->fd >= 0;
+}
+
+/* Sends one command, in one send (pieces would wait on Nagle and the
+ * server's delayed ACK): argc arguments, argument i of len[i] bytes
+ * (len NULL: strings). */
+static bool rd_send(struct rd_conn *c, int argc, const char *const *argv, const size_t *len)
+{
+	size_t o = (size_t)snprintf(c->cmd, 32, "*%d\r\n", argc);
+	for (int i = 0; i < argc; i++) {
+		size_t n = len ? len[i] : strlen(argv[i]);
+		if (o + n + 40 > sizeof c->cmd)
+			return false;
+		o += (size_t)snprintf(c->cmd + o, 32, "$%zu\r\n", n);
+		memcpy(c->cmd + o, argv[i], n);
+		memcpy(c->cmd + o + n, "\r\n", 2);
+		o += n + 2;
+	}
+	return mc_send(c->fd, c->cmd, o);
+}
+
+/* The next n bytes of the reply stream into out (NULL: dropped). */
+static bool rd_take(struct rd_conn *c, char *out, size_t n)
+{
+	while (n) {
+		if (c->start == c->len) {
+			ssize_t r = recv(c->fd, c->buf, sizeof c->buf, 0);
+			if (r <= 0)
+				return false;
+			c->start = 0;
+			c->len = (size_t)r;
+		}
+		size_t k = c->len - c->start < n ? c->len - c->start : n;
+		if (out) {
+			memcpy(out, c->buf + c->start, k);
+			out += k;
+		}
+		c->start += k;
+		n -= k;
+	}
+	return true;
+}
+
+/* One reply line (type byte and text, without CRLF) into line. */
+static bool rd_line(struct rd_conn *c, char *line, size_t cap)
+{
+	size_t n = 0;
+	for (;;) {
+		char ch;
+		if (n + 1 >= cap || !rd_take(c, &ch, 1))
+			return false;
+		if (ch == '\n' && n && line[n - 1] == '\r') {
+			line[n - 1] = 0;
+			return true;
+		}
+		line[n++] = ch;
+	}
+}
+
+/* A bulk string's reply: its length (-1: nil, -2: not a bulk string or
+ * cut short), its bytes into out (cap). */
+static long rd_bulk(struct rd_conn *c, char *out, size_t cap)
+{
+	char line[64];
+	if (!rd_line(c, line, sizeof line) || line[0] != '$')
+		return -2;
+	long n = atol(line + 1);
+	if (n < 0)
+		return -1;
+	if ((size_t)n > cap || !rd_take(c, out, (size_t)n) || !rd_take(c, NULL, 2))
+		return -2;
+	return n;
+}
+
+/* A simple or integer reply into line (its type byte first). */
+static bool rd_simple(struct rd_conn *c, char *line, size_t cap)
+{
+	return rd_line(c, line, cap) && (line[0] == '+' || line[0] == ':');
+}
+
+struct rd_client {
+	int port, id;
+	char err[256];
+};
+
+#define RD_FAIL(c, ...) MC_FAIL(c, __VA_ARGS__)
+
+static void *rd_client_main(void *arg)
+{
+	struct rd_client *c = arg;
+	static __thread struct rd_conn conn;
+	struct rd_conn *rc = &conn;
+	char *val = malloc(65536), *got = malloc(65536), line[128], key[64];
+	rc->fd = -1;
+	if (!val || !got || !rd_open(rc, c->port))
+		RD_FAIL(c, "client %d: connect: %s", c->id, strerror(errno));
+	for (int k = 0; k < RD_KEYS; k++) {
+		size_t n = mc_len(c->id, k);
+		mc_value(c->id, k, val, n);
+		snprintf(key, sizeof key, "c%d_k%d", c->id, k);
+		const char *set[] = {"SET", key, val};
+		size_t setlen[] = {3, strlen(key), n};
+		if (!rd_send(rc, 3, set, setlen) || !rd_simple(rc, line, sizeof line) ||
+		    strcmp(line, "+OK") != 0)
+			RD_FAIL(c, "client %d: SET of key %d (%zu bytes) not OK", c->id, k, n);
+		const char *get[] = {"GET", key};
+		long r = rd_send(rc, 2, get, NULL) ? rd_bulk(rc, got, 65536) : -2;
+		if (r != (long)n || memcmp(got, val, n) != 0)
+			RD_FAIL(c, "client %d: GET of key %d (%zu bytes) came back wrong (%ld)", c->id,
+			        k, n, r);
+		const char *incr[] = {"INCR", "shared_counter"};
+		if (!rd_send(rc, 2, incr, NULL) || !rd_simple(rc, line, sizeof line) || line[0] != ':')
+			RD_FAIL(c, "client %d: INCR: %s", c->id, line);
+	}
+	/* all of them again, 30 keys per MGET */
+	for (int k0 = 0; k0 < RD_KEYS; k0 += 30) {
+		char keys[30][64];
+		const char *mget[31] = {"MGET"};
+		for (int i = 0; i < 30; i++) {
+			snprintf(keys[i], sizeof keys[i], "c%d_k%d", c->id, k0 + i);
+			mget[i + 1] = keys[i];
+		}
+		if (!rd_send(rc, 31, mget, NULL) || !rd_line(rc, line, sizeof line) ||
+		    strcmp(line, "*30") != 0)
+			RD_FAIL(c, "client %d: MGET from key %d: %s", c->id, k0, line);
+		for (int i = 0; i < 30; i++) {
+			size_t n = mc_len(c->id, k0 + i);
+			mc_value(c->id, k0 + i, val, n);
+			if (rd_bulk(rc, got, 65536) != (long)n || memcmp(got, val, n) != 0)
+				RD_FAIL(c, "client %d: MGET: key %d came back wrong", c->id, k0 + i);
+		}
+	}
+	/* a big list, given to a background thread to free */
+	snprintf(key, sizeof key, "c%d_list", c->id);
+	for (int i = 0; i < 20000; i += 500) {
+		const char *push[502] = {"RPUSH", key};
+		char items[500][16];
+		for (int j = 0; j < 500; j++) {
+			snprintf(items[j], sizeof items[j], "%d", i + j);
+			push[j + 2] = items[j];
+		}
+		if (!rd_send(rc, 502, push, NULL) || !rd_simple(rc, line, sizeof line) ||
+		    atol(line + 1) != i + 500)
+			RD_FAIL(c, "client %d: RPUSH: %s", c->id, line);
+	}
+	const char *unlink_[] = {"UNLINK", key};
+	if (!rd_send(rc, 2, unlink_, NULL) || !rd_simple(rc, line, sizeof line) ||
+	    strcmp(line, ":1") != 0)
+		RD_FAIL(c, "client %d: UNLINK: %s", c->id, line);
+	for (int k = 0; k < RD_KEYS; k += 2) {
+		snprintf(key, sizeof key, "c%d_k%d", c->id, k);
+		const char *del[] = {"DEL", key};
+		if (!rd_send(rc, 2, del, NULL) || !rd_simple(rc, line, sizeof line) ||
+		    strcmp(line, ":1") != 0)
+			RD_FAIL(c, "client %d: DEL of key %d: %s", c->id, k, line);
+	}
+out:
+	if (rc->fd >= 0)
+		close(rc->fd);
+	free(val);
+	free(got);
+	return NULL;
+}
+
+/* A command whose reply is an integer; -1 if it is not. */
+static long rd_integer(int port, int argc, const char *const *argv)
+{
+	static struct rd_conn conn;
+	char line[128];
+	if (!rd_open(&conn, port))
+		return -1;
+	long v = rd_send(&conn, argc, argv, NULL) && rd_simple(&conn, line, sizeof line) &&
+	                 line[0] == ':'
+	             ? atol(line + 1)
+	             : -1;
+	close(conn.fd);
+	return v;
+}
+
+static bool rd_answers(int port)
+{
+	const char *dbsize[] = {"DBSIZE"};
+	return rd_integer(port, 1, dbsize) >= 0;
+}
+
+TCASE(real_redis_clients)
+{
+	tc_run_alone();
+	require_tool("/usr/bin/redis-server");
+	int port = free_loopback_port();
+	char port_s[16], dir[] = "/tmp/caprice-redis-XXXXXX";
+	snprintf(port_s, sizeof port_s, "%d", port);
+	CHECK(mkdtemp(dir) != NULL);
+	struct child c;
+	spawn(&SPAWN(.mode = LAUNCHER, .prog = "/usr/bin/redis-server",
+	             ARGS("--port", port_s, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+	                  "--dir", dir, "--logfile", "", "--lazyfree-lazy-user-del", "yes"),
+	             ENV(W2, "CAPRICE_STATS=1")),
+	      &c);
+	await_server(&c, "redis-server", port, rd_answers);
+	/* a client parked in a blocking pop until the others are done */
+	static struct rd_conn waiter;
+	const char *blpop[] = {"BLPOP", "wakeup", "30"};
+	EXPECT_MSG(&c, rd_open(&waiter, port) && rd_send(&waiter, 3, blpop, NULL),
+	           "BLPOP not sent");
+	static struct rd_client cl[RD_CLIENTS];
+	pthread_t t[RD_CLIENTS];
+	for (int i = 0; i < RD_CLIENTS; i++) {
+		cl[i] = (struct rd_client){.port = port, .id = i};
+		CHECK_OK(pthread_create(&t[i], NULL, rd_client_main, &cl[i]));
+	}
+	for (int i = 0; i < RD_CLIENTS; i++) {
+		CHECK_OK(pthread_join(t[i], NULL));
+		EXPECT_MSG(&c, !cl[i].err[0], "%s", cl[i].err);
+	}
+	const char *push[] = {"RPUSH", "wakeup", "done"};
+	EXPECT_MSG(&c, rd_integer(port, 3, push) == 1, "RPUSH wakeup: not 1");
+	char line[64], k[16], v[16];
+	EXPECT_MSG(&c, rd_line(&waiter, line, sizeof line) && strcmp(line, "*2") == 0 &&
+	                   rd_bulk(&waiter, k, sizeof k) == 6 && rd_bulk(&waiter, v, sizeof v) == 4 &&
+	                   memcmp(k, "wakeup", 6) == 0 && memcmp(v, "done", 4) == 0,
+	           "the BLPOP did not answer [wakeup, done]");
+	close(waiter.fd);
+	const char *ctr[] = {"INCRBY", "shared_counter", "0"};
+	const char *dbsize[] = {"DBSIZE"};
+	long counter = rd_integer(port, 3, ctr), keys = rd_integer(port, 1, dbsize);
+	/* half the keys of every client, and the counter */
+	EXPECT_MSG(&c, counter == RD_CLIENTS * RD_KEYS && keys == RD_CLIENTS * RD_KEYS / 2 + 1,
+	           "redis's counts: counter %ld, %ld keys", counter, keys);
+	kill(c.pid, SIGTERM);
+	finish(&c, 20000);
+	EXPECT_EXIT(&c, 0);
+	long sw = stat_sum(&c.e, "switches");
+	EXPECT_MSG(&c, sw > 0, "no user-thread switches counted");
+	EXPECT_MSG(&c, strstr(bstr(&c.o), "ready to exit, bye bye") != NULL,
+	           "redis did not log its clean shutdown");
+	rmdir(dir);
+	printf("redis: %d clients x %d keys set, got, got again, half deleted; %ld switches\n",
+	       RD_CLIENTS, RD_KEYS, sw);
+}
+
 /* Apache httpd with the worker MPM, unmodified under the shim: a
  * thread-per-connection server (a listener thread hands each connection
  * to one of 64 threads, which reads, answers and keeps it open), in a
