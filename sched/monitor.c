@@ -16,7 +16,8 @@
  * on the owning kernel thread (so SINGLE_ISSUER holds), submits and reaps
  * its ring, fires its timers and hands its runnable threads to a worker
  * that sleeps (signals.c, steal.c), or, when none does and the worker is
- * blocked in the kernel, to a spare worker (spare.c).  Never asynchronous preemption of the user thread
+ * blocked in the kernel or has computed for STUCK_SLICES, to a spare
+ * worker (spare.c).  Never asynchronous preemption of the user thread
  * itself: glibc's internal locks belong to the kernel thread.
  *
  * The monitor sleeps longer while every worker sleeps, so an idle process
@@ -40,6 +41,11 @@
 #define IDLE_TICK_NS 20000000ull  /* when every worker sleeps */
 
 static uint64_t slice_ns = 2000000ull;
+
+/* A worker silent this many time slices while threads wait on it is
+ * given a spare even when it computes (spare.c): what it spins for may be
+ * one of the threads queued behind it. */
+#define STUCK_SLICES 10
 
 struct watch {
 	uint64_t beat;       /* heartbeat at the last look */
@@ -82,21 +88,25 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 		return;
 	}
 	uint64_t silent = now - wt->since;
+	bool waiting = silent >= slice_ns && has_waiting_work(w, now);
 	/* `preempt` already up while nothing waits: its thread must run a
 	 * redirect (an asynchronous cancel) and has not reached a safe point */
-	if (silent < slice_ns ||
-	    (!has_waiting_work(w, now) && !__atomic_load_n(&w->preempt, __ATOMIC_RELAXED)))
+	if (silent < slice_ns || (!waiting && !__atomic_load_n(&w->preempt, __ATOMIC_RELAXED)))
 		return;
 	/* a safe point will yield; if none comes, the signal services it */
 	__atomic_store_n(&w->preempt, 1, __ATOMIC_RELAXED);
 	if (silent >= 2 * slice_ns && now - wt->poked_at >= slice_ns) {
 		wt->poked_at = now;
 		/* blocked in the kernel, not computing: its core is free, so a
-		 * spare may run its threads (the poke's hand-off gives them) */
+		 * spare may run its threads (the poke's hand-off gives them);
+		 * computing for STUCK_SLICES, it may be spinning for one of
+		 * them, and the spare takes turns with it on the core */
 		if (!wt->covered && !w->spare && cp_nall > cp_nworkers) {
 			uint64_t ran;
 			bool asleep = cp_spare_blocked_in_kernel(w, &ran);
-			if (asleep && wt->asleep && ran - wt->ran_ns < slice_ns / 4 && cp_spare_cover(w))
+			bool blocked = asleep && wt->asleep && ran - wt->ran_ns < slice_ns / 4;
+			bool stuck = waiting && silent >= STUCK_SLICES * slice_ns;
+			if ((blocked || stuck) && cp_spare_cover(w))
 				wt->covered = true;
 			wt->asleep = asleep;
 			wt->ran_ns = ran;

@@ -1,5 +1,5 @@
 /* spare.c: spare workers, which run the threads of a worker that is
- * blocked in the kernel.
+ * blocked in the kernel, or that spins for one of them.
  *
  * A user thread that blocks in a call the runtime cannot see (a system
  * call made with the `syscall` instruction, a library's own wait) holds
@@ -18,6 +18,12 @@
  *    almost nothing in between (a computing thread also shows D for a
  *    moment, waiting for a page or the mmap lock, and on a loaded machine
  *    that moment can be long), and assigns it a free spare (`covering`);
+ *    also a worker that has computed for ten slices while threads wait
+ *    on it: a thread spinning until another thread does something (a
+ *    spin-wait with no call into the library, an application's spinlock
+ *    whose holder waits behind it) would otherwise spin for good, so the
+ *    spare takes turns with it on the core (redis-server's io-threads and
+ *    haproxy's threads both spin so);
  *  - the poke's hand-off then gives the blocked worker's movable threads,
  *    its inbox included, to that spare, which runs them like any worker;
  *  - once the blocked worker switches again, the monitor retires the

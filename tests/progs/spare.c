@@ -191,6 +191,52 @@ TCASE(no_spare_beside_a_worker_that_computes)
 	CHECK_EQ(st.covers, 0);
 }
 
+/* A thread that spins until another thread does something, with no call
+ * into the library, holds its worker: when that other thread is queued
+ * behind it and no worker is free, the spare runs it (monitor.c: ten
+ * slices).  On one worker and its spare: the spinner makes the setter,
+ * which is queued behind it, and spins until the setter has run. */
+static atomic_bool flag_set;
+static int setter_worker = -1;
+
+static void *setter(void *arg)
+{
+	(void)arg;
+	setter_worker = caprice_worker_index();
+	atomic_store(&flag_set, true);
+	return NULL;
+}
+
+static void *spins_for_setter(void *arg)
+{
+	uint64_t *waited = arg;
+	pthread_t t = tc_spawn(setter, NULL); /* queued behind this thread */
+	uint64_t from = tc_now_ns();
+	while (!atomic_load_explicit(&flag_set, memory_order_acquire))
+		__asm__ volatile("pause");
+	*waited = tc_now_ns() - from;
+	tc_join(t);
+	return NULL;
+}
+
+TCASE(spare_runs_the_thread_a_spinner_waits_for)
+{
+	tc_run_alone();
+	/* without the spare the spinner never ends, and the child is
+	 * killed at the limit (its own SIGALRM would wait for a worker) */
+	if (tc_rerun_on_workers(1, 20))
+		return;
+	uint64_t waited = 0;
+	tc_join(tc_spawn(spins_for_setter, &waited));
+	struct caprice_worker_stats st;
+	CHECK_EQ(caprice_worker_stats(caprice_worker_count(), &st), 0);
+	printf("the spinner waited %.1f ms; the setter ran on worker %d; spare covers %llu\n",
+	       waited / 1e6, setter_worker, (unsigned long long)st.covers);
+	CHECK_EQ(setter_worker, caprice_worker_count()); /* the spare */
+	CHECK(st.covers >= 1);
+	CHECK(waited < 2000000000ull);
+}
+
 /* A thread whose read completes on a blocked worker's ring (the poke reaps
  * it there) first runs on that worker when `errno` is the worker's: its
  * caller may hold errno's address from before the call.  With TLS of its
