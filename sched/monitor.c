@@ -105,7 +105,11 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 			uint64_t ran;
 			bool asleep = cp_spare_blocked_in_kernel(w, &ran);
 			bool blocked = asleep && wt->asleep && ran - wt->ran_ns < slice_ns / 4;
-			bool stuck = waiting && silent >= STUCK_SLICES * slice_ns;
+			/* and on its core most of the last slice: a worker the
+			 * kernel keeps waiting for a core is not spinning, and a
+			 * spare would only add to the queue for cores */
+			bool computing = !asleep && ran - wt->ran_ns >= slice_ns / 2;
+			bool stuck = waiting && computing && silent >= STUCK_SLICES * slice_ns;
 			if ((blocked || stuck) && cp_spare_cover(w))
 				wt->covered = true;
 			wt->asleep = asleep;
