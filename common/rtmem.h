@@ -24,6 +24,16 @@
 #endif
 #endif
 
+/* glibc's allocator, whichever allocator `malloc` names (libthread's
+ * allocator family passes the program's calls on to them too) */
+extern void *__libc_malloc(size_t size);
+extern void __libc_free(void *p);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t size);
+extern void *__libc_memalign(size_t align, size_t size);
+extern void *__libc_valloc(size_t size);
+extern void *__libc_pvalloc(size_t size);
+
 #ifdef CP_RT_SANITIZED
 static inline void *cp_rt_malloc(size_t size) { return malloc(size); }
 static inline void *cp_rt_calloc(size_t n, size_t size) { return calloc(n, size); }
@@ -32,11 +42,6 @@ static inline void *cp_rt_realloc(void *p, size_t size) { return realloc(p, size
 static inline void *cp_rt_aligned(size_t align, size_t size) { return aligned_alloc(align, size); }
 static inline void cp_rt_free(void *p) { free(p); }
 #else
-extern void *__libc_malloc(size_t size);
-extern void __libc_free(void *p);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void *__libc_memalign(size_t align, size_t size);
 static inline void *cp_rt_malloc(size_t size) { return __libc_malloc(size); }
 static inline void *cp_rt_calloc(size_t n, size_t size) { return __libc_calloc(n, size); }
 static inline void *cp_rt_realloc(void *p, size_t size) { return __libc_realloc(p, size); }

@@ -29,13 +29,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-extern void *__libc_malloc(size_t size);
-extern void __libc_free(void *p);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void *__libc_memalign(size_t align, size_t size);
-extern void *__libc_valloc(size_t size);
-extern void *__libc_pvalloc(size_t size);
+#include "rtmem.h"
 
 /* Which allocator the family passes calls on to. */
 enum family { NOT_LOOKED, GLIBC, FOREIGN };
@@ -92,12 +86,6 @@ static CP_NOINLINE void look(void)
 		foreign.posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
 		foreign.valloc = dlsym(RTLD_NEXT, "valloc");
 		foreign.pvalloc = dlsym(RTLD_NEXT, "pvalloc");
-		if (!foreign.free || !foreign.calloc || !foreign.realloc || !foreign.memalign ||
-		    !foreign.aligned_alloc || !foreign.posix_memalign || !foreign.valloc ||
-		    !foreign.pvalloc)
-			cp_die("malloc family: the program's allocator (malloc at %p) was found, "
-			       "but not all of free, calloc, realloc, memalign, aligned_alloc, "
-			       "posix_memalign, valloc and pvalloc", m);
 		__atomic_store_n(&family_is, FOREIGN, __ATOMIC_RELEASE);
 	}
 	looking = false;

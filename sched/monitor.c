@@ -88,10 +88,12 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 		return;
 	}
 	uint64_t silent = now - wt->since;
-	bool waiting = silent >= slice_ns && has_waiting_work(w, now);
+	if (silent < slice_ns)
+		return;
+	bool waiting = has_waiting_work(w, now);
 	/* `preempt` already up while nothing waits: its thread must run a
 	 * redirect (an asynchronous cancel) and has not reached a safe point */
-	if (silent < slice_ns || (!waiting && !__atomic_load_n(&w->preempt, __ATOMIC_RELAXED)))
+	if (!waiting && !__atomic_load_n(&w->preempt, __ATOMIC_RELAXED))
 		return;
 	/* a safe point will yield; if none comes, the signal services it */
 	__atomic_store_n(&w->preempt, 1, __ATOMIC_RELAXED);
@@ -154,6 +156,11 @@ void cp_monitor_start(void)
 	struct watch *watches = cp_rt_calloc((size_t)cp_nall, sizeof *watches);
 	if (!watches)
 		cp_die("monitor: out of memory for %d workers", cp_nall);
+	/* silent since now, not since boot: a worker that has not switched
+	 * yet (main computing from the start) is not silent for hours */
+	uint64_t now = cp_now_ns();
+	for (int i = 0; i < cp_nall; i++)
+		watches[i].since = now;
 	int e = cp_kthread_spawn(monitor_main, watches);
 	if (e)
 		cp_die("cannot start the monitor kernel thread: %s", strerror(e));

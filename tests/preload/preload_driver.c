@@ -1805,11 +1805,11 @@ struct rd_client {
 static void *rd_client_main(void *arg)
 {
 	struct rd_client *c = arg;
-	static __thread struct rd_conn conn;
-	struct rd_conn *rc = &conn;
+	struct rd_conn *rc = malloc(sizeof *rc);
 	char *val = malloc(65536), *got = malloc(65536), line[128], key[64];
-	rc->fd = -1;
-	if (!val || !got || !rd_open(rc, c->port))
+	if (rc)
+		rc->fd = -1;
+	if (!rc || !val || !got || !rd_open(rc, c->port))
 		RD_FAIL(c, "client %d: connect: %s", c->id, strerror(errno));
 	for (int k = 0; k < RD_KEYS; k++) {
 		size_t n = mc_len(c->id, k);
@@ -1872,8 +1872,9 @@ static void *rd_client_main(void *arg)
 			RD_FAIL(c, "client %d: DEL of key %d: %s", c->id, k, line);
 	}
 out:
-	if (rc->fd >= 0)
+	if (rc && rc->fd >= 0)
 		close(rc->fd);
+	free(rc);
 	free(val);
 	free(got);
 	return NULL;
