@@ -73,6 +73,8 @@ CP_EXPORT int ioctl(int fd, unsigned long req, ...)
 
 CP_EXPORT int dup(int fd)
 {
+	if (lt_fd_dup_refused(fd, -1))
+		return -1;
 	int r = fresh(syscall(SYS_dup, fd));
 	lt_fd_dup_made(fd, r);
 	return r;
@@ -80,6 +82,8 @@ CP_EXPORT int dup(int fd)
 
 CP_EXPORT int dup3(int old, int new, int flags)
 {
+	if (lt_fd_dup_refused(old, new))
+		return -1;
 	if (lt_main && old != new)
 		lt_fd_forget(new); /* it is about to be closed */
 	int r = fresh(syscall(SYS_dup3, old, new, flags));
@@ -90,7 +94,7 @@ CP_EXPORT int dup3(int old, int new, int flags)
 CP_EXPORT int dup2(int old, int new)
 {
 	if (old == new) /* dup3 refuses this; dup2 checks old is open */
-		return syscall(SYS_fcntl, old, F_GETFD) < 0 ? -1 : new;
+		return lt_fd_dup_refused(old, new) ? -1 : syscall(SYS_fcntl, old, F_GETFD) < 0 ? -1 : new;
 	return dup3(old, new, 0);
 }
 

@@ -248,8 +248,44 @@ void lt_fd_await_close(struct lt_fd *f)
 	cp_spin_unlock(&f->lock);
 }
 
+/* Each entry of [lo, hi] the table has (no chunk is made for the rest:
+ * nothing can be in flight on a number never used). */
+static void each_entry(unsigned lo, unsigned hi, void (*fn)(struct lt_fd *f))
+{
+	for (unsigned c = lo >> CHUNK_SHIFT; c < MAX_CHUNKS && c <= hi >> CHUNK_SHIFT; c++) {
+		struct lt_fd *chunk = __atomic_load_n(&chunks[c], __ATOMIC_ACQUIRE);
+		if (!chunk)
+			continue;
+		unsigned first = c == lo >> CHUNK_SHIFT ? lo & (CHUNK_SIZE - 1) : 0;
+		unsigned last = c == hi >> CHUNK_SHIFT ? hi & (CHUNK_SIZE - 1) : CHUNK_SIZE - 1;
+		for (unsigned i = first; i <= last; i++)
+			fn(&chunk[i]);
+	}
+}
+
+static void drain_locked(struct lt_fd *f)
+{
+	cp_spin_lock(&f->lock);
+	drain(f);
+	cp_spin_unlock(&f->lock);
+}
+
+void lt_fd_drain_range(unsigned lo, unsigned hi)
+{
+	each_entry(lo, hi, drain_locked);
+}
+
+void lt_fd_undrain_range(unsigned lo, unsigned hi)
+{
+	each_entry(lo, hi, undrain);
+}
+
 int lt_fd_close(int fd)
 {
+	if (cp_unlikely(cp_rtfd_owned(fd))) {
+		errno = EBADF; /* the runtime's (sched/rtfd.c): not the program's to close */
+		return -1;
+	}
 	struct lt_fd *f = lt_fd_get(fd);
 	if (f) {
 		cp_spin_lock(&f->lock);

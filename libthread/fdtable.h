@@ -40,6 +40,8 @@ struct lt_fd {
 
 /* Called once at start-up (fork handling). */
 void lt_fd_init(void) CP_HIDDEN;
+/* The same for sendfile's pool of pipes (sendfile.c). */
+void lt_sendfile_init(void) CP_HIDDEN;
 
 /* The entry for fd, made on first use; NULL for a negative or huge fd. */
 struct lt_fd *lt_fd_get(int fd) CP_HIDDEN;
@@ -94,7 +96,17 @@ void lt_fd_end(struct lt_fd *f, struct cp_io_op *op) CP_HIDDEN;
  * POLLNVAL for it, not a stale "nothing happened"). */
 void lt_fd_await_close(struct lt_fd *f) CP_HIDDEN;
 /* Cancels every operation in flight on fd, waits for them to end, closes
- * it, and forgets its per-fd settings.  Returns close(2)'s result. */
+ * it, and forgets its per-fd settings.  Returns close(2)'s result; one of
+ * the runtime's own descriptors is not closed (EBADF, as if not open). */
 int lt_fd_close(int fd) CP_HIDDEN;
+/* The same for every number in [lo, hi], around a close_range: the drain
+ * before it (operations cancelled and waited out, new ones held back),
+ * the undrain after. */
+void lt_fd_drain_range(unsigned lo, unsigned hi) CP_HIDDEN;
+void lt_fd_undrain_range(unsigned lo, unsigned hi) CP_HIDDEN;
+/* dup, dup2 or dup3 of old (onto new; -1 for dup) touches one of the
+ * runtime's descriptors: errno is EBADF and the call must fail
+ * (closefrom.c). */
+bool lt_fd_dup_refused(int old, int new) CP_HIDDEN;
 
 #endif

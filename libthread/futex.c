@@ -173,6 +173,10 @@ CP_EXPORT __attribute__((no_sanitize_address)) long syscall(long nr, ...)
 		return r;
 	if (nr == SYS_close) /* as close() does: in-flight I/O first */
 		return lt_fd_close((int)a1);
+	if (nr == SYS_close_range) /* the runtime's own descriptors stay */
+		return close_range((unsigned)a1, (unsigned)a2, (int)a3);
+	if ((nr == SYS_dup2 || nr == SYS_dup3) && lt_fd_dup_refused((int)a1, (int)a2))
+		return -1;
 	r = cp_syscall6(nr, a1, a2, a3, a4, a5, a6);
 	if (makes_one_fd(nr)) {
 		lt_fd_fresh((int)r); /* an EMFILE counts too */

@@ -53,6 +53,7 @@ void lt_start(void)
 	__atomic_store_n(&lt_main, m, __ATOMIC_RELEASE);
 	lt_stats_init();
 	lt_fd_init();
+	lt_sendfile_init();
 	lt_robust_start();
 	cp_at_fork_child(lt_threads_after_fork); /* after the fd table's (fork.c) */
 	cp_spin_unlock(&start_lock);

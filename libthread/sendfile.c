@@ -38,7 +38,12 @@ static int pipe_get(int p[2])
 		return 0;
 	}
 	cp_spin_unlock(&pool_lock);
-	return (int)syscall(SYS_pipe2, p, O_CLOEXEC);
+	if (syscall(SYS_pipe2, p, O_CLOEXEC) < 0)
+		return -1;
+	/* the runtime's, not the program's: out of its way (sched/rtfd.c) */
+	p[0] = cp_rtfd_adopt(p[0]);
+	p[1] = cp_rtfd_adopt(p[1]);
+	return 0;
 }
 
 /* An empty pipe goes back to the pool; one with data left is closed. */
@@ -55,8 +60,26 @@ static void pipe_put(int p[2], bool empty)
 		}
 		cp_spin_unlock(&pool_lock);
 	}
-	syscall(SYS_close, p[0]);
-	syscall(SYS_close, p[1]);
+	cp_rtfd_release(p[0]);
+	cp_rtfd_release(p[1]);
+}
+
+/* In the child of fork(): the pooled pipes are the parent's too, and two
+ * processes splicing through one pipe would mix their bytes; the lock may
+ * have been held by a thread that is gone. */
+static void pool_after_fork_child(void)
+{
+	pool_lock = (cp_spinlock)CP_SPINLOCK_INIT;
+	for (int i = 0; i < pool_len; i++) {
+		cp_rtfd_release(pool[i][0]);
+		cp_rtfd_release(pool[i][1]);
+	}
+	pool_len = 0;
+}
+
+void lt_sendfile_init(void)
+{
+	cp_at_fork_child(pool_after_fork_child);
 }
 
 /* One splice; the result or -errno.  reg_fd is the end that may wait

@@ -50,9 +50,13 @@ static void after_fork_child(void)
 	}
 	for (int i = 0; i < cp_nall; i++) {
 		struct cp_worker *w = cp_workers[i];
-		if (w->ring.ready)
+		if (w->ring.ready) {
+			cp_rtfd_forget(w->ring.uring.ring_fd);
 			io_uring_queue_exit(&w->ring.uring);
-		syscall(SYS_close, w->ring.kick_fd);
+		}
+		cp_rtfd_release(w->ring.kick_fd);
+		cp_rtfd_release(w->stat_fd);
+		cp_rtfd_release(w->schedstat_fd);
 	}
 	cp_stack_after_fork();
 	cp_chunk_after_fork();

@@ -334,8 +334,11 @@ void cp_fds_exhausted(void)
 	}
 }
 
-/* Descriptors open now, by the kernel's count; -1 if it cannot tell. */
-static int64_t count_open_fds(void)
+/* Descriptors open now below limit (0: no limit), by the kernel's count;
+ * -1 if it cannot tell.  Only those count against RLIMIT_NOFILE: a new
+ * descriptor needs a free number below it, and the runtime's own sit
+ * above it when the program lowered it after start-up (rtfd.c). */
+static int64_t count_open_fds(int64_t limit)
 {
 	int dfd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd",
 	                       O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -349,7 +352,7 @@ static int64_t count_open_fds(void)
 			break;
 		for (long at = 0; at < got;) {
 			const struct dirent64 *d = (const void *)(buf + at);
-			if (d->d_name[0] != '.')
+			if (d->d_name[0] != '.' && (!limit || atoll(d->d_name) < limit))
 				n++;
 			at += d->d_reclen;
 		}
@@ -358,13 +361,14 @@ static int64_t count_open_fds(void)
 	return n - 1; /* not the one that read them */
 }
 
-static void read_limit(void)
+/* Returns whether the limit changed since the last read. */
+static bool read_limit(void)
 {
 	struct rlimit rl;
 	int64_t limit = 0;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		limit = (int64_t)rl.rlim_cur;
-	__atomic_store_n(&fds_limit, limit, __ATOMIC_RELAXED);
+	return __atomic_exchange_n(&fds_limit, limit, __ATOMIC_RELAXED) != limit;
 }
 
 static void recount(void)
@@ -372,7 +376,7 @@ static void recount(void)
 	/* the opens and closes made while the kernel counted may or may not
 	 * be in its count: a blur of a few, corrected at the next recount */
 	int64_t before = __atomic_load_n(&fds_since, __ATOMIC_RELAXED);
-	int64_t n = count_open_fds();
+	int64_t n = count_open_fds(__atomic_load_n(&fds_limit, __ATOMIC_RELAXED));
 	if (n >= 0)
 		__atomic_store_n(&fds_counted, n - before, __ATOMIC_RELAXED);
 }
@@ -382,9 +386,11 @@ void cp_policy_monitor_look(uint64_t now)
 	if (!cp_sched_2d || now - last_recount < RECOUNT_NS)
 		return;
 	last_recount = now;
-	read_limit(); /* the program may raise its own */
+	/* the program may change its own; lowered, it leaves the runtime's
+	 * descriptors above it, where they no longer count */
+	bool changed = read_limit();
 	int64_t limit = __atomic_load_n(&fds_limit, __ATOMIC_RELAXED);
-	if (limit && fds_open() >= limit / 2)
+	if (limit && (changed || fds_open() >= limit / 2))
 		recount();
 	tight_update();
 	mem_tight_update();

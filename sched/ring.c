@@ -37,7 +37,7 @@ int cp_ring_prepare(struct cp_ring *r)
 {
 	memset(r, 0, sizeof *r);
 	/* blocking on purpose: io_uring would answer -EAGAIN on O_NONBLOCK */
-	r->kick_fd = eventfd(0, EFD_CLOEXEC);
+	r->kick_fd = cp_rtfd_adopt(eventfd(0, EFD_CLOEXEC));
 	if (r->kick_fd < 0)
 		return -errno;
 	r->kick_req.done = kick_done;
@@ -84,6 +84,8 @@ int cp_ring_init(struct cp_ring *r)
 {
 	int ret = setup_uring(&r->uring, &r->setup_flags);
 	if (ret == 0) {
+		/* liburing enters through enter_ring_fd and closes ring_fd */
+		r->uring.ring_fd = r->uring.enter_ring_fd = cp_rtfd_adopt(r->uring.ring_fd);
 		r->ready = true;
 		kick_rearm(r);
 	}

@@ -99,6 +99,7 @@ static struct cp_worker *worker_alloc(int idx)
 	w->index = idx;
 	w->poll_countdown = CP_POLL_EVERY;
 	w->next_deadline = CP_NO_DEADLINE;
+	w->stat_fd = w->schedstat_fd = -1; /* until its kernel thread opens them */
 	w->idle.id = 0;
 	memcpy(w->idle.name, "caprice-idle", 13);
 	int e = cp_ring_prepare(&w->ring);
@@ -203,7 +204,7 @@ struct cp_thread *cp_runtime_start(size_t thread_size, int *refused)
 	struct cp_worker *w0 = worker_alloc(0);
 	int e = cp_ring_init(&w0->ring);
 	if (e) {
-		syscall(SYS_close, w0->ring.kick_fd);
+		cp_rtfd_release(w0->ring.kick_fd);
 		cp_rt_free(w0);
 		__atomic_store_n(&runtime_state, 0, __ATOMIC_RELEASE);
 		*refused = e;

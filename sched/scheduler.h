@@ -239,6 +239,29 @@ void cp_yield(void);
  * queue from its next wait (policy.c). */
 void cp_thread_set_priority(struct cp_thread *t, int prio);
 
+/* The runtime's own descriptors (rtfd.c): rings, eventfds, /proc files,
+ * pipes, which a program under NPTL would not have, kept out of its way.
+ * cp_rtfd_adopt moves a new one up, into the 256 numbers below
+ * RLIMIT_NOFILE or 1,024, and marks it, returning the number to use (a
+ * negative fd passes through);
+ * cp_rtfd_release unmarks and closes one, cp_rtfd_forget only unmarks
+ * (something else closes it).  The program's close, close_range,
+ * closefrom and dup2/dup3 (libthread) pass over marked ones:
+ * cp_rtfd_owned, and cp_rtfd_next, the lowest marked number >= from or
+ * -1.  Numbers from CP_RTFD_LIMIT up are not marked. */
+#define CP_RTFD_LIMIT 65536
+extern uint64_t cp_rtfd_bits[CP_RTFD_LIMIT / 64] CP_HIDDEN;
+int cp_rtfd_adopt(int fd);
+void cp_rtfd_release(int fd);
+void cp_rtfd_forget(int fd);
+int cp_rtfd_next(int from);
+static inline bool cp_rtfd_owned(int fd)
+{
+	return (unsigned)fd < CP_RTFD_LIMIT &&
+	       (__atomic_load_n(&cp_rtfd_bits[(unsigned)fd / 64], __ATOMIC_ACQUIRE) >>
+	        ((unsigned)fd % 64)) & 1;
+}
+
 /* Descriptors the calling user thread t (NULL: a kernel thread) opened
  * (delta > 0) or closed: the blocking graph's deltas and the admission
  * policy's count (policy.c).  cp_fds_exhausted: a call failed with

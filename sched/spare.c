@@ -55,9 +55,10 @@ void cp_spare_watch_open(struct cp_worker *w)
 	if (cp_nall <= cp_nworkers)
 		return; /* no spares: nobody looks */
 	snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)w->tid);
-	w->stat_fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+	w->stat_fd = cp_rtfd_adopt((int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC));
 	snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)w->tid);
-	w->schedstat_fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+	w->schedstat_fd =
+		cp_rtfd_adopt((int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC));
 }
 
 /* Only the monitor calls this.  Its buffer is static, not on the stack:

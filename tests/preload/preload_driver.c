@@ -1272,9 +1272,12 @@ TCASE(real_sort_parallel)
 	printf("sort: %ld bytes sorted, %ld switches\n", file_size(in), sw);
 }
 
-/* A small HTTP/1.1 server on NPTL threads in the driver, for curl. */
+/* A small HTTP/1.1 server on NPTL threads in the driver, for curl and
+ * varnishd: each path's body is BODY_LEN bytes made from the path, one
+ * request per connection. */
 static int http_fd;
 static volatile int http_stop;
+static int http_requests; /* served so far */
 
 static void body_for(const char *path, char *out, size_t n)
 {
@@ -1304,6 +1307,7 @@ static void *http_conn(void *arg)
 	req[got] = 0;
 	char path[256] = "/";
 	sscanf(req, "GET %255s", path);
+	__atomic_add_fetch(&http_requests, 1, __ATOMIC_RELAXED);
 	char *body = malloc(BODY_LEN);
 	body_for(path, body, BODY_LEN);
 	char head[256];
@@ -1337,6 +1341,20 @@ static void *http_server(void *arg)
 			close(fd);
 	}
 	return NULL;
+}
+
+/* Starts the server on every local address; returns its port. */
+static int http_backend_start(void)
+{
+	http_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
+	socklen_t al = sizeof a;
+	if (http_fd < 0 || bind(http_fd, (struct sockaddr *)&a, sizeof a) || listen(http_fd, 128) ||
+	    getsockname(http_fd, (struct sockaddr *)&a, &al))
+		TFAIL("http listen: %s", strerror(errno));
+	pthread_t srv;
+	CHECK_OK(pthread_create(&srv, NULL, http_server, NULL));
+	return ntohs(a.sin_port);
 }
 
 /* A host name that resolves through /etc/hosts (so curl's resolver thread
@@ -1390,15 +1408,7 @@ TCASE(real_curl_threaded_resolver)
 	const char *d = make_tmpdir();
 	char host[256];
 	pick_host(host, sizeof host);
-	http_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
-	socklen_t al = sizeof a;
-	if (http_fd < 0 || bind(http_fd, (struct sockaddr *)&a, sizeof a) || listen(http_fd, 128) ||
-	    getsockname(http_fd, (struct sockaddr *)&a, &al))
-		TFAIL("http listen: %s", strerror(errno));
-	pthread_t srv;
-	CHECK_OK(pthread_create(&srv, NULL, http_server, NULL));
-	int port = ntohs(a.sin_port);
+	int port = http_backend_start();
 	char urls[4][512], outs[4][300];
 	for (int i = 0; i < 4; i++) {
 		snprintf(urls[i], sizeof urls[i], "http://%s:%d/file%d", host, port, i);
@@ -1608,12 +1618,13 @@ static int free_loopback_port(void)
 	return ntohs(a.sin_port);
 }
 
-/* Waits up to 10 s for the server c started to answer on port
+/* Waits up to ms for the server c started to answer on port
  * (answers(port) true), reading its output; fails the case if it ends
  * or stays silent. */
-static void await_server(struct child *c, const char *name, int port, bool (*answers)(int port))
+static void await_server_within(struct child *c, const char *name, int port,
+                                bool (*answers)(int port), long ms)
 {
-	uint64_t give_up = tc_now_ns() + 10000000000ull;
+	uint64_t give_up = tc_now_ns() + (uint64_t)ms * 1000000u;
 	while (!answers(port)) {
 		int st;
 		if (waitpid(c->pid, &st, WNOHANG) == c->pid) {
@@ -1622,9 +1633,15 @@ static void await_server(struct child *c, const char *name, int port, bool (*ans
 			pump(c, 200, NULL, 0);
 			EXPECT_MSG(c, false, "%s ended before it answered on port %d", name, port);
 		}
-		EXPECT_MSG(c, tc_now_ns() < give_up, "%s did not answer on port %d in 10 s", name, port);
+		EXPECT_MSG(c, tc_now_ns() < give_up, "%s did not answer on port %d in %ld ms", name,
+		           port, ms);
 		pump(c, 20, NULL, 0);
 	}
+}
+
+static void await_server(struct child *c, const char *name, int port, bool (*answers)(int port))
+{
+	await_server_within(c, name, port, answers, 10000);
 }
 
 static bool mc_answers(int port)
@@ -1687,6 +1704,171 @@ TCASE(real_memcached_clients)
 	EXPECT_MSG(&c, sw > 0, "no user-thread switches counted");
 	printf("memcached: %d clients x %d keys set, got twice, half deleted; %ld switches\n",
 	       MC_CLIENTS, MC_KEYS, sw);
+}
+
+/* varnishd, Debian's 7.1, unmodified under the shim: a manager process
+ * that closes every descriptor past stderr at start-up (closefrom: the
+ * runtime's rings must survive it), compiles its VCL with cc, and forks
+ * the cache process, whose two pools of 100 threads each serve a session
+ * at a time and hand idle kept-alive sessions to a waiter thread's
+ * epoll_wait.  8 client connections, each on a kernel thread of this
+ * driver, GET 12 objects of 1 MiB from the driver's backend twice over
+ * one kept-alive connection: every byte must be the backend's, the second
+ * round all cache hits, the backend asked once per object (varnish
+ * coalesces concurrent misses), the cache process's threads user threads
+ * (a few kernel threads, not 200), and SIGTERM must end the manager with
+ * exit 0. */
+#define VN_CLIENTS 8
+#define VN_PATHS   12
+
+struct vn_client {
+	int port, id;
+	long hits_second_round;
+	char err[256];
+};
+
+/* One GET on kept-alive connection fd: its body into body (up to
+ * BODY_LEN bytes), and whether varnish served it from its cache
+ * (X-Varnish names the request's transaction and, on a hit, the one that
+ * fetched the object).  Returns the body's length, or -1. */
+static long vn_get(int fd, const char *path, char *body, bool *hit)
+{
+	char req[300], head[4096];
+	int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: caprice\r\n\r\n", path);
+	if (!mc_send(fd, req, (size_t)n))
+		return -1;
+	size_t len = 0;
+	char *end = NULL;
+	while (!end) {
+		if (len == sizeof head - 1)
+			return -1;
+		ssize_t r = recv(fd, head + len, sizeof head - 1 - len, 0);
+		if (r <= 0)
+			return -1;
+		len += (size_t)r;
+		head[len] = 0;
+		end = strstr(head, "\r\n\r\n");
+	}
+	end[2] = 0; /* the header lines, each ended by \r\n */
+	const char *cl = strcasestr(head, "\r\nContent-Length:");
+	const char *xv = strcasestr(head, "\r\nX-Varnish:");
+	if (strncmp(head, "HTTP/1.1 200 ", 13) != 0 || !cl || !xv)
+		return -1;
+	long clen = strtol(cl + 17, NULL, 10);
+	char *after;
+	strtol(xv + 12, &after, 10);
+	*hit = *after == ' ' && isdigit((unsigned char)after[1]);
+	size_t have = len - (size_t)(end + 4 - head);
+	if (clen < 0 || clen > (long)BODY_LEN || have > (size_t)clen)
+		return -1;
+	memcpy(body, end + 4, have);
+	while (have < (size_t)clen) {
+		ssize_t r = recv(fd, body + have, (size_t)clen - have, 0);
+		if (r <= 0)
+			return -1;
+		have += (size_t)r;
+	}
+	return clen;
+}
+
+static void *vn_client_main(void *arg)
+{
+	struct vn_client *c = arg;
+	char *want = malloc(BODY_LEN), *got = malloc(BODY_LEN);
+	int fd = mc_connect(c->port);
+	if (fd < 0 || !want || !got)
+		MC_FAIL(c, "client %d: cannot connect", c->id);
+	for (int round = 0; round < 2; round++)
+		for (int k = 0; k < VN_PATHS; k++) {
+			char path[64];
+			snprintf(path, sizeof path, "/object%d", (k + c->id) % VN_PATHS);
+			bool hit = false;
+			long n = vn_get(fd, path, got, &hit);
+			body_for(path, want, BODY_LEN);
+			if (n != (long)BODY_LEN || memcmp(want, got, BODY_LEN) != 0)
+				MC_FAIL(c, "client %d: GET %s: %ld bytes, wanted the backend's %u", c->id,
+				        path, n, BODY_LEN);
+			c->hits_second_round += round == 1 && hit;
+		}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(want);
+	free(got);
+	return NULL;
+}
+
+static bool vn_answers(int port)
+{
+	static char body[BODY_LEN];
+	int fd = mc_connect(port);
+	bool hit, ok = fd >= 0 && vn_get(fd, "/probe", body, &hit) == (long)BODY_LEN;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/* The pid in varnishd's "Child (PID) Started" line, or -1. */
+static pid_t vn_cache_pid(const struct buf *b)
+{
+	const char *p = b->p ? strstr(b->p, "Child (") : NULL;
+	return p ? (pid_t)atol(p + 7) : -1;
+}
+
+TCASE(real_varnish_cache)
+{
+	tc_run_alone();
+	require_tool("/usr/sbin/varnishd");
+	require_tool("/usr/bin/cc"); /* varnishd compiles its VCL to C */
+	const char *d = make_tmpdir();
+	int backend = http_backend_start();
+	int port = free_loopback_port();
+	char listen_at[64], backend_at[64], workdir[400];
+	snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", port);
+	snprintf(backend_at, sizeof backend_at, "127.0.0.1:%d", backend);
+	snprintf(workdir, sizeof workdir, "%s/varnish", d);
+	struct child c;
+	/* -j none: as root it would run as the vcache user, who cannot enter
+	 * the test's private directory */
+	spawn(&SPAWN(.mode = LAUNCHER, .prog = "/usr/sbin/varnishd",
+	             ARGS("-F", "-j", "none", "-a", listen_at, "-b", backend_at, "-n", workdir, "-s",
+	                  "malloc,64m"),
+	             ENV(W2, "CAPRICE_STATS=1")),
+	      &c);
+	/* the VCL compile alone takes a few seconds on a busy machine */
+	await_server_within(&c, "varnishd", port, vn_answers, 60000);
+	int before = __atomic_load_n(&http_requests, __ATOMIC_RELAXED);
+	static struct vn_client cl[VN_CLIENTS];
+	pthread_t t[VN_CLIENTS];
+	for (int i = 0; i < VN_CLIENTS; i++) {
+		cl[i] = (struct vn_client){.port = port, .id = i};
+		CHECK_OK(pthread_create(&t[i], NULL, vn_client_main, &cl[i]));
+	}
+	long hits = 0;
+	for (int i = 0; i < VN_CLIENTS; i++) {
+		CHECK_OK(pthread_join(t[i], NULL));
+		EXPECT_MSG(&c, !cl[i].err[0], "%s", cl[i].err);
+		hits += cl[i].hits_second_round;
+	}
+	int fetched = __atomic_load_n(&http_requests, __ATOMIC_RELAXED) - before;
+	EXPECT_MSG(&c, hits == VN_CLIENTS * VN_PATHS && fetched == VN_PATHS,
+	           "%ld of %d second-round GETs were cache hits; the backend was asked %d times "
+	           "for %d objects",
+	           hits, VN_CLIENTS * VN_PATHS, fetched, VN_PATHS);
+	pump(&c, 50, NULL, 0);
+	pid_t cache = vn_cache_pid(&c.e); /* varnishd speaks on stderr */
+	long kthreads = cache > 0 ? kthreads_of(cache) : -1;
+	EXPECT_MSG(&c, kthreads > 0 && kthreads < 50,
+	           "varnishd's cache process (pid %d) runs %ld kernel threads: its 200 pool "
+	           "threads should be user threads on a few",
+	           (int)cache, kthreads);
+	kill(c.pid, SIGTERM);
+	finish(&c, 30000);
+	EXPECT_EXIT(&c, 0);
+	EXPECT_MSG(&c, c.e.p && strstr(c.e.p, "manager dies"), "no \"manager dies\" from varnishd");
+	printf("varnishd: %d clients x %d objects of %u bytes twice, all second GETs hits, "
+	       "%d backend fetches; cache process on %ld kernel threads\n",
+	       VN_CLIENTS, VN_PATHS, BODY_LEN, fetched, kthreads);
 }
 
 /* redis-server, Debian's 7.0, unmodified under the shim: an event loop
