@@ -349,3 +349,67 @@ CP_EXPORT int sigpending(sigset_t *set)
 		from_bits(to_bits(set) | own, set);
 	return 0;
 }
+
+/* ---- alternate signal stacks ----
+ *
+ * The kernel keeps one alternate signal stack per kernel thread, and each
+ * worker's is the runtime's own (sched/signals.c): the poke and SIGSEGV
+ * handlers run on it.  A program's sigaltstack from a user thread would
+ * replace it with that thread's buffer for every thread the worker runs,
+ * and the next poke's signal frame would land there whether or not the
+ * buffer still exists (varnishd sets one in each of its 200 pool threads
+ * and frees it when the thread ends: its cache process died of SIGSEGV
+ * under load, at a return address its own frames no longer held).  So
+ * the stack a program sets is its thread's, remembered here and reported
+ * back; the handlers it asks to run on it (SA_ONSTACK) run on the
+ * worker's alternate stack, which is as far from the thread's own. */
+#ifndef SS_AUTODISARM
+#define SS_AUTODISARM (1u << 31) /* linux/signal.h's */
+#endif
+
+static pthread_key_t altstack_key;
+static pthread_once_t altstack_once = PTHREAD_ONCE_INIT;
+
+static void altstack_free(void *p)
+{
+	cp_rt_free(p);
+}
+
+static void altstack_key_make(void)
+{
+	if (pthread_key_create(&altstack_key, altstack_free) != 0)
+		cp_die("sigaltstack: no thread-specific key left for the threads' alternate "
+		       "signal stacks");
+}
+
+CP_EXPORT int sigaltstack(const stack_t *ss, stack_t *old)
+{
+	if (!lt_self())
+		return (int)syscall(SYS_sigaltstack, ss, old); /* a kernel thread of its own */
+	if (ss && ((unsigned)ss->ss_flags & ~(SS_DISABLE | SS_AUTODISARM))) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (ss && !(ss->ss_flags & SS_DISABLE) && ss->ss_size < (size_t)MINSIGSTKSZ) {
+		errno = ENOMEM;
+		return -1;
+	}
+	pthread_once(&altstack_once, altstack_key_make);
+	stack_t *mine = pthread_getspecific(altstack_key);
+	if (old)
+		*old = mine ? *mine : (stack_t){ .ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE };
+	if (ss) {
+		if (!mine) {
+			mine = cp_rt_malloc(sizeof *mine);
+			if (!mine || pthread_setspecific(altstack_key, mine) != 0) {
+				cp_rt_free(mine);
+				errno = ENOMEM;
+				return -1;
+			}
+		}
+		*mine = ss->ss_flags & SS_DISABLE
+		                ? (stack_t){ .ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE }
+		                : *ss;
+	}
+	return 0;
+}

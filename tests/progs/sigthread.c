@@ -107,6 +107,67 @@ TCASE(pthread_kill_runs_handler_in_target_that_computes)
 	tc_join(t);
 }
 
+/* A thread's sigaltstack is its own: the kernel's, one per worker, stays
+ * the runtime's, so the poke that runs a handler in a computing thread
+ * (SA_ONSTACK) writes no signal frame into the buffer the thread named,
+ * which another of the worker's threads may own by then (varnishd's pool
+ * threads each set one and free it as they end). */
+static unsigned char altbuf[64 * 1024];
+static stack_t alt_seen;
+
+static void *spin_on_altstack(void *arg)
+{
+	(void)arg;
+	stack_t ss = { .ss_sp = altbuf, .ss_size = sizeof altbuf, .ss_flags = 0 };
+	CHECK_OK(sigaltstack(&ss, NULL) == 0 ? 0 : errno);
+	CHECK_OK(sigaltstack(NULL, &alt_seen) == 0 ? 0 : errno);
+	return spin(NULL);
+}
+
+TCASE(sigaltstack_is_the_threads_own)
+{
+	tc_watchdog(30);
+	if (caprice_worker_count() < 2)
+		TSKIP("the spinner would hold the only worker");
+	reset();
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	CHECK_OK(sigaction(SIGUSR1, &sa, NULL));
+	memset(altbuf, 0xa5, sizeof altbuf);
+	pthread_t t = tc_spawn(spin_on_altstack, NULL);
+	await_started();
+	CHECK(alt_seen.ss_sp == altbuf && alt_seen.ss_size == sizeof altbuf &&
+	      !(alt_seen.ss_flags & SS_DISABLE));
+	for (int i = 1; i <= 3; i++) { /* each a poke of the spinner's worker */
+		CHECK_OK(pthread_kill(t, SIGUSR1));
+		await_handled(i);
+	}
+	spin_stop = 1;
+	tc_join(t);
+	CHECK(pthread_equal(handled_in, t));
+	size_t touched = 0;
+	for (size_t i = 0; i < sizeof altbuf; i++)
+		touched += altbuf[i] != 0xa5;
+	if (touched)
+		TFAIL("%zu bytes of the thread's alternate stack were written", touched);
+	/* main never set one */
+	stack_t mine;
+	CHECK_OK(sigaltstack(NULL, &mine) == 0 ? 0 : errno);
+	CHECK(mine.ss_flags & SS_DISABLE);
+	/* what the kernel refuses, refused the same way */
+	stack_t small = { .ss_sp = altbuf, .ss_size = 64, .ss_flags = 0 };
+	errno = 0;
+	CHECK_EQ(sigaltstack(&small, NULL), -1);
+	CHECK_EQ(errno, ENOMEM);
+	stack_t bad = { .ss_sp = altbuf, .ss_size = sizeof altbuf, .ss_flags = 12345 };
+	errno = 0;
+	CHECK_EQ(sigaltstack(&bad, NULL), -1);
+	CHECK_EQ(errno, EINVAL);
+}
+
 TCASE(pthread_kill_to_self_runs_before_it_returns)
 {
 	reset();
