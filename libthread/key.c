@@ -20,7 +20,7 @@ struct key_def {
 
 static bool have_sanitizer_keys;
 
-static struct key_def keys[LT_KEYS_MAX];
+static struct key_def keys[LT_KEYS_ALL];
 static cp_spinlock keys_lock = CP_SPINLOCK_INIT;
 
 /* Kernel threads that are not user threads, and sanitizer keys, get
@@ -35,11 +35,11 @@ static __thread struct lt_key_slot *foreign_slots;
  * thread (a worker is one sanitizer thread whose stack changes), cleared
  * when a user thread starts (ASan checks a new thread has no state yet),
  * and their destructors, which tear down kernel-thread state, never run. */
-CP_EXPORT int pthread_key_create(pthread_key_t *key, void (*dtor)(void *))
+static int key_create(pthread_key_t *key, void (*dtor)(void *), bool sanitizer, unsigned from,
+                      unsigned to)
 {
-	bool sanitizer = lt_is_sanitizer_code(__builtin_return_address(0));
 	cp_spin_lock(&keys_lock);
-	for (unsigned i = 0; i < LT_KEYS_MAX; i++) {
+	for (unsigned i = from; i < to; i++) {
 		if (!(keys[i].seq & 1)) {
 			keys[i].sanitizer = sanitizer;
 			keys[i].dtor = sanitizer ? NULL : dtor;
@@ -53,6 +53,19 @@ CP_EXPORT int pthread_key_create(pthread_key_t *key, void (*dtor)(void *))
 	}
 	cp_spin_unlock(&keys_lock);
 	return EAGAIN;
+}
+
+CP_EXPORT int pthread_key_create(pthread_key_t *key, void (*dtor)(void *))
+{
+	return key_create(key, dtor, lt_is_sanitizer_code(__builtin_return_address(0)), 0,
+	                  LT_KEYS_MAX);
+}
+
+/* libthread's own keys, past the program's PTHREAD_KEYS_MAX, which they
+ * do not take from. */
+int lt_key_create_runtime(pthread_key_t *key, void (*dtor)(void *))
+{
+	return key_create(key, dtor, false, LT_KEYS_MAX, LT_KEYS_ALL);
 }
 
 CP_EXPORT int pthread_key_delete(pthread_key_t key)
@@ -82,7 +95,7 @@ static struct lt_key_slot *slot(struct lt_thread *t, pthread_key_t key, bool cre
 {
 	if (!t) {
 		if (!foreign_slots && create)
-			foreign_slots = zeroed(LT_KEYS_MAX, sizeof *foreign_slots);
+			foreign_slots = zeroed(LT_KEYS_ALL, sizeof *foreign_slots);
 		return foreign_slots ? &foreign_slots[key] : NULL;
 	}
 	struct lt_key_slot **pages = t->key_pages;
@@ -107,7 +120,7 @@ static CP_NOINLINE void free_pages(struct lt_thread *t)
 
 CP_EXPORT void *pthread_getspecific(pthread_key_t key)
 {
-	if (key >= LT_KEYS_MAX)
+	if (key >= LT_KEYS_ALL)
 		return NULL;
 	struct lt_thread *t = keys[key].sanitizer ? NULL : lt_self();
 	struct lt_key_slot *s = slot(t, key, false);
@@ -118,7 +131,7 @@ CP_EXPORT void *pthread_getspecific(pthread_key_t key)
 
 CP_EXPORT int pthread_setspecific(pthread_key_t key, const void *value)
 {
-	if (key >= LT_KEYS_MAX)
+	if (key >= LT_KEYS_ALL)
 		return EINVAL;
 	uint64_t seq = __atomic_load_n(&keys[key].seq, __ATOMIC_ACQUIRE);
 	if (!(seq & 1))
@@ -161,7 +174,7 @@ void lt_keys_run_destructors(struct lt_thread *t)
 		return; /* the common case: this thread never set a key */
 	for (int round = 0; round < PTHREAD_DESTRUCTOR_ITERATIONS; round++) {
 		bool again = false;
-		for (unsigned k = 0; k < LT_KEYS_MAX; k++) {
+		for (unsigned k = 0; k < LT_KEYS_ALL; k++) {
 			struct lt_key_slot *s = slot(t, (pthread_key_t)k, false);
 			if (!s) {
 				k |= LT_KEYS_PER_PAGE - 1; /* skip the missing page */

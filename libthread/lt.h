@@ -18,7 +18,9 @@
 #define LT_MAGIC       0x6b6e6f74u /* "knot" */
 #define LT_KEYS_MAX    1024        /* PTHREAD_KEYS_MAX */
 #define LT_KEYS_PER_PAGE 32        /* slots are allocated this many at a time */
-#define LT_KEY_PAGES     (LT_KEYS_MAX / LT_KEYS_PER_PAGE)
+#define LT_KEYS_RUNTIME  32         /* past the program's: libthread's own */
+#define LT_KEYS_ALL      (LT_KEYS_MAX + LT_KEYS_RUNTIME)
+#define LT_KEY_PAGES     (LT_KEYS_ALL / LT_KEYS_PER_PAGE)
 
 enum lt_join_state {
 	LT_JOINABLE = 0,
@@ -262,6 +264,9 @@ void lt_on_redirect(void) CP_HIDDEN;
 /* Thread exit: runs cleanup handlers and key destructors, then ends. */
 _Noreturn void lt_exit(struct lt_thread *t, void *retval) CP_HIDDEN;
 void lt_keys_run_destructors(struct lt_thread *t) CP_HIDDEN;
+/* A key of libthread's own, past the program's PTHREAD_KEYS_MAX (0 or
+ * EAGAIN once LT_KEYS_RUNTIME are taken). */
+int lt_key_create_runtime(pthread_key_t *key, void (*dtor)(void *)) CP_HIDDEN;
 /* Moves values this kernel thread set before it became a user thread
  * (main, before the runtime started) into t. */
 void lt_keys_adopt_foreign(struct lt_thread *t) CP_HIDDEN;

@@ -368,6 +368,7 @@ CP_EXPORT int sigpending(sigset_t *set)
 #endif
 
 static pthread_key_t altstack_key;
+static int altstack_key_err = -1; /* -1 until made, then its errno */
 static pthread_once_t altstack_once = PTHREAD_ONCE_INIT;
 
 static void altstack_free(void *p)
@@ -377,10 +378,10 @@ static void altstack_free(void *p)
 
 static void altstack_key_make(void)
 {
-	if (pthread_key_create(&altstack_key, altstack_free) != 0)
-		cp_die("sigaltstack: no thread-specific key left for the threads' alternate "
-		       "signal stacks");
+	altstack_key_err = lt_key_create_runtime(&altstack_key, altstack_free);
 }
+
+static const stack_t no_altstack = { .ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE };
 
 CP_EXPORT int sigaltstack(const stack_t *ss, stack_t *old)
 {
@@ -394,22 +395,23 @@ CP_EXPORT int sigaltstack(const stack_t *ss, stack_t *old)
 		errno = ENOMEM;
 		return -1;
 	}
-	pthread_once(&altstack_once, altstack_key_make);
-	stack_t *mine = pthread_getspecific(altstack_key);
+	/* a look (the sanitizers look at every noreturn call) makes nothing */
+	stack_t *mine = __atomic_load_n(&altstack_key_err, __ATOMIC_ACQUIRE) == 0
+	                        ? pthread_getspecific(altstack_key)
+	                        : NULL;
 	if (old)
-		*old = mine ? *mine : (stack_t){ .ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE };
-	if (ss) {
-		if (!mine) {
-			mine = cp_rt_malloc(sizeof *mine);
-			if (!mine || pthread_setspecific(altstack_key, mine) != 0) {
-				cp_rt_free(mine);
-				errno = ENOMEM;
-				return -1;
-			}
+		*old = mine ? *mine : no_altstack;
+	if (!ss)
+		return 0;
+	if (!mine) {
+		pthread_once(&altstack_once, altstack_key_make);
+		mine = altstack_key_err == 0 ? cp_rt_malloc(sizeof *mine) : NULL;
+		if (!mine || pthread_setspecific(altstack_key, mine) != 0) {
+			cp_rt_free(mine);
+			errno = ENOMEM;
+			return -1;
 		}
-		*mine = ss->ss_flags & SS_DISABLE
-		                ? (stack_t){ .ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE }
-		                : *ss;
 	}
+	*mine = ss->ss_flags & SS_DISABLE ? no_altstack : *ss;
 	return 0;
 }

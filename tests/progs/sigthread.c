@@ -166,6 +166,13 @@ TCASE(sigaltstack_is_the_threads_own)
 	errno = 0;
 	CHECK_EQ(sigaltstack(&bad, NULL), -1);
 	CHECK_EQ(errno, EINVAL);
+	/* the threads' stacks are kept under a key of libthread's own: the
+	 * program still has all PTHREAD_KEYS_MAX (a sanitizer holds one) */
+	int keys = 0;
+	pthread_key_t k;
+	while (keys < PTHREAD_KEYS_MAX + 8 && pthread_key_create(&k, NULL) == 0)
+		keys++;
+	CHECK_EQ(keys, PTHREAD_KEYS_MAX - (getenv("CAPRICE_TEST_SANITIZED") ? 1 : 0));
 }
 
 TCASE(pthread_kill_to_self_runs_before_it_returns)
