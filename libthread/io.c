@@ -517,6 +517,11 @@ CP_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
 		return lt_fd_fresh_socket((int)RAW(SYS_accept4, fd, addr, addrlen, flags),
 		                          (flags & SOCK_NONBLOCK) != 0);
 	io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
+	/* an acceptor runs as soon as its connection is there, as the
+	 * kernel's scheduler runs a thread that slept, not behind every
+	 * connection's thread: each accept waited a turn of the whole queue
+	 * (varnishd under a burst of 1,000 connects took 150 a second) */
+	io.op.wake_first = 1;
 	return lt_fd_fresh_socket((int)lt_io_ret(lt_io_finish(&io)), (flags & SOCK_NONBLOCK) != 0);
 }
 

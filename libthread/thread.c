@@ -480,7 +480,7 @@ CP_EXPORT int pthread_equal(pthread_t a, pthread_t b)
 
 CP_EXPORT int sched_yield(void)
 {
-	cp_yield();
+	cp_yield_brief();
 	return 0;
 }
 
@@ -489,7 +489,7 @@ CP_EXPORT int sched_yield(void)
 CP_EXPORT int lt_pthread_yield(void) __asm__("pthread_yield");
 CP_EXPORT int lt_pthread_yield(void)
 {
-	cp_yield();
+	cp_yield_brief();
 	return 0;
 }
 

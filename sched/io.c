@@ -8,8 +8,12 @@
 
 static void op_settle(struct cp_io_op *op)
 {
-	if (--op->pending == 0)
-		cp_wake_pinned(op->thread); /* the call returns with errno set */
+	if (--op->pending == 0) { /* the call returns with errno set */
+		if (cp_unlikely(op->wake_first))
+			cp_wake_pinned_first(op->thread);
+		else
+			cp_wake_pinned(op->thread);
+	}
 }
 
 static void op_done(struct cp_io_req *req, int res, uint32_t flags)
@@ -48,6 +52,7 @@ struct io_uring_sqe *cp_io_prep(struct cp_io_op *op, uint64_t timeout_ns)
 	op->pending = 1;
 	op->timed_out = 0;
 	op->cancel_queued = 0;
+	op->wake_first = 0;
 	op->res = 0;
 	/* the op and its timeout must be adjacent and go out together */
 	if (timeout_ns && io_uring_sq_space_left(&r->uring) < 2)

@@ -31,6 +31,8 @@ struct cp_io_op {
 	uint8_t interrupt_by;          /* CP_INTR_* its wait accepts */
 	uint8_t signalled;             /* cancelled by cp_interrupt_wait: the
 	                                  CP_INTR_* reasons that did it */
+	uint8_t wake_first;            /* its thread runs next once it completes
+	                                  (an accept: cp_io_wake_first) */
 	struct cp_io_op *cancel_next;
 	struct io_uring_sqe *sqe;      /* until cp_io_wait links the timeout */
 	struct __kernel_timespec ts;   /* read by the kernel at submission */

@@ -327,8 +327,27 @@ static struct cp_thread *pop_levels(struct cp_runq *q)
 	return NULL;
 }
 
+bool cp_runq_push_front(struct cp_runq *q, struct cp_thread *t)
+{
+	if (q->front || (q->detour & (CP_RUNQ_PUSH_LEVELS | CP_RUNQ_LEVELLED | CP_RUNQ_PICK)))
+		return false;
+	cp_runq_count_pin(q, t, 1);
+	q->front = t;
+	/* counted with the levels' threads: they too may run now */
+	__atomic_store_n(&q->level_len, q->level_len + 1, __ATOMIC_RELAXED);
+	detour_mark(q, CP_RUNQ_FRONT, true);
+	return true;
+}
+
 struct cp_thread *cp_runq_pop_slow(struct cp_runq *q)
 {
+	if (q->detour & CP_RUNQ_FRONT) {
+		struct cp_thread *t = q->front;
+		q->front = NULL;
+		__atomic_store_n(&q->level_len, q->level_len - 1, __ATOMIC_RELAXED);
+		detour_mark(q, CP_RUNQ_FRONT, false);
+		return t;
+	}
 	if (cp_unlikely(q->detour & (CP_RUNQ_LEVELLED | CP_RUNQ_PICK))) {
 		/* a thief's bit covers the ring only, but waiting it out here
 		 * keeps the order of a pop's reads as the fast path's */

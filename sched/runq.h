@@ -77,7 +77,8 @@ enum {
 #define CP_RUNQ_PICK 8u        /* detour: a pick looks at what it takes from
                                   the ring (the 2D policy's admission) */
 #define CP_RUNQ_BATCH 16u      /* detour: pushes to the ring are staged */
-#define CP_RUNQ_POP_DETOUR (CP_RUNQ_OVER | CP_RUNQ_LEVELLED | CP_RUNQ_PICK)
+#define CP_RUNQ_FRONT 32u      /* detour: a thread waits in `front` */
+#define CP_RUNQ_POP_DETOUR (CP_RUNQ_OVER | CP_RUNQ_LEVELLED | CP_RUNQ_PICK | CP_RUNQ_FRONT)
 
 /* A NULL-terminated chain of threads being gathered, oldest first. */
 struct cp_chain {
@@ -121,6 +122,7 @@ struct cp_runq {
 	 * it (queued_at): a refill takes the older head without reading the
 	 * other list's. */
 	struct cp_level over[2];
+	struct cp_thread *front;      /* runs before the ring (cp_runq_push_front) */
 	uint64_t over_head_seq[2];
 	uint64_t over_seq;
 	uint64_t level_bits[2];       /* bit L: level L's list is not empty */
@@ -203,6 +205,12 @@ static inline __attribute__((always_inline)) void cp_runq_push(struct cp_runq *q
 	}
 	cp_runq_push_slow(q, t);
 }
+
+/* The owner: t runs next, before every queued thread (a brief yield,
+ * sched.c; an acceptor's wakeup, wake.c), from a slot of its own that the
+ * next pop empties and that no thief or donation takes from.  False when
+ * it cannot (the slot taken, or levels in use): then push it as usual. */
+bool cp_runq_push_front(struct cp_runq *q, struct cp_thread *t);
 
 /* The owner, having taken the head: the record of the thread behind it,
  * which runs next, starts on its way into the cache now, while this one

@@ -356,7 +356,13 @@ void cp_safe_point(void)
 		fn();
 }
 
-void cp_yield(void)
+/* A brief yield keeps its place only ahead of a queue longer than this:
+ * behind a few threads the yielder waits little anyway, and threads that
+ * yield to each other (a semaphore's posters and waiters) take turns as
+ * they always did. */
+#define BRIEF_YIELD_QUEUE 8
+
+static inline __attribute__((always_inline)) void yield(bool brief)
 {
 	struct cp_worker *w = cp_worker_self();
 	if (cp_unlikely(!w)) {
@@ -368,12 +374,31 @@ void cp_yield(void)
 	cp_barrier();
 	w->st.yields++;
 	look_around(w, CP_DONATE_CEIL_HALF);
+	/* brief: the yielder runs again after the next queued thread, first
+	 * in line, if it started after the monitor's last look (so it has run
+	 * about a millisecond at most) and a turn of the queue is long (the
+	 * ring's length: past 256 the overflow lists hold the rest) */
+	bool front = brief && cp_unlikely(w->rq.tail - w->rq.head > BRIEF_YIELD_QUEUE) &&
+	             w->st.switches != __atomic_load_n(&w->beat_seen, __ATOMIC_RELAXED);
 	/* a thread with a priority gives way only to one of its own or higher */
 	struct cp_thread *next = cp_likely(!cur->prio) ? cp_runq_pop(&w->rq)
 	                                               : cp_runq_pop_at_least(&w->rq, cur->prio);
-	if (next)
-		w->requeue = cur; /* behind what is queued, once switched out */
+	/* the front slot is the owner's alone (no thief or donation takes
+	 * from it), so the yielder may wait there before its context is
+	 * saved; on the ring it is queued only once switched out */
+	if (next && !(front && cp_runq_push_front(&w->rq, cur)))
+		w->requeue = cur;
 	switch_to(w, cur, next ? next : cur, false);
+}
+
+void cp_yield(void)
+{
+	yield(false);
+}
+
+void cp_yield_brief(void)
+{
+	yield(true);
 }
 
 _Noreturn void cp_thread_finish(cp_on_dead_fn *(*leaving)(struct cp_thread *t))

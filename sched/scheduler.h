@@ -232,6 +232,13 @@ uint64_t cp_thread_cpu_ns(struct cp_thread *t);
 /* Puts the caller at the back of its worker's run queue (behind the
  * threads of its priority and above). */
 void cp_yield(void);
+/* The program's sched_yield: while more than 8 threads wait on the
+ * worker, a thread that has run less than about a millisecond (since the
+ * monitor's last look) gives way to the next of them only and then runs
+ * again, as the kernel's scheduler runs a yielder that has used little
+ * CPU again at once; one that computed longer goes behind them all, as
+ * cp_yield does. */
+void cp_yield_brief(void);
 
 /* t's real-time priority: 0 (SCHED_OTHER, every thread's by default) or
  * 1..99 (SCHED_FIFO/SCHED_RR).  It orders t among its worker's runnable
@@ -285,6 +292,9 @@ void cp_wake(struct cp_thread *t);
  * may hold errno's address from before the call (glibc declares
  * __errno_location const), which is this worker's. */
 void cp_wake_pinned(struct cp_thread *t);
+/* The same, from the thread's own worker (a completion it reaps): t runs
+ * next, before the threads queued there, if the front slot is free. */
+void cp_wake_pinned_first(struct cp_thread *t);
 
 /* Makes a parked thread runnable on the caller's worker (its home worker
  * from a foreign thread): threads that wake each other end up together,

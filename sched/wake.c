@@ -159,6 +159,17 @@ void cp_wake_pinned(struct cp_thread *t)
 	cp_wake(t);
 }
 
+void cp_wake_pinned_first(struct cp_thread *t)
+{
+	struct cp_worker *self = cp_worker_self();
+	t->pinned = 1;
+	if (self == t->home && t != self->current && cp_runq_push_front(&self->rq, t)) {
+		self->st.wakes_local++;
+		return;
+	}
+	cp_wake(t);
+}
+
 void cp_wake_successor_thread(struct cp_worker *self, struct cp_thread *t)
 {
 	cp_assert(self == cp_worker_self() && self->in_sched && self->current->done &&

@@ -58,6 +58,9 @@ struct cp_worker {
 	struct cp_worker *steal_req;    /* an idle worker asking for threads */
 	uint64_t heartbeat;             /* switches, published for thieves */
 	uint32_t preempt;               /* the monitor asks: yield at a safe point */
+	uint64_t beat_seen;             /* heartbeat at the monitor's last look:
+	                                   equal to it, the running thread has
+	                                   run since before that look */
 	uint32_t watching;              /* idle, spinning over others' queues */
 	uint32_t idle_now;              /* in its scheduler loop with nothing to run */
 	/* live user threads whose home this is (threads.c: where a new one

@@ -2,13 +2,16 @@
  * joiner, are not stranded behind a worker stuck in a computation or in a
  * call the runtime cannot see; idle workers sleep; CAPRICE_WORKERS is
  * honoured; many sleepers wake in deadline order. */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -560,4 +563,148 @@ TCASE(no_descriptor_opened_behind_main)
 	int fd2 = open("/dev/null", O_RDONLY);
 	CHECK_EQ(fd2, want);
 	close(fd2);
+}
+
+/* ---- yields that give way briefly, and acceptors that run at once ---- */
+
+enum { OTHERS = 20, YIELDS = 5 };
+static char yield_log[OTHERS + YIELDS + 8];
+static int yield_log_len;
+static long yielder_compute_ms;
+
+static void busy_ms(long ms)
+{
+	uint64_t until = tc_now_ns() + (uint64_t)ms * 1000000u;
+	while (tc_now_ns() < until)
+		__asm__ volatile("" ::: "memory");
+}
+
+static void *yielder(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < YIELDS; i++) {
+		yield_log[yield_log_len++] = 'y';
+		busy_ms(yielder_compute_ms);
+		sched_yield();
+	}
+	return NULL;
+}
+
+static void *other(void *arg)
+{
+	(void)arg;
+	yield_log[yield_log_len++] = 'o';
+	return NULL;
+}
+
+/* On one worker: the yielder, then OTHERS threads, all queued before any
+ * runs.  Returns the log of who ran, in order. */
+static const char *run_yielder_among_others(long compute_ms)
+{
+	yielder_compute_ms = compute_ms;
+	yield_log_len = 0;
+	pthread_t y = tc_spawn(yielder, NULL), o[OTHERS];
+	for (int i = 0; i < OTHERS; i++)
+		o[i] = tc_spawn(other, NULL);
+	tc_join(y);
+	for (int i = 0; i < OTHERS; i++)
+		tc_join(o[i]);
+	yield_log[yield_log_len] = 0;
+	printf("compute %ld ms between yields: %s\n", compute_ms, yield_log);
+	return yield_log;
+}
+
+/* A thread that yields after running briefly gives way to one queued
+ * thread, then runs again (as the kernel runs a yielder that used little
+ * CPU again at once): varnishd's pool herder yields after each thread it
+ * makes, and went behind every queued thread each time. */
+TCASE(a_brief_yield_gives_way_to_one_thread)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	const char *log = run_yielder_among_others(0);
+	/* "yoyoyoyoyo" then the rest; a look of the monitor between the
+	 * yielder's start and its yield makes that yield a full one: one may */
+	int alternations = 0;
+	for (int i = 0; i + 1 < 2 * YIELDS && log[i]; i += 2)
+		alternations += log[i] == 'y' && log[i + 1] == 'o';
+	if (alternations < YIELDS - 1)
+		TFAIL("the yielder waited behind the queue: %s", log);
+}
+
+/* One that computed past the monitor's look (a millisecond) goes behind
+ * every queued thread, as a time slice's end sends it. */
+TCASE(a_yield_after_computing_goes_behind_the_queue)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	const char *log = run_yielder_among_others(3);
+	if (strncmp(log, "yoooooooooooooooooooo", OTHERS + 1) != 0)
+		TFAIL("the computing yielder kept its place: %s", log);
+}
+
+/* A thread woken by its accept runs before the threads queued on its
+ * worker: 200 threads that compute 50 us each are queued when the
+ * connection comes; the acceptor must not wait for all of them. */
+enum { ACCEPT_CROWD = 200 };
+static int accept_listener;
+static int crowd_ran, crowd_ran_at_accept = -1;
+
+static void *acceptor(void *arg)
+{
+	(void)arg;
+	int c = accept(accept_listener, NULL, NULL);
+	CHECK(c >= 0);
+	crowd_ran_at_accept = __atomic_load_n(&crowd_ran, __ATOMIC_RELAXED);
+	close(c);
+	return NULL;
+}
+
+static void *crowd(void *arg)
+{
+	(void)arg;
+	uint64_t until = tc_now_ns() + 50000;
+	while (tc_now_ns() < until)
+		__asm__ volatile("" ::: "memory");
+	__atomic_add_fetch(&crowd_ran, 1, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+static void *connect_loopback(void *arg)
+{
+	int port = (int)(long)arg;
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	CHECK(s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0);
+	return (void *)(long)s;
+}
+
+TCASE(an_acceptor_runs_before_the_queued_threads)
+{
+	if (tc_rerun_on_workers(1, 30))
+		return;
+	accept_listener = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	CHECK(accept_listener >= 0 && bind(accept_listener, (struct sockaddr *)&a, sizeof a) == 0 &&
+	      listen(accept_listener, 8) == 0 &&
+	      getsockname(accept_listener, (struct sockaddr *)&a, &al) == 0);
+	pthread_t acc = tc_spawn(acceptor, NULL);
+	tc_msleep(20); /* parked in its accept */
+	pthread_t t[ACCEPT_CROWD];
+	for (int i = 0; i < ACCEPT_CROWD; i++)
+		t[i] = tc_spawn(crowd, NULL);
+	/* the connection comes from a kernel thread of the C library's, so
+	 * that nothing on this worker parks for it */
+	pthread_t k;
+	tc_foreign_run(connect_loopback, (void *)(long)ntohs(a.sin_port), &k);
+	int s = (int)(long)tc_foreign_join(k);
+	tc_join(acc);
+	for (int i = 0; i < ACCEPT_CROWD; i++)
+		tc_join(t[i]);
+	close(s);
+	printf("the acceptor ran after %d of %d queued threads\n", crowd_ran_at_accept, ACCEPT_CROWD);
+	/* the worker looks at its ring every 64 switches while it is busy */
+	CHECK(crowd_ran_at_accept >= 0 && crowd_ran_at_accept < ACCEPT_CROWD / 2);
 }
