@@ -84,11 +84,8 @@ CP_EXPORT void closefrom(int low)
 		low = 0;
 	if (close_range((unsigned)low, ~0u, 0) == 0)
 		return;
-	if (close_listed_from(low) != 0) {
-		fprintf(stderr, "caprice: closefrom(%d): close_range failed and /proc/self/fd "
-		                "cannot be read\n", low);
-		abort(); /* glibc's closefrom has no way to fail either */
-	}
+	if (close_listed_from(low) != 0) /* glibc's closefrom has no way to fail either */
+		cp_die("closefrom(%d): close_range failed and /proc/self/fd cannot be read", low);
 }
 
 /* dup2/dup3 onto one of the runtime's descriptors would close it under

@@ -192,14 +192,19 @@ static void undrain(struct lt_fd *f)
 	cp_spin_unlock(&f->lock);
 }
 
+static void drain_locked(struct lt_fd *f)
+{
+	cp_spin_lock(&f->lock);
+	drain(f);
+	cp_spin_unlock(&f->lock);
+}
+
 void lt_fd_forget(int fd)
 {
 	struct lt_fd *f = lt_fd_get(fd);
 	if (!f)
 		return;
-	cp_spin_lock(&f->lock);
-	drain(f);
-	cp_spin_unlock(&f->lock);
+	drain_locked(f);
 	undrain(f);
 }
 
@@ -261,13 +266,6 @@ static void each_entry(unsigned lo, unsigned hi, void (*fn)(struct lt_fd *f))
 		for (unsigned i = first; i <= last; i++)
 			fn(&chunk[i]);
 	}
-}
-
-static void drain_locked(struct lt_fd *f)
-{
-	cp_spin_lock(&f->lock);
-	drain(f);
-	cp_spin_unlock(&f->lock);
 }
 
 void lt_fd_drain_range(unsigned lo, unsigned hi)
