@@ -237,7 +237,8 @@ void cp_yield(void);
  * monitor's last look) gives way to the next of them only and then runs
  * again, as the kernel's scheduler runs a yielder that has used little
  * CPU again at once; one that computed longer goes behind them all, as
- * cp_yield does. */
+ * cp_yield does, and so does every yield under CAPRICE_SCHED=2d, whose
+ * policy orders the queue. */
 void cp_yield_brief(void);
 
 /* t's real-time priority: 0 (SCHED_OTHER, every thread's by default) or
