@@ -79,6 +79,7 @@ static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 	uint64_t beat = __atomic_load_n(&w->heartbeat, __ATOMIC_RELAXED);
 	if (beat != __atomic_load_n(&w->beat_seen, __ATOMIC_RELAXED))
 		__atomic_store_n(&w->beat_seen, beat, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->looked_at, now, __ATOMIC_RELAXED);
 	if (beat != wt->beat || __atomic_load_n(&w->sleeping, __ATOMIC_RELAXED)) {
 		wt->beat = beat;
 		wt->since = now;

@@ -356,6 +356,18 @@ void cp_safe_point(void)
 		fn();
 }
 
+/* Whether the running thread started after the monitor's last look at
+ * w (it looks every millisecond), and that look is at most BRIEF_RUN_NS
+ * old: then it has run less than that.  A monitor that fell behind (a
+ * loaded machine) answers no. */
+#define BRIEF_RUN_NS 2000000ull
+
+static CP_NOINLINE bool ran_briefly(struct cp_worker *w)
+{
+	return w->st.switches != __atomic_load_n(&w->beat_seen, __ATOMIC_RELAXED) &&
+	       cp_now_ns() - __atomic_load_n(&w->looked_at, __ATOMIC_RELAXED) <= BRIEF_RUN_NS;
+}
+
 /* A brief yield keeps its place only ahead of a queue longer than this:
  * behind a few threads the yielder waits little anyway, and threads that
  * yield to each other (a semaphore's posters and waiters) take turns as
@@ -375,11 +387,11 @@ static inline __attribute__((always_inline)) void yield(bool brief)
 	w->st.yields++;
 	look_around(w, CP_DONATE_CEIL_HALF);
 	/* brief: the yielder runs again after the next queued thread, first
-	 * in line, if it started after the monitor's last look (so it has run
-	 * about a millisecond at most) and a turn of the queue is long (the
-	 * ring's length: past 256 the overflow lists hold the rest) */
+	 * in line, if a turn of the queue is long (the ring's length: past
+	 * 256 the overflow lists hold the rest) and it has run 2 ms at most
+	 * (ran_briefly) */
 	bool front = brief && cp_unlikely(w->rq.tail - w->rq.head > BRIEF_YIELD_QUEUE) &&
-	             w->st.switches != __atomic_load_n(&w->beat_seen, __ATOMIC_RELAXED);
+	             ran_briefly(w);
 	/* a thread with a priority gives way only to one of its own or higher */
 	struct cp_thread *next = cp_likely(!cur->prio) ? cp_runq_pop(&w->rq)
 	                                               : cp_runq_pop_at_least(&w->rq, cur->prio);

@@ -61,6 +61,7 @@ struct cp_worker {
 	uint64_t beat_seen;             /* heartbeat at the monitor's last look:
 	                                   equal to it, the running thread has
 	                                   run since before that look */
+	uint64_t looked_at;             /* and when that look was */
 	uint32_t watching;              /* idle, spinning over others' queues */
 	uint32_t idle_now;              /* in its scheduler loop with nothing to run */
 	/* live user threads whose home this is (threads.c: where a new one
