@@ -356,10 +356,11 @@ CP_EXPORT int sigpending(sigset_t *set)
  * worker's is the runtime's own (sched/signals.c): the poke and SIGSEGV
  * handlers run on it.  A program's sigaltstack from a user thread would
  * replace it with that thread's buffer for every thread the worker runs,
- * and the next poke's signal frame would land there whether or not the
- * buffer still exists (varnishd sets one in each of its 200 pool threads
- * and frees it when the thread ends: its cache process died of SIGSEGV
- * under load, at a return address its own frames no longer held).  So
+ * and the next poke's signal frame would land there, whoever uses that
+ * buffer then (varnishd gives every one of its threads the same 64 KiB
+ * buffer, THR_Init in cache_main.c: both workers' pokes ran their
+ * handlers on it at once, and its cache process died of SIGSEGV under
+ * load, at a return address its own frames no longer held).  So
  * the stack a program sets is its thread's, remembered here and reported
  * back; the handlers it asks to run on it (SA_ONSTACK) run on the
  * worker's alternate stack, which is as far from the thread's own. */

@@ -110,8 +110,8 @@ TCASE(pthread_kill_runs_handler_in_target_that_computes)
 /* A thread's sigaltstack is its own: the kernel's, one per worker, stays
  * the runtime's, so the poke that runs a handler in a computing thread
  * (SA_ONSTACK) writes no signal frame into the buffer the thread named,
- * which another of the worker's threads may own by then (varnishd's pool
- * threads each set one and free it as they end). */
+ * which other threads may be using (varnishd gives all its threads one
+ * buffer, and two workers' pokes ran on it at once). */
 static unsigned char altbuf[64 * 1024];
 static stack_t alt_seen;
 
