@@ -93,8 +93,11 @@ CP_EXPORT int dup3(int old, int new, int flags)
 
 CP_EXPORT int dup2(int old, int new)
 {
-	if (old == new) /* dup3 refuses this; dup2 checks old is open */
-		return lt_fd_dup_refused(old, new) ? -1 : syscall(SYS_fcntl, old, F_GETFD) < 0 ? -1 : new;
+	if (old == new) { /* dup3 refuses this; dup2 checks old is open */
+		if (lt_fd_dup_refused(old, new) || syscall(SYS_fcntl, old, F_GETFD) < 0)
+			return -1;
+		return new;
+	}
 	return dup3(old, new, 0);
 }
 

@@ -43,6 +43,7 @@ void lt_start(void)
 		       "filter denying it; before 5.12, enough RLIMIT_MEMLOCK)",
 		       strerror(-refused));
 	}
+	lt_altstack_init(); /* before main is a thread that may call sigaltstack */
 	m->magic = LT_MAGIC;
 	m->cancel_enabled = 1;
 	m->join_state = LT_JOINABLE;

@@ -267,6 +267,9 @@ void lt_keys_run_destructors(struct lt_thread *t) CP_HIDDEN;
 /* A key of libthread's own, past the program's PTHREAD_KEYS_MAX (0 or
  * EAGAIN once LT_KEYS_RUNTIME are taken). */
 int lt_key_create_runtime(pthread_key_t *key, void (*dtor)(void *)) CP_HIDDEN;
+/* Makes the key the threads' alternate signal stacks live under
+ * (signal.c); at start-up, before any user thread but main. */
+void lt_altstack_init(void) CP_HIDDEN;
 /* Moves values this kernel thread set before it became a user thread
  * (main, before the runtime started) into t. */
 void lt_keys_adopt_foreign(struct lt_thread *t) CP_HIDDEN;

@@ -369,17 +369,17 @@ CP_EXPORT int sigpending(sigset_t *set)
 #endif
 
 static pthread_key_t altstack_key;
-static int altstack_key_err = -1; /* -1 until made, then its errno */
-static pthread_once_t altstack_once = PTHREAD_ONCE_INIT;
 
 static void altstack_free(void *p)
 {
 	cp_rt_free(p);
 }
 
-static void altstack_key_make(void)
+void lt_altstack_init(void)
 {
-	altstack_key_err = lt_key_create_runtime(&altstack_key, altstack_free);
+	/* one of libthread's own keys: the program keeps all of its own */
+	if (lt_key_create_runtime(&altstack_key, altstack_free) != 0)
+		cp_die("no key of libthread's own left for the threads' alternate signal stacks");
 }
 
 static const stack_t no_altstack = { .ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE };
@@ -396,17 +396,14 @@ CP_EXPORT int sigaltstack(const stack_t *ss, stack_t *old)
 		errno = ENOMEM;
 		return -1;
 	}
-	/* a look (the sanitizers look at every noreturn call) makes nothing */
-	stack_t *mine = __atomic_load_n(&altstack_key_err, __ATOMIC_ACQUIRE) == 0
-	                        ? pthread_getspecific(altstack_key)
-	                        : NULL;
+	/* a look (the sanitizers look at every noreturn call) allocates nothing */
+	stack_t *mine = pthread_getspecific(altstack_key);
 	if (old)
 		*old = mine ? *mine : no_altstack;
 	if (!ss)
 		return 0;
 	if (!mine) {
-		pthread_once(&altstack_once, altstack_key_make);
-		mine = altstack_key_err == 0 ? cp_rt_malloc(sizeof *mine) : NULL;
+		mine = cp_rt_malloc(sizeof *mine);
 		if (!mine || pthread_setspecific(altstack_key, mine) != 0) {
 			cp_rt_free(mine);
 			errno = ENOMEM;

@@ -32,7 +32,8 @@ struct cp_io_op {
 	uint8_t signalled;             /* cancelled by cp_interrupt_wait: the
 	                                  CP_INTR_* reasons that did it */
 	uint8_t wake_first;            /* its thread runs next once it completes
-	                                  (an accept: cp_io_wake_first) */
+	                                  (cp_wake_pinned_first: libthread's
+	                                  accept sets it) */
 	struct cp_io_op *cancel_next;
 	struct io_uring_sqe *sqe;      /* until cp_io_wait links the timeout */
 	struct __kernel_timespec ts;   /* read by the kernel at submission */

@@ -48,7 +48,6 @@ static uint64_t slice_ns = 2000000ull;
 #define STUCK_SLICES 10
 
 struct watch {
-	uint64_t beat;       /* heartbeat at the last look */
 	uint64_t since;      /* when it last changed */
 	uint64_t poked_at;
 	uint64_t ran_ns;     /* its kernel thread's CPU time at the last poke */
@@ -77,11 +76,12 @@ static bool has_waiting_work(struct cp_worker *w, uint64_t now)
 static void look_at(struct cp_worker *w, struct watch *wt, uint64_t now)
 {
 	uint64_t beat = __atomic_load_n(&w->heartbeat, __ATOMIC_RELAXED);
-	if (beat != __atomic_load_n(&w->beat_seen, __ATOMIC_RELAXED))
+	/* published, with the time, for the worker's brief yields (sched.c) */
+	bool moved = beat != __atomic_load_n(&w->beat_seen, __ATOMIC_RELAXED);
+	if (moved)
 		__atomic_store_n(&w->beat_seen, beat, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->looked_at, now, __ATOMIC_RELAXED);
-	if (beat != wt->beat || __atomic_load_n(&w->sleeping, __ATOMIC_RELAXED)) {
-		wt->beat = beat;
+	if (moved || __atomic_load_n(&w->sleeping, __ATOMIC_RELAXED)) {
 		wt->since = now;
 		wt->asleep = false;
 		if (wt->covered) {
