@@ -259,12 +259,54 @@ TCASE(close_range_wakes_a_reader_of_a_descriptor_it_closes)
 }
 
 /* A forked child gets rings of its own, and closes what it inherited. */
+/* What the runtime's descriptors name that only this process should use:
+ * sendfile's pooled pipes ("pipe:[N]") and the monitor's files of this
+ * process's tasks ("/proc/PID/task/..."), up to max, from /proc. */
+enum { OWN_MAX = 64 };
+static int process_own_targets(char (*out)[64], int max)
+{
+	char task_prefix[32];
+	snprintf(task_prefix, sizeof task_prefix, "/proc/%d/task/", (int)getpid());
+	DIR *d = opendir("/proc/self/fd");
+	CHECK(d != NULL);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL && n < max) {
+		int fd = atoi(e->d_name);
+		if (fd < runtime_floor())
+			continue;
+		fd_target(fd, out[n], sizeof out[n]);
+		if (strncmp(out[n], "pipe:", 5) == 0 ||
+		    strncmp(out[n], task_prefix, strlen(task_prefix)) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
 TCASE(a_forked_child_closes_what_it_inherited)
 {
-	runtime_still_works();
+	runtime_still_works(); /* a sendfile leaves a pipe in the pool */
+	static char parents[OWN_MAX][64];
+	int nparent = process_own_targets(parents, OWN_MAX);
+	CHECK(nparent > 0);
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
+		/* the parent's pooled pipes (two processes splicing through one
+		 * would mix their bytes) and its /proc task files are closed */
+		DIR *d = opendir("/proc/self/fd");
+		CHECK(d != NULL);
+		struct dirent *e;
+		while ((e = readdir(d)) != NULL) {
+			char what[64];
+			fd_target(atoi(e->d_name), what, sizeof what);
+			for (int i = 0; i < nparent; i++)
+				if (strcmp(what, parents[i]) == 0)
+					TFAIL("the child still holds the parent's %s (fd %s)", what,
+					      e->d_name);
+		}
+		closedir(d);
 		closefrom(3);
 		runtime_still_works();
 		fflush(NULL);
