@@ -665,10 +665,13 @@ TCASE(a_yield_after_computing_goes_behind_the_queue)
 
 /* A thread woken by its accept runs before the threads queued on its
  * worker: 200 threads that compute 50 us each are queued when the
- * connection comes; the acceptor must not wait for all of them. */
-enum { ACCEPT_CROWD = 200 };
+ * connection comes; the acceptor must not wait for all of them.  The
+ * connection comes from a kernel thread on the other CPU, which another
+ * process may hold: a connect made once half the crowd had run is too
+ * late to tell, and the scene is set again (3 tries). */
+enum { ACCEPT_CROWD = 200, ACCEPT_TRIES = 3 };
 static int accept_listener;
-static int crowd_ran, crowd_ran_at_accept = -1;
+static int crowd_ran, crowd_ran_at_accept, crowd_ran_at_connect;
 
 static void *acceptor(void *arg)
 {
@@ -697,6 +700,7 @@ static void *connect_loopback(void *arg)
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	CHECK(s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0);
+	crowd_ran_at_connect = __atomic_load_n(&crowd_ran, __ATOMIC_RELAXED);
 	return (void *)(long)s;
 }
 
@@ -711,21 +715,31 @@ TCASE(an_acceptor_runs_before_the_queued_threads)
 	CHECK(accept_listener >= 0 && bind(accept_listener, (struct sockaddr *)&a, sizeof a) == 0 &&
 	      listen(accept_listener, 8) == 0 &&
 	      getsockname(accept_listener, (struct sockaddr *)&a, &al) == 0);
-	pthread_t acc = tc_spawn(acceptor, NULL);
-	tc_msleep(20); /* parked in its accept */
-	pthread_t t[ACCEPT_CROWD];
-	for (int i = 0; i < ACCEPT_CROWD; i++)
-		t[i] = tc_spawn(crowd, NULL);
-	/* the connection comes from a kernel thread of the C library's, so
-	 * that nothing on this worker parks for it */
-	pthread_t k;
-	tc_foreign_run(connect_loopback, (void *)(long)ntohs(a.sin_port), &k);
-	int s = (int)(long)tc_foreign_join(k);
-	tc_join(acc);
-	for (int i = 0; i < ACCEPT_CROWD; i++)
-		tc_join(t[i]);
-	close(s);
-	printf("the acceptor ran after %d of %d queued threads\n", crowd_ran_at_accept, ACCEPT_CROWD);
-	/* the worker looks at its ring every 64 switches while it is busy */
-	CHECK(crowd_ran_at_accept >= 0 && crowd_ran_at_accept < ACCEPT_CROWD / 2);
+	for (int try = 1;; try++) {
+		crowd_ran = 0;
+		crowd_ran_at_accept = crowd_ran_at_connect = -1;
+		pthread_t acc = tc_spawn(acceptor, NULL);
+		tc_msleep(20); /* parked in its accept */
+		pthread_t t[ACCEPT_CROWD];
+		for (int i = 0; i < ACCEPT_CROWD; i++)
+			t[i] = tc_spawn(crowd, NULL);
+		/* the connection comes from a kernel thread of the C library's,
+		 * so that nothing on this worker parks for it */
+		pthread_t k;
+		tc_foreign_run(connect_loopback, (void *)(long)ntohs(a.sin_port), &k);
+		int s = (int)(long)tc_foreign_join(k);
+		tc_join(acc);
+		for (int i = 0; i < ACCEPT_CROWD; i++)
+			tc_join(t[i]);
+		close(s);
+		printf("try %d: connected after %d of %d queued threads had run, accepted after %d\n",
+		       try, crowd_ran_at_connect, ACCEPT_CROWD, crowd_ran_at_accept);
+		if (crowd_ran_at_connect < ACCEPT_CROWD / 2 || try == ACCEPT_TRIES)
+			break;
+	}
+	CHECK(crowd_ran_at_connect >= 0 && crowd_ran_at_connect < ACCEPT_CROWD / 2);
+	/* the worker looks at its ring every 64 switches while it is busy;
+	 * behind the queue, the acceptor would wait for all that was left */
+	CHECK(crowd_ran_at_accept >= crowd_ran_at_connect &&
+	      crowd_ran_at_accept - crowd_ran_at_connect < ACCEPT_CROWD / 2);
 }
