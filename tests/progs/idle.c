@@ -16,26 +16,12 @@
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/wait.h>
 
 #include "caprice.h"
 #include "tcase.h"
 
 #define ROUNDS 1000
 #define GAP_US 50
-
-static bool rerun_two_workers(void)
-{
-	if (tc_in_child())
-		return false;
-	static const char *const extra[] = { "CAPRICE_WORKERS=2", NULL };
-	static char out[65536];
-	int st = tc_run_self(tcase_current(), extra, out, sizeof out, 60);
-	fputs(out, stdout);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		TFAIL("the case on 2 workers failed (status %#x); its output is above", st);
-	return true;
-}
 
 static uint64_t sleeps_of(int worker)
 {
@@ -105,7 +91,7 @@ static int start_busy_worker(void *post, pthread_t *t)
 TCASE(an_idle_worker_sleeps_while_it_waits_for_its_own_io)
 {
 	tc_run_alone();
-	if (rerun_two_workers())
+	if (tc_rerun_on_workers(2, 60))
 		return;
 	tc_watchdog(30);
 	int p[2];
@@ -139,7 +125,7 @@ TCASE(an_idle_worker_sleeps_while_it_waits_for_its_own_io)
 TCASE(an_idle_worker_polls_for_threads_woken_on_a_busy_one)
 {
 	tc_run_alone();
-	if (rerun_two_workers())
+	if (tc_rerun_on_workers(2, 60))
 		return;
 	tc_watchdog(30);
 	CHECK_OK(sem_init(&handed, 0, 0) == 0 ? 0 : errno);
