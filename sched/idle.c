@@ -22,8 +22,7 @@
  * saturation spent 764 ms polling in a 5.5 s run for 11,275 completions
  * found so (68 us of CPU each, against a few us for a sleep and its
  * wake-up), and spent 6-10% more CPU per request than with no polling at
- * 1,000 and 10,000 connections; the echo server's tail was no shorter for
- * it (README, Halt versus spin).
+ * 1,000 and 10,000 connections (README, Halt versus spin).
  * CAPRICE_IDLE_SPIN_US fixes the window instead (0: never poll). */
 #include "worker.h"
 
