@@ -109,22 +109,33 @@ static void fd_target(int fd, char *out, size_t n)
 	out[got > 0 ? got : 0] = 0;
 }
 
-/* The io_uring descriptors open in this process: the runtime's (the
- * program opened none).  Returns how many, up to max. */
-static int runtime_rings(int *fds, int max)
+/* The descriptors open in this process, from /proc, up to max. */
+enum { OPEN_MAX_LISTED = 1024 };
+static int open_fds(int *fds, int max)
 {
 	DIR *d = opendir("/proc/self/fd");
 	CHECK(d != NULL);
 	int n = 0;
 	struct dirent *e;
-	while ((e = readdir(d)) != NULL && n < max) {
-		int fd = atoi(e->d_name);
-		char what[64];
-		fd_target(fd, what, sizeof what);
-		if (strcmp(what, "anon_inode:[io_uring]") == 0)
-			fds[n++] = fd;
-	}
+	while ((e = readdir(d)) != NULL && n < max)
+		if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d))
+			fds[n++] = atoi(e->d_name);
 	closedir(d);
+	return n;
+}
+
+/* The io_uring descriptors open in this process: the runtime's (the
+ * program opened none).  Returns how many, up to max. */
+static int runtime_rings(int *fds, int max)
+{
+	static int open[OPEN_MAX_LISTED];
+	int nopen = open_fds(open, OPEN_MAX_LISTED), n = 0;
+	for (int i = 0; i < nopen && n < max; i++) {
+		char what[64];
+		fd_target(open[i], what, sizeof what);
+		if (strcmp(what, "anon_inode:[io_uring]") == 0)
+			fds[n++] = open[i];
+	}
 	return n;
 }
 
@@ -258,7 +269,6 @@ TCASE(close_range_wakes_a_reader_of_a_descriptor_it_closes)
 	runtime_still_works();
 }
 
-/* A forked child gets rings of its own, and closes what it inherited. */
 /* What the runtime's descriptors name that only this process should use:
  * sendfile's pooled pipes ("pipe:[N]") and the monitor's files of this
  * process's tasks ("/proc/PID/task/..."), up to max, from /proc. */
@@ -267,23 +277,20 @@ static int process_own_targets(char (*out)[64], int max)
 {
 	char task_prefix[32];
 	snprintf(task_prefix, sizeof task_prefix, "/proc/%d/task/", (int)getpid());
-	DIR *d = opendir("/proc/self/fd");
-	CHECK(d != NULL);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL && n < max) {
-		int fd = atoi(e->d_name);
-		if (fd < runtime_floor())
+	static int open[OPEN_MAX_LISTED];
+	int nopen = open_fds(open, OPEN_MAX_LISTED), n = 0;
+	for (int i = 0; i < nopen && n < max; i++) {
+		if (open[i] < runtime_floor())
 			continue;
-		fd_target(fd, out[n], sizeof out[n]);
+		fd_target(open[i], out[n], sizeof out[n]);
 		if (strncmp(out[n], "pipe:", 5) == 0 ||
 		    strncmp(out[n], task_prefix, strlen(task_prefix)) == 0)
 			n++;
 	}
-	closedir(d);
 	return n;
 }
 
+/* A forked child gets rings of its own, and closes what it inherited. */
 TCASE(a_forked_child_closes_what_it_inherited)
 {
 	runtime_still_works(); /* a sendfile leaves a pipe in the pool */
@@ -295,18 +302,16 @@ TCASE(a_forked_child_closes_what_it_inherited)
 	if (pid == 0) {
 		/* the parent's pooled pipes (two processes splicing through one
 		 * would mix their bytes) and its /proc task files are closed */
-		DIR *d = opendir("/proc/self/fd");
-		CHECK(d != NULL);
-		struct dirent *e;
-		while ((e = readdir(d)) != NULL) {
+		static int open[OPEN_MAX_LISTED];
+		int nopen = open_fds(open, OPEN_MAX_LISTED);
+		for (int k = 0; k < nopen; k++) {
 			char what[64];
-			fd_target(atoi(e->d_name), what, sizeof what);
+			fd_target(open[k], what, sizeof what);
 			for (int i = 0; i < nparent; i++)
 				if (strcmp(what, parents[i]) == 0)
-					TFAIL("the child still holds the parent's %s (fd %s)", what,
-					      e->d_name);
+					TFAIL("the child still holds the parent's %s (fd %d)", what,
+					      open[k]);
 		}
-		closedir(d);
 		closefrom(3);
 		runtime_still_works();
 		fflush(NULL);
