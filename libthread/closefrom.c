@@ -94,9 +94,10 @@ CP_EXPORT void closefrom(int low)
  * program meant a number it believes free. */
 bool lt_fd_dup_refused(int old, int new)
 {
-	if (cp_likely(!cp_rtfd_owned(old) && !cp_rtfd_owned(new)))
+	bool onto = cp_rtfd_owned(new);
+	if (cp_likely(!onto && !cp_rtfd_owned(old)))
 		return false;
-	if (cp_rtfd_owned(new)) {
+	if (onto) {
 		char what[64] = "?", link[40];
 		snprintf(link, sizeof link, "/proc/self/fd/%d", new);
 		ssize_t n = readlink(link, what, sizeof what - 1);

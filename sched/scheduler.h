@@ -233,9 +233,9 @@ uint64_t cp_thread_cpu_ns(struct cp_thread *t);
  * threads of its priority and above). */
 void cp_yield(void);
 /* The program's sched_yield: while more than 8 threads wait on the
- * worker, a thread that has run less than about a millisecond (since the
- * monitor's last look) gives way to the next of them only and then runs
- * again, as the kernel's scheduler runs a yielder that has used little
+ * worker, a thread that has run 2 ms at most (it started after the
+ * monitor's last look, and that look is at most 2 ms old) gives way to
+ * the next of them only and then runs again, as the kernel's scheduler runs a yielder that has used little
  * CPU again at once; one that computed longer goes behind them all, as
  * cp_yield does, and so does every yield under CAPRICE_SCHED=2d, whose
  * policy orders the queue. */
