@@ -5,12 +5,12 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "compiler.h"
-#include "rtmem.h"
 #include "scheduler.h"
 
 #ifdef CP_ASAN
@@ -46,9 +46,17 @@ cp_real_pthread_create_fn cp_real_pthread_create(void)
 typedef int (*attr_fn)(pthread_attr_t *);
 typedef int (*attr_size_fn)(pthread_attr_t *, size_t);
 
+/* On the creator's stack, which it leaves only once the new thread has
+ * copied it (taken): neither thread allocates or frees for it.  A free
+ * on the new thread was its first call into malloc, which gave it an
+ * arena of its own, 64 MiB of address space, at a moment nobody chose: a
+ * program that measured its size and then forked under RLIMIT_AS that
+ * much above it had the monitor's arena appear in between, and the
+ * child's ring did not fit (tests/posix fork_under_rlimit_as). */
 struct kthread_start {
 	void *(*fn)(void *);
 	void *arg;
+	uint32_t taken;
 };
 
 /* A kernel thread's first frame: the C library may hand it a recycled
@@ -70,8 +78,9 @@ static CP_NO_SPLIT void *kthread_begin(void *p)
 	if (st.lo && sp > (char *)st.lo)
 		__asan_unpoison_memory_region(st.lo, (size_t)(sp - (char *)st.lo));
 #endif
-	struct kthread_start start = *(struct kthread_start *)p;
-	cp_rt_free(p);
+	struct kthread_start *handed = p;
+	struct kthread_start start = *handed;
+	__atomic_store_n(&handed->taken, 1, __ATOMIC_RELEASE);
 	return start.fn(start.arg);
 }
 
@@ -88,21 +97,16 @@ int cp_kthread_create(pthread_t *kt, void *(*fn)(void *), void *arg)
 			cp_die("cannot find the C library's pthread_attr_*: %s", dlerror());
 		__atomic_store_n(&set_size, s, __ATOMIC_RELEASE);
 	}
-	struct kthread_start *start = cp_rt_malloc(sizeof *start);
-	if (!start)
-		return EAGAIN;
-	start->fn = fn;
-	start->arg = arg;
+	struct kthread_start start = { .fn = fn, .arg = arg, .taken = 0 };
 	pthread_attr_t a;
-	if (init(&a)) {
-		cp_rt_free(start);
+	if (init(&a))
 		return EAGAIN;
-	}
 	set_size(&a, KTHREAD_STACK);
-	int e = cp_real_pthread_create()(kt, &a, kthread_begin, start);
+	int e = cp_real_pthread_create()(kt, &a, kthread_begin, &start);
 	destroy(&a);
-	if (e)
-		cp_rt_free(start);
+	/* a kernel thread's start: rare (start-up, a fork, a helper) */
+	while (e == 0 && !__atomic_load_n(&start.taken, __ATOMIC_ACQUIRE))
+		syscall(SYS_sched_yield);
 	return e;
 }
 
