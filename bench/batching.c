@@ -340,16 +340,6 @@ static void usage(FILE *f)
 	           "           [--small-pages] [--json]\n");
 }
 
-static long num_arg(const char *name, const char *v, long lo, long hi)
-{
-	char *end;
-	errno = 0;
-	long x = v ? strtol(v, &end, 10) : 0;
-	if (!v || errno || *end || x < lo || x > hi)
-		die("%s wants a number from %ld to %ld", name, lo, hi);
-	return x;
-}
-
 /* each thread holds two descriptors: raise the soft limit if they would
  * not fit */
 static void enough_fds(void)
@@ -387,19 +377,19 @@ int main(int argc, char **argv)
 			die("%s: unknown option, or it wants a value", a);
 		}
 		if (strcmp(a, "--threads") == 0)
-			opt.threads = num_arg(a, v, 2, MAX_THREADS);
+			opt.threads = bench_arg_long(a, v, 2, MAX_THREADS);
 		else if (strcmp(a, "--stages") == 0)
-			opt.stages = num_arg(a, v, 1, MAX_STAGES);
+			opt.stages = bench_arg_long(a, v, 1, MAX_STAGES);
 		else if (strcmp(a, "--tokens") == 0)
-			opt.tokens = num_arg(a, v, 1, MAX_THREADS);
+			opt.tokens = bench_arg_long(a, v, 1, MAX_THREADS);
 		else if (strcmp(a, "--table-kib") == 0)
-			opt.table_kib = num_arg(a, v, 1, 1 << 20);
+			opt.table_kib = bench_arg_long(a, v, 1, 1 << 20);
 		else if (strcmp(a, "--walk") == 0)
-			opt.walk = num_arg(a, v, 0, 100000000);
+			opt.walk = bench_arg_long(a, v, 0, 100000000);
 		else if (strcmp(a, "--seconds") == 0)
-			opt.seconds = num_arg(a, v, 1, 3600);
+			opt.seconds = bench_arg_long(a, v, 1, 3600);
 		else if (strcmp(a, "--runs") == 0)
-			opt.runs = num_arg(a, v, 1, 1L << 40);
+			opt.runs = bench_arg_long(a, v, 1, 1L << 40);
 		else if (strcmp(a, "--order") == 0) {
 			if (strcmp(v, "lockstep") == 0)
 				opt.lockstep = true;

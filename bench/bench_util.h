@@ -5,6 +5,7 @@
 #ifndef CAPRICE_BENCH_UTIL_H
 #define CAPRICE_BENCH_UTIL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -26,6 +27,18 @@ static _Noreturn __attribute__((format(printf, 1, 2))) void die(const char *fmt,
 	fputc('\n', stderr);
 	va_end(ap);
 	exit(2);
+}
+
+/* A command-line number: all of v a whole number from lo to hi, or the
+ * program stops naming the option (name) and what it wants. */
+static inline long bench_arg_long(const char *name, const char *v, long lo, long hi)
+{
+	char *end;
+	errno = 0;
+	long x = v ? strtol(v, &end, 10) : 0;
+	if (!v || !*v || errno || *end || x < lo || x > hi)
+		die("%s wants a whole number from %ld to %ld, not '%s'", name, lo, hi, v ? v : "");
+	return x;
 }
 
 static inline uint64_t now_ns(void)

@@ -27,6 +27,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define BENCH_NAME "echo-epoll"
+#include "bench_util.h"
+
 #define BUF_SIZE   4096
 #define MAX_EVENTS 512
 
@@ -191,8 +194,16 @@ static void *run(void *arg)
 
 int main(int argc, char **argv)
 {
-	int port = argc > 1 ? atoi(argv[1]) : 0;
-	long loops = argc > 2 ? atol(argv[2]) : sysconf(_SC_NPROCESSORS_ONLN);
+	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		printf("usage: %s [PORT [LOOPS]]   (port 0: any free port; loops: the online "
+		       "CPUs)\n", argv[0]);
+		return 0;
+	}
+	if (argc > 3)
+		die("two arguments at most, the port and the loops");
+	int port = argc > 1 ? (int)bench_arg_long("PORT", argv[1], 0, 65535) : 0;
+	long loops = argc > 2 ? bench_arg_long("LOOPS", argv[2], 1, 1024)
+	                      : sysconf(_SC_NPROCESSORS_ONLN);
 	if (loops < 1)
 		loops = 1;
 

@@ -21,6 +21,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define BENCH_NAME "echo-server"
+#include "bench_util.h"
+
 /* 10,000 NPTL threads must fit: 64 KiB stacks keep that to 640 MiB of
  * address space.  Caprice gets the same attribute: same source. */
 #define STACK_SIZE (64 * 1024)
@@ -71,7 +74,13 @@ static void *exit_on_term(void *arg)
 
 int main(int argc, char **argv)
 {
-	int port = argc > 1 ? atoi(argv[1]) : 0;
+	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		printf("usage: %s [PORT]   (0 or nothing: any free port)\n", argv[0]);
+		return 0;
+	}
+	if (argc > 2)
+		die("one argument at most, the port");
+	int port = argc > 1 ? (int)bench_arg_long("PORT", argv[1], 0, 65535) : 0;
 
 	/* a client that resets its connection must not kill the server */
 	signal(SIGPIPE, SIG_IGN);

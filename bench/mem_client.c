@@ -45,6 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_NAME "mem-client"
+#include "bench_util.h"
 #include "latency_hist.h"
 
 #define MAX_EVENTS 256
@@ -84,21 +86,6 @@ static _Atomic int g_ramped;                 /* connections ready or failed */
  * measured window, --warmup seconds later */
 static _Atomic uint64_t g_go = UINT64_MAX, g_start = UINT64_MAX, g_end = UINT64_MAX;
 static volatile sig_atomic_t g_stop;
-
-static void die(const char *fmt, const char *a)
-{
-	fprintf(stderr, "mem-client: ");
-	fprintf(stderr, fmt, a);
-	fputc('\n', stderr);
-	exit(2);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void drop(struct worker *w, struct conn *c, uint64_t now)
 {
@@ -333,41 +320,31 @@ static void on_term(int sig)
 	g_stop = 1;
 }
 
-static long arg_long(const char *name, const char *v, long lo, long hi)
-{
-	char *e;
-	errno = 0;
-	long x = strtol(v, &e, 10);
-	if (errno || *e || x < lo || x > hi)
-		die("%s: bad value", name);
-	return x;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc < 2)
 		die("usage: %s PORT [--conns N] [--duration S] [--warmup S] [--threads N] [--err-pause-ms N] "
 		    "[--reconnect-ms N] [--ramp-timeout S]", "mem-client");
-	int port = (int)arg_long("PORT", argv[1], 1, 65535);
+	int port = (int)bench_arg_long("PORT", argv[1], 1, 65535);
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i];
 		if (i + 1 >= argc)
 			die("%s wants a value", a);
 		const char *v = argv[++i];
 		if (!strcmp(a, "--conns"))
-			opt.conns = (int)arg_long(a, v, 1, 100000);
+			opt.conns = (int)bench_arg_long(a, v, 1, 100000);
 		else if (!strcmp(a, "--duration"))
-			opt.duration = (double)arg_long(a, v, 1, 3600);
+			opt.duration = (double)bench_arg_long(a, v, 1, 3600);
 		else if (!strcmp(a, "--threads"))
-			opt.threads = (int)arg_long(a, v, 1, 64);
+			opt.threads = (int)bench_arg_long(a, v, 1, 64);
 		else if (!strcmp(a, "--err-pause-ms"))
-			opt.err_pause_ms = arg_long(a, v, 0, 10000);
+			opt.err_pause_ms = bench_arg_long(a, v, 0, 10000);
 		else if (!strcmp(a, "--reconnect-ms"))
-			opt.reconnect_ms = arg_long(a, v, 0, 10000);
+			opt.reconnect_ms = bench_arg_long(a, v, 0, 10000);
 		else if (!strcmp(a, "--warmup"))
-			opt.warmup = (double)arg_long(a, v, 0, 3600);
+			opt.warmup = (double)bench_arg_long(a, v, 0, 3600);
 		else if (!strcmp(a, "--ramp-timeout"))
-			opt.ramp_timeout = (double)arg_long(a, v, 1, 3600);
+			opt.ramp_timeout = (double)bench_arg_long(a, v, 1, 3600);
 		else
 			die("unknown option %s", a);
 	}

@@ -392,16 +392,6 @@ static void *sampler(void *arg)
 	exit(0);
 }
 
-static long arg_long(const char *name, const char *v, long lo, long hi)
-{
-	char *end;
-	errno = 0;
-	long x = strtol(v, &end, 10);
-	if (errno || *end || x < lo || x > hi)
-		die("%s wants a whole number in [%ld, %ld], not '%s'", name, lo, hi, v);
-	return x;
-}
-
 int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -410,19 +400,19 @@ int main(int argc, char **argv)
 			die("%s wants a value", a);
 		const char *v = argv[++i];
 		if (!strcmp(a, "--port"))
-			opt.port = (int)arg_long(a, v, 0, 65535);
+			opt.port = (int)bench_arg_long(a, v, 0, 65535);
 		else if (!strcmp(a, "--req-mb"))
-			opt.req_bytes = (size_t)arg_long(a, v, 1, 16) << 20;
+			opt.req_bytes = (size_t)bench_arg_long(a, v, 1, 16) << 20;
 		else if (!strcmp(a, "--backend-ms"))
-			opt.backend_ms = arg_long(a, v, 0, 10000);
+			opt.backend_ms = bench_arg_long(a, v, 0, 10000);
 		else if (!strcmp(a, "--wall-mb"))
-			opt.wall_mb = arg_long(a, v, 0, 1 << 20);
+			opt.wall_mb = bench_arg_long(a, v, 0, 1 << 20);
 		else if (!strcmp(a, "--wall-slack-mb"))
-			wall_slack_mb = arg_long(a, v, 0, 1 << 20);
+			wall_slack_mb = bench_arg_long(a, v, 0, 1 << 20);
 		else if (!strcmp(a, "--log"))
 			opt.log = v;
 		else if (!strcmp(a, "--duration"))
-			opt.duration = (double)arg_long(a, v, 0, 86400);
+			opt.duration = (double)bench_arg_long(a, v, 0, 86400);
 		else
 			die("unknown option %s (see the opening comment of bench/memserver.c)", a);
 	}

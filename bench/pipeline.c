@@ -355,16 +355,6 @@ static void usage(FILE *f)
 	        IMPL, IMPL);
 }
 
-static long num_arg(const char *name, const char *v, long lo, long hi)
-{
-	char *end;
-	errno = 0;
-	long x = v ? strtol(v, &end, 10) : 0;
-	if (!v || errno || *end || x < lo || x > hi)
-		die("%s wants a number from %ld to %ld", name, lo, hi);
-	return x;
-}
-
 int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -388,13 +378,13 @@ int main(int argc, char **argv)
 		else if (strcmp(a, "--make-input") == 0)
 			opt.make_input = v;
 		else if (strcmp(a, "--size") == 0)
-			opt.size_mib = num_arg(a, v, 1, 4096);
+			opt.size_mib = bench_arg_long(a, v, 1, 4096);
 		else if (strcmp(a, "--block") == 0)
-			opt.block_kib = num_arg(a, v, 1, 65536);
+			opt.block_kib = bench_arg_long(a, v, 1, 65536);
 		else if (strcmp(a, "--threads") == 0)
-			opt.threads = (int)num_arg(a, v, 1, MAX_THREADS);
+			opt.threads = (int)bench_arg_long(a, v, 1, MAX_THREADS);
 		else if (strcmp(a, "--passes") == 0)
-			opt.passes = (int)num_arg(a, v, 0, 1000);
+			opt.passes = (int)bench_arg_long(a, v, 0, 1000);
 		else {
 			usage(stderr);
 			die("unknown option %s", a);

@@ -983,15 +983,6 @@ static void print_table(int cores)
 
 /* ------------------------------------------------------------------ */
 
-static long parse_long(const char *s, const char *what, long lo, long hi)
-{
-	char *end;
-	long v = strtol(s ? s : "", &end, 10);
-	if (!s || !*s || *end || v < lo || v > hi)
-		die("%s wants a number from %ld to %ld", what, lo, hi);
-	return v;
-}
-
 static void usage(void)
 {
 	printf("usage: primitives-" IMPL " [--json] [--reps N] [--threads N] [--pid-headroom N]\n"
@@ -1010,22 +1001,22 @@ int main(int argc, char **argv)
 		if (strcmp(a, "--json") == 0) {
 			opt.json = true;
 		} else if (strcmp(a, "--reps") == 0) {
-			opt.reps = (int)parse_long(v, a, 1, MAX_REPS);
+			opt.reps = (int)bench_arg_long(a, v, 1, MAX_REPS);
 			i++;
 		} else if (strcmp(a, "--threads") == 0) {
-			opt.blocked = parse_long(v, a, 0, 10000000);
+			opt.blocked = bench_arg_long(a, v, 0, 10000000);
 			i++;
 		} else if (strcmp(a, "--pid-headroom") == 0) {
-			opt.pid_headroom = parse_long(v, a, 0, 1 << 22);
+			opt.pid_headroom = bench_arg_long(a, v, 0, 1 << 22);
 			i++;
 		} else if (strcmp(a, "--child") == 0 && v) {
 			opt.child = v;
 			i++;
 		} else if (strcmp(a, "--budget-ms") == 0) {
-			opt.budget_ms = parse_long(v, a, 1000, 3600000);
+			opt.budget_ms = bench_arg_long(a, v, 1000, 3600000);
 			i++;
 		} else if (strcmp(a, "--stack-kib") == 0) {
-			opt.stack_kib = parse_long(v, a, 0, 1 << 20);
+			opt.stack_kib = bench_arg_long(a, v, 0, 1 << 20);
 			i++;
 		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			usage();
