@@ -58,6 +58,13 @@ void cp_idle_configure(void)
 	oversubscribed = cpus > 0 && cp_nworkers > cpus;
 }
 
+/* Threads woken from other workers wait in w's inbox: work handed over,
+ * the only kind that widens the window (the top of the file). */
+static inline bool handed_over(const struct cp_worker *w)
+{
+	return __atomic_load_n(&w->inbox, __ATOMIC_RELAXED) != NULL;
+}
+
 static bool has_news(struct cp_worker *w)
 {
 	return cp_runq_len(&w->rq) || __atomic_load_n(&w->inbox, __ATOMIC_RELAXED) ||
@@ -115,7 +122,7 @@ static bool idle_spin(struct cp_worker *w, uint64_t now, bool *may_poll)
 	do {
 		unsigned reaped = cp_ring_poll(&w->ring);
 		if (reaped || has_news(w)) {
-			if (adaptive && reaped && !__atomic_load_n(&w->inbox, __ATOMIC_RELAXED))
+			if (adaptive && reaped && !handed_over(w))
 				w->spin_ns /= 2;
 			return true;
 		}
@@ -204,9 +211,9 @@ static void idle_sleep(struct cp_worker *w, uint64_t spell_from, uint64_t *idle_
 		uint64_t before = cp_now_ns();
 		cp_ring_wait(&w->ring, timeout);
 		uint64_t after = cp_now_ns();
-		/* a thread woken from another worker (its kick ended the
-		 * sleep), not this ring's own I/O or a timer */
-		bool handed = __atomic_load_n(&w->inbox, __ATOMIC_RELAXED) != NULL;
+		/* a kick for a thread woken elsewhere ended the sleep, not
+		 * this ring's own I/O or a timer */
+		bool handed = handed_over(w);
 		/* the wait submitted what the last thread prepared (see
 		 * cp_idle_nothing_queued), and a completion of that at once
 		 * ended it before it slept: neither a sleep nor a spell */

@@ -235,10 +235,10 @@ void cp_yield(void);
 /* The program's sched_yield: while more than 8 threads wait on the
  * worker, a thread that has run 2 ms at most (it started after the
  * monitor's last look, and that look is at most 2 ms old) gives way to
- * the next of them only and then runs again, as the kernel's scheduler runs a yielder that has used little
- * CPU again at once; one that computed longer goes behind them all, as
- * cp_yield does, and so does every yield under CAPRICE_SCHED=2d, whose
- * policy orders the queue. */
+ * the next of them only and then runs again, as the kernel's scheduler
+ * runs a yielder that has used little CPU again at once; one that
+ * computed longer goes behind them all, as cp_yield does, and so does
+ * every yield under CAPRICE_SCHED=2d, whose policy orders the queue. */
 void cp_yield_brief(void);
 
 /* t's real-time priority: 0 (SCHED_OTHER, every thread's by default) or

@@ -117,9 +117,11 @@ static int open_fds(int *fds, int max)
 	CHECK(d != NULL);
 	int n = 0;
 	struct dirent *e;
-	while ((e = readdir(d)) != NULL && n < max)
-		if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d))
-			fds[n++] = atoi(e->d_name);
+	while ((e = readdir(d)) != NULL && n < max) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] != '.' && fd != dirfd(d))
+			fds[n++] = fd;
+	}
 	closedir(d);
 	return n;
 }

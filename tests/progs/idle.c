@@ -77,10 +77,8 @@ static int start_busy_worker(void *post, pthread_t *t)
 {
 	*t = tc_spawn(computer, post);
 	uint64_t give_up = tc_now_ns() + 2000000000ull;
-	while (atomic_load(&busy_worker) < 0 && tc_now_ns() < give_up) {
-		struct timespec ms = { 0, 1000000 };
-		nanosleep(&ms, NULL);
-	}
+	while (atomic_load(&busy_worker) < 0 && tc_now_ns() < give_up)
+		tc_msleep(1);
 	int mine = caprice_worker_index();
 	if (atomic_load(&busy_worker) < 0 || atomic_load(&busy_worker) == mine)
 		TFAIL("the computing thread runs on worker %d, main on %d: no idle worker",
